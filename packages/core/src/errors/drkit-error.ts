@@ -1,0 +1,234 @@
+const marker = Symbol.for('drkit.error');
+
+/** Stable machine-readable codes of every drkit error. */
+export type DrkitErrorCode =
+  | 'AUTHENTICATION_FAILED'
+  | 'UNREACHABLE'
+  | 'PERMISSION_DENIED'
+  | 'NOT_FOUND'
+  | 'CHANGE_TRACKING_UNAVAILABLE'
+  | 'CHECKPOINT_INVALID'
+  | 'THROTTLED'
+  | 'CHECKSUM_MISMATCH'
+  | 'PROXY_BUSY'
+  | 'PROXY_BOUND'
+  | 'INVALID_SETTINGS'
+  | 'INVALID_ARGUMENT'
+  | 'REPOSITORY_CORRUPT'
+  | 'REPOSITORY_LOCKED'
+  | 'SOURCE_PROTOCOL'
+  | 'TIMEOUT';
+
+/** Options every drkit error accepts. */
+export interface DrkitErrorOptions {
+  /** The lower-level error that caused this one. */
+  cause?: unknown;
+  /** Overrides the default of the subclass: whether trying the same operation again may succeed. */
+  retryable?: boolean;
+}
+
+/**
+ * Base class of every error drkit throws on purpose. Each has a stable {@link DrkitError.code}, says whether a
+ * retry may succeed, and keeps the underlying `cause`. Use the static `isInstance` rather than `instanceof`:
+ * it also recognises errors from another copy of the package.
+ *
+ * @example
+ * ```ts
+ * try { await platform.verify(); } catch (error) {
+ *   if (AuthenticationError.isInstance(error)) console.error('check the credentials:', error.message);
+ * }
+ * ```
+ */
+export class DrkitError extends Error {
+  /** Stable code, safe to switch on. */
+  readonly code: DrkitErrorCode;
+  /** Whether the same operation may succeed when tried again unchanged. */
+  readonly retryable: boolean;
+  constructor(code: DrkitErrorCode, message: string, options: DrkitErrorOptions & { defaultRetryable?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? options.defaultRetryable ?? false;
+    Object.defineProperty(this, marker, { value: true });
+  }
+
+  /** True for any drkit error, across duplicate copies of the package. */
+  static isInstance(error: unknown): error is DrkitError {
+    return typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[marker] === true;
+  }
+
+  /** A plain object for logs and JSON output; never contains secrets. */
+  toJSON(): { name: string; code: DrkitErrorCode; message: string; retryable: boolean } {
+    return { name: this.name, code: this.code, message: this.message, retryable: this.retryable };
+  }
+}
+
+function hasCode(error: unknown, code: DrkitErrorCode): boolean {
+  return DrkitError.isInstance(error) && error.code === code;
+}
+
+/** The credentials were refused (wrong password, expired or revoked key). Not retryable. */
+export class AuthenticationError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('AUTHENTICATION_FAILED', message, options);
+  }
+  static override isInstance(error: unknown): error is AuthenticationError {
+    return hasCode(error, 'AUTHENTICATION_FAILED');
+  }
+}
+
+/** A host, endpoint or monitor could not be reached in time. Retryable. */
+export class UnreachableError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('UNREACHABLE', message, { ...options, defaultRetryable: true });
+  }
+  static override isInstance(error: unknown): error is UnreachableError {
+    return hasCode(error, 'UNREACHABLE');
+  }
+}
+
+/** The credentials are valid but lack a permission the operation needs. */
+export class PermissionError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('PERMISSION_DENIED', message, options);
+  }
+  static override isInstance(error: unknown): error is PermissionError {
+    return hasCode(error, 'PERMISSION_DENIED');
+  }
+}
+
+/** A named object (host, disk, snapshot, point, chunk, blob) does not exist. */
+export class NotFoundError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('NOT_FOUND', message, options);
+  }
+  static override isInstance(error: unknown): error is NotFoundError {
+    return hasCode(error, 'NOT_FOUND');
+  }
+}
+
+/** Change tracking is off, unsupported or was reset on the source; an incremental cannot be computed. */
+export class ChangeTrackingUnavailableError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('CHANGE_TRACKING_UNAVAILABLE', message, options);
+  }
+  static override isInstance(error: unknown): error is ChangeTrackingUnavailableError {
+    return hasCode(error, 'CHANGE_TRACKING_UNAVAILABLE');
+  }
+}
+
+/** The base checkpoint can no longer be used (its snapshot is gone, the disk was recreated). Read in full. */
+export class CheckpointInvalidError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('CHECKPOINT_INVALID', message, options);
+  }
+  static override isInstance(error: unknown): error is CheckpointInvalidError {
+    return hasCode(error, 'CHECKPOINT_INVALID');
+  }
+}
+
+/** The source or store asked us to slow down. Retryable after {@link ThrottledError.retryAfterMs}. */
+export class ThrottledError extends DrkitError {
+  /** How long the peer asked to wait, when it said so. */
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options?: DrkitErrorOptions & { retryAfterMs?: number }) {
+    super('THROTTLED', message, { ...options, defaultRetryable: true });
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+  static override isInstance(error: unknown): error is ThrottledError {
+    return hasCode(error, 'THROTTLED');
+  }
+}
+
+/** Data does not match its recorded SHA-256: a corrupt chunk, a damaged transfer. */
+export class ChecksumMismatchError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('CHECKSUM_MISMATCH', message, options);
+  }
+  static override isInstance(error: unknown): error is ChecksumMismatchError {
+    return hasCode(error, 'CHECKSUM_MISMATCH');
+  }
+}
+
+/** The Sync Proxy runs a task that forbids the operation (unbinding while it works for that platform). */
+export class ProxyBusyError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('PROXY_BUSY', message, { ...options, defaultRetryable: true });
+  }
+  static override isInstance(error: unknown): error is ProxyBusyError {
+    return hasCode(error, 'PROXY_BUSY');
+  }
+}
+
+/** The Sync Proxy is still bound to a platform (it cannot be deleted until unbound). */
+export class ProxyBoundError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('PROXY_BOUND', message, options);
+  }
+  static override isInstance(error: unknown): error is ProxyBoundError {
+    return hasCode(error, 'PROXY_BOUND');
+  }
+}
+
+/** A configuration or settings value is invalid; {@link InvalidSettingsError.field} names it. */
+export class InvalidSettingsError extends DrkitError {
+  /** The dotted path of the offending field, e.g. `proxies[0].maxMountedDisks`. */
+  readonly field: string;
+  constructor(field: string, message: string, options?: DrkitErrorOptions) {
+    super('INVALID_SETTINGS', `${field}: ${message}`, options);
+    this.field = field;
+  }
+  static override isInstance(error: unknown): error is InvalidSettingsError {
+    return hasCode(error, 'INVALID_SETTINGS');
+  }
+}
+
+/** A call argument is invalid (not a configuration field): a bad path, an out-of-range extent. */
+export class InvalidArgumentError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('INVALID_ARGUMENT', message, options);
+  }
+  static override isInstance(error: unknown): error is InvalidArgumentError {
+    return hasCode(error, 'INVALID_ARGUMENT');
+  }
+}
+
+/** Repository data is damaged or inconsistent (missing chunk, bad index, unknown format). */
+export class RepositoryCorruptError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('REPOSITORY_CORRUPT', message, options);
+  }
+  static override isInstance(error: unknown): error is RepositoryCorruptError {
+    return hasCode(error, 'REPOSITORY_CORRUPT');
+  }
+}
+
+/** Another operation holds a conflicting repository lock (a prune while a backup runs, or the reverse). */
+export class RepositoryLockedError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('REPOSITORY_LOCKED', message, { ...options, defaultRetryable: true });
+  }
+  static override isInstance(error: unknown): error is RepositoryLockedError {
+    return hasCode(error, 'REPOSITORY_LOCKED');
+  }
+}
+
+/** A source broke its contract: a malformed or truncated stream, unsorted extents, data past the disk's end. */
+export class SourceProtocolError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('SOURCE_PROTOCOL', message, options);
+  }
+  static override isInstance(error: unknown): error is SourceProtocolError {
+    return hasCode(error, 'SOURCE_PROTOCOL');
+  }
+}
+
+/** An operation did not finish within its time limit. Retryable. */
+export class TimeoutError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('TIMEOUT', message, { ...options, defaultRetryable: true });
+  }
+  static override isInstance(error: unknown): error is TimeoutError {
+    return hasCode(error, 'TIMEOUT');
+  }
+}

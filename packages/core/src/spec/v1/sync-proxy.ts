@@ -1,0 +1,62 @@
+import type { FullReadReason } from './change-set.js';
+import type { Checkpoint } from './checkpoint.js';
+import type { Disk } from './disk.js';
+import type { Host } from './host.js';
+import type { CallOptions } from './options.js';
+import type { SnapshotRef } from './platform.js';
+import type { DiskTaskProgress, DiskTaskResult } from './disk-task.js';
+
+/** Settings of one Sync Proxy, as the product page defines them. */
+export interface SyncProxySettings {
+  /** Timeout of the proxy's HTTP calls to source APIs, in seconds. Default 600. */
+  readonly httpTimeoutSeconds: number;
+  /** How many disks the proxy reads (mounts) at once. Default 50, at most 150. */
+  readonly maxMountedDisks: number;
+}
+
+/** One disk of one backup job, as the scheduler hands it to a proxy. Serializable. */
+export interface DiskTask {
+  /** Unique id of this task. */
+  readonly id: string;
+  /** The job this task belongs to. */
+  readonly jobId: string;
+  readonly platformId: string;
+  readonly host: Host;
+  readonly disk: Disk;
+  /** The host snapshot taken for this job, when the platform takes snapshots. */
+  readonly snapshot?: SnapshotRef;
+  /** The checkpoint of the parent point; absent for a full read. */
+  readonly base?: Checkpoint;
+  /** Why there is no base, when there is none. */
+  readonly fullReason?: FullReadReason;
+  /** The point the new one is incremental to, if any. */
+  readonly parentPointId?: string;
+  /** Chunk size of the disk's lineage, in bytes. */
+  readonly chunkSize: number;
+}
+
+/** Options of {@link SyncProxy.run}. */
+export interface RunDiskTaskOptions extends CallOptions {
+  /** Called with progress, at most a few times per second. */
+  readonly onProgress?: (progress: DiskTaskProgress) => void;
+}
+
+/**
+ * A node that moves data: it reads a disk through its platform's API and writes chunks to the repository. The
+ * engine's scheduler gives each disk task to one proxy bound to the task's platform, within the proxy's
+ * `maxMountedDisks`. drkit ships an in-process proxy; remote proxies implement the same interface.
+ */
+export interface SyncProxy {
+  /** Stable identity, unique in the engine. */
+  readonly id: string;
+  /** Human-readable name (its host name or IP, as a console lists it). */
+  readonly name: string;
+  /** Current settings. */
+  readonly settings: SyncProxySettings;
+  /**
+   * Runs one disk task to completion: the recovery point is committed when this resolves.
+   *
+   * @throws any {@link DrkitError} of the source or the repository; rejects with `signal.reason` when aborted.
+   */
+  run(task: DiskTask, options?: RunDiskTaskOptions): Promise<DiskTaskResult>;
+}

@@ -1,0 +1,2 @@
+// Not built yet: see the README. Exports nothing until the implementation lands.
+export {};
