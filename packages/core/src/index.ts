@@ -19,4 +19,20 @@ export {
   sortExtents,
 } from './util/extent-math.js';
 export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
-export type { ChunkId, DiskLineage, PointStats, RecoveryPoint } from './repository/types.js';
+export type {
+  BackupSession,
+  BeginBackupOptions,
+  ChunkId,
+  ChunkIndex,
+  DiskLineage,
+  EncodedChunkBlob,
+  LedgerEntry,
+  NewPoint,
+  PointStats,
+  RecoveryPoint,
+  Repository,
+  RestoreOptions,
+  RestoreTarget,
+  RetentionPolicy,
+  VerifyReport,
+} from './repository/types.js';

@@ -1,3 +1,4 @@
+import type { Store } from './store.js';
 import type { ChangeSetValidity } from '../spec/v1/change-set.js';
 import type { Checkpoint } from '../spec/v1/checkpoint.js';
 
@@ -46,4 +47,161 @@ export interface RecoveryPoint extends DiskLineage {
   /** Hex SHA-256 of the binary index blob. */
   readonly indexDigest: string;
   readonly stats: PointStats;
+}
+
+/** The new point's description, handed to {@link BackupSession.commit}. */
+export interface NewPoint extends DiskLineage {
+  readonly hostName: string;
+  readonly diskName: string;
+  readonly createdAt: string;
+  readonly capacityBytes: number;
+  readonly chunkSize: number;
+  readonly parentId?: string;
+  readonly validity: ChangeSetValidity;
+  readonly checkpoint?: Checkpoint;
+  readonly stats: PointStats;
+}
+
+/**
+ * The chunk ids of a point, compact in memory (32 bytes per chunk). Position `i` covers bytes
+ * `[i * chunkSize, min((i + 1) * chunkSize, capacityBytes))`. An all-zero chunk is the zero id (32 zero bytes)
+ * and is not stored.
+ */
+export interface ChunkIndex {
+  readonly chunkCount: number;
+  /** Raw 32-byte id at position `i` (a view; do not modify). */
+  idAt(i: number): Uint8Array;
+  /** Whether position `i` is an all-zero chunk. */
+  isZero(i: number): boolean;
+}
+
+/** A chunk ready to store, as the chunk worker pool encoded it. */
+export interface EncodedChunkBlob {
+  /** 32-byte SHA-256 of the plain data. */
+  readonly hash: Uint8Array;
+  /** 0 raw, 1 zstd. */
+  readonly codec: 0 | 1;
+  /** Stored bytes (compressed or raw). */
+  readonly payload: Uint8Array;
+  /** Length of the plain data. */
+  readonly plainLength: number;
+}
+
+/** Options of {@link Repository.beginBackup}. */
+export interface BeginBackupOptions extends DiskLineage {
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The write side of one disk task. Holds a shared repository lock (so a prune cannot remove the chunks it relies
+ * on) until committed or aborted.
+ */
+export interface BackupSession extends AsyncDisposable {
+  /** Whether the repository already holds a healthy copy of the chunk (not listed as damaged). */
+  hasChunk(hash: Uint8Array, options?: { signal?: AbortSignal }): Promise<boolean>;
+  /** Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written. */
+  putChunk(chunk: EncodedChunkBlob, options?: { signal?: AbortSignal }): Promise<boolean>;
+  /**
+   * Writes the index and the point atomically (index first, point metadata last, create-only), releases the
+   * lock and returns the committed point. Checks first that every chunk the index names exists.
+   *
+   * @throws {@link RepositoryCorruptError} when a referenced chunk is missing;
+   * {@link RepositoryLockedError} when the session's lock was broken (e.g. judged stale by a prune).
+   */
+  commit(point: NewPoint, index: ChunkIndex, options?: { signal?: AbortSignal }): Promise<RecoveryPoint>;
+  /** Releases the lock without committing. The chunks already written stay for a later resume. Idempotent. */
+  abort(): Promise<void>;
+}
+
+/** Where {@link Repository.restore} writes. */
+export type RestoreTarget =
+  /** A file path (created or truncated to the point's capacity, written sparse for zero chunks) or a block device. */
+  | { readonly path: string }
+  /** Any writable stream; zero chunks are written as zeros. */
+  | { readonly stream: NodeJS.WritableStream };
+
+/** Options of {@link Repository.restore}. */
+export interface RestoreOptions {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: { bytesDone: number; totalBytes: number }) => void;
+}
+
+/** What {@link Repository.verify} found. */
+export interface VerifyReport {
+  readonly pointsChecked: number;
+  readonly chunksChecked: number;
+  readonly bytesChecked: number;
+  /** Chunks that are missing or do not hash to their id, each with the points that reference it. */
+  readonly damaged: readonly { chunkId: ChunkId; problem: 'missing' | 'checksum' | 'unreadable'; pointIds: string[] }[];
+  /** True when nothing is damaged. */
+  readonly ok: boolean;
+}
+
+/** Which points to keep; points matched by no rule are removed. Every rule applies per disk lineage. */
+export interface RetentionPolicy {
+  /** Keep the newest N points. */
+  readonly keepLast?: number;
+  /** Keep the newest point of each of the last N days (UTC) that have points. */
+  readonly keepDaily?: number;
+  /** Keep the newest point of each of the last N ISO weeks that have points. */
+  readonly keepWeekly?: number;
+}
+
+/** A side effect drkit created (or is about to create) on a source, recorded before the call that creates it. */
+export interface LedgerEntry {
+  /** Unique id of the entry. */
+  readonly id: string;
+  readonly kind: 'snapshot';
+  readonly platformId: string;
+  readonly hostId: string;
+  /** The name drkit gives the side effect on the source. */
+  readonly name: string;
+  /** `pending`: about to be created or in use by a running job; `retained`: kept as the base of the next incremental. */
+  readonly state: 'pending' | 'retained';
+  /** The job that created it. */
+  readonly jobId: string;
+  readonly createdAt: string;
+  /** Provider-specific id once known. */
+  readonly providerId?: string;
+}
+
+/** A repository of recovery points on a {@link Store}. */
+export interface Repository extends AsyncDisposable {
+  readonly store: Store;
+  /** Committed points, oldest first, optionally of one lineage or host. */
+  points(filter?: Partial<DiskLineage>, options?: { signal?: AbortSignal }): Promise<RecoveryPoint[]>;
+  /** One point. @throws {@link NotFoundError} */
+  point(id: string, options?: { signal?: AbortSignal }): Promise<RecoveryPoint>;
+  /** The point's chunk index, checked against its digest. @throws {@link RepositoryCorruptError} */
+  readIndex(point: RecoveryPoint, options?: { signal?: AbortSignal }): Promise<ChunkIndex>;
+  /** The plain bytes of one chunk, hash-checked. @throws {@link ChecksumMismatchError}, {@link NotFoundError} */
+  readChunk(hash: Uint8Array, plainLength: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
+  /** Opens the write side of a backup of one disk (takes a shared lock). @throws {@link RepositoryLockedError} */
+  beginBackup(options: BeginBackupOptions): Promise<BackupSession>;
+  /** Restores a point byte for byte; every chunk is hash-checked. @throws {@link ChecksumMismatchError} */
+  restore(pointId: string, target: RestoreTarget, options?: RestoreOptions): Promise<{ bytes: number }>;
+  /** Re-hashes every chunk of every point (or of the given points) and records damaged chunks. */
+  verify(options?: { pointIds?: readonly string[]; signal?: AbortSignal }): Promise<VerifyReport>;
+  /** Ids of chunks that failed verification and have not been rewritten since. */
+  damagedChunks(options?: { signal?: AbortSignal }): Promise<Set<ChunkId>>;
+  /** Removes the points the policy does not keep. Chunks stay until {@link Repository.prune}. */
+  applyRetention(
+    policy: RetentionPolicy,
+    options?: { dryRun?: boolean; signal?: AbortSignal },
+  ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[] }>;
+  /**
+   * Deletes chunks no committed point references. Takes the exclusive lock.
+   *
+   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock.
+   */
+  prune(options?: { signal?: AbortSignal }): Promise<{ chunksRemoved: number; bytesFreed: number }>;
+  /** The side-effect ledger, kept in the repository so every proxy sees it. */
+  readonly ledger: {
+    record(entry: LedgerEntry, options?: { signal?: AbortSignal }): Promise<void>;
+    update(entry: LedgerEntry, options?: { signal?: AbortSignal }): Promise<void>;
+    remove(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+    list(options?: { signal?: AbortSignal }): Promise<LedgerEntry[]>;
+  };
+  /** Stops the repository's worker threads. */
+  close(): Promise<void>;
 }
