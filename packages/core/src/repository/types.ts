@@ -1,6 +1,6 @@
-import type { Store } from './store.js';
 import type { ChangeSetValidity } from '../spec/v1/change-set.js';
 import type { Checkpoint } from '../spec/v1/checkpoint.js';
+import type { Store } from './store.js';
 
 /** Hex SHA-256 of a chunk's plain data (64 lowercase hex digits). */
 export type ChunkId = string;
@@ -132,9 +132,30 @@ export interface VerifyReport {
   readonly chunksChecked: number;
   readonly bytesChecked: number;
   /** Chunks that are missing or do not hash to their id, each with the points that reference it. */
-  readonly damaged: readonly { chunkId: ChunkId; problem: 'missing' | 'checksum' | 'unreadable'; pointIds: string[] }[];
-  /** True when nothing is damaged. */
+  readonly damaged: readonly {
+    chunkId: ChunkId;
+    problem: 'missing' | 'checksum' | 'unreadable';
+    pointIds: string[];
+  }[];
+  /**
+   * Points whose index blob is missing or fails its checks (their chunks could not be enumerated, so they were
+   * not checked): such a point cannot be restored.
+   */
+  readonly damagedIndexes: readonly { pointId: string; problem: 'missing' | 'corrupt'; detail: string }[];
+  /** True when nothing is damaged (no damaged chunk and no damaged index). */
   readonly ok: boolean;
+}
+
+/** What {@link Repository.prune} removed. */
+export interface PruneResult {
+  /** Chunks deleted because no committed point references them. */
+  readonly chunksRemoved: number;
+  /** Bytes of the deleted chunk and index blobs. */
+  readonly bytesFreed: number;
+  /** Index blobs deleted because no point metadata names them (left by a failed commit or a removal). */
+  readonly indexesRemoved: number;
+  /** Backup locks deleted because their heartbeat was older than the stale threshold. */
+  readonly staleLocksRemoved: number;
 }
 
 /** Which points to keep; points matched by no rule are removed. Every rule applies per disk lineage. */
@@ -167,6 +188,8 @@ export interface LedgerEntry {
 
 /** A repository of recovery points on a {@link Store}. */
 export interface Repository extends AsyncDisposable {
+  /** The repository's id (32 hex digits, from its `config` blob). */
+  readonly id: string;
   readonly store: Store;
   /** Committed points, oldest first, optionally of one lineage or host. */
   points(filter?: Partial<DiskLineage>, options?: { signal?: AbortSignal }): Promise<RecoveryPoint[]>;
@@ -178,7 +201,13 @@ export interface Repository extends AsyncDisposable {
   readChunk(hash: Uint8Array, plainLength: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
   /** Opens the write side of a backup of one disk (takes a shared lock). @throws {@link RepositoryLockedError} */
   beginBackup(options: BeginBackupOptions): Promise<BackupSession>;
-  /** Restores a point byte for byte; every chunk is hash-checked. @throws {@link ChecksumMismatchError} */
+  /**
+   * Restores a point byte for byte; every chunk is hash-checked. A stream is not ended. On failure the target
+   * holds a partial restore.
+   *
+   * @throws {@link ChecksumMismatchError} naming the chunk and the point when a chunk is damaged;
+   * {@link RepositoryCorruptError} when a chunk or the index is missing; {@link NotFoundError} for an unknown point.
+   */
   restore(pointId: string, target: RestoreTarget, options?: RestoreOptions): Promise<{ bytes: number }>;
   /** Re-hashes every chunk of every point (or of the given points) and records damaged chunks. */
   verify(options?: { pointIds?: readonly string[]; signal?: AbortSignal }): Promise<VerifyReport>;
@@ -194,7 +223,7 @@ export interface Repository extends AsyncDisposable {
    *
    * @throws {@link RepositoryLockedError} while a backup holds a live shared lock.
    */
-  prune(options?: { signal?: AbortSignal }): Promise<{ chunksRemoved: number; bytesFreed: number }>;
+  prune(options?: { signal?: AbortSignal }): Promise<PruneResult>;
   /** The side-effect ledger, kept in the repository so every proxy sees it. */
   readonly ledger: {
     record(entry: LedgerEntry, options?: { signal?: AbortSignal }): Promise<void>;

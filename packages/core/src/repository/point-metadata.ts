@@ -1,0 +1,237 @@
+import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import type { ChangeSetValidity, FullReadReason } from '../spec/v1/change-set.js';
+import type { Checkpoint } from '../spec/v1/checkpoint.js';
+import { MAX_CHUNK_BYTES } from './chunk-blob.js';
+import { chunkCountOf } from './chunk-index.js';
+import type { NewPoint, PointStats, RecoveryPoint } from './types.js';
+
+/** Format version written in every point metadata JSON. */
+export const POINT_FORMAT_VERSION = 1;
+/** The smallest chunk size a lineage may use. */
+export const MIN_CHUNK_SIZE: number = 256 * 1024;
+/** The largest chunk size a lineage may use. */
+export const MAX_CHUNK_SIZE: number = MAX_CHUNK_BYTES;
+
+const POINT_ID = /^\d{8}T\d{9}-[0-9a-f]{8}$/;
+const DIGEST = /^[0-9a-f]{64}$/;
+const FULL_READ_REASONS: ReadonlySet<string> = new Set<FullReadReason>([
+  'first-backup',
+  'requested',
+  'tracking-disabled',
+  'tracking-reset',
+  'base-snapshot-missing',
+  'disk-recreated',
+  'disk-resized',
+  'object-map-invalid',
+  'parent-point-damaged',
+]);
+
+/** Whether a string has the shape of a point id (`yyyymmddThhmmssSSS-xxxxxxxx`). */
+export function isPointId(value: unknown): value is string {
+  return typeof value === 'string' && POINT_ID.test(value);
+}
+
+/** A new point id: the UTC time of `createdAt` to the millisecond, a dash, 8 random hex digits. */
+export function newPointId(createdAt: Date): string {
+  const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace('.', '').replace('Z', '');
+  return `${stamp}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Store key of a point's metadata. */
+export function pointKey(id: string): string {
+  return `points/${id}.json`;
+}
+
+/** Store key of a point's index blob. */
+export function indexKey(id: string): string {
+  return `indexes/${id}`;
+}
+
+/** The point id in a metadata key, or undefined if the key is not one. */
+export function pointIdFromKey(key: string): string | undefined {
+  const match = /^points\/(.+)\.json$/.exec(key);
+  return match !== null && isPointId(match[1]) ? match[1] : undefined;
+}
+
+/** Reports a problem with one field; `field` is a dotted path. */
+type Fail = (field: string, problem: string) => never;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function text(value: unknown, field: string, fail: Fail): string {
+  if (typeof value !== 'string' || value === '') fail(field, 'must be a non-empty string');
+  return value as string;
+}
+
+function timestamp(value: unknown, field: string, fail: Fail): string {
+  const result = text(value, field, fail);
+  if (Number.isNaN(Date.parse(result))) fail(field, `${JSON.stringify(result)} is not an ISO 8601 time`);
+  return result;
+}
+
+function count(value: unknown, field: string, fail: Fail): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    fail(field, 'must be a non-negative integer');
+  }
+  return value as number;
+}
+
+function amount(value: unknown, field: string, fail: Fail): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    fail(field, 'must be a non-negative number');
+  return value as number;
+}
+
+function validity(value: unknown, field: string, fail: Fail): ChangeSetValidity {
+  if (!isObject(value)) return fail(field, 'must be an object');
+  if (value.kind === 'exact' || value.kind === 'superset') return { kind: value.kind };
+  if (value.kind !== 'full') return fail(`${field}.kind`, 'must be "exact", "superset" or "full"');
+  if (typeof value.reason !== 'string' || !FULL_READ_REASONS.has(value.reason)) {
+    fail(`${field}.reason`, 'must be a known full-read reason');
+  }
+  const result: { kind: 'full'; reason: FullReadReason; detail?: string } = {
+    kind: 'full',
+    reason: value.reason as FullReadReason,
+  };
+  if (value.detail !== undefined) {
+    if (typeof value.detail !== 'string') fail(`${field}.detail`, 'must be a string');
+    result.detail = value.detail as string;
+  }
+  return result;
+}
+
+function checkpoint(value: unknown, field: string, fail: Fail): Checkpoint {
+  if (!isObject(value)) return fail(field, 'must be an object');
+  return {
+    diskId: text(value.diskId, `${field}.diskId`, fail),
+    token: text(value.token, `${field}.token`, fail),
+    capacityBytes: count(value.capacityBytes, `${field}.capacityBytes`, fail),
+    createdAt: timestamp(value.createdAt, `${field}.createdAt`, fail),
+    ...(value.snapshotName === undefined
+      ? {}
+      : { snapshotName: text(value.snapshotName, `${field}.snapshotName`, fail) }),
+  };
+}
+
+function stats(value: unknown, field: string, fail: Fail): PointStats {
+  if (!isObject(value)) return fail(field, 'must be an object');
+  return {
+    bytesRead: amount(value.bytesRead, `${field}.bytesRead`, fail),
+    bytesWritten: amount(value.bytesWritten, `${field}.bytesWritten`, fail),
+    bytesSkippedUnchanged: amount(value.bytesSkippedUnchanged, `${field}.bytesSkippedUnchanged`, fail),
+    bytesDeduplicated: amount(value.bytesDeduplicated, `${field}.bytesDeduplicated`, fail),
+    bytesZero: amount(value.bytesZero, `${field}.bytesZero`, fail),
+    chunksWritten: amount(value.chunksWritten, `${field}.chunksWritten`, fail),
+    seconds: amount(value.seconds, `${field}.seconds`, fail),
+  };
+}
+
+/** The fields shared by {@link NewPoint} and {@link RecoveryPoint}, checked, in a stable order. */
+function describedPoint(value: Record<string, unknown>, fail: Fail): NewPoint {
+  const capacityBytes = count(value.capacityBytes, 'capacityBytes', fail);
+  if (capacityBytes === 0) fail('capacityBytes', 'must be positive');
+  const chunkSize = count(value.chunkSize, 'chunkSize', fail);
+  if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
+    fail('chunkSize', `must be between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE} bytes`);
+  }
+  const point: {
+    -readonly [K in keyof NewPoint]: NewPoint[K];
+  } = {
+    platformId: text(value.platformId, 'platformId', fail),
+    hostId: text(value.hostId, 'hostId', fail),
+    diskId: text(value.diskId, 'diskId', fail),
+    hostName: text(value.hostName, 'hostName', fail),
+    diskName: text(value.diskName, 'diskName', fail),
+    createdAt: timestamp(value.createdAt, 'createdAt', fail),
+    capacityBytes,
+    chunkSize,
+    validity: validity(value.validity, 'validity', fail),
+    stats: stats(value.stats, 'stats', fail),
+  };
+  if (value.parentId !== undefined) {
+    if (!isPointId(value.parentId)) fail('parentId', 'must be a point id');
+    point.parentId = value.parentId as string;
+  }
+  if (value.checkpoint !== undefined) point.checkpoint = checkpoint(value.checkpoint, 'checkpoint', fail);
+  return point;
+}
+
+/**
+ * Checks the description handed to `commit` and returns a clean copy (unknown fields dropped).
+ *
+ * @throws {@link InvalidArgumentError} naming the first invalid field.
+ */
+export function checkNewPoint(value: NewPoint): NewPoint {
+  const fail: Fail = (field, problem) => {
+    throw new InvalidArgumentError(`point.${field} ${problem}`);
+  };
+  if (!isObject(value)) return fail('', 'must be an object');
+  return describedPoint(value, fail);
+}
+
+/** The committed point built from its description, id and index digest. */
+export function recoveryPoint(id: string, point: NewPoint, indexDigest: string): RecoveryPoint {
+  const { platformId, hostId, diskId, hostName, diskName, createdAt, capacityBytes, chunkSize } = point;
+  return {
+    id,
+    platformId,
+    hostId,
+    diskId,
+    hostName,
+    diskName,
+    createdAt,
+    capacityBytes,
+    chunkSize,
+    chunkCount: chunkCountOf(capacityBytes, chunkSize),
+    ...(point.parentId === undefined ? {} : { parentId: point.parentId }),
+    validity: point.validity,
+    ...(point.checkpoint === undefined ? {} : { checkpoint: point.checkpoint }),
+    indexDigest,
+    stats: point.stats,
+  };
+}
+
+/** The metadata JSON of a point: `formatVersion` then the {@link RecoveryPoint} fields. */
+export function serializePoint(point: RecoveryPoint): Uint8Array {
+  return new TextEncoder().encode(
+    `${JSON.stringify({ formatVersion: POINT_FORMAT_VERSION, ...point }, null, 2)}\n`,
+  );
+}
+
+/**
+ * Parses and checks a point's metadata JSON read from `key`.
+ *
+ * @throws {@link RepositoryCorruptError} naming the key and the first invalid field.
+ */
+export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
+  const fail: Fail = (field, problem) => {
+    throw new RepositoryCorruptError(`point metadata ${key} is damaged: ${field} ${problem}`);
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (error) {
+    throw new RepositoryCorruptError(`point metadata ${key} is not valid JSON`, { cause: error });
+  }
+  if (!isObject(value)) return fail('the document', 'must be an object');
+  if (value.formatVersion !== POINT_FORMAT_VERSION) {
+    fail(
+      'formatVersion',
+      `is ${JSON.stringify(value.formatVersion)}; this drkit reads version ${POINT_FORMAT_VERSION}`,
+    );
+  }
+  const id = pointIdFromKey(key);
+  if (value.id !== id) fail('id', `must be ${JSON.stringify(id)} (the key's id)`);
+  const described = describedPoint(value, fail);
+  const chunkCount = count(value.chunkCount, 'chunkCount', fail);
+  if (chunkCount !== chunkCountOf(described.capacityBytes, described.chunkSize)) {
+    fail('chunkCount', 'must be ceil(capacityBytes / chunkSize)');
+  }
+  if (typeof value.indexDigest !== 'string' || !DIGEST.test(value.indexDigest)) {
+    fail('indexDigest', 'must be 64 lowercase hex digits');
+  }
+  return recoveryPoint(id as string, described, value.indexDigest as string);
+}

@@ -1,0 +1,198 @@
+import { createHash } from 'node:crypto';
+import { InvalidArgumentError, NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { isChunkId } from './chunk-id.js';
+import { decodeChunkIndex } from './chunk-index.js';
+import { indexKey, isPointId, parsePoint, pointIdFromKey, pointKey } from './point-metadata.js';
+import type { RepositoryConfig } from './repository-config.js';
+import type { Store } from './store.js';
+import { TaskWindow } from './task-window.js';
+import type { ChunkId, ChunkIndex, RecoveryPoint } from './types.js';
+
+/** Key prefix of the damaged-chunk marks (`damaged/<chunk id>`). */
+export const DAMAGED_PREFIX = 'damaged/';
+
+/** Store key of the damaged mark of a chunk. */
+export function damagedKey(id: ChunkId): string {
+  return `${DAMAGED_PREFIX}${id}`;
+}
+
+/** What a damaged mark holds. */
+export interface DamagedMark {
+  readonly chunkId: ChunkId;
+  readonly problem: 'missing' | 'checksum' | 'unreadable';
+  readonly detail: string;
+  readonly detectedAt: string;
+  readonly pointIds: string[];
+}
+
+/** Number of metadata blobs read at once when listing points. */
+const METADATA_READS = 16;
+
+/**
+ * The state one open repository shares between its operations: the store, the configuration, the worker
+ * pool (created on first use unless given), and a cache of point metadata (immutable once written).
+ *
+ * @internal
+ */
+export class RepositoryContext {
+  private pool: ChunkWorkerPool | undefined;
+  private readonly ownsPool: boolean;
+  private readonly pointCache = new Map<string, RecoveryPoint>();
+  private closed = false;
+
+  constructor(
+    readonly store: Store,
+    readonly config: RepositoryConfig,
+    readonly lockStaleAfterMs: number,
+    workers: ChunkWorkerPool | undefined,
+  ) {
+    this.pool = workers;
+    this.ownsPool = workers === undefined;
+  }
+
+  /** `kind store location`, for messages. */
+  get where(): string {
+    return `${this.store.kind} store ${this.store.location}`;
+  }
+
+  /**
+   * Throws when the repository was closed.
+   *
+   * @throws {@link InvalidArgumentError}
+   */
+  checkOpen(): void {
+    if (this.closed) throw new InvalidArgumentError(`the repository in the ${this.where} is closed`);
+  }
+
+  /** The worker pool (started on first use when the repository owns it). */
+  workers(): ChunkWorkerPool {
+    this.checkOpen();
+    this.pool ??= new ChunkWorkerPool();
+    return this.pool;
+  }
+
+  /** How many chunks to keep in flight in restore and verify. */
+  window(): number {
+    return Math.max(4, this.workers().size * 2);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsPool) await this.pool?.close();
+  }
+
+  /** Every committed point, oldest first (by `createdAt`, then id). */
+  async listPoints(signal: AbortSignal | undefined): Promise<RecoveryPoint[]> {
+    this.checkOpen();
+    const ids: string[] = [];
+    for await (const entry of this.store.list('points/', { signal })) {
+      const id = pointIdFromKey(entry.key);
+      if (id !== undefined) ids.push(id);
+    }
+    const present = new Set(ids);
+    for (const id of this.pointCache.keys()) if (!present.has(id)) this.pointCache.delete(id);
+    const points: RecoveryPoint[] = [];
+    const window = new TaskWindow(METADATA_READS);
+    for (const id of ids) {
+      await window.add(async () => {
+        try {
+          points.push(await this.getPoint(id, signal));
+        } catch (error) {
+          // Removed between the listing and the read (retention running elsewhere): not a point any more.
+          if (!NotFoundError.isInstance(error)) throw error;
+        }
+      });
+    }
+    await window.drain();
+    return points.sort(
+      (a, b) => Date.parse(a.createdAt) - Date.parse(b.createdAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    );
+  }
+
+  /**
+   * One point's metadata.
+   *
+   * @throws {@link InvalidArgumentError} for a malformed id; {@link NotFoundError}; {@link RepositoryCorruptError}
+   */
+  async getPoint(id: string, signal: AbortSignal | undefined): Promise<RecoveryPoint> {
+    this.checkOpen();
+    if (!isPointId(id)) {
+      throw new InvalidArgumentError(`${JSON.stringify(id)} is not a point id (yyyymmddThhmmssSSS-xxxxxxxx)`);
+    }
+    const cached = this.pointCache.get(id);
+    if (cached !== undefined) return cached;
+    const key = pointKey(id);
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.store.get(key, { signal });
+    } catch (error) {
+      if (NotFoundError.isInstance(error)) {
+        throw new NotFoundError(`there is no point ${id} in the repository in the ${this.where}`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const point = parsePoint(bytes, key);
+    this.pointCache.set(id, point);
+    return point;
+  }
+
+  /** Remembers a point this process committed. */
+  rememberPoint(point: RecoveryPoint): void {
+    this.pointCache.set(point.id, point);
+  }
+
+  /** Forgets a point this process removed. */
+  forgetPoint(id: string): void {
+    this.pointCache.delete(id);
+  }
+
+  /**
+   * A point's index, checked against the point's digest and layout.
+   *
+   * @throws {@link RepositoryCorruptError} when the index is missing, does not match the digest or the point.
+   */
+  async readIndex(point: RecoveryPoint, signal: AbortSignal | undefined): Promise<ChunkIndex> {
+    this.checkOpen();
+    const key = indexKey(point.id);
+    let blob: Uint8Array;
+    try {
+      blob = await this.store.get(key, { signal });
+    } catch (error) {
+      if (NotFoundError.isInstance(error)) {
+        throw new RepositoryCorruptError(
+          `point ${point.id} has no index blob ${key} in the ${this.where}: the point cannot be restored; run verify`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    const digest = createHash('sha256').update(blob).digest('hex');
+    if (digest !== point.indexDigest) {
+      throw new RepositoryCorruptError(
+        `index blob ${key} hashes to ${digest}, point ${point.id} records ${point.indexDigest}: the index is damaged`,
+      );
+    }
+    const decoded = decodeChunkIndex(blob, key);
+    if (decoded.chunkSize !== point.chunkSize || decoded.capacityBytes !== point.capacityBytes) {
+      throw new RepositoryCorruptError(
+        `index blob ${key} describes a ${decoded.capacityBytes}-byte disk in ${decoded.chunkSize}-byte chunks, point ${point.id} a ${point.capacityBytes}-byte disk in ${point.chunkSize}-byte chunks`,
+      );
+    }
+    return decoded.index;
+  }
+
+  /** Ids of chunks marked damaged. */
+  async damagedChunks(signal: AbortSignal | undefined): Promise<Set<ChunkId>> {
+    this.checkOpen();
+    const ids = new Set<ChunkId>();
+    for await (const entry of this.store.list(DAMAGED_PREFIX, { signal })) {
+      const id = entry.key.slice(DAMAGED_PREFIX.length);
+      if (isChunkId(id)) ids.add(id);
+    }
+    return ids;
+  }
+}

@@ -1,0 +1,363 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { NotFoundError, RepositoryLockedError } from '../errors/drkit-error.js';
+import type { Store } from './store.js';
+import type { DiskLineage } from './types.js';
+
+/** Key prefix of the shared locks of backup sessions (`locks/backup-<session id>.json`). */
+export const BACKUP_LOCK_PREFIX = 'locks/backup-';
+/** Key of the exclusive prune lock. */
+export const PRUNE_LOCK_KEY = 'locks/prune.json';
+/** Default age of a heartbeat after which a lock is stale: 10 minutes. */
+export const DEFAULT_LOCK_STALE_AFTER_MS: number = 10 * 60 * 1000;
+
+/** The JSON content of a lock blob. */
+export interface LockRecord {
+  readonly formatVersion: 1;
+  readonly kind: 'backup' | 'prune';
+  /** Random id of the session or prune run (16 lowercase hex digits). */
+  readonly sessionId: string;
+  readonly repositoryId: string;
+  readonly hostname: string;
+  readonly pid: number;
+  /** When the lock was taken (ISO 8601). */
+  readonly startedAt: string;
+  /** Last heartbeat (ISO 8601); the lock is stale when this is older than the stale threshold. */
+  readonly heartbeatAt: string;
+  /** The disk a backup session writes (backup locks only). */
+  readonly lineage?: DiskLineage;
+}
+
+/** A lock blob as another process sees it. */
+interface ObservedLock {
+  readonly key: string;
+  readonly record: LockRecord | undefined;
+  /** Heartbeat time in ms since the epoch (the blob's modification time when the record is unreadable). */
+  readonly heartbeatMs: number;
+  readonly live: boolean;
+  readonly description: string;
+}
+
+function parseLock(bytes: Uint8Array): LockRecord | undefined {
+  try {
+    const value = JSON.parse(new TextDecoder().decode(bytes)) as Partial<LockRecord> | null;
+    if (
+      typeof value === 'object' &&
+      value !== null &&
+      (value.kind === 'backup' || value.kind === 'prune') &&
+      typeof value.sessionId === 'string' &&
+      typeof value.heartbeatAt === 'string' &&
+      !Number.isNaN(Date.parse(value.heartbeatAt))
+    ) {
+      return value as LockRecord;
+    }
+  } catch {
+    // Unreadable: judged by the blob's modification time.
+  }
+  return undefined;
+}
+
+function describe(record: LockRecord | undefined, key: string, heartbeatMs: number): string {
+  if (record === undefined) {
+    return `an unreadable lock ${key} (last modified ${new Date(heartbeatMs).toISOString()})`;
+  }
+  const what = record.lineage
+    ? `backing up disk ${record.lineage.diskId} of host ${record.lineage.hostId} (platform ${record.lineage.platformId})`
+    : record.kind;
+  return `${record.kind} session ${record.sessionId} on ${record.hostname} (pid ${record.pid}) ${what}, since ${record.startedAt}, last heartbeat ${record.heartbeatAt}`;
+}
+
+async function modifiedAt(store: Store, key: string, signal: AbortSignal | undefined): Promise<number> {
+  for await (const entry of store.list(key, { signal }))
+    if (entry.key === key) return entry.modifiedAt.getTime();
+  return Date.now();
+}
+
+/** Reads one lock blob; undefined when it does not exist. */
+async function observeLock(
+  store: Store,
+  key: string,
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<ObservedLock | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await store.get(key, { signal });
+  } catch (error) {
+    if (NotFoundError.isInstance(error)) return undefined;
+    throw error;
+  }
+  const record = parseLock(bytes);
+  const heartbeatMs = record ? Date.parse(record.heartbeatAt) : await modifiedAt(store, key, signal);
+  return {
+    key,
+    record,
+    heartbeatMs,
+    live: Date.now() - heartbeatMs <= staleAfterMs,
+    description: describe(record, key, heartbeatMs),
+  };
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(3)} s`;
+}
+
+/**
+ * A lock this process holds. A timer (unref'd) rewrites the blob with a fresh `heartbeatAt` every fifth of the
+ * stale threshold. The holder fences itself: once it has gone half the stale threshold without a successful
+ * heartbeat, or finds its blob gone, the lock is broken for good and {@link HeldLock.checkLive} throws. Another
+ * process judges the lock stale only after the full threshold, so (with clocks within half the threshold of
+ * each other) a holder never acts on a lock that another process already removed, and a heartbeat never
+ * recreates a removed lock.
+ *
+ * @internal
+ */
+export class HeldLock {
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  /** `performance.now()` when the last successful write of the blob started. */
+  private lastWrite: number;
+  private brokenReason: string | undefined;
+  private released = false;
+
+  constructor(
+    private readonly store: Store,
+    readonly key: string,
+    private record: LockRecord,
+    private readonly staleAfterMs: number,
+    writeStartedAt: number,
+  ) {
+    this.lastWrite = writeStartedAt;
+  }
+
+  /** Starts the heartbeat. */
+  start(): void {
+    const interval = Math.max(5, Math.floor(this.staleAfterMs / 5));
+    this.timer = setInterval(() => {
+      this.refreshing ??= this.refresh().finally(() => {
+        this.refreshing = undefined;
+      });
+    }, interval);
+    this.timer.unref();
+  }
+
+  private fenced(): boolean {
+    return performance.now() - this.lastWrite > this.staleAfterMs / 2;
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.brokenReason !== undefined || this.released) return;
+    if (this.fenced()) {
+      this.brokenReason = `its heartbeat could not be written for more than ${seconds(this.staleAfterMs / 2)}`;
+      return;
+    }
+    const started = performance.now();
+    try {
+      if (!(await this.store.has(this.key))) {
+        this.brokenReason = 'its lock blob was removed (judged stale by another process)';
+        return;
+      }
+      if (this.released) return;
+      const record: LockRecord = { ...this.record, heartbeatAt: new Date().toISOString() };
+      await this.store.put(this.key, encodeLock(record));
+      this.record = record;
+      this.lastWrite = started;
+    } catch {
+      // A failed heartbeat is retried at the next tick; the self-fence above bounds how long that may last.
+    }
+  }
+
+  /**
+   * Throws when the lock is broken or the heartbeat lapsed (no I/O).
+   *
+   * @throws {@link RepositoryLockedError}
+   */
+  checkLive(): void {
+    if (this.brokenReason === undefined && this.fenced()) {
+      this.brokenReason = `its heartbeat could not be written for more than ${seconds(this.staleAfterMs / 2)}`;
+    }
+    if (this.brokenReason !== undefined) {
+      throw new RepositoryLockedError(
+        `the ${this.record.kind} lock ${this.key} (session ${this.record.sessionId}) is no longer held: ${this.brokenReason}`,
+        { retryable: false },
+      );
+    }
+  }
+
+  /**
+   * Re-reads the lock blob and checks it is still this holder's.
+   *
+   * @throws {@link RepositoryLockedError}
+   */
+  async confirm(signal?: AbortSignal): Promise<void> {
+    this.checkLive();
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = await this.store.get(this.key, { signal });
+    } catch (error) {
+      if (!NotFoundError.isInstance(error)) throw error;
+    }
+    if (bytes === undefined)
+      this.brokenReason = 'its lock blob was removed (judged stale by another process)';
+    else if (parseLock(bytes)?.sessionId !== this.record.sessionId) {
+      this.brokenReason = 'its lock blob now belongs to another session';
+    }
+    this.checkLive();
+  }
+
+  /** Stops the heartbeat and deletes the lock blob (unless it now belongs to someone else). Idempotent. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await this.refreshing;
+    if (this.brokenReason === undefined && !this.fenced()) {
+      await this.store.delete(this.key);
+      return;
+    }
+    // Possibly taken over (the prune lock's key is shared): delete the blob only if it is still this holder's.
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.store.get(this.key);
+    } catch (error) {
+      if (NotFoundError.isInstance(error)) return;
+      throw error;
+    }
+    if (parseLock(bytes)?.sessionId === this.record.sessionId) await this.store.delete(this.key);
+  }
+}
+
+function encodeLock(record: LockRecord): Uint8Array {
+  return new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
+}
+
+function newRecord(kind: 'backup' | 'prune', repositoryId: string, lineage?: DiskLineage): LockRecord {
+  const now = new Date().toISOString();
+  return {
+    formatVersion: 1,
+    kind,
+    sessionId: randomBytes(8).toString('hex'),
+    repositoryId,
+    hostname: hostname(),
+    pid: process.pid,
+    startedAt: now,
+    heartbeatAt: now,
+    ...(lineage === undefined
+      ? {}
+      : { lineage: { platformId: lineage.platformId, hostId: lineage.hostId, diskId: lineage.diskId } }),
+  };
+}
+
+function where(store: Store): string {
+  return `${store.kind} store ${store.location}`;
+}
+
+/**
+ * Takes a shared backup lock: writes `locks/backup-<id>.json` create-only, then reads `locks/prune.json`. If a
+ * live prune lock exists, deletes its own lock and refuses.
+ *
+ * @throws {@link RepositoryLockedError} naming the prune that holds the repository and since when.
+ */
+export async function acquireBackupLock(
+  store: Store,
+  repositoryId: string,
+  lineage: DiskLineage,
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<HeldLock> {
+  let record: LockRecord;
+  let key: string;
+  let started: number;
+  do {
+    record = newRecord('backup', repositoryId, lineage);
+    key = `${BACKUP_LOCK_PREFIX}${record.sessionId}.json`;
+    started = performance.now();
+  } while (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal })));
+  const lock = new HeldLock(store, key, record, staleAfterMs, started);
+  try {
+    const prune = await observeLock(store, PRUNE_LOCK_KEY, staleAfterMs, signal);
+    if (prune?.live) {
+      throw new RepositoryLockedError(
+        `cannot start a backup: the repository in the ${where(store)} is being pruned by ${prune.description}; retry when the prune has finished (a prune lock whose heartbeat is older than ${seconds(staleAfterMs)} is ignored)`,
+      );
+    }
+  } catch (error) {
+    await lock.release().catch(() => undefined);
+    throw error;
+  }
+  lock.start();
+  return lock;
+}
+
+/** What {@link acquirePruneLock} found besides the lock it took. */
+export interface PruneLockResult {
+  readonly lock: HeldLock;
+  /** Stale backup locks it removed. */
+  readonly staleLocksRemoved: number;
+}
+
+/**
+ * Takes the exclusive prune lock: writes `locks/prune.json` create-only (replacing a stale one), then lists the
+ * backup locks. If any is live, deletes its own lock and refuses; stale ones are removed.
+ *
+ * @throws {@link RepositoryLockedError} naming the backups (or the other prune) that hold the repository.
+ */
+export async function acquirePruneLock(
+  store: Store,
+  repositoryId: string,
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<PruneLockResult> {
+  const record = newRecord('prune', repositoryId);
+  let started = performance.now();
+  let written = await store.put(PRUNE_LOCK_KEY, encodeLock(record), { ifAbsent: true, signal });
+  if (!written) {
+    const other = await observeLock(store, PRUNE_LOCK_KEY, staleAfterMs, signal);
+    if (other?.live) {
+      throw new RepositoryLockedError(
+        `cannot prune: the repository in the ${where(store)} is already being pruned by ${other.description}; retry when it has finished`,
+      );
+    }
+    // Stale (or just released): take it over, but only if it is still the blob judged stale.
+    const again = await observeLock(store, PRUNE_LOCK_KEY, staleAfterMs, signal);
+    if (again !== undefined && (again.live || again.record?.sessionId !== other?.record?.sessionId)) {
+      throw new RepositoryLockedError(
+        `cannot prune: another prune took the lock in the ${where(store)} at the same time; retry later`,
+      );
+    }
+    if (again !== undefined) await store.delete(PRUNE_LOCK_KEY, { signal });
+    started = performance.now();
+    written = await store.put(PRUNE_LOCK_KEY, encodeLock(record), { ifAbsent: true, signal });
+    if (!written) {
+      throw new RepositoryLockedError(
+        `cannot prune: another prune took the lock in the ${where(store)} at the same time; retry later`,
+      );
+    }
+  }
+  const lock = new HeldLock(store, PRUNE_LOCK_KEY, record, staleAfterMs, started);
+  try {
+    const live: ObservedLock[] = [];
+    const stale: ObservedLock[] = [];
+    for await (const entry of store.list(BACKUP_LOCK_PREFIX, { signal })) {
+      if (!entry.key.endsWith('.json')) continue;
+      const observed = await observeLock(store, entry.key, staleAfterMs, signal);
+      if (observed !== undefined) (observed.live ? live : stale).push(observed);
+    }
+    if (live.length > 0) {
+      const shown = live
+        .slice(0, 3)
+        .map((l) => l.description)
+        .join('; ');
+      throw new RepositoryLockedError(
+        `cannot prune: ${live.length} backup session(s) hold the repository in the ${where(store)}: ${shown}${live.length > 3 ? '; …' : ''}. Retry when they have finished (a lock whose heartbeat is older than ${seconds(staleAfterMs)} is ignored and removed)`,
+      );
+    }
+    for (const observed of stale) await store.delete(observed.key, { signal });
+    lock.start();
+    return { lock, staleLocksRemoved: stale.length };
+  } catch (error) {
+    await lock.release().catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,151 @@
+import { ChecksumMismatchError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
+import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { beginBackupSession } from './backup-session.js';
+import { chunkIdFromHash } from './chunk-id.js';
+import { loadChunk } from './chunk-loader.js';
+import { createLedger } from './ledger.js';
+import { indexKey, pointKey } from './point-metadata.js';
+import { pruneRepository } from './prune.js';
+import { loadRepositoryConfig } from './repository-config.js';
+import { RepositoryContext } from './repository-context.js';
+import { DEFAULT_LOCK_STALE_AFTER_MS } from './repository-lock.js';
+import { restorePoint } from './restore.js';
+import { planRetention } from './retention.js';
+import type { Store } from './store.js';
+import type { DiskLineage, RecoveryPoint, Repository } from './types.js';
+import { verifyPoints } from './verify.js';
+
+/** Settings of {@link openRepository}. */
+export interface OpenRepositoryOptions {
+  /** Where the repository lives. */
+  readonly store: Store;
+  /** Initialise the repository when the store holds none (default false). Opening an existing one is fine. */
+  readonly create?: boolean;
+  /**
+   * The worker pool that decodes and hashes chunks. When omitted, the repository starts its own on first use
+   * and stops it on {@link Repository.close}; a pool passed in is left running.
+   */
+  readonly workers?: ChunkWorkerPool;
+  /**
+   * Age of a lock's heartbeat after which other processes ignore it and a prune removes it (default 10 minutes).
+   * Every process using the repository should use the same value; clocks must agree within half of it.
+   */
+  readonly lockStaleAfterMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+function matches(point: RecoveryPoint, filter: Partial<DiskLineage> | undefined): boolean {
+  if (filter === undefined) return true;
+  return (
+    (filter.platformId === undefined || point.platformId === filter.platformId) &&
+    (filter.hostId === undefined || point.hostId === filter.hostId) &&
+    (filter.diskId === undefined || point.diskId === filter.diskId)
+  );
+}
+
+/**
+ * Opens (or, with `create`, initialises) the drkit repository on a store: content-addressed chunks, one index
+ * and one metadata blob per recovery point, locks that keep a prune from deleting what a running backup needs,
+ * and the side-effect ledger. The format is in `docs/repository-format.md`.
+ *
+ * @throws {@link NotFoundError} when the store holds no repository and `create` is not set;
+ * {@link RepositoryCorruptError} when its configuration is unreadable or of an unknown version;
+ * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number.
+ *
+ * @example
+ * ```ts
+ * await using repository = await openRepository({
+ *   store: createLocalFolderStore({ path: '/srv/drkit' }),
+ *   create: true,
+ * });
+ * for (const point of await repository.points({ hostId: 'vm-42' })) console.log(point.id, point.createdAt);
+ * const [latest] = (await repository.points()).slice(-1);
+ * if (latest) await repository.restore(latest.id, { path: '/tmp/disk.img' });
+ * ```
+ */
+export async function openRepository(options: OpenRepositoryOptions): Promise<Repository> {
+  const { store, create = false, workers, lockStaleAfterMs = DEFAULT_LOCK_STALE_AFTER_MS, signal } = options;
+  if (typeof store?.get !== 'function') throw new InvalidSettingsError('store', 'must be a Store');
+  if (typeof lockStaleAfterMs !== 'number' || !(lockStaleAfterMs > 0) || !Number.isFinite(lockStaleAfterMs)) {
+    throw new InvalidSettingsError('lockStaleAfterMs', 'must be a positive number of milliseconds');
+  }
+  signal?.throwIfAborted();
+  const config = await loadRepositoryConfig(store, create, signal);
+  const context = new RepositoryContext(store, config, lockStaleAfterMs, workers);
+  const ledger = createLedger(context);
+
+  const repository: Repository = {
+    id: config.id,
+    store,
+    ledger,
+
+    async points(filter, callOptions = {}) {
+      return (await context.listPoints(callOptions.signal)).filter((point) => matches(point, filter));
+    },
+
+    point(id, callOptions = {}) {
+      return context.getPoint(id, callOptions.signal);
+    },
+
+    readIndex(point, callOptions = {}) {
+      return context.readIndex(point, callOptions.signal);
+    },
+
+    async readChunk(hash, plainLength, callOptions = {}) {
+      const id = chunkIdFromHash(hash);
+      const loaded = await loadChunk(store, context.workers(), hash, plainLength, callOptions.signal);
+      if (loaded.ok) return loaded.plain;
+      if (loaded.problem === 'missing') throw new NotFoundError(`chunk ${id} is not in the ${context.where}`);
+      throw new ChecksumMismatchError(`chunk ${id} is damaged: ${loaded.detail}; run verify`, {
+        cause: loaded.cause,
+      });
+    },
+
+    beginBackup(backupOptions) {
+      return beginBackupSession(context, backupOptions);
+    },
+
+    async restore(pointId, target, restoreOptions = {}) {
+      const point = await context.getPoint(pointId, restoreOptions.signal);
+      const index = await context.readIndex(point, restoreOptions.signal);
+      return restorePoint(context, point, index, target, restoreOptions);
+    },
+
+    verify(verifyOptions = {}) {
+      context.checkOpen();
+      return verifyPoints(context, verifyOptions);
+    },
+
+    damagedChunks(callOptions = {}) {
+      return context.damagedChunks(callOptions.signal);
+    },
+
+    async applyRetention(policy, retentionOptions = {}) {
+      const { signal: retentionSignal, dryRun = false } = retentionOptions;
+      const plan = planRetention(await context.listPoints(retentionSignal), policy);
+      if (!dryRun) {
+        for (const point of plan.removed) {
+          retentionSignal?.throwIfAborted();
+          // Metadata first: once it is gone the point no longer exists, and its index is an orphan.
+          await store.delete(pointKey(point.id), { signal: retentionSignal });
+          context.forgetPoint(point.id);
+          await store.delete(indexKey(point.id), { signal: retentionSignal });
+        }
+      }
+      return plan;
+    },
+
+    prune(pruneOptions = {}) {
+      return pruneRepository(context, pruneOptions);
+    },
+
+    close() {
+      return context.close();
+    },
+
+    [Symbol.asyncDispose]() {
+      return context.close();
+    },
+  };
+  return repository;
+}

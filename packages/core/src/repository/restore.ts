@@ -1,0 +1,223 @@
+import type { Stats } from 'node:fs';
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import {
+  ChecksumMismatchError,
+  InvalidArgumentError,
+  RepositoryCorruptError,
+} from '../errors/drkit-error.js';
+import { chunkIdFromHash } from './chunk-id.js';
+import { type LoadedChunk, loadChunk } from './chunk-loader.js';
+import type { RepositoryContext } from './repository-context.js';
+import type { ChunkIndex, RecoveryPoint, RestoreOptions, RestoreTarget } from './types.js';
+
+/** Where the restored bytes go, one chunk at a time, in order. */
+interface RestoreSink {
+  /** Writes `data` at `offset`; `zero` says the data is the shared zero buffer. */
+  write(data: Uint8Array, offset: number, zero: boolean): Promise<void>;
+  /** Flushes (fsync for files and devices). */
+  finish(): Promise<void>;
+  /** Releases what the sink holds, also after a failure. */
+  close(): Promise<void>;
+}
+
+function errorCode(error: unknown): string | undefined {
+  return typeof error === 'object' && error !== null ? (error as { code?: string }).code : undefined;
+}
+
+async function fileSink(path: string, capacityBytes: number): Promise<RestoreSink> {
+  let info: Stats | undefined;
+  try {
+    info = await stat(path);
+  } catch (error) {
+    if (errorCode(error) !== 'ENOENT') throw error;
+  }
+  const device = info !== undefined && (info.isBlockDevice() || info.isCharacterDevice());
+  if (info !== undefined && !device && !info.isFile()) {
+    throw new InvalidArgumentError(`cannot restore to ${path}: it is neither a file nor a block device`);
+  }
+  let handle: FileHandle;
+  if (device) {
+    handle = await open(path, 'r+');
+  } else {
+    // A fresh file of the point's size made only of holes; zero chunks stay holes.
+    handle = await open(path, 'w');
+    try {
+      await handle.truncate(capacityBytes);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+  let closed = false;
+  return {
+    async write(data, offset, zero) {
+      if (zero && !device) return;
+      let done = 0;
+      while (done < data.byteLength) {
+        const { bytesWritten } = await handle.write(data, done, data.byteLength - done, offset + done);
+        if (bytesWritten === 0) throw new Error(`no space left writing ${path} at byte ${offset + done}`);
+        done += bytesWritten;
+      }
+    },
+    async finish() {
+      try {
+        await handle.sync();
+      } catch (error) {
+        // Character devices (/dev/null, a tape) do not support fsync; files and block devices do.
+        if (!(info?.isCharacterDevice() && errorCode(error) === 'EINVAL')) throw error;
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await handle.close();
+    },
+  };
+}
+
+function streamSink(stream: NodeJS.WritableStream, signal: AbortSignal | undefined): RestoreSink {
+  const state: { failure?: { error: unknown } } = {};
+  const onError = (error: unknown) => {
+    state.failure ??= { error };
+  };
+  const checkFailure = () => {
+    if (state.failure !== undefined) throw state.failure.error;
+  };
+  stream.on('error', onError);
+  let last: Promise<void> = Promise.resolve();
+
+  function waitForDrain(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        stream.removeListener('drain', onDrain);
+        stream.removeListener('error', onFail);
+        stream.removeListener('close', onClose);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onFail = (error: unknown) => {
+        cleanup();
+        reject(error);
+      };
+      const onClose = () => {
+        cleanup();
+        reject(state.failure?.error ?? new Error('the restore stream closed before the restore finished'));
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal?.reason);
+      };
+      stream.on('drain', onDrain);
+      stream.on('error', onFail);
+      stream.on('close', onClose);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  return {
+    async write(data) {
+      checkFailure();
+      let accepted!: boolean;
+      last = new Promise<void>((resolve, reject) => {
+        accepted = stream.write(data, (error?: Error | null) => (error ? reject(error) : resolve()));
+      });
+      last.catch(() => undefined);
+      if (!accepted) await waitForDrain();
+      checkFailure();
+    },
+    async finish() {
+      await last;
+      checkFailure();
+    },
+    async close() {
+      stream.removeListener('error', onError);
+    },
+  };
+}
+
+/** The restore error for a chunk that cannot be used. */
+function chunkError(
+  loaded: Exclude<LoadedChunk, { ok: true }>,
+  hash: Uint8Array,
+  point: RecoveryPoint,
+  position: number,
+) {
+  const id = chunkIdFromHash(hash);
+  const where = `chunk ${id} (position ${position}) of point ${point.id}`;
+  if (loaded.problem === 'missing') {
+    return new RepositoryCorruptError(
+      `${where} is missing from the repository; run verify, then back the disk up again`,
+      { cause: loaded.cause },
+    );
+  }
+  return new ChecksumMismatchError(
+    `${where} is damaged: ${loaded.detail}; run verify, then back the disk up again`,
+    { cause: loaded.cause },
+  );
+}
+
+/**
+ * Restores a point: reads, decodes (in the worker pool, several chunks at once) and hash-checks every chunk,
+ * and writes them in order with a bounded window in flight.
+ *
+ * @internal
+ */
+export async function restorePoint(
+  context: RepositoryContext,
+  point: RecoveryPoint,
+  index: ChunkIndex,
+  target: RestoreTarget,
+  options: RestoreOptions,
+): Promise<{ bytes: number }> {
+  const { signal, onProgress } = options;
+  signal?.throwIfAborted();
+  let sink: RestoreSink;
+  if ('path' in target && typeof target.path === 'string')
+    sink = await fileSink(target.path, point.capacityBytes);
+  else if ('stream' in target && target.stream) sink = streamSink(target.stream, signal);
+  else throw new InvalidArgumentError('the restore target must be { path } or { stream }');
+
+  const workers = context.workers();
+  const window = context.window();
+  const { chunkSize, capacityBytes, chunkCount } = point;
+  const zeros = new Uint8Array(Math.min(chunkSize, capacityBytes));
+  const lengthAt = (i: number) => Math.min(chunkSize, capacityBytes - i * chunkSize);
+  const inFlight: { position: number; chunk: Promise<Uint8Array> | undefined }[] = [];
+  let next = 0;
+  let bytesDone = 0;
+
+  const start = (position: number) => {
+    if (index.isZero(position)) return { position, chunk: undefined };
+    const hash = index.idAt(position);
+    const chunk = loadChunk(context.store, workers, hash, lengthAt(position), signal).then((loaded) => {
+      if (!loaded.ok) throw chunkError(loaded, hash, point, position);
+      return loaded.plain;
+    });
+    chunk.catch(() => undefined);
+    return { position, chunk };
+  };
+
+  try {
+    while (next < chunkCount || inFlight.length > 0) {
+      while (next < chunkCount && inFlight.length < window) inFlight.push(start(next++));
+      const head = inFlight.shift()!;
+      const length = lengthAt(head.position);
+      const offset = head.position * chunkSize;
+      if (head.chunk === undefined) await sink.write(zeros.subarray(0, length), offset, true);
+      else await sink.write(await head.chunk, offset, false);
+      signal?.throwIfAborted();
+      bytesDone += length;
+      onProgress?.({ bytesDone, totalBytes: capacityBytes });
+    }
+    await sink.finish();
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw error;
+  } finally {
+    await sink.close();
+  }
+  return { bytes: capacityBytes };
+}

@@ -1,0 +1,135 @@
+import { NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash } from './chunk-id.js';
+import { ChunkIdSet } from './chunk-id-set.js';
+import { forEachNonZeroId } from './chunk-index.js';
+import { type ChunkProblem, loadChunk } from './chunk-loader.js';
+import { pointKey } from './point-metadata.js';
+import { type DamagedMark, damagedKey, type RepositoryContext } from './repository-context.js';
+import { TaskWindow } from './task-window.js';
+import type { ChunkId, ChunkIndex, RecoveryPoint, VerifyReport } from './types.js';
+
+interface Finding {
+  readonly problem: ChunkProblem;
+  readonly detail: string;
+  readonly pointIds: Set<string>;
+}
+
+/**
+ * Re-hashes every distinct chunk of the selected points once, then names, for each damaged chunk, every
+ * selected point that references it, records `damaged/<id>` marks and clears the marks of chunks that now
+ * check out.
+ *
+ * @internal
+ */
+export async function verifyPoints(
+  context: RepositoryContext,
+  options: { pointIds?: readonly string[]; signal?: AbortSignal },
+): Promise<VerifyReport> {
+  const { signal } = options;
+  const points: RecoveryPoint[] =
+    options.pointIds === undefined
+      ? await context.listPoints(signal)
+      : await Promise.all([...new Set(options.pointIds)].map((id) => context.getPoint(id, signal)));
+  const previouslyDamaged = await context.damagedChunks(signal);
+  const workers = context.workers();
+  const window = new TaskWindow(context.window());
+  const checked = new ChunkIdSet(4096);
+  const damagedSet = new ChunkIdSet();
+  const findings = new Map<ChunkId, Finding>();
+  const damagedIndexes: { pointId: string; problem: 'missing' | 'corrupt'; detail: string }[] = [];
+  const readable: RecoveryPoint[] = [];
+  let chunksChecked = 0;
+  let bytesChecked = 0;
+
+  const readIndex = async (point: RecoveryPoint): Promise<ChunkIndex | undefined> => {
+    try {
+      return await context.readIndex(point, signal);
+    } catch (error) {
+      if (!RepositoryCorruptError.isInstance(error)) throw error;
+      if (NotFoundError.isInstance(error.cause)) {
+        // Removed by retention while we ran (metadata goes first): not a point any more.
+        if (!(await context.store.has(pointKey(point.id), { signal }))) return undefined;
+      }
+      damagedIndexes.push({
+        pointId: point.id,
+        problem: NotFoundError.isInstance(error.cause) ? 'missing' : 'corrupt',
+        detail: error.message,
+      });
+      return undefined;
+    }
+  };
+
+  for (const point of points) {
+    const index = await readIndex(point);
+    if (index === undefined) continue;
+    readable.push(point);
+    for (let position = 0; position < index.chunkCount; position++) {
+      if (index.isZero(position)) continue;
+      const id = index.idAt(position);
+      if (!checked.add(id)) continue;
+      const length = Math.min(point.chunkSize, point.capacityBytes - position * point.chunkSize);
+      await window.add(async () => {
+        const loaded = await loadChunk(context.store, workers, id, length, signal);
+        chunksChecked++;
+        if (loaded.ok) {
+          bytesChecked += length;
+          return;
+        }
+        damagedSet.add(id);
+        findings.set(chunkIdFromHash(id), {
+          problem: loaded.problem,
+          detail: loaded.detail,
+          pointIds: new Set(),
+        });
+      });
+    }
+  }
+  await window.drain();
+
+  if (findings.size > 0) {
+    // Second pass: every selected point that references a damaged chunk, not only the first one seen.
+    for (const point of readable) {
+      const index = await context.readIndex(point, signal).catch(() => undefined);
+      if (index === undefined) continue;
+      forEachNonZeroId(index, (bytes, offset) => {
+        if (damagedSet.has(bytes, offset)) {
+          findings
+            .get(chunkIdFromHash(bytes.subarray(offset, offset + CHUNK_ID_BYTES)))
+            ?.pointIds.add(point.id);
+        }
+      });
+    }
+  }
+
+  const detectedAt = new Date().toISOString();
+  const damaged = [...findings.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([chunkId, finding]) => ({
+      chunkId,
+      problem: finding.problem,
+      pointIds: [...finding.pointIds].sort(),
+    }));
+  for (const entry of damaged) {
+    const detail = findings.get(entry.chunkId)?.detail ?? '';
+    const mark: DamagedMark = { ...entry, detail, detectedAt };
+    await context.store.put(
+      damagedKey(entry.chunkId),
+      new TextEncoder().encode(`${JSON.stringify(mark, null, 2)}\n`),
+      {
+        signal,
+      },
+    );
+  }
+  for (const id of previouslyDamaged) {
+    if (!findings.has(id) && checked.has(chunkIdToHash(id)))
+      await context.store.delete(damagedKey(id), { signal });
+  }
+  return {
+    pointsChecked: points.length,
+    chunksChecked,
+    bytesChecked,
+    damaged,
+    damagedIndexes,
+    ok: damaged.length === 0 && damagedIndexes.length === 0,
+  };
+}

@@ -1,0 +1,321 @@
+import { randomBytes } from 'node:crypto';
+import {
+  type CallOptions,
+  InvalidArgumentError,
+  NotFoundError,
+  type Store,
+  type StoreEntry,
+} from '@drkit/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+/** What a store can do beyond the contract every store must meet, declared up front so that tests skip honestly. */
+export interface StoreContractCapabilities {
+  /**
+   * Calls reject with `signal.reason` when the signal aborts while they run, not only when it was aborted before
+   * the call. Default true.
+   */
+  readonly abortInFlight?: boolean;
+  /** Size of the blob the atomicity test overwrites while reading it. Default 8 MiB. */
+  readonly largeBlobBytes?: number;
+  /** Number of writers in the create-only race. Default 16. */
+  readonly racingWriters?: number;
+}
+
+/** A fresh, empty store for one test, and how to remove it. */
+export interface StoreContractFixture {
+  readonly store: Store;
+  /** Removes everything the fixture created. Called after every test, also a failed one. */
+  cleanup(): Promise<void>;
+}
+
+/** Options of {@link describeStoreContract}. */
+export interface StoreContractOptions {
+  /** Names the suite (`local folder`, `s3 (minio)`). */
+  readonly name: string;
+  /** Creates an empty store; called before every test. */
+  readonly createStore: () => Promise<StoreContractFixture>;
+  /** What the store can do; see {@link StoreContractCapabilities}. */
+  readonly capabilities?: StoreContractCapabilities;
+  /** Timeout of each test in ms (default 30 000; raise it for a remote store). */
+  readonly timeoutMs?: number;
+}
+
+const text = (value: string): Uint8Array => new TextEncoder().encode(value);
+
+async function collect(store: Store, prefix: string, options?: CallOptions): Promise<StoreEntry[]> {
+  const entries: StoreEntry[] = [];
+  for await (const entry of store.list(prefix, options)) entries.push(entry);
+  return entries;
+}
+
+async function keys(store: Store, prefix: string): Promise<string[]> {
+  return (await collect(store, prefix)).map((entry) => entry.key);
+}
+
+async function rejection(action: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await action();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to reject');
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return (
+    Buffer.compare(
+      Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+      Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+    ) === 0
+  );
+}
+
+function uniform(bytes: Uint8Array, value: number): boolean {
+  for (let i = 0; i < bytes.byteLength; i++) if (bytes[i] !== value) return false;
+  return true;
+}
+
+/**
+ * The contract every drkit `Store` (from `@drkit/core`) must pass, as vitest tests: put/get/has round trips, lexicographic
+ * listing with prefixes and nested keys, idempotent delete, `NotFoundError`, create-only puts of which exactly
+ * one of many racing writers wins, atomic overwrites (a reader never sees part of a blob), aborts that reject
+ * with `signal.reason`, and key validation. Call it at the top level of a test file.
+ *
+ * @example
+ * ```ts
+ * import { createLocalFolderStore } from '@drkit/core';
+ * import { describeStoreContract } from '@drkit/testkit';
+ *
+ * describeStoreContract({
+ *   name: 'local folder',
+ *   async createStore() {
+ *     const path = await mkdtemp(join(tmpdir(), 'store-'));
+ *     return { store: createLocalFolderStore({ path }), cleanup: () => rm(path, { recursive: true }) };
+ *   },
+ * });
+ * ```
+ */
+export function describeStoreContract(options: StoreContractOptions): void {
+  const capabilities = options.capabilities ?? {};
+  const abortInFlight = capabilities.abortInFlight ?? true;
+  const largeBlobBytes = capabilities.largeBlobBytes ?? 8 * 1024 * 1024;
+  const racingWriters = capabilities.racingWriters ?? 16;
+  const timeout = options.timeoutMs ?? 30_000;
+
+  describe(`store contract: ${options.name}`, () => {
+    let fixture: StoreContractFixture | undefined;
+    const store = (): Store => {
+      if (fixture === undefined) throw new Error('the store fixture was not created');
+      return fixture.store;
+    };
+    beforeEach(async () => {
+      fixture = await options.createStore();
+    }, timeout);
+    afterEach(async () => {
+      await fixture?.cleanup();
+      fixture = undefined;
+    }, timeout);
+
+    it('describes itself', () => {
+      expect(typeof store().kind).toBe('string');
+      expect(store().kind).not.toBe('');
+      expect(typeof store().location).toBe('string');
+    });
+
+    it('puts and gets binary blobs, including an empty one, and overwrites', { timeout }, async () => {
+      const all = new Uint8Array(256).map((_, i) => i);
+      expect(await store().put('blob/binary', all)).toBe(true);
+      expect(same(await store().get('blob/binary'), all)).toBe(true);
+      expect(await store().put('blob/empty', new Uint8Array(0))).toBe(true);
+      expect((await store().get('blob/empty')).byteLength).toBe(0);
+      expect(await store().put('blob/binary', text('replaced'))).toBe(true);
+      expect(new TextDecoder().decode(await store().get('blob/binary'))).toBe('replaced');
+    });
+
+    it('says whether a key exists', { timeout }, async () => {
+      expect(await store().has('a/b')).toBe(false);
+      await store().put('a/b', text('x'));
+      expect(await store().has('a/b')).toBe(true);
+      expect(await store().has('a')).toBe(false);
+      expect(await store().has('a/b/c')).toBe(false);
+    });
+
+    it('throws NotFoundError for a missing key', { timeout }, async () => {
+      const error = await rejection(() => store().get('missing/key'));
+      expect(NotFoundError.isInstance(error)).toBe(true);
+    });
+
+    it('lists in lexicographic key order, with sizes and times', { timeout }, async () => {
+      const written = ['b', 'a/x', 'a-b', 'a/y/z', 'a.c', 'ab', 'c/d/e/f', 'a/y/a'];
+      const started = Date.now();
+      for (const key of written) await store().put(key, text(key.repeat(3)));
+      const entries = await collect(store(), '');
+      expect(entries.map((entry) => entry.key)).toEqual(
+        [...written].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))),
+      );
+      expect(entries.map((entry) => entry.key)).toEqual([
+        'a-b',
+        'a.c',
+        'a/x',
+        'a/y/a',
+        'a/y/z',
+        'ab',
+        'b',
+        'c/d/e/f',
+      ]);
+      for (const entry of entries) {
+        expect(entry.size).toBe(entry.key.length * 3);
+        expect(entry.modifiedAt).toBeInstanceOf(Date);
+        expect(Math.abs(entry.modifiedAt.getTime() - started)).toBeLessThan(60 * 60 * 1000);
+      }
+    });
+
+    it('lists by prefix: whole folders, partial names, nothing', { timeout }, async () => {
+      for (const key of ['chunks/ab/ab01', 'chunks/ab/ab02', 'chunks/ac/ac01', 'chunksx', 'points/p.json']) {
+        await store().put(key, text(key));
+      }
+      expect(await keys(store(), 'chunks/')).toEqual(['chunks/ab/ab01', 'chunks/ab/ab02', 'chunks/ac/ac01']);
+      expect(await keys(store(), 'chunks/ab/')).toEqual(['chunks/ab/ab01', 'chunks/ab/ab02']);
+      expect(await keys(store(), 'chunks/a')).toEqual(['chunks/ab/ab01', 'chunks/ab/ab02', 'chunks/ac/ac01']);
+      expect(await keys(store(), 'chunks/ab/ab0')).toEqual(['chunks/ab/ab01', 'chunks/ab/ab02']);
+      expect(await keys(store(), 'chunks')).toEqual([
+        'chunks/ab/ab01',
+        'chunks/ab/ab02',
+        'chunks/ac/ac01',
+        'chunksx',
+      ]);
+      expect(await keys(store(), 'chunks/zz/')).toEqual([]);
+      expect(await keys(store(), 'nothing')).toEqual([]);
+    });
+
+    it('deletes idempotently', { timeout }, async () => {
+      await store().put('d/one', text('1'));
+      await store().put('d/two', text('2'));
+      await store().delete('d/one');
+      await store().delete('d/one');
+      await store().delete('d/never');
+      expect(await store().has('d/one')).toBe(false);
+      expect(NotFoundError.isInstance(await rejection(() => store().get('d/one')))).toBe(true);
+      expect(await keys(store(), 'd/')).toEqual(['d/two']);
+    });
+
+    it('writes create-only with ifAbsent, leaving an existing blob unchanged', { timeout }, async () => {
+      expect(await store().put('once', text('first'), { ifAbsent: true })).toBe(true);
+      expect(await store().put('once', text('second'), { ifAbsent: true })).toBe(false);
+      expect(new TextDecoder().decode(await store().get('once'))).toBe('first');
+      await store().delete('once');
+      expect(await store().put('once', text('third'), { ifAbsent: true })).toBe(true);
+      expect(new TextDecoder().decode(await store().get('once'))).toBe('third');
+    });
+
+    it(`lets exactly one of ${racingWriters} racing create-only writers win`, { timeout }, async () => {
+      for (let round = 0; round < 3; round++) {
+        const key = `race/${round}`;
+        const contents = Array.from({ length: racingWriters }, (_, i) =>
+          text(`writer ${i} ${'x'.repeat(1000 * i)}`),
+        );
+        const results = await Promise.all(
+          contents.map((content) => store().put(key, content, { ifAbsent: true })),
+        );
+        const winners = results.flatMap((won, i) => (won ? [i] : []));
+        expect(winners).toHaveLength(1);
+        expect(same(await store().get(key), contents[winners[0]!]!)).toBe(true);
+        expect(await keys(store(), 'race/')).toHaveLength(round + 1);
+      }
+    });
+
+    it('never shows a reader part of a blob while it is overwritten', { timeout }, async () => {
+      const a = new Uint8Array(largeBlobBytes).fill(0xaa);
+      const b = new Uint8Array(largeBlobBytes).fill(0xbb);
+      await store().put('atomic', a);
+      let writing = true;
+      let reads = 0;
+      const writer = (async () => {
+        try {
+          for (let i = 0; i < 6; i++) await store().put('atomic', i % 2 === 0 ? b : a);
+        } finally {
+          writing = false;
+        }
+      })();
+      const readers = [0, 1].map(async () => {
+        while (writing) {
+          const seen = await store().get('atomic');
+          reads++;
+          expect(seen.byteLength).toBe(largeBlobBytes);
+          expect(uniform(seen, seen[0]!) && (seen[0] === 0xaa || seen[0] === 0xbb)).toBe(true);
+        }
+      });
+      await Promise.all([writer, ...readers]);
+      expect(reads).toBeGreaterThan(0);
+      expect(same(await store().get('atomic'), a)).toBe(true);
+      expect(await keys(store(), 'atomic')).toEqual(['atomic']);
+    });
+
+    it('rejects every call with signal.reason once the signal has aborted, and writes nothing', {
+      timeout,
+    }, async () => {
+      await store().put('present', text('x'));
+      const reason = new Error('stop: contract test');
+      const signal = AbortSignal.abort(reason);
+      expect(await rejection(() => store().get('present', { signal }))).toBe(reason);
+      expect(await rejection(() => store().put('written', text('x'), { signal }))).toBe(reason);
+      expect(await rejection(() => store().put('written', text('x'), { signal, ifAbsent: true }))).toBe(
+        reason,
+      );
+      expect(await rejection(() => store().has('present', { signal }))).toBe(reason);
+      expect(await rejection(() => store().delete('present', { signal }))).toBe(reason);
+      expect(await rejection(() => collect(store(), '', { signal }))).toBe(reason);
+      expect(await store().has('written')).toBe(false);
+      expect(await store().has('present')).toBe(true);
+    });
+
+    it.skipIf(!abortInFlight)(
+      'rejects a large put aborted mid-flight with signal.reason; the blob is then whole or absent',
+      { timeout },
+      async () => {
+        const big = new Uint8Array(largeBlobBytes * 4).fill(0x5a);
+        const controller = new AbortController();
+        const reason = new Error('stop: mid-flight');
+        const pending = store().put('inflight', big, { signal: controller.signal });
+        setTimeout(() => controller.abort(reason), 0);
+        expect(await rejection(() => pending)).toBe(reason);
+        if (await store().has('inflight')) {
+          const stored = await store().get('inflight');
+          expect(stored.byteLength).toBe(big.byteLength);
+          expect(uniform(stored, 0x5a)).toBe(true);
+        }
+        // Nothing but the key (or nothing) is listed: no temporary blob is visible.
+        expect((await keys(store(), '')).filter((key) => key !== 'inflight')).toEqual([]);
+      },
+    );
+
+    it('keeps keys with nested folders apart', { timeout }, async () => {
+      const keyList = ['x/1/2/3/4/5', 'x/1/2/3/4/6', 'x/1/7', 'x/8'];
+      for (const key of keyList) await store().put(key, text(key));
+      for (const key of keyList) expect(new TextDecoder().decode(await store().get(key))).toBe(key);
+      expect(await keys(store(), 'x/1/2/')).toEqual(['x/1/2/3/4/5', 'x/1/2/3/4/6']);
+      await store().delete('x/1/2/3/4/5');
+      expect(await keys(store(), 'x/')).toEqual(['x/1/2/3/4/6', 'x/1/7', 'x/8']);
+    });
+
+    it('refuses invalid keys with InvalidArgumentError', { timeout }, async () => {
+      const invalid = ['', '/absolute', 'a//b', 'a/../b', '..', 'a/./b', 'trailing/', 'back\\slash'];
+      for (const key of invalid) {
+        const error = await rejection(() => store().put(key, text('x')));
+        expect(InvalidArgumentError.isInstance(error), JSON.stringify(key)).toBe(true);
+        expect(
+          InvalidArgumentError.isInstance(await rejection(() => store().get(key))),
+          JSON.stringify(key),
+        ).toBe(true);
+      }
+      expect(await keys(store(), '')).toEqual([]);
+    });
+
+    it('stores many keys and lists every one exactly once', { timeout }, async () => {
+      const names = Array.from({ length: 300 }, () => randomBytes(32).toString('hex'));
+      await Promise.all(names.map((name) => store().put(`many/${name.slice(0, 2)}/${name}`, text(name))));
+      const listed = await keys(store(), 'many/');
+      expect(listed).toEqual(names.map((name) => `many/${name.slice(0, 2)}/${name}`).sort());
+    });
+  });
+}
