@@ -1,1 +1,19 @@
-export {};
+/**
+ * drkit's agent-mode source. Today: the local-disk source, which backs up raw disk image files and block devices
+ * of the machine drkit runs on. Later: the in-guest agent for Linux and Windows and the console side that agents
+ * register with.
+ *
+ * @packageDocumentation
+ */
+export {
+  DEFAULT_READ_SIZE_BYTES,
+  type LocalDiskChangedBlockReader,
+  type LocalDiskChangedBlockSession,
+  type LocalDiskHoleDetection,
+} from './local-disk-changed-block-reader.js';
+export {
+  createLocalDiskPlatform,
+  type LocalDiskOptions,
+  type LocalDiskPlatform,
+  type LocalDiskPlatformOptions,
+} from './local-disk-platform.js';
