@@ -4,21 +4,51 @@
  *
  * @packageDocumentation
  */
-export * from './spec/v1/index.js';
-export * from './errors/index.js';
-export { retry, isRetryableError, type RetryOptions } from './util/retry.js';
-export { waitUntil, type WaitUntilOptions } from './util/wait-until.js';
-export { sleep } from './util/abort.js';
+
 export {
-  alignExtents,
-  assertValidExtents,
-  clipExtents,
-  complementExtents,
-  extentBytes,
-  mergeExtents,
-  sortExtents,
-} from './util/extent-math.js';
+  type BackupEngine,
+  type BackupEngineOptions,
+  type BackupJobOptions,
+  type BackupJobResult,
+  createBackupEngine,
+  DEFAULT_CHUNK_SIZE,
+  type DiskTaskOutcome,
+  type ReconcileReport,
+} from './engine/backup-engine.js';
+export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
+export { snapshotName } from './engine/side-effects.js';
+export * from './errors/index.js';
+export {
+  createInProcessSyncProxy,
+  type InProcessSyncProxy,
+  type InProcessSyncProxyOptions,
+} from './proxy/in-process-sync-proxy.js';
+export {
+  type Placement,
+  type ProxyLease,
+  type SyncProxyInfo,
+  SyncProxyRegistry,
+} from './proxy/sync-proxy-registry.js';
+export {
+  DEFAULT_SYNC_PROXY_SETTINGS,
+  MAX_MOUNTED_DISKS_LIMIT,
+  resolveSyncProxySettings,
+} from './proxy/sync-proxy-settings.js';
+export { type ChunkBlob, chunkKey, decodeChunkBlob, encodeChunkBlob } from './repository/chunk-blob.js';
+export { chunkIdFromHash, chunkIdToHash, isChunkId } from './repository/chunk-id.js';
+export {
+  createChunkIndex,
+  type DecodedChunkIndex,
+  decodeChunkIndex,
+  encodeChunkIndex,
+  type MutableChunkIndex,
+} from './repository/chunk-index.js';
+export { createLocalFolderStore, type LocalFolderStoreOptions } from './repository/local-folder-store.js';
+export { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './repository/point-metadata.js';
+export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
+export { planRetention, type RetentionPlan } from './repository/retention.js';
 export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
+export { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './repository/store-key.js';
 export type {
   BackupSession,
   BeginBackupOptions,
@@ -29,6 +59,7 @@ export type {
   LedgerEntry,
   NewPoint,
   PointStats,
+  PruneResult,
   RecoveryPoint,
   Repository,
   RestoreOptions,
@@ -36,3 +67,17 @@ export type {
   RetentionPolicy,
   VerifyReport,
 } from './repository/types.js';
+export * from './spec/v1/index.js';
+export { sleep } from './util/abort.js';
+export {
+  alignExtents,
+  assertValidExtents,
+  clipExtents,
+  complementExtents,
+  extentBytes,
+  mergeExtents,
+  sortExtents,
+} from './util/extent-math.js';
+export { isRetryableError, type RetryOptions, retry } from './util/retry.js';
+export { type WaitUntilOptions, waitUntil } from './util/wait-until.js';
+export { type ChunkCodec, ChunkWorkerPool, type EncodedChunk } from './workers/chunk-worker-pool.js';

@@ -45,15 +45,25 @@ parentPort.on('message', (message) => {
       }
     } else if (op === 'decode') {
       // { payload, codec, plainLength, expectedHash?: Uint8Array(32) }
-      const payload = Buffer.from(message.payload.buffer, message.payload.byteOffset, message.payload.byteLength);
+      const payload = Buffer.from(
+        message.payload.buffer,
+        message.payload.byteOffset,
+        message.payload.byteLength,
+      );
       const plain = message.codec === 1 ? decompressor.decompress(payload) : payload;
       if (plain.byteLength !== message.plainLength) {
-        parentPort.postMessage({ id, error: `decoded ${plain.byteLength} bytes, expected ${message.plainLength}` });
+        parentPort.postMessage({
+          id,
+          error: `decoded ${plain.byteLength} bytes, expected ${message.plainLength}`,
+        });
         return;
       }
       const hash = sha256(plain);
       const out = new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
-      parentPort.postMessage({ id, hash, plain: out }, out.buffer.byteLength === out.byteLength ? [out.buffer] : []);
+      parentPort.postMessage(
+        { id, hash, plain: out },
+        out.buffer.byteLength === out.byteLength ? [out.buffer] : [],
+      );
     } else if (op === 'hash') {
       const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
       parentPort.postMessage({ id, hash: sha256(data) });

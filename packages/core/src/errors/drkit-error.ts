@@ -44,7 +44,11 @@ export class DrkitError extends Error {
   readonly code: DrkitErrorCode;
   /** Whether the same operation may succeed when tried again unchanged. */
   readonly retryable: boolean;
-  constructor(code: DrkitErrorCode, message: string, options: DrkitErrorOptions & { defaultRetryable?: boolean } = {}) {
+  constructor(
+    code: DrkitErrorCode,
+    message: string,
+    options: DrkitErrorOptions & { defaultRetryable?: boolean } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;

@@ -79,9 +79,12 @@ export function assertValidExtents(extents: Iterable<Extent>, capacity: number):
     if (!Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.length <= 0 || e.offset < 0) {
       throw new InvalidArgumentError(`extent #${index} is malformed: offset ${e.offset}, length ${e.length}`);
     }
-    if (e.offset < end) throw new InvalidArgumentError(`extent #${index} at ${e.offset} overlaps or is unsorted`);
+    if (e.offset < end)
+      throw new InvalidArgumentError(`extent #${index} at ${e.offset} overlaps or is unsorted`);
     if (e.offset + e.length > capacity) {
-      throw new InvalidArgumentError(`extent #${index} ends at ${e.offset + e.length}, past capacity ${capacity}`);
+      throw new InvalidArgumentError(
+        `extent #${index} ends at ${e.offset + e.length}, past capacity ${capacity}`,
+      );
     }
     end = e.offset + e.length;
     index++;

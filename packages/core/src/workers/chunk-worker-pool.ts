@@ -1,5 +1,5 @@
-import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 /** Codec byte of a stored chunk: 0 = raw, 1 = zstd. */
@@ -9,7 +9,12 @@ export type ChunkCodec = 0 | 1;
 export type EncodedChunk =
   | { readonly kind: 'zero' }
   | { readonly kind: 'unchanged'; readonly hash: Uint8Array }
-  | { readonly kind: 'data'; readonly hash: Uint8Array; readonly codec: ChunkCodec; readonly payload: Uint8Array };
+  | {
+      readonly kind: 'data';
+      readonly hash: Uint8Array;
+      readonly codec: ChunkCodec;
+      readonly payload: Uint8Array;
+    };
 
 interface Pending {
   resolve(value: Record<string, unknown>): void;
@@ -50,7 +55,8 @@ export class ChunkWorkerPool {
       const pending = this.pending.get(message.id);
       if (!pending) return;
       this.pending.delete(message.id);
-      entry.inFlight--;
+      // An idle worker must not keep the process alive; a busy one must (its answer is awaited).
+      if (--entry.inFlight === 0) worker.unref();
       if (message.error !== undefined) pending.reject(new Error(message.error));
       else pending.resolve(message);
     });
@@ -69,7 +75,7 @@ export class ChunkWorkerPool {
     let target = this.workers[0]!;
     for (const w of this.workers) if (w.inFlight < target.inFlight) target = w;
     const id = this.nextId++;
-    target.inFlight++;
+    if (target.inFlight++ === 0) target.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       target.worker.postMessage({ ...message, id }, transfer);
@@ -81,7 +87,8 @@ export class ChunkWorkerPool {
    * compression does not shrink it). `data` is transferred to the worker.
    */
   async encode(data: Uint8Array, parentHash?: Uint8Array): Promise<EncodedChunk> {
-    const transfer = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : [];
+    const transfer =
+      data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : [];
     const reply = await this.call({ op: 'encode', data, parentId: parentHash }, transfer);
     if (reply.zero) return { kind: 'zero' };
     const hash = reply.hash as Uint8Array;

@@ -27,7 +27,7 @@ export type FullReadReason =
  * - `exact`: exactly the bytes that changed since the base (e.g. `rbd export-diff --from-snap`);
  * - `superset`: everything that changed and possibly more (a coarse object-granular diff, or every allocated
  *   extent of a disk without change tracking); the engine compares chunk hashes with the parent point;
- * - `full`: the whole disk, for the typed {@link FullReadReason}.
+ * - `full`: the whole disk, for the typed {@link @drkit/core!FullReadReason}.
  */
 export type ChangeSetValidity =
   | { readonly kind: 'exact' }

@@ -33,8 +33,8 @@ export interface ChangedBlockReader {
    * Opens a session on the snapshot. Decides the change set's validity: when the base cannot be used it does
    * not throw but opens a full read and says why in {@link ChangedBlockSession.validity}.
    *
-   * @throws {@link NotFoundError} when the disk does not exist; {@link AuthenticationError},
-   * {@link UnreachableError}, {@link PermissionError} for access problems.
+   * @throws {@link @drkit/core!NotFoundError} when the disk does not exist; {@link @drkit/core!AuthenticationError},
+   * {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError} for access problems.
    */
   open(options: OpenChangedBlocksOptions): Promise<ChangedBlockSession>;
 }
@@ -52,7 +52,7 @@ export interface ChangedBlockSession extends AsyncDisposable {
    * The changes, sorted by offset, disjoint, within {@link ChangedBlockSession.capacityBytes}. Data buffers
    * belong to the consumer once yielded. Ranges not covered keep the base's content (zeros for a full read).
    *
-   * @throws {@link SourceProtocolError} when the source's stream is malformed or truncated.
+   * @throws {@link @drkit/core!SourceProtocolError} when the source's stream is malformed or truncated.
    */
   changes(options?: CallOptions): AsyncIterable<Change>;
   /**

@@ -12,4 +12,10 @@ export interface Checkpoint {
   readonly capacityBytes: number;
   /** When the checkpoint was taken (ISO 8601). */
   readonly createdAt: string;
+  /**
+   * The name of the drkit snapshot on the source this checkpoint depends on, when the platform keeps a snapshot
+   * as the base of the next incremental (an RBD or EBS snapshot). The engine keeps that snapshot until no
+   * newest point of the host needs it, then releases it.
+   */
+  readonly snapshotName?: string;
 }

@@ -25,6 +25,11 @@ export interface PlatformCapabilities {
    * disk is quiet while it is read.
    */
   readonly snapshots: 'host' | 'none';
+  /**
+   * Whether a snapshot must outlive its backup as the base of the next incremental (RBD, EBS). When false the
+   * engine releases each snapshot as soon as the host's disk tasks end (VMware, whose base is a change id).
+   */
+  readonly retainsSnapshotAsBase: boolean;
   /** Best validity an incremental can have on this platform. */
   readonly changeTracking: 'exact' | 'superset' | 'none';
 }
@@ -80,7 +85,7 @@ export interface Platform {
   /**
    * Lists the protected hosts with their disks.
    *
-   * @throws {@link AuthenticationError}, {@link UnreachableError}, {@link PermissionError}
+   * @throws {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError}
    */
   hosts(options?: CallOptions): AsyncIterable<Host>;
   /**

@@ -1,10 +1,10 @@
 import type { FullReadReason } from './change-set.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { Disk } from './disk.js';
+import type { DiskTaskProgress, DiskTaskResult } from './disk-task.js';
 import type { Host } from './host.js';
 import type { CallOptions } from './options.js';
 import type { SnapshotRef } from './platform.js';
-import type { DiskTaskProgress, DiskTaskResult } from './disk-task.js';
 
 /** Settings of one Sync Proxy, as the product page defines them. */
 export interface SyncProxySettings {
@@ -56,7 +56,7 @@ export interface SyncProxy {
   /**
    * Runs one disk task to completion: the recovery point is committed when this resolves.
    *
-   * @throws any {@link DrkitError} of the source or the repository; rejects with `signal.reason` when aborted.
+   * @throws any {@link @drkit/core!DrkitError} of the source or the repository; rejects with `signal.reason` when aborted.
    */
   run(task: DiskTask, options?: RunDiskTaskOptions): Promise<DiskTaskResult>;
 }

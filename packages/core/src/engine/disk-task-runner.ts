@@ -1,0 +1,336 @@
+import { SourceProtocolError } from '../errors/drkit-error.js';
+import { chunkIdFromHash } from '../repository/chunk-id.js';
+import { createChunkIndex, type MutableChunkIndex } from '../repository/chunk-index.js';
+import type { BackupSession, ChunkIndex, RecoveryPoint, Repository } from '../repository/types.js';
+import type { Change, ChangeSetValidity } from '../spec/v1/change-set.js';
+import type { ChangedBlockSession } from '../spec/v1/changed-block-reader.js';
+import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
+import type { Platform } from '../spec/v1/platform.js';
+import type { DiskTask } from '../spec/v1/sync-proxy.js';
+import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { ProgressTracker } from './progress-tracker.js';
+
+/** Everything {@link runDiskTask} needs besides the task. */
+export interface DiskTaskContext {
+  readonly platform: Platform;
+  readonly repository: Repository;
+  readonly pool: ChunkWorkerPool;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: DiskTaskProgress) => void;
+}
+
+/** One piece of the chunk being assembled. */
+type Piece = { start: number; end: number; data?: Uint8Array };
+
+/**
+ * Runs one disk task: opens the reader on the snapshot, assembles the change set into chunks aligned to the disk,
+ * hashes and compresses them in the worker pool, stores new chunks and commits the recovery point. Chunks the
+ * change set does not touch are taken from the parent point by id, without reading them.
+ *
+ * @throws {@link SourceProtocolError} when the reader breaks its contract (unsorted, overlapping or out-of-bounds
+ * changes); any error of the source or the repository. Nothing is committed when it throws.
+ */
+export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Promise<DiskTaskResult> {
+  const { platform, repository, pool, signal } = context;
+  const started = performance.now();
+  const progress = new ProgressTracker(
+    { taskId: task.id, hostId: task.host.id, diskId: task.disk.id },
+    context.onProgress,
+  );
+  progress.setState('reading');
+
+  const parent =
+    task.parentPointId === undefined ? undefined : await repository.point(task.parentPointId, { signal });
+  const parentIndex = parent ? await repository.readIndex(parent, { signal }) : undefined;
+  const damaged = parentIndex ? await repository.damagedChunks({ signal }) : new Set<string>();
+
+  await using session = await platform.changedBlockReader.open({
+    disk: task.disk,
+    snapshot: task.snapshot,
+    base: task.base,
+    fullReason: task.fullReason,
+    signal,
+  });
+  await using backup = await repository.beginBackup({
+    platformId: task.platformId,
+    hostId: task.host.id,
+    diskId: task.disk.id,
+    signal,
+  });
+
+  const assembler = new ChunkAssembler({
+    task,
+    session,
+    backup,
+    repository,
+    pool,
+    parent,
+    parentIndex,
+    damaged,
+    progress,
+    signal,
+  });
+  await assembler.run();
+
+  progress.setState('committing');
+  const seconds = (performance.now() - started) / 1000;
+  const c = progress.counters;
+  const point = await backup.commit(
+    {
+      platformId: task.platformId,
+      hostId: task.host.id,
+      hostName: task.host.name,
+      diskId: task.disk.id,
+      diskName: task.disk.name,
+      createdAt: new Date().toISOString(),
+      capacityBytes: session.capacityBytes,
+      chunkSize: task.chunkSize,
+      parentId: parent?.id,
+      validity: session.validity,
+      checkpoint: session.checkpoint(),
+      stats: {
+        bytesRead: c.bytesRead,
+        bytesWritten: c.bytesWritten,
+        bytesSkippedUnchanged: c.bytesSkippedUnchanged,
+        bytesDeduplicated: c.bytesDeduplicated,
+        bytesZero: c.bytesZero,
+        chunksWritten: assembler.chunksWritten,
+        seconds,
+      },
+    },
+    assembler.index,
+    { signal },
+  );
+  progress.setState('done');
+  return {
+    taskId: task.id,
+    pointId: point.id,
+    validity: point.validity,
+    capacityBytes: point.capacityBytes,
+    chunkCount: point.chunkCount,
+    seconds,
+    ...c,
+  };
+}
+
+interface AssemblerOptions {
+  task: DiskTask;
+  session: ChangedBlockSession;
+  backup: BackupSession;
+  repository: Repository;
+  pool: ChunkWorkerPool;
+  parent: RecoveryPoint | undefined;
+  parentIndex: ChunkIndex | undefined;
+  damaged: Set<string>;
+  progress: ProgressTracker;
+  signal: AbortSignal | undefined;
+}
+
+/** Turns a stream of changes into chunks, with a bounded number of chunks in flight. */
+class ChunkAssembler {
+  readonly index: MutableChunkIndex;
+  chunksWritten = 0;
+  private readonly chunkSize: number;
+  private readonly capacity: number;
+  private readonly validity: ChangeSetValidity;
+  /** Whether untouched bytes keep the parent's content (else they are zeros). */
+  private readonly baseIsParent: boolean;
+  private readonly parentCapacity: number;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly maxInFlight: number;
+  private failure: unknown;
+  private current = -1;
+  private pieces: Piece[] = [];
+  /** Chunks whose parent copy differs in length from the new chunk (resize): rebuilt unless touched. */
+  private readonly boundary = new Set<number>();
+
+  constructor(private readonly o: AssemblerOptions) {
+    this.chunkSize = o.task.chunkSize;
+    this.capacity = o.session.capacityBytes;
+    this.validity = o.session.validity;
+    this.baseIsParent = this.validity.kind !== 'full' && o.parent !== undefined;
+    if (this.validity.kind !== 'full' && o.parent === undefined) {
+      throw new SourceProtocolError(
+        `the reader of disk ${o.task.disk.id} returned an incremental change set but there is no parent point`,
+      );
+    }
+    if (o.parent && o.parent.chunkSize !== this.chunkSize) {
+      throw new SourceProtocolError(
+        `chunk size ${this.chunkSize} differs from the parent's ${o.parent.chunkSize}`,
+      );
+    }
+    this.parentCapacity = o.parent?.capacityBytes ?? 0;
+    this.index = createChunkIndex(Math.ceil(this.capacity / this.chunkSize));
+    this.maxInFlight = o.pool.size * 2 + 2;
+    o.progress.totalBytes = this.baseIsParent ? 0 : this.capacity;
+    this.inheritParent();
+  }
+
+  private chunkLength(i: number, capacity: number): number {
+    return Math.max(0, Math.min(this.chunkSize, capacity - i * this.chunkSize));
+  }
+
+  /** Starts the new index as a copy of the parent's (or all zeros for a full read). */
+  private inheritParent(): void {
+    const { parentIndex } = this.o;
+    if (!this.baseIsParent || !parentIndex) return;
+    const count = Math.min(this.index.chunkCount, parentIndex.chunkCount);
+    for (let i = 0; i < count; i++) {
+      if (this.chunkLength(i, this.capacity) === this.chunkLength(i, this.parentCapacity)) {
+        this.index.setId(i, parentIndex.idAt(i));
+      } else {
+        this.boundary.add(i);
+      }
+    }
+  }
+
+  async run(): Promise<void> {
+    const { session, signal, progress } = this.o;
+    let end = 0;
+    for await (const change of session.changes({ signal })) {
+      const length = change.kind === 'data' ? change.data.byteLength : change.length;
+      if (!Number.isSafeInteger(change.offset) || change.offset < end || length <= 0) {
+        throw new SourceProtocolError(
+          `the reader yielded an unsorted, overlapping or empty change at offset ${change.offset} (previous end ${end})`,
+        );
+      }
+      if (change.offset + length > this.capacity) {
+        throw new SourceProtocolError(
+          `the reader yielded a change ending at ${change.offset + length}, past the capacity ${this.capacity}`,
+        );
+      }
+      end = change.offset + length;
+      if (change.kind === 'data') progress.counters.bytesRead += length;
+      if (this.baseIsParent) progress.totalBytes += length;
+      await this.add(change);
+      if (this.failure) throw this.failure;
+    }
+    if (this.current >= 0) await this.finish(this.current);
+    for (const i of this.boundary) await this.finish(i);
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
+    progress.counters.bytesDone = Math.max(progress.counters.bytesDone, progress.totalBytes);
+  }
+
+  private async add(change: Change): Promise<void> {
+    const size = this.chunkSize;
+    const changeEnd = change.offset + (change.kind === 'data' ? change.data.byteLength : change.length);
+    let offset = change.offset;
+    while (offset < changeEnd) {
+      const i = Math.floor(offset / size);
+      if (i !== this.current) {
+        if (this.current >= 0) await this.finish(this.current);
+        this.current = i;
+        this.pieces = [];
+      }
+      const pieceEnd = Math.min(changeEnd, (i + 1) * size);
+      const piece: Piece = { start: offset - i * size, end: pieceEnd - i * size };
+      if (change.kind === 'data') {
+        piece.data = change.data.subarray(offset - change.offset, pieceEnd - change.offset);
+      }
+      this.pieces.push(piece);
+      offset = pieceEnd;
+    }
+  }
+
+  /** Completes chunk `i` from its pieces and the base, and hands it to the pool. */
+  private async finish(i: number): Promise<void> {
+    const pieces = i === this.current ? this.pieces : [];
+    if (i === this.current) {
+      this.current = -1;
+      this.pieces = [];
+    }
+    this.boundary.delete(i);
+    const length = this.chunkLength(i, this.capacity);
+    let covered = 0;
+    let anyData = false;
+    for (const p of pieces) {
+      covered += p.end - p.start;
+      if (p.data) anyData = true;
+    }
+    // A chunk the change set turns entirely into zeros needs no hashing.
+    if (covered === length && !anyData) {
+      this.index.setZero(i);
+      this.o.progress.counters.bytesZero += length;
+      this.o.progress.counters.bytesDone += length;
+      return;
+    }
+    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+    const job = this.process(i, length, pieces, covered).catch((error: unknown) => {
+      this.failure ??= error;
+    });
+    this.inFlight.add(job);
+    void job.finally(() => this.inFlight.delete(job));
+  }
+
+  private async process(i: number, length: number, pieces: Piece[], covered: number): Promise<void> {
+    const { pool, backup, progress, signal } = this.o;
+    let data: Uint8Array;
+    const only = pieces.length === 1 ? pieces[0] : undefined;
+    if (
+      only?.data &&
+      covered === length &&
+      only.data.byteOffset === 0 &&
+      only.data.byteLength === only.data.buffer.byteLength
+    ) {
+      data = only.data; // the reader's own buffer, exactly one chunk: transfer it without a copy
+    } else {
+      data = covered === length ? new Uint8Array(length) : await this.base(i, length);
+      for (const p of pieces) {
+        if (p.data) data.set(p.data, p.start);
+        else data.fill(0, p.start, p.end);
+      }
+    }
+    const parentHash = this.parentHash(i, length);
+    const encoded = await pool.encode(data, parentHash);
+    const c = progress.counters;
+    if (encoded.kind === 'zero') {
+      this.index.setZero(i);
+      c.bytesZero += length;
+    } else if (encoded.kind === 'unchanged') {
+      this.index.setId(i, encoded.hash);
+      c.bytesSkippedUnchanged += length;
+    } else {
+      this.index.setId(i, encoded.hash);
+      if (await backup.hasChunk(encoded.hash, { signal })) {
+        c.bytesDeduplicated += length;
+      } else {
+        await backup.putChunk(
+          { hash: encoded.hash, codec: encoded.codec, payload: encoded.payload, plainLength: length },
+          { signal },
+        );
+        c.bytesWritten += encoded.payload.byteLength;
+        this.chunksWritten++;
+      }
+    }
+    c.bytesDone += length;
+    progress.report();
+  }
+
+  /** The parent's id of chunk `i` when it has the same length and is healthy, to skip unchanged chunks. */
+  private parentHash(i: number, length: number): Uint8Array | undefined {
+    const { parentIndex, damaged } = this.o;
+    if (!parentIndex || i >= parentIndex.chunkCount || parentIndex.isZero(i)) return undefined;
+    if (this.chunkLength(i, this.o.parent?.capacityBytes ?? 0) !== length) return undefined;
+    const id = parentIndex.idAt(i);
+    return damaged.has(chunkIdFromHash(id)) ? undefined : id;
+  }
+
+  /** The base content of chunk `i`: the source's bytes, the parent's chunk, or zeros. */
+  private async base(i: number, length: number): Promise<Uint8Array> {
+    const { session, parentIndex, repository, progress, signal } = this.o;
+    const out = new Uint8Array(length);
+    if (!this.baseIsParent || !parentIndex || i >= parentIndex.chunkCount) return out;
+    const parentLength = this.chunkLength(i, this.parentCapacity);
+    if (session.readRange) {
+      const bytes = await session.readRange({ offset: i * this.chunkSize, length }, { signal });
+      progress.counters.bytesRead += bytes.byteLength;
+      out.set(bytes.subarray(0, length));
+      return out;
+    }
+    if (parentIndex.isZero(i) || parentLength === 0) return out;
+    const parentBytes = await repository.readChunk(parentIndex.idAt(i), parentLength, { signal });
+    out.set(parentBytes.subarray(0, Math.min(length, parentLength)));
+    return out;
+  }
+}

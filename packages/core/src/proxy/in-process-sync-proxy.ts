@@ -1,0 +1,67 @@
+import { hostname } from 'node:os';
+import { runDiskTask } from '../engine/disk-task-runner.js';
+import { NotFoundError } from '../errors/drkit-error.js';
+import type { Repository } from '../repository/types.js';
+import type { DiskTaskResult } from '../spec/v1/disk-task.js';
+import type { Platform } from '../spec/v1/platform.js';
+import type { DiskTask, RunDiskTaskOptions, SyncProxy, SyncProxySettings } from '../spec/v1/sync-proxy.js';
+import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { resolveSyncProxySettings } from './sync-proxy-settings.js';
+
+/** Options of {@link createInProcessSyncProxy}. */
+export interface InProcessSyncProxyOptions {
+  /** Default `in-process`. */
+  readonly id?: string;
+  /** Default: this machine's host name. */
+  readonly name?: string;
+  readonly settings?: Partial<SyncProxySettings>;
+  /** The platforms whose tasks this proxy can run. */
+  readonly platforms: readonly Platform[];
+  /** Where chunks and points go. */
+  readonly repository: Repository;
+  /** Worker threads for hashing and compression; default: a pool of its own, stopped by `close()`. */
+  readonly workers?: ChunkWorkerPool;
+}
+
+/** A Sync Proxy that runs disk tasks in this process. `close()` stops its worker threads if it owns them. */
+export interface InProcessSyncProxy extends SyncProxy {
+  close(): Promise<void>;
+}
+
+/**
+ * The Sync Proxy the engine uses by default: runs disk tasks in the current process with a pool of worker
+ * threads for hashing and compression.
+ *
+ * @throws {@link InvalidSettingsError} for invalid settings.
+ * @example
+ * ```ts
+ * const proxy = createInProcessSyncProxy({ platforms: [platform], repository, settings: { maxMountedDisks: 8 } });
+ * ```
+ */
+export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): InProcessSyncProxy {
+  const settings = resolveSyncProxySettings(options.settings);
+  const platforms = new Map(options.platforms.map((p) => [p.id, p]));
+  let pool = options.workers;
+  const ownsPool = pool === undefined;
+  return {
+    id: options.id ?? 'in-process',
+    name: options.name ?? hostname(),
+    settings,
+    async run(task: DiskTask, runOptions: RunDiskTaskOptions = {}): Promise<DiskTaskResult> {
+      const platform = platforms.get(task.platformId);
+      if (!platform) throw new NotFoundError(`this Sync Proxy does not know platform ${task.platformId}`);
+      pool ??= new ChunkWorkerPool();
+      return runDiskTask(task, {
+        platform,
+        repository: options.repository,
+        pool,
+        signal: runOptions.signal,
+        onProgress: runOptions.onProgress,
+      });
+    },
+    async close() {
+      if (ownsPool && pool) await pool.close();
+      pool = undefined;
+    },
+  };
+}
