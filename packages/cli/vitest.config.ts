@@ -1,5 +1,5 @@
 import { defineProject } from 'vitest/config';
 
 export default defineProject({
-  test: { name: 'cli' },
+  test: { name: 'cli', testTimeout: 120_000, hookTimeout: 60_000 },
 });

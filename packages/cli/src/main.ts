@@ -1,0 +1,374 @@
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  createBackupEngine,
+  createLocalFolderStore,
+  DrkitError,
+  InvalidArgumentError,
+  openRepository,
+  type RecoveryPoint,
+  type Repository,
+} from '@drkit/core';
+import { createLocalDiskPlatform } from '@drkit/provider-agent';
+import { ExitCode, exitCodeFor } from './exit-codes.js';
+import { formatBytes, formatRate, formatSeconds, table } from './format.js';
+import { ProgressBar } from './progress-bar.js';
+
+/** Where the command writes and what it reads from its environment. */
+export interface CliIo {
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  readonly env: NodeJS.ProcessEnv;
+  /** Aborted on SIGINT/SIGTERM. */
+  readonly signal?: AbortSignal;
+}
+
+const HELP = `drkit — block-level backup and restore of disks, incremental, verified
+
+Usage: drkit <command> [options]
+
+Commands:
+  backup <disk-path>...      back up disk images or block devices (one host, one disk per path)
+  points                     list recovery points
+  restore <point-id> <dest>  restore a point to a file, a block device, or "-" for standard output
+  verify [point-id...]       re-hash every chunk of every point (or of the given points)
+  prune                      apply retention, then delete chunks no point references
+  ledger                     list source-side snapshots drkit created and has not released yet
+
+Options for every command:
+  --repo <dir>               repository folder (or DRKIT_REPO)
+  --json                     machine-readable output on stdout
+  -h, --help                 this help
+  --version                  the version
+
+backup:   --full (read every disk in full)  --chunk-size <bytes> (new disks; default 1048576)
+          --host-name <name> (default: this machine's host name)
+prune:    --keep-last N  --keep-daily N  --keep-weekly N  --dry-run
+
+Exit codes: 0 ok, 2 usage, 3 not found, 4 access denied, 5 unreachable, 6 corrupt data,
+            7 repository locked, 8 some disks failed, 9 invalid value, 10 source error, 130 interrupted.
+`;
+
+class UsageError extends Error {}
+
+/**
+ * Runs the `drkit` command line and returns its exit code. Never calls `process.exit`.
+ *
+ * @example
+ * ```ts
+ * const code = await main(['points', '--repo', './repo', '--json'], { stdout: process.stdout, stderr: process.stderr, env: process.env });
+ * ```
+ */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(argv);
+  } catch (error) {
+    io.stderr.write(`drkit: ${(error as Error).message}\nRun "drkit --help" for usage.\n`);
+    return ExitCode.usage;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    io.stdout.write(`${VERSION}\n`);
+    return ExitCode.ok;
+  }
+  const [command, ...args] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    io.stdout.write(HELP);
+    return command === undefined && !values.help ? ExitCode.usage : ExitCode.ok;
+  }
+  const json = values.json ?? false;
+  try {
+    const repoPath = values.repo ?? io.env.DRKIT_REPO;
+    if (!repoPath) throw new UsageError('no repository: pass --repo <dir> or set DRKIT_REPO');
+    const commands: Record<string, () => Promise<number>> = {
+      backup: () => backup(repoPath, args, values, io),
+      points: () => withRepository(repoPath, false, (r) => points(r, json, io)),
+      restore: () => withRepository(repoPath, false, (r) => restore(r, args, json, io)),
+      verify: () => withRepository(repoPath, false, (r) => verify(r, args, json, io)),
+      prune: () => withRepository(repoPath, false, (r) => prune(r, values, json, io)),
+      ledger: () => withRepository(repoPath, false, (r) => ledger(r, json, io)),
+    };
+    const run = commands[command];
+    if (!run) throw new UsageError(`unknown command "${command}"`);
+    return await run();
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr.write(`drkit: ${error.message}\nRun "drkit --help" for usage.\n`);
+      return ExitCode.usage;
+    }
+    if (io.signal?.aborted && error === io.signal.reason) {
+      io.stderr.write(
+        'drkit: interrupted; nothing half-written is listed, run the command again to resume\n',
+      );
+      return ExitCode.interrupted;
+    }
+    const code = exitCodeFor(error);
+    if (json) io.stdout.write(`${JSON.stringify({ error: errorJson(error) })}\n`);
+    io.stderr.write(
+      `drkit: ${DrkitError.isInstance(error) ? error.message : ((error as Error)?.stack ?? String(error))}\n`,
+    );
+    return code;
+  }
+}
+
+declare const __DRKIT_VERSION__: string | undefined;
+const VERSION = typeof __DRKIT_VERSION__ === 'string' ? __DRKIT_VERSION__ : '0.0.0';
+
+function parse(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      repo: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+      full: { type: 'boolean' },
+      'chunk-size': { type: 'string' },
+      'host-name': { type: 'string' },
+      'keep-last': { type: 'string' },
+      'keep-daily': { type: 'string' },
+      'keep-weekly': { type: 'string' },
+      'dry-run': { type: 'boolean' },
+    },
+  });
+}
+
+type Values = ReturnType<typeof parse>['values'];
+
+function errorJson(error: unknown) {
+  return DrkitError.isInstance(error)
+    ? error.toJSON()
+    : {
+        name: 'Error',
+        code: 'INTERNAL',
+        message: String((error as Error)?.message ?? error),
+        retryable: false,
+      };
+}
+
+function wholeNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`${flag} takes a whole number, got "${value}"`);
+  return Number(value);
+}
+
+async function withRepository<T>(
+  path: string,
+  create: boolean,
+  body: (r: Repository) => Promise<T>,
+): Promise<T> {
+  const repository = await openRepository({ store: createLocalFolderStore({ path: resolve(path) }), create });
+  try {
+    return await body(repository);
+  } finally {
+    await repository.close();
+  }
+}
+
+function pointJson(p: RecoveryPoint) {
+  return {
+    id: p.id,
+    host: { id: p.hostId, name: p.hostName },
+    disk: { id: p.diskId, name: p.diskName },
+    platformId: p.platformId,
+    time: p.createdAt,
+    sizeBytes: p.capacityBytes,
+    chunkSize: p.chunkSize,
+    parentId: p.parentId ?? null,
+    validity: p.validity,
+    stats: p.stats,
+  };
+}
+
+function validityText(p: RecoveryPoint): string {
+  return p.validity.kind === 'full' ? `full (${p.validity.reason})` : p.validity.kind;
+}
+
+async function backup(repoPath: string, paths: string[], values: Values, io: CliIo): Promise<number> {
+  if (paths.length === 0) throw new UsageError('backup needs at least one disk path');
+  const chunkSize = wholeNumber(values['chunk-size'], '--chunk-size');
+  const platform = createLocalDiskPlatform({
+    hostName: values['host-name'],
+    disks: paths.map((path) => ({ path: resolve(path) })),
+  });
+  return withRepository(repoPath, true, async (repository) => {
+    const engine = createBackupEngine({ repository, platforms: [platform], chunkSize });
+    const bar = new ProgressBar(io.stderr);
+    const started = performance.now();
+    try {
+      const result = await engine.backup({
+        full: values.full ?? false,
+        signal: io.signal,
+        onProgress: values.json ? undefined : (p) => bar.update(p),
+      });
+      bar.finish();
+      const seconds = (performance.now() - started) / 1000;
+      if (values.json) {
+        io.stdout.write(
+          `${JSON.stringify({
+            jobId: result.jobId,
+            seconds,
+            tasks: result.tasks.map((t) =>
+              t.status === 'succeeded'
+                ? { status: t.status, diskId: t.diskId, ...t.result }
+                : { status: t.status, diskId: t.diskId, error: errorJson(t.error) },
+            ),
+          })}\n`,
+        );
+      } else {
+        for (const t of result.tasks) {
+          if (t.status === 'succeeded') {
+            const r = t.result;
+            const v =
+              r.validity.kind === 'full'
+                ? `full read (${r.validity.reason})`
+                : `${r.validity.kind} incremental`;
+            io.stdout.write(
+              `${t.diskId}: point ${r.pointId}, ${v}; ${formatBytes(r.capacityBytes)} disk, read ${formatBytes(r.bytesRead)}, ` +
+                `wrote ${formatBytes(r.bytesWritten)}, unchanged ${formatBytes(r.bytesSkippedUnchanged)}, ` +
+                `deduplicated ${formatBytes(r.bytesDeduplicated)}, zero ${formatBytes(r.bytesZero)}; ` +
+                `${formatSeconds(r.seconds)}, ${formatRate(r.bytesDone / Math.max(r.seconds, 1e-9))}\n`,
+            );
+          } else {
+            const message = DrkitError.isInstance(t.error) ? t.error.message : String(t.error);
+            io.stderr.write(`${t.diskId}: FAILED: ${message}\n`);
+          }
+        }
+      }
+      if (result.failed === 0) return ExitCode.ok;
+      if (result.succeeded === 0 && result.tasks.length === 1) {
+        const first = result.tasks[0];
+        return first?.status === 'failed' ? exitCodeFor(first.error) : ExitCode.partial;
+      }
+      return ExitCode.partial;
+    } finally {
+      bar.finish();
+      await engine.close();
+    }
+  });
+}
+
+async function points(repository: Repository, json: boolean, io: CliIo): Promise<number> {
+  const list = await repository.points({}, { signal: io.signal });
+  if (json) {
+    io.stdout.write(`${JSON.stringify(list.map(pointJson))}\n`);
+    return ExitCode.ok;
+  }
+  if (list.length === 0) {
+    io.stdout.write('no recovery points\n');
+    return ExitCode.ok;
+  }
+  const rows = [['ID', 'TIME', 'HOST', 'DISK', 'SIZE', 'CHANGE SET', 'WRITTEN']];
+  for (const p of list) {
+    rows.push([
+      p.id,
+      p.createdAt,
+      p.hostName,
+      p.diskName,
+      formatBytes(p.capacityBytes),
+      validityText(p),
+      formatBytes(p.stats.bytesWritten),
+    ]);
+  }
+  io.stdout.write(`${table(rows)}\n`);
+  return ExitCode.ok;
+}
+
+async function restore(repository: Repository, args: string[], json: boolean, io: CliIo): Promise<number> {
+  const [pointId, dest] = args;
+  if (!pointId || !dest || args.length > 2) throw new UsageError('restore takes <point-id> <dest>');
+  const point = await repository.point(pointId, { signal: io.signal });
+  const bar = new ProgressBar(io.stderr);
+  const started = performance.now();
+  const toStdout = dest === '-';
+  if (toStdout && io.stdout.isTTY)
+    throw new InvalidArgumentError('refusing to write disk data to a terminal');
+  try {
+    const { bytes } = await repository.restore(
+      point.id,
+      toStdout ? { stream: io.stdout } : { path: resolve(dest) },
+      {
+        signal: io.signal,
+        onProgress: json ? undefined : (p) => bar.updateBytes('restore', p.bytesDone, p.totalBytes, started),
+      },
+    );
+    bar.finish();
+    const seconds = (performance.now() - started) / 1000;
+    const summary = { pointId: point.id, destination: toStdout ? '-' : resolve(dest), bytes, seconds };
+    if (json && !toStdout) io.stdout.write(`${JSON.stringify(summary)}\n`);
+    else
+      (toStdout ? io.stderr : io.stdout).write(
+        `restored ${point.id} (${formatBytes(bytes)}) to ${summary.destination} in ${formatSeconds(seconds)}, ${formatRate(bytes / Math.max(seconds, 1e-9))}\n`,
+      );
+    return ExitCode.ok;
+  } finally {
+    bar.finish();
+  }
+}
+
+async function verify(repository: Repository, pointIds: string[], json: boolean, io: CliIo): Promise<number> {
+  const report = await repository.verify({
+    pointIds: pointIds.length ? pointIds : undefined,
+    signal: io.signal,
+  });
+  if (json) io.stdout.write(`${JSON.stringify(report)}\n`);
+  else {
+    io.stdout.write(
+      `checked ${report.pointsChecked} point(s), ${report.chunksChecked} chunk(s), ${formatBytes(report.bytesChecked)}: ` +
+        `${report.ok ? 'all good' : `${report.damaged.length} damaged chunk(s)`}\n`,
+    );
+    for (const d of report.damaged) {
+      io.stdout.write(`  chunk ${d.chunkId}: ${d.problem}; affects points ${d.pointIds.join(', ')}\n`);
+    }
+    if (!report.ok)
+      io.stdout.write('The next backup of the affected disks reads them in full to repair the chunks.\n');
+  }
+  return report.ok ? ExitCode.ok : ExitCode.corrupt;
+}
+
+async function prune(repository: Repository, values: Values, json: boolean, io: CliIo): Promise<number> {
+  const policy = {
+    keepLast: wholeNumber(values['keep-last'], '--keep-last'),
+    keepDaily: wholeNumber(values['keep-daily'], '--keep-daily'),
+    keepWeekly: wholeNumber(values['keep-weekly'], '--keep-weekly'),
+  };
+  if (policy.keepLast === undefined && policy.keepDaily === undefined && policy.keepWeekly === undefined) {
+    throw new UsageError('prune needs at least one of --keep-last, --keep-daily, --keep-weekly');
+  }
+  const dryRun = values['dry-run'] ?? false;
+  const retention = await repository.applyRetention(policy, { dryRun, signal: io.signal });
+  const gc = dryRun ? { chunksRemoved: 0, bytesFreed: 0 } : await repository.prune({ signal: io.signal });
+  if (json) {
+    io.stdout.write(
+      `${JSON.stringify({ dryRun, kept: retention.kept.map((p) => p.id), removed: retention.removed.map((p) => p.id), ...gc })}\n`,
+    );
+  } else {
+    io.stdout.write(
+      `${dryRun ? 'would remove' : 'removed'} ${retention.removed.length} point(s), kept ${retention.kept.length}` +
+        (dryRun
+          ? '\n'
+          : `; deleted ${gc.chunksRemoved} unreferenced chunk(s), freed ${formatBytes(gc.bytesFreed)}\n`),
+    );
+  }
+  return ExitCode.ok;
+}
+
+async function ledger(repository: Repository, json: boolean, io: CliIo): Promise<number> {
+  const entries = await repository.ledger.list({ signal: io.signal });
+  if (json) io.stdout.write(`${JSON.stringify(entries)}\n`);
+  else if (entries.length === 0) io.stdout.write('the ledger is empty: no snapshot left behind\n');
+  else {
+    for (const e of entries) {
+      io.stdout.write(
+        `${e.state} ${e.kind} ${e.name} on ${e.platformId}/${e.hostId} (job ${e.jobId}, ${e.createdAt})\n`,
+      );
+    }
+    io.stdout.write(
+      "Pending entries of a job that is not running are released by the engine's reconcile().\n",
+    );
+  }
+  return ExitCode.ok;
+}

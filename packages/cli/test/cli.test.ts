@@ -1,0 +1,134 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, sha256File } from './run-cli.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let repo: string;
+let image: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'drkit-cli-'));
+  repo = join(dir, 'repo');
+  image = join(dir, 'disk.img');
+  await writeDiskImage(image, { size: 24 * MiB, seed: 7 });
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('drkit CLI', () => {
+  it('--help lists every command and exits 0; no command is a usage error', async () => {
+    const help = await runCli(['--help']);
+    expect(help.code).toBe(0);
+    for (const command of ['backup', 'points', 'restore', 'verify', 'prune', 'ledger']) {
+      expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
+    }
+    expect((await runCli([])).code).toBe(2);
+    const unknown = await runCli(['frobnicate', '--repo', repo]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"/);
+    expect((await runCli(['points', '--no-such-flag'])).code).toBe(2);
+  });
+
+  it('needs a repository, from --repo or DRKIT_REPO', async () => {
+    const none = await runCli(['points'], { DRKIT_REPO: '' });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/--repo/);
+    const missing = await runCli(['points'], { DRKIT_REPO: join(dir, 'nothing-here') });
+    expect(missing.code).toBe(3);
+  });
+
+  it('backs up twice, lists points as JSON, restores both identically', async () => {
+    const sums = [await sha256File(image)];
+    const first = await runCli(['backup', image, '--repo', repo, '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const job = JSON.parse(first.stdout);
+    expect(job.tasks[0].validity).toEqual({ kind: 'full', reason: 'first-backup' });
+    await mutateDiskImage(image, { fraction: 0.02, seed: 8, lastByte: true });
+    sums.push(await sha256File(image));
+    const second = await runCli(['backup', image], { DRKIT_REPO: repo });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/superset incremental/);
+
+    const listed = await runCli(['points', '--repo', repo, '--json']);
+    const points = JSON.parse(listed.stdout);
+    expect(points).toHaveLength(2);
+    for (const p of points) {
+      expect(Object.keys(p)).toEqual(
+        expect.arrayContaining(['id', 'host', 'disk', 'time', 'sizeBytes', 'validity']),
+      );
+      expect(p.sizeBytes).toBe(24 * MiB);
+      expect(p.disk.id).toBe(image);
+    }
+    expect(points[1].validity).toEqual({ kind: 'superset' });
+    for (const [i, p] of points.entries()) {
+      const target = join(dir, `restored-${i}.img`);
+      const restored = await runCli(['restore', p.id, target, '--repo', repo]);
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(await sha256File(target)).toBe(sums[i]);
+    }
+    const table = await runCli(['points', '--repo', repo]);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+TIME\s+HOST\s+DISK\s+SIZE\s+CHANGE SET/);
+  });
+
+  it('exits 3 for an unknown point and 9 for a malformed point id', async () => {
+    const result = await runCli([
+      'restore',
+      '20200101T000000000-deadbeef',
+      join(dir, 'x.img'),
+      '--repo',
+      repo,
+    ]);
+    expect(result.code, result.stderr).toBe(3);
+    const malformed = await runCli(['restore', 'no-such-point', join(dir, 'x.img'), '--repo', repo]);
+    expect(malformed.code).toBe(9);
+    expect(malformed.stderr).toMatch(/not a point id/);
+  });
+
+  it('verify finds a chunk corrupted on purpose (exit 6), and restore refuses it (exit 6)', async () => {
+    const chunkDirs = await readdir(join(repo, 'chunks'));
+    const sub = join(repo, 'chunks', chunkDirs[0]!);
+    const chunk = join(sub, (await readdir(sub))[0]!);
+    const original = await readFile(chunk);
+    const damaged = Buffer.from(original);
+    damaged[damaged.length - 1]! ^= 0xff;
+    await writeFile(chunk, damaged);
+    try {
+      const verify = await runCli(['verify', '--repo', repo, '--json']);
+      expect(verify.code).toBe(6);
+      const report = JSON.parse(verify.stdout);
+      expect(report.ok).toBe(false);
+      expect(report.damaged.length).toBe(1);
+      expect(report.damaged[0].pointIds.length).toBeGreaterThanOrEqual(1);
+      const pointId = report.damaged[0].pointIds[0];
+      const restore = await runCli(['restore', pointId, join(dir, 'bad.img'), '--repo', repo]);
+      expect(restore.code).toBe(6);
+      expect(restore.stderr).toMatch(/chunk/i);
+    } finally {
+      await writeFile(chunk, original);
+    }
+  });
+
+  it('prune keeps the last N points and frees unreferenced chunks', async () => {
+    const dry = await runCli(['prune', '--keep-last', '1', '--dry-run', '--json', '--repo', repo]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(JSON.parse(dry.stdout).removed).toHaveLength(1);
+    expect(JSON.parse((await runCli(['points', '--json', '--repo', repo])).stdout)).toHaveLength(2);
+    const real = await runCli(['prune', '--keep-last', '1', '--json', '--repo', repo]);
+    expect(real.code, real.stderr).toBe(0);
+    const out = JSON.parse(real.stdout);
+    expect(out.removed).toHaveLength(1);
+    const left = JSON.parse((await runCli(['points', '--json', '--repo', repo])).stdout);
+    expect(left).toHaveLength(1);
+    // The remaining point still restores to the current image content.
+    const target = join(dir, 'after-prune.img');
+    expect((await runCli(['restore', left[0].id, target, '--repo', repo])).code).toBe(0);
+    expect(await sha256File(target)).toBe(await sha256File(image));
+    expect((await runCli(['prune', '--repo', repo])).code).toBe(2);
+  });
+});
