@@ -1,0 +1,182 @@
+// drkit benchmark (not part of the tests): full backup, incremental after a 1 % change, and restore of a
+// disk-like image, each next to a plain copy measured in the same run, with peak RSS; and the same work done by
+// restic and borg on the same image.
+//
+//   pnpm bench [-- --size-gib 2 --runs 1 --dir <work folder> --no-others]
+//
+// Page cache: every tool reads the image hot from the page cache (it was just written), like the plain copy.
+// Peak RSS is measured with GNU time (`/usr/bin/time -f %M`) around each process.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
+
+const { values } = parseArgs({
+  options: {
+    'size-gib': { type: 'string', default: '2' },
+    dir: { type: 'string' },
+    'no-others': { type: 'boolean' },
+  },
+});
+const GiB = 1024 ** 3;
+const size = Math.round(Number(values['size-gib']) * GiB);
+const cli = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
+const work = values.dir ?? (await mkdtemp(join(tmpdir(), 'drkit-bench-')));
+await mkdir(work, { recursive: true });
+
+function ensureTools() {
+  const need = [];
+  if (!existsSync('/usr/bin/time')) need.push('time');
+  if (!values['no-others']) {
+    if (spawnSync('restic', ['version']).status !== 0) need.push('restic');
+    if (spawnSync('borg', ['--version']).status !== 0) need.push('borgbackup');
+  }
+  if (need.length === 0) return;
+  console.log(`installing ${need.join(', ')} (Debian packages)`);
+  execFileSync(
+    'apt-get',
+    ['-o', 'DPkg::Lock::Timeout=600', 'install', '-y', '--no-install-recommends', ...need],
+    {
+      stdio: 'inherit',
+    },
+  );
+}
+
+/** Runs a shell command under GNU time; returns wall seconds and peak RSS in MiB. */
+function measure(label, command, env = {}) {
+  const started = performance.now();
+  const result = spawnSync('/usr/bin/time', ['-f', '%M', 'sh', '-c', command], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const seconds = (performance.now() - started) / 1000;
+  if (result.status !== 0) {
+    throw new Error(`${label} failed (${result.status}): ${result.stderr.slice(-2000)}`);
+  }
+  const lines = result.stderr.trim().split('\n');
+  const peakMiB = Number(lines[lines.length - 1]) / 1024;
+  return { label, seconds, peakMiB };
+}
+
+function dropCachesNote() {
+  return 'all reads hot from the page cache';
+}
+
+const rows = [];
+function record(tool, operation, m, copySeconds) {
+  rows.push({ tool, operation, seconds: m.seconds, ratio: m.seconds / copySeconds, peakMiB: m.peakMiB });
+  console.log(
+    `${tool.padEnd(7)} ${operation.padEnd(12)} ${m.seconds.toFixed(2).padStart(7)} s  ${(m.seconds / copySeconds).toFixed(2)}x copy  peak RSS ${m.peakMiB.toFixed(0)} MiB`,
+  );
+}
+
+ensureTools();
+const image = join(work, 'disk.img');
+console.log(`work folder ${work}; image ${(size / GiB).toFixed(2)} GiB; ${dropCachesNote()}`);
+await writeDiskImage(image, { size, seed: 42 });
+
+const copy = () => measure('copy', `cat '${image}' > '${work}/copy.img' && sync && rm -f '${work}/copy.img'`);
+const copyFull = copy();
+console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)} s`);
+
+// drkit
+const repo = join(work, 'drkit-repo');
+const full = measure(
+  'drkit full',
+  `node '${cli}' backup '${image}' --repo '${repo}' --json > /dev/null && sync`,
+);
+record('drkit', 'full', full, copyFull.seconds);
+const image0 = join(work, 'disk-v1.img');
+execFileSync('cp', ['--sparse=always', image, image0]);
+await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
+const copyIncr = copy();
+const incr = measure(
+  'drkit incr',
+  `node '${cli}' backup '${image}' --repo '${repo}' --json > /dev/null && sync`,
+);
+record('drkit', 'incremental', incr, copyIncr.seconds);
+const points = JSON.parse(
+  execFileSync('node', [cli, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
+);
+const copyRestore = copy();
+const restore = measure(
+  'drkit restore',
+  `node '${cli}' restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
+);
+record('drkit', 'restore', restore, copyRestore.seconds);
+const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
+console.log(`restored image identical to the source: ${same}`);
+await rm(join(work, 'restored.img'), { force: true });
+
+if (!values['no-others']) {
+  // restic (content-defined chunking, deduplication, compression auto on repository v2)
+  const resticEnv = {
+    RESTIC_PASSWORD: 'bench',
+    RESTIC_REPOSITORY: join(work, 'restic-repo'),
+    RESTIC_CACHE_DIR: join(work, 'restic-cache'),
+  };
+  execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
+  spawnSync('restic', ['init'], { env: { ...process.env, ...resticEnv } });
+  record(
+    'restic',
+    'full',
+    measure('restic full', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
+    copyFull.seconds,
+  );
+  execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
+  record(
+    'restic',
+    'incremental',
+    measure('restic incr', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
+    copyIncr.seconds,
+  );
+  record(
+    'restic',
+    'restore',
+    measure('restic restore', `restic restore -q latest --target '${work}/restic-out' && sync`, resticEnv),
+    copyRestore.seconds,
+  );
+  await rm(join(work, 'restic-out'), { recursive: true, force: true });
+  // borg (buzhash chunking, lz4 by default)
+  const borgEnv = {
+    BORG_REPO: join(work, 'borg-repo'),
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
+    BORG_BASE_DIR: join(work, 'borg-base'),
+  };
+  spawnSync('borg', ['init', '-e', 'none'], { env: { ...process.env, ...borgEnv } });
+  execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
+  record(
+    'borg',
+    'full',
+    measure('borg full', `cd '${work}' && borg create ::a r.img && sync`, borgEnv),
+    copyFull.seconds,
+  );
+  execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
+  record(
+    'borg',
+    'incremental',
+    measure('borg incr', `cd '${work}' && borg create ::b r.img && sync`, borgEnv),
+    copyIncr.seconds,
+  );
+  await mkdir(join(work, 'borg-out'), { recursive: true });
+  record(
+    'borg',
+    'restore',
+    measure('borg restore', `cd '${work}/borg-out' && borg extract ::b && sync`, borgEnv),
+    copyRestore.seconds,
+  );
+}
+
+console.log('\nsummary (ratio = seconds / plain copy measured in the same run)');
+console.log('tool    operation      seconds  ratio  peak RSS');
+for (const r of rows) {
+  console.log(
+    `${r.tool.padEnd(7)} ${r.operation.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${r.ratio.toFixed(2).padStart(6)}  ${r.peakMiB.toFixed(0).padStart(5)} MiB`,
+  );
+}
+if (!values.dir) await rm(work, { recursive: true, force: true });
