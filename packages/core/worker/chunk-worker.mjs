@@ -17,6 +17,10 @@ function isAllZero(bytes) {
   return true;
 }
 
+function ownsBuffer(view) {
+  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
+}
+
 function sha256(bytes) {
   return createHash('sha256').update(bytes).digest();
 }
@@ -27,24 +31,28 @@ parentPort.on('message', (message) => {
     if (op === 'encode') {
       // { data, parentId?: Uint8Array(32), compress: boolean }
       const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
+      // Buffers go back to the main thread in every answer: a worker allocates little on its own heap, so
+      // garbage buffers left here would wait long for a collection and swell the process's memory.
+      const back = ownsBuffer(data) ? [data.buffer] : [];
       if (isAllZero(data)) {
-        parentPort.postMessage({ id, zero: true });
+        parentPort.postMessage({ id, zero: true, returned: data }, back);
         return;
       }
       const hash = sha256(data);
       if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
-        parentPort.postMessage({ id, hash, unchanged: true });
+        parentPort.postMessage({ id, hash, unchanged: true, returned: data }, back);
         return;
       }
       const compressed = compressor.compress(data);
       if (compressed.byteLength < data.byteLength) {
         const out = new Uint8Array(compressed.buffer, compressed.byteOffset, compressed.byteLength);
-        parentPort.postMessage({ id, hash, codec: 1, payload: out }, [out.buffer]);
+        parentPort.postMessage({ id, hash, codec: 1, payload: out, returned: data }, [out.buffer, ...back]);
       } else {
-        parentPort.postMessage({ id, hash, codec: 0, payload: data }, [data.buffer]);
+        parentPort.postMessage({ id, hash, codec: 0, payload: data }, back);
       }
     } else if (op === 'decode') {
-      // { payload, codec, plainLength, expectedHash?: Uint8Array(32) }
+      // { payload, codec, plainLength }. The payload's buffer is this thread's own (transferred or cloned):
+      // it goes back with the answer, for the reason given above.
       const payload = Buffer.from(
         message.payload.buffer,
         message.payload.byteOffset,
@@ -60,10 +68,9 @@ parentPort.on('message', (message) => {
       }
       const hash = sha256(plain);
       const out = new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
-      parentPort.postMessage(
-        { id, hash, plain: out },
-        out.buffer.byteLength === out.byteLength ? [out.buffer] : [],
-      );
+      const transfer = [message.payload.buffer];
+      if (message.codec === 1 && ownsBuffer(out)) transfer.push(out.buffer);
+      parentPort.postMessage({ id, hash, plain: out, returned: message.payload }, transfer);
     } else if (op === 'hash') {
       const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
       parentPort.postMessage({ id, hash: sha256(data) });

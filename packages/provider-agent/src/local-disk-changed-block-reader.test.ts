@@ -169,6 +169,27 @@ describe('local-disk reader: change sets', () => {
     expect(byteDifference(moved, copy)).toBe('');
   });
 
+
+  it("cuts data at the engine's chunk size when no read size is configured", async () => {
+    const path = join(directory, 'chunk-size-hint.img');
+    await writeFile(path, pattern(2 * MiB + 100, 9));
+    const platform = createLocalDiskPlatform({ disks: [{ path }] });
+    const disk = await onlyDisk(platform);
+    const hinted = await collect(await platform.changedBlockReader.open({ disk, chunkSize: 512 * KiB }));
+    expect(layoutOf(hinted)).toEqual([
+      `data 0 ${512 * KiB}`,
+      `data ${512 * KiB} ${512 * KiB}`,
+      `data ${MiB} ${512 * KiB}`,
+      `data ${1536 * KiB} ${512 * KiB}`,
+      `data ${2 * MiB} 100`,
+    ]);
+    // An explicit read size wins over the hint.
+    const explicit = createLocalDiskPlatform({ disks: [{ path }], readSizeBytes: MiB });
+    const changes = await collect(
+      await explicit.changedBlockReader.open({ disk: await onlyDisk(explicit), chunkSize: 512 * KiB }),
+    );
+    expect(layoutOf(changes)).toEqual([`data 0 ${MiB}`, `data ${MiB} ${MiB}`, `data ${2 * MiB} 100`]);
+  });
   it('falls back to reading everything as data where SEEK_DATA is unsupported (EINVAL), and says so', async () => {
     const path = join(directory, 'no-seek-data.img');
     const data = pattern(4096, 9);

@@ -33,7 +33,8 @@ export interface LocalDiskSource {
 /** @internal */
 export interface LocalDiskChangedBlockReaderOptions {
   readonly disks: readonly LocalDiskSource[];
-  readonly readSizeBytes: number;
+  /** Explicit read size; default: the engine's chunk size when it is a multiple of 4096, else 4 MiB. */
+  readonly readSizeBytes: number | undefined;
   /** Replaces the addon (tests of the fallback paths only). */
   readonly nativeSeek?: NativeSeek;
 }
@@ -222,7 +223,7 @@ export function createLocalDiskChangedBlockReader(
           native,
           holeDetection,
           validity,
-          readSizeBytes: options.readSizeBytes,
+          readSizeBytes: options.readSizeBytes ?? readSizeFor(openOptions.chunkSize),
         });
       } catch (error) {
         await opened.handle.close();
@@ -230,6 +231,14 @@ export function createLocalDiskChangedBlockReader(
       }
     },
   };
+}
+
+/** The engine's chunk size as the read size when it is a usable one (a multiple of 4096 up to 256 MiB). */
+function readSizeFor(chunkSize: number | undefined): number {
+  if (chunkSize !== undefined && Number.isSafeInteger(chunkSize) && chunkSize > 0 && chunkSize % 4096 === 0) {
+    return Math.min(chunkSize, 256 * 1024 * 1024);
+  }
+  return DEFAULT_READ_SIZE_BYTES;
 }
 
 /** Whether `SEEK_DATA` works here: `EINVAL` means the filesystem does not support it. */

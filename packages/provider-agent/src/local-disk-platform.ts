@@ -40,7 +40,8 @@ export interface LocalDiskPlatformOptions {
   readonly disks: readonly LocalDiskOptions[];
   /**
    * Largest data change, in bytes; data is also cut at multiples of it. A multiple of 4096 from 4 KiB to
-   * 256 MiB; choose a multiple of the repository's chunk size. Default 4 MiB.
+   * 256 MiB. Default: the engine's chunk size when it passes one (so each piece is one chunk and reaches the
+   * hashing threads without a copy), else 4 MiB.
    */
   readonly readSizeBytes?: number;
 }
@@ -162,7 +163,7 @@ interface ValidatedOptions {
   readonly hostId: string | undefined;
   readonly hostName: string | undefined;
   readonly sources: LocalDiskSource[];
-  readonly readSizeBytes: number;
+  readonly readSizeBytes: number | undefined;
 }
 
 function validateOptions(options: LocalDiskPlatformOptions): ValidatedOptions {
@@ -172,12 +173,13 @@ function validateOptions(options: LocalDiskPlatformOptions): ValidatedOptions {
   const id = optionalName(options.id, 'id');
   const hostId = optionalName(options.hostId, 'hostId');
   const hostName = optionalName(options.hostName, 'hostName');
-  const readSizeBytes = options.readSizeBytes ?? DEFAULT_READ_SIZE_BYTES;
+  const readSizeBytes = options.readSizeBytes;
   if (
-    !Number.isSafeInteger(readSizeBytes) ||
+    readSizeBytes !== undefined &&
+    (!Number.isSafeInteger(readSizeBytes) ||
     readSizeBytes < 4096 ||
     readSizeBytes > MAX_READ_SIZE_BYTES ||
-    readSizeBytes % 4096 !== 0
+    readSizeBytes % 4096 !== 0)
   ) {
     throw new InvalidSettingsError(
       'readSizeBytes',

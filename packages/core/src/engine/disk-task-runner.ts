@@ -49,6 +49,7 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     snapshot: task.snapshot,
     base: task.base,
     fullReason: task.fullReason,
+    chunkSize: task.chunkSize,
     signal,
   });
   await using backup = await repository.beginBackup({

@@ -56,7 +56,8 @@ export async function loadChunk(
   signal?.throwIfAborted();
   let result: { plain: Uint8Array; hash: Uint8Array };
   try {
-    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength);
+    // The blob was read for this call alone: hand its buffer to the worker rather than copy it.
+    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength, true);
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     if (error instanceof Error && POOL_CLOSED.test(error.message)) throw error;

@@ -96,13 +96,20 @@ export class ChunkWorkerPool {
     return { kind: 'data', hash, codec: reply.codec as ChunkCodec, payload: reply.payload as Uint8Array };
   }
 
-  /** Decompresses a stored payload and returns the plain bytes with their SHA-256. */
+  /**
+   * Decompresses a stored payload and returns the plain bytes with their SHA-256. With `transfer`, the payload's
+   * whole underlying buffer moves to the worker (no copy) and is unusable after the call.
+   */
   async decode(
     payload: Uint8Array,
     codec: ChunkCodec,
     plainLength: number,
+    transfer = false,
   ): Promise<{ plain: Uint8Array; hash: Uint8Array }> {
-    const reply = await this.call({ op: 'decode', payload, codec, plainLength }, []);
+    const reply = await this.call(
+      { op: 'decode', payload, codec, plainLength },
+      transfer ? [payload.buffer as ArrayBuffer] : [],
+    );
     return { plain: reply.plain as Uint8Array, hash: reply.hash as Uint8Array };
   }
 

@@ -15,6 +15,12 @@ export interface OpenChangedBlocksOptions extends CallOptions {
   readonly base?: Checkpoint;
   /** Why the engine asks for a full read when it passes no base (recorded as the validity reason). */
   readonly fullReason?: FullReadReason;
+  /**
+   * The chunk size of the disk's lineage, in bytes. A reader that can choose how it cuts data should yield data
+   * changes aligned to it and at most this long: each buffer then becomes one chunk and reaches the hashing
+   * threads without a copy.
+   */
+  readonly chunkSize?: number;
 }
 
 /**
