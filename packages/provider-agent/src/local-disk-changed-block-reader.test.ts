@@ -169,7 +169,6 @@ describe('local-disk reader: change sets', () => {
     expect(byteDifference(moved, copy)).toBe('');
   });
 
-
   it("cuts data at the engine's chunk size when no read size is configured", async () => {
     const path = join(directory, 'chunk-size-hint.img');
     await writeFile(path, pattern(2 * MiB + 100, 9));

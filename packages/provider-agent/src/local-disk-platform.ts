@@ -177,9 +177,9 @@ function validateOptions(options: LocalDiskPlatformOptions): ValidatedOptions {
   if (
     readSizeBytes !== undefined &&
     (!Number.isSafeInteger(readSizeBytes) ||
-    readSizeBytes < 4096 ||
-    readSizeBytes > MAX_READ_SIZE_BYTES ||
-    readSizeBytes % 4096 !== 0)
+      readSizeBytes < 4096 ||
+      readSizeBytes > MAX_READ_SIZE_BYTES ||
+      readSizeBytes % 4096 !== 0)
   ) {
     throw new InvalidSettingsError(
       'readSizeBytes',
