@@ -11,7 +11,6 @@ import {
 } from '@drkit/core';
 import {
   createLocalDiskChangedBlockReader,
-  DEFAULT_READ_SIZE_BYTES,
   type LocalDiskChangedBlockReader,
   type LocalDiskSource,
   openLocalDisk,
