@@ -1,9 +1,3 @@
-import { defineConfig } from 'tsup';
+import { packageConfig } from '../../tsup.config.base.js';
 
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm'],
-  dts: { compilerOptions: { composite: false, ignoreDeprecations: '6.0' } },
-  clean: true,
-  target: 'node20',
-});
+export default packageConfig();
