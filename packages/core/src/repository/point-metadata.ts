@@ -87,19 +87,17 @@ function amount(value: unknown, field: string, fail: Fail): number {
 
 function validity(value: unknown, field: string, fail: Fail): ChangeSetValidity {
   if (!isObject(value)) return fail(field, 'must be an object');
-  if (value.kind === 'exact' || value.kind === 'superset') return { kind: value.kind };
+  let detail: { detail?: string } = {};
+  if (value.detail !== undefined) {
+    if (typeof value.detail !== 'string') fail(`${field}.detail`, 'must be a string');
+    detail = { detail: value.detail as string };
+  }
+  if (value.kind === 'exact' || value.kind === 'superset') return { kind: value.kind, ...detail };
   if (value.kind !== 'full') return fail(`${field}.kind`, 'must be "exact", "superset" or "full"');
   if (typeof value.reason !== 'string' || !FULL_READ_REASONS.has(value.reason)) {
     fail(`${field}.reason`, 'must be a known full-read reason');
   }
-  const result: { kind: 'full'; reason: FullReadReason; detail?: string } = {
-    kind: 'full',
-    reason: value.reason as FullReadReason,
-  };
-  if (value.detail !== undefined) {
-    if (typeof value.detail !== 'string') fail(`${field}.detail`, 'must be a string');
-    result.detail = value.detail as string;
-  }
+  const result: ChangeSetValidity = { kind: 'full', reason: value.reason as FullReadReason, ...detail };
   return result;
 }
 

@@ -28,10 +28,12 @@ export type FullReadReason =
  * - `superset`: everything that changed and possibly more (a coarse object-granular diff, or every allocated
  *   extent of a disk without change tracking); the engine compares chunk hashes with the parent point;
  * - `full`: the whole disk, for the typed {@link @drkit/core!FullReadReason}.
+ *
+ * `detail` says more in words, e.g. why a fast diff fell back to an exact one.
  */
 export type ChangeSetValidity =
-  | { readonly kind: 'exact' }
-  | { readonly kind: 'superset' }
+  | { readonly kind: 'exact'; readonly detail?: string }
+  | { readonly kind: 'superset'; readonly detail?: string }
   | { readonly kind: 'full'; readonly reason: FullReadReason; readonly detail?: string };
 
 /** A range whose new content is the bytes in `data`. */
