@@ -141,6 +141,8 @@ class ChunkAssembler {
   private readonly maxInFlight: number;
   private failure: unknown;
   private current = -1;
+  /** Bytes of the chunks the change set touched (the others are the parent's, or zeros for a full read). */
+  private touchedBytes = 0;
   private pieces: Piece[] = [];
   /** Chunks whose parent copy differs in length from the new chunk (resize): rebuilt unless touched. */
   private readonly boundary = new Set<number>();
@@ -210,6 +212,8 @@ class ChunkAssembler {
     for (const i of this.boundary) await this.finish(i);
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;
+    // In a full read, chunks no change touched are zeros: count them as such.
+    if (!this.baseIsParent) progress.counters.bytesZero += this.capacity - this.touchedBytes;
     progress.counters.bytesDone = Math.max(progress.counters.bytesDone, progress.totalBytes);
   }
 
@@ -243,6 +247,7 @@ class ChunkAssembler {
     }
     this.boundary.delete(i);
     const length = this.chunkLength(i, this.capacity);
+    this.touchedBytes += length;
     let covered = 0;
     let anyData = false;
     for (const p of pieces) {
