@@ -80,4 +80,11 @@ export {
 } from './util/extent-math.js';
 export { isRetryableError, type RetryOptions, retry } from './util/retry.js';
 export { type WaitUntilOptions, waitUntil } from './util/wait-until.js';
-export { type ChunkCodec, ChunkWorkerPool, type EncodedChunk } from './workers/chunk-worker-pool.js';
+export {
+  type ChunkCodec,
+  ChunkWorkerPool,
+  type EncodedChunk,
+  type EncodeOptions,
+  type ReturnedBuffers,
+  zstdCompressBound,
+} from './workers/chunk-worker-pool.js';

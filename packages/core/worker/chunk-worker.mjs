@@ -1,19 +1,28 @@
 // Worker thread of @drkit/core: hashes, compresses, decompresses chunks off the main thread.
 // Plain JavaScript so that it runs unchanged from the sources (tests) and from the published package.
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
-import { Compressor, Decompressor } from 'zstd-napi';
+import { Decompressor } from 'zstd-napi';
 
-const compressor = new Compressor();
-// `new Compressor({ compressionLevel })` would silently use level 3: set the level explicitly.
-compressor.setParameters({ compressionLevel: 1 });
+// The low-level binding compresses into a buffer we pass, at an explicit level (zstd level 1).
+const { CCtx, compressBound } = createRequire(import.meta.url)('zstd-napi/binding.js');
+const cctx = new CCtx();
 const decompressor = new Decompressor();
 
+function withOut(transfer, out) {
+  return out && ownsBuffer(out) ? [...transfer, out.buffer] : transfer;
+}
+
 function isAllZero(bytes) {
-  const words = bytes.byteLength >>> 3;
-  const view = new BigUint64Array(bytes.buffer, bytes.byteOffset, words);
-  for (let i = 0; i < words; i++) if (view[i] !== 0n) return false;
-  for (let i = words << 3; i < bytes.byteLength; i++) if (bytes[i] !== 0) return false;
+  let start = 0;
+  if (bytes.byteOffset % 4 === 0) {
+    const words = bytes.byteLength >>> 2;
+    const view = new Uint32Array(bytes.buffer, bytes.byteOffset, words);
+    for (let i = 0; i < words; i++) if (view[i] !== 0) return false;
+    start = words << 2;
+  }
+  for (let i = start; i < bytes.byteLength; i++) if (bytes[i] !== 0) return false;
   return true;
 }
 
@@ -29,27 +38,42 @@ parentPort.on('message', (message) => {
   const { id, op } = message;
   try {
     if (op === 'encode') {
-      // { data, parentId?: Uint8Array(32), compress: boolean }
-      const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
-      // Buffers go back to the main thread in every answer: a worker allocates little on its own heap, so
-      // garbage buffers left here would wait long for a collection and swell the process's memory.
-      const back = ownsBuffer(data) ? [data.buffer] : [];
+      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number }
+      // Buffers go back to the main thread in every answer (so it can reuse them); none is left here as
+      // garbage, where a worker that allocates little on its own heap would keep it long.
+      const data = message.data;
+      const headroom = message.headroom ?? 0;
+      const transfer = ownsBuffer(data) ? [data.buffer] : [];
       if (isAllZero(data)) {
-        parentPort.postMessage({ id, zero: true, returned: data }, back);
+        parentPort.postMessage(
+          { id, zero: true, returned: data, out: message.out },
+          withOut(transfer, message.out),
+        );
         return;
       }
       const hash = sha256(data);
       if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
-        parentPort.postMessage({ id, hash, unchanged: true, returned: data }, back);
+        parentPort.postMessage(
+          { id, hash, unchanged: true, returned: data, out: message.out },
+          withOut(transfer, message.out),
+        );
         return;
       }
-      const compressed = compressor.compress(data);
-      if (compressed.byteLength < data.byteLength) {
-        const out = new Uint8Array(compressed.buffer, compressed.byteOffset, compressed.byteLength);
-        parentPort.postMessage({ id, hash, codec: 1, payload: out, returned: data }, [out.buffer, ...back]);
-      } else {
-        parentPort.postMessage({ id, hash, codec: 0, payload: data }, back);
+      const bound = headroom + compressBound(data.byteLength);
+      const out = message.out && message.out.byteLength >= bound ? message.out : new Uint8Array(bound);
+      const written = cctx.compress(out.subarray(headroom), data, 1);
+      let codec = 1;
+      let payloadLength = written;
+      if (written >= data.byteLength) {
+        // Does not shrink: store it raw, framed in the same buffer.
+        out.set(data, headroom);
+        codec = 0;
+        payloadLength = data.byteLength;
       }
+      parentPort.postMessage(
+        { id, hash, codec, out, payloadOffset: headroom, payloadLength, returned: data },
+        withOut(transfer, out),
+      );
     } else if (op === 'decode') {
       // { payload, codec, plainLength }. The payload's buffer is this thread's own (transferred or cloned):
       // it goes back with the answer, for the reason given above.

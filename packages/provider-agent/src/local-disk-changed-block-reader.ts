@@ -224,6 +224,7 @@ export function createLocalDiskChangedBlockReader(
           holeDetection,
           validity,
           readSizeBytes: options.readSizeBytes ?? readSizeFor(openOptions.chunkSize),
+          allocate: openOptions.allocate,
         });
       } catch (error) {
         await opened.handle.close();
@@ -300,6 +301,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
   readonly #opened: OpenedLocalDisk;
   readonly #native: NativeSeek;
   readonly #readSizeBytes: number;
+  readonly #allocate: ((length: number) => Uint8Array) | undefined;
   readonly #openedAt: string;
   #iterated = false;
   #closed = false;
@@ -313,12 +315,14 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
       holeDetection: LocalDiskHoleDetection;
       validity: ChangeSetValidity;
       readSizeBytes: number;
+      allocate?: ((length: number) => Uint8Array) | undefined;
     },
   ) {
     this.#source = source;
     this.#opened = opened;
     this.#native = settings.native;
     this.#readSizeBytes = settings.readSizeBytes;
+    this.#allocate = settings.allocate;
     this.#openedAt = new Date().toISOString();
     this.path = source.path;
     this.capacityBytes = opened.capacityBytes;
@@ -344,7 +348,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
       const plan = this.#plan();
       const start = (change: PlannedChange | undefined): Promise<Uint8Array> | undefined => {
         if (change?.kind !== 'data') return undefined;
-        const promise = this.#readExactly(change.offset, change.length);
+        const promise = this.#readExactly(change.offset, change.length, this.#allocate);
         // Handled below when awaited; this only keeps an abandoned read from becoming an unhandled rejection.
         promise.catch(() => {});
         return promise;
@@ -437,11 +441,18 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     );
   }
 
-  /** Reads `length` bytes at `offset` into a new buffer that owns its `ArrayBuffer` (transferable). */
-  async #readExactly(offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * Reads `length` bytes at `offset` into a buffer that owns its `ArrayBuffer` (transferable): the consumer's
+   * `allocate` when it gave one, else a new one.
+   */
+  async #readExactly(
+    offset: number,
+    length: number,
+    allocate?: (length: number) => Uint8Array,
+  ): Promise<Uint8Array> {
     this.#assertOpen();
     // Not from Buffer's shared pool: the consumer may transfer the ArrayBuffer to a worker thread.
-    const buffer = Buffer.allocUnsafeSlow(length);
+    const buffer = allocate ? allocate(length) : Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.#opened.handle.read(buffer, done, length - done, offset + done);

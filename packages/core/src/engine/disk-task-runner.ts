@@ -1,4 +1,5 @@
 import { SourceProtocolError } from '../errors/drkit-error.js';
+import { CHUNK_BLOB_HEADER_BYTES } from '../repository/chunk-blob.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { createChunkIndex, type MutableChunkIndex } from '../repository/chunk-index.js';
 import type { BackupSession, ChunkIndex, RecoveryPoint, Repository } from '../repository/types.js';
@@ -8,6 +9,8 @@ import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
 import type { Platform } from '../spec/v1/platform.js';
 import type { DiskTask } from '../spec/v1/sync-proxy.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { zstdCompressBound } from '../workers/chunk-worker-pool.js';
+import { BufferPool } from './buffer-pool.js';
 import { ProgressTracker } from './progress-tracker.js';
 
 /** Everything {@link runDiskTask} needs besides the task. */
@@ -44,12 +47,18 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   const parentIndex = parent ? await repository.readIndex(parent, { signal }) : undefined;
   const damaged = parentIndex ? await repository.damagedChunks({ signal }) : new Set<string>();
 
+  const maxInFlight = pool.size * 2 + 2;
+  const buffers = {
+    input: new BufferPool(task.chunkSize, maxInFlight + 4),
+    output: new BufferPool(CHUNK_BLOB_HEADER_BYTES + zstdCompressBound(task.chunkSize), maxInFlight + 2),
+  };
   await using session = await platform.changedBlockReader.open({
     disk: task.disk,
     snapshot: task.snapshot,
     base: task.base,
     fullReason: task.fullReason,
     chunkSize: task.chunkSize,
+    allocate: (length) => (length === task.chunkSize ? buffers.input.take() : new Uint8Array(length)),
     signal,
   });
   await using backup = await repository.beginBackup({
@@ -70,6 +79,8 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     damaged,
     progress,
     signal,
+    buffers,
+    maxInFlight,
   });
   await assembler.run();
 
@@ -125,6 +136,8 @@ interface AssemblerOptions {
   damaged: Set<string>;
   progress: ProgressTracker;
   signal: AbortSignal | undefined;
+  buffers: { input: BufferPool; output: BufferPool };
+  maxInFlight: number;
 }
 
 /** Turns a stream of changes into chunks, with a bounded number of chunks in flight. */
@@ -164,7 +177,7 @@ class ChunkAssembler {
     }
     this.parentCapacity = o.parent?.capacityBytes ?? 0;
     this.index = createChunkIndex(Math.ceil(this.capacity / this.chunkSize));
-    this.maxInFlight = o.pool.size * 2 + 2;
+    this.maxInFlight = o.maxInFlight;
     o.progress.totalBytes = this.baseIsParent ? 0 : this.capacity;
     this.inheritParent();
   }
@@ -281,14 +294,19 @@ class ChunkAssembler {
     ) {
       data = only.data; // the reader's own buffer, exactly one chunk: transfer it without a copy
     } else {
-      data = covered === length ? new Uint8Array(length) : await this.base(i, length);
+      data = covered === length ? this.chunkBuffer(length) : await this.base(i, length);
       for (const p of pieces) {
         if (p.data) data.set(p.data, p.start);
         else data.fill(0, p.start, p.end);
       }
     }
-    const parentHash = this.parentHash(i, length);
-    const encoded = await pool.encode(data, parentHash);
+    const { buffers } = this.o;
+    const encoded = await pool.encode(data, {
+      parentHash: this.parentHash(i, length),
+      output: buffers.output.take(),
+      headroom: CHUNK_BLOB_HEADER_BYTES,
+    });
+    buffers.input.give(encoded.returned.input);
     const c = progress.counters;
     if (encoded.kind === 'zero') {
       this.index.setZero(i);
@@ -302,13 +320,20 @@ class ChunkAssembler {
         c.bytesDeduplicated += length;
       } else {
         await backup.putChunk(
-          { hash: encoded.hash, codec: encoded.codec, payload: encoded.payload, plainLength: length },
+          {
+            hash: encoded.hash,
+            codec: encoded.codec,
+            payload: encoded.payload,
+            plainLength: length,
+            frameInPlace: true,
+          },
           { signal },
         );
         c.bytesWritten += encoded.payload.byteLength;
         this.chunksWritten++;
       }
     }
+    buffers.output.give(encoded.returned.output); // the store is done with the payload
     c.bytesDone += length;
     progress.report();
   }
@@ -322,10 +347,15 @@ class ChunkAssembler {
     return damaged.has(chunkIdFromHash(id)) ? undefined : id;
   }
 
+  /** A buffer for one chunk, recycled when it is a whole chunk; content undefined. */
+  private chunkBuffer(length: number): Uint8Array {
+    return length === this.chunkSize ? this.o.buffers.input.take() : new Uint8Array(length);
+  }
+
   /** The base content of chunk `i`: the source's bytes, the parent's chunk, or zeros. */
   private async base(i: number, length: number): Promise<Uint8Array> {
     const { session, parentIndex, repository, progress, signal } = this.o;
-    const out = new Uint8Array(length);
+    const out = this.chunkBuffer(length).fill(0);
     if (!this.baseIsParent || !parentIndex || i >= parentIndex.chunkCount) return out;
     const parentLength = this.chunkLength(i, this.parentCapacity);
     if (session.readRange) {

@@ -47,6 +47,24 @@ describe('chunk blob', () => {
     expect(Buffer.from(back.hash).toString('hex')).toBe(createHash('sha256').update(plain).digest('hex'));
   });
 
+  it('frames in place, in the headroom the worker left before the payload, without copying', async () => {
+    const plain = new TextEncoder().encode('in place '.repeat(4000));
+    const result = await pool.encode(plain.slice(), { headroom: CHUNK_BLOB_HEADER_BYTES });
+    if (result.kind !== 'data') throw new Error(`expected data, got ${result.kind}`);
+    const chunk = { ...result, plainLength: plain.byteLength };
+    const copied = encodeChunkBlob(chunk);
+    const inPlace = encodeChunkBlob({ ...chunk, frameInPlace: true });
+    expect(inPlace.buffer).toBe(result.payload.buffer);
+    expect(inPlace.byteOffset).toBe(result.payload.byteOffset - CHUNK_BLOB_HEADER_BYTES);
+    expect(Buffer.compare(inPlace, copied)).toBe(0);
+    // Without headroom there is nothing to frame in: it copies.
+    const noRoom = await pool.encode(plain.slice());
+    if (noRoom.kind !== 'data') throw new Error('expected data');
+    const framed = encodeChunkBlob({ ...noRoom, plainLength: plain.byteLength, frameInPlace: true });
+    expect(framed.buffer).not.toBe(noRoom.payload.buffer);
+    expect(Buffer.compare(framed, copied)).toBe(0);
+  });
+
   it('frames an incompressible chunk raw', async () => {
     const plain = randomish(4096, 1);
     const chunk = await encoded(plain);

@@ -87,15 +87,25 @@ export function encodeChunkBlob(chunk: {
   readonly codec: ChunkCodec;
   readonly payload: Uint8Array;
   readonly plainLength: number;
+  readonly frameInPlace?: boolean;
 }): Uint8Array {
   const problem = payloadProblem(chunk.codec, chunk.payload, chunk.plainLength);
   if (problem !== undefined) throw new InvalidArgumentError(`cannot store the chunk: ${problem}`);
-  const blob = new Uint8Array(CHUNK_BLOB_HEADER_BYTES + chunk.payload.byteLength);
+  const { payload } = chunk;
+  const inPlace = chunk.frameInPlace === true && payload.byteOffset >= CHUNK_BLOB_HEADER_BYTES;
+  const blob = inPlace
+    ? new Uint8Array(
+        payload.buffer,
+        payload.byteOffset - CHUNK_BLOB_HEADER_BYTES,
+        CHUNK_BLOB_HEADER_BYTES + payload.byteLength,
+      )
+    : new Uint8Array(CHUNK_BLOB_HEADER_BYTES + payload.byteLength);
+  blob.fill(0, 0, CHUNK_BLOB_HEADER_BYTES);
   blob.set(CHUNK_BLOB_MAGIC, 0);
   blob[4] = CHUNK_BLOB_VERSION;
   blob[5] = chunk.codec;
-  new DataView(blob.buffer).setUint32(8, chunk.plainLength, true);
-  blob.set(chunk.payload, CHUNK_BLOB_HEADER_BYTES);
+  new DataView(blob.buffer, blob.byteOffset, CHUNK_BLOB_HEADER_BYTES).setUint32(8, chunk.plainLength, true);
+  if (!inPlace) blob.set(payload, CHUNK_BLOB_HEADER_BYTES);
   return blob;
 }
 

@@ -85,6 +85,11 @@ export interface EncodedChunkBlob {
   readonly payload: Uint8Array;
   /** Length of the plain data. */
   readonly plainLength: number;
+  /**
+   * The blob-header-sized bytes just before `payload` in its buffer are free to overwrite: the header is written
+   * there and the payload is not copied.
+   */
+  readonly frameInPlace?: boolean;
 }
 
 /** Options of {@link Repository.beginBackup}. */

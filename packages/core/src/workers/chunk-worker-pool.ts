@@ -5,16 +5,46 @@ import { Worker } from 'node:worker_threads';
 /** Codec byte of a stored chunk: 0 = raw, 1 = zstd. */
 export type ChunkCodec = 0 | 1;
 
+/** Buffers an encode hands back for reuse: the input, and the output buffer. */
+export interface ReturnedBuffers {
+  /** The input chunk, usable again (undefined if it could not be transferred back). */
+  readonly input: Uint8Array | undefined;
+  /** The output buffer; for a `data` result it holds the payload until the caller is done with it. */
+  readonly output: Uint8Array | undefined;
+}
+
 /** What {@link ChunkWorkerPool.encode} returns for one chunk. */
-export type EncodedChunk =
+export type EncodedChunk = (
   | { readonly kind: 'zero' }
   | { readonly kind: 'unchanged'; readonly hash: Uint8Array }
   | {
       readonly kind: 'data';
       readonly hash: Uint8Array;
       readonly codec: ChunkCodec;
+      /** The stored bytes: a view into `returned.output`, with `headroom` free bytes before it. */
       readonly payload: Uint8Array;
-    };
+    }
+) & { readonly returned: ReturnedBuffers };
+
+/** Options of {@link ChunkWorkerPool.encode}. */
+export interface EncodeOptions {
+  /** The parent point's id at the same position: an equal hash means `unchanged`, nothing compressed. */
+  readonly parentHash?: Uint8Array;
+  /** A buffer to compress into (transferred), at least `headroom + zstdCompressBound(length)` bytes. */
+  readonly output?: Uint8Array;
+  /** Bytes to leave free before the payload in the output buffer (room for a blob header). */
+  readonly headroom?: number;
+}
+
+/** zstd's worst-case compressed size of `size` bytes (`ZSTD_COMPRESSBOUND`). */
+export function zstdCompressBound(size: number): number {
+  const small = 128 * 1024;
+  return size + (size >>> 8) + (size < small ? (small - size) >>> 11 : 0);
+}
+
+function owns(view: Uint8Array): boolean {
+  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
+}
 
 interface Pending {
   resolve(value: Record<string, unknown>): void;
@@ -84,16 +114,35 @@ export class ChunkWorkerPool {
 
   /**
    * Hashes a chunk and, unless it is all zeros or equal to `parentHash`, compresses it (keeping it raw when
-   * compression does not shrink it). `data` is transferred to the worker.
+   * compression does not shrink it) into the output buffer (or one the worker allocates). `data` and `output` are
+   * transferred to the worker and come back in `returned`, so a caller can reuse them rather than allocate (and
+   * leave to the garbage collector) buffers for every chunk.
    */
-  async encode(data: Uint8Array, parentHash?: Uint8Array): Promise<EncodedChunk> {
-    const transfer =
-      data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : [];
-    const reply = await this.call({ op: 'encode', data, parentId: parentHash }, transfer);
-    if (reply.zero) return { kind: 'zero' };
+  async encode(data: Uint8Array, options: EncodeOptions = {}): Promise<EncodedChunk> {
+    const transfer: ArrayBuffer[] = [];
+    if (owns(data)) transfer.push(data.buffer as ArrayBuffer);
+    if (options.output && owns(options.output)) transfer.push(options.output.buffer as ArrayBuffer);
+    const reply = await this.call(
+      {
+        op: 'encode',
+        data,
+        parentId: options.parentHash,
+        out: options.output,
+        headroom: options.headroom ?? 0,
+      },
+      transfer,
+    );
+    const returned = {
+      input: reply.returned as Uint8Array | undefined,
+      output: reply.out as Uint8Array | undefined,
+    };
+    if (reply.zero) return { kind: 'zero', returned };
     const hash = reply.hash as Uint8Array;
-    if (reply.unchanged) return { kind: 'unchanged', hash };
-    return { kind: 'data', hash, codec: reply.codec as ChunkCodec, payload: reply.payload as Uint8Array };
+    if (reply.unchanged) return { kind: 'unchanged', hash, returned };
+    const out = reply.out as Uint8Array;
+    const start = reply.payloadOffset as number;
+    const payload = out.subarray(start, start + (reply.payloadLength as number));
+    return { kind: 'data', hash, codec: reply.codec as ChunkCodec, payload, returned };
   }
 
   /**

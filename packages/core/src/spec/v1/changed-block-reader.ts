@@ -21,6 +21,12 @@ export interface OpenChangedBlocksOptions extends CallOptions {
    * threads without a copy.
    */
   readonly chunkSize?: number;
+  /**
+   * Where a reader should take the buffers it yields data in, when it allocates them: the engine recycles the
+   * buffers of a chunk-sized change once hashed. A buffer so taken is used for one data change only and not
+   * touched after it is yielded. Content is undefined (not zeroed). Readers may ignore it.
+   */
+  readonly allocate?: (length: number) => Uint8Array;
 }
 
 /**
