@@ -16,13 +16,13 @@ export {
   type ReconcileReport,
 } from './engine/backup-engine.js';
 export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
-export { snapshotName } from './engine/side-effects.js';
-export * from './errors/index.js';
 export {
   createInProcessSyncProxy,
   type InProcessSyncProxy,
   type InProcessSyncProxyOptions,
-} from './proxy/in-process-sync-proxy.js';
+} from './engine/in-process-sync-proxy.js';
+export { snapshotName } from './engine/side-effects.js';
+export * from './errors/index.js';
 export {
   type Placement,
   type ProxyLease,

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import PQueue from 'p-queue';
 import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
-import { createInProcessSyncProxy, type InProcessSyncProxy } from '../proxy/in-process-sync-proxy.js';
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
@@ -12,6 +11,7 @@ import type { Host } from '../spec/v1/host.js';
 import type { Platform } from '../spec/v1/platform.js';
 import type { DiskTask } from '../spec/v1/sync-proxy.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
 import { createRecordedSnapshot, releaseRecordedSnapshot, snapshotsInUse } from './side-effects.js';
 
 /** Default chunk size, 1 MiB. */

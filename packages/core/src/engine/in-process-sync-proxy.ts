@@ -1,12 +1,12 @@
 import { hostname } from 'node:os';
-import { runDiskTask } from '../engine/disk-task-runner.js';
 import { NotFoundError } from '../errors/drkit-error.js';
+import { resolveSyncProxySettings } from '../proxy/sync-proxy-settings.js';
 import type { Repository } from '../repository/types.js';
 import type { DiskTaskResult } from '../spec/v1/disk-task.js';
 import type { Platform } from '../spec/v1/platform.js';
 import type { DiskTask, RunDiskTaskOptions, SyncProxy, SyncProxySettings } from '../spec/v1/sync-proxy.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
-import { resolveSyncProxySettings } from './sync-proxy-settings.js';
+import { runDiskTask } from './disk-task-runner.js';
 
 /** Options of {@link createInProcessSyncProxy}. */
 export interface InProcessSyncProxyOptions {
