@@ -1,0 +1,464 @@
+import {
+  type CallOptions,
+  type Change,
+  type ChangedBlockReader,
+  type ChangedBlockSession,
+  type ChangeSetValidity,
+  type Checkpoint,
+  type Disk,
+  InvalidArgumentError,
+  NotFoundError,
+  type OpenChangedBlocksOptions,
+  SourceProtocolError,
+} from '@drkit/core';
+import type { CephImageRef, ResolvedCluster } from './ceph-rbd-options.js';
+import { parseExportDiff } from './export-diff-parser.js';
+import { openRbdStream, type RbdStream, runRbdJson } from './rbd-command.js';
+
+/** Default piece size when the engine passes no chunk size: one 4 MiB RBD object. */
+const DEFAULT_PIECE_SIZE = 4 * 1024 * 1024;
+/** Snapshot names drkit passes to rbd: no spaces, `/` or `@`, not starting with `-`. */
+const SNAPSHOT_PATTERN = /^[A-Za-z0-9_.][A-Za-z0-9_.+:-]{0,254}$/;
+
+/** What a checkpoint token of this reader records. Serialized as JSON; never a secret. */
+interface CephRbdToken {
+  readonly format: 'drkit-ceph-rbd';
+  readonly version: 1;
+  readonly cluster: string;
+  readonly pool: string;
+  readonly image: string;
+  /** The RBD image id (`rbd info` `id`): a recreated image with the same name has another one. */
+  readonly imageId: string;
+  /** The snapshot this checkpoint's point was read from; the base of the next incremental. */
+  readonly snapshot: string;
+}
+
+/** What `rbd info --format json` says about an image or a snapshot of it (the fields drkit reads). @internal */
+export interface RbdImageInfo {
+  readonly id: string;
+  readonly size: number;
+  readonly features: readonly string[];
+  readonly flags: readonly string[];
+}
+
+/** Checks a snapshot name before it goes to rbd's argv. @internal */
+export function assertSnapshotName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || !SNAPSHOT_PATTERN.test(name)) {
+    throw new InvalidArgumentError(
+      `${JSON.stringify(name)} is not a usable RBD snapshot name: letters, digits, "_", ".", "+", ":" and "-", ` +
+        'not starting with "-"',
+    );
+  }
+}
+
+/**
+ * `rbd info --format json POOL/IMAGE[@SNAP]`.
+ *
+ * @throws {@link @drkit/core!NotFoundError} when the image or snapshot does not exist; the errors of the rbd command.
+ * @internal
+ */
+export async function rbdInfo(
+  cluster: ResolvedCluster,
+  spec: string,
+  signal: AbortSignal | undefined,
+): Promise<RbdImageInfo> {
+  const value = await runRbdJson(cluster.connection, ['info', spec], { signal });
+  const info = value as Partial<Record<keyof RbdImageInfo, unknown>> | null;
+  if (
+    typeof info !== 'object' ||
+    info === null ||
+    typeof info.id !== 'string' ||
+    typeof info.size !== 'number' ||
+    !Number.isSafeInteger(info.size) ||
+    info.size < 0
+  ) {
+    throw new SourceProtocolError(
+      `rbd info ${spec} on Ceph cluster ${cluster.name} did not report an image id and size: ` +
+        `${JSON.stringify(value)?.slice(0, 200)}`,
+    );
+  }
+  const strings = (list: unknown) => (Array.isArray(list) ? list.filter((x) => typeof x === 'string') : []);
+  return { id: info.id, size: info.size, features: strings(info.features), flags: strings(info.flags) };
+}
+
+function parseToken(text: string): CephRbdToken | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const token = value as Partial<CephRbdToken>;
+  if (token.format !== 'drkit-ceph-rbd' || token.version !== 1) return undefined;
+  for (const key of ['cluster', 'pool', 'image', 'imageId', 'snapshot'] as const) {
+    if (typeof token[key] !== 'string') return undefined;
+  }
+  if (!SNAPSHOT_PATTERN.test(token.snapshot!)) return undefined;
+  return token as CephRbdToken;
+}
+
+/** Why a whole-object diff cannot be trusted between these snapshots, or undefined when it can. */
+function fastDiffProblem(
+  spec: string,
+  from: [string, RbdImageInfo],
+  to: [string, RbdImageInfo],
+): string | undefined {
+  if (!to[1].features.includes('fast-diff') || !to[1].features.includes('object-map')) {
+    return (
+      `${spec} has no object map with fast-diff (features: ${to[1].features.join(', ') || 'none'}); enable ` +
+      `them with \`rbd feature enable ${spec} object-map fast-diff\` and \`rbd object-map rebuild ${spec}\``
+    );
+  }
+  for (const [name, info] of [from, to]) {
+    const bad = info.flags.filter((flag) => flag === 'object map invalid' || flag === 'fast diff invalid');
+    if (bad.length > 0) {
+      return `the object map of ${spec}@${name} is flagged ${bad.map((f) => `"${f}"`).join(' and ')}`;
+    }
+  }
+  return undefined;
+}
+
+/** @internal */
+export interface CephRbdReaderContext {
+  readonly clusters: ReadonlyMap<string, ResolvedCluster>;
+  /** The image of a disk listed by the platform. @throws {@link @drkit/core!NotFoundError} */
+  imageOf(disk: Disk): CephImageRef;
+}
+
+/**
+ * An open read of one RBD image at one drkit snapshot. `changes()` runs `rbd export-diff` and parses its stream;
+ * data comes in buffers of at most one chunk, cut at multiples of the engine's chunk size.
+ */
+export interface CephRbdChangedBlockSession extends ChangedBlockSession {
+  /** The image read, `pool/image`, and the drkit cluster name. */
+  readonly image: CephImageRef;
+  /** The RBD image id at the snapshot. */
+  readonly imageId: string;
+  /** The snapshot read. */
+  readonly snapshotName: string;
+  /** The snapshot the diff starts from, for an incremental. */
+  readonly fromSnapshotName: string | undefined;
+}
+
+/** The {@link @drkit/core!ChangedBlockReader} of a Ceph RBD platform. */
+export interface CephRbdChangedBlockReader extends ChangedBlockReader {
+  /**
+   * Opens a read of the disk's image at the host snapshot `snapshot` (required). Without `base`: a full read
+   * (`fullReason`, or `first-backup`) of `rbd export-diff IMAGE@SNAP`. With a base: `rbd export-diff --from-snap
+   * BASE` when the base snapshot still exists on the same image — `exact` in `exact` mode; in `fast` mode a
+   * `superset` from `--whole-object` when the object maps of both snapshots are valid, else `exact` with a
+   * `detail` saying why. A full read instead, with the reason, when the image was recreated (another RBD id:
+   * `disk-recreated`) or the base snapshot is gone (`base-snapshot-missing`).
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} without a snapshot, or with the base of another disk;
+   * {@link @drkit/core!NotFoundError} when the image or the snapshot does not exist;
+   * {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError} for
+   * access problems. Rejects with `signal.reason` when aborted.
+   */
+  open(options: OpenChangedBlocksOptions): Promise<CephRbdChangedBlockSession>;
+}
+
+/**
+ * Creates the reader of a Ceph RBD platform.
+ *
+ * @internal use {@link createCephRbdPlatform}.
+ */
+export function createCephRbdChangedBlockReader(context: CephRbdReaderContext): CephRbdChangedBlockReader {
+  return {
+    async open(options: OpenChangedBlocksOptions): Promise<CephRbdChangedBlockSession> {
+      const { disk, snapshot, base, signal } = options;
+      signal?.throwIfAborted();
+      const ref = context.imageOf(disk);
+      const cluster = context.clusters.get(ref.cluster);
+      if (!cluster) throw new NotFoundError(`disk ${disk.id}: no Ceph cluster is named ${ref.cluster}`);
+      if (!snapshot) {
+        throw new InvalidArgumentError(
+          `disk ${disk.id}: a Ceph RBD read needs the host snapshot of this backup (the platform takes host ` +
+            'snapshots): pass `snapshot`',
+        );
+      }
+      assertSnapshotName(snapshot.name);
+      if (base && base.diskId !== disk.id) {
+        throw new InvalidArgumentError(
+          `the base checkpoint belongs to disk ${base.diskId}, not ${disk.id}: pass the checkpoint of this disk`,
+        );
+      }
+      const spec = `${ref.pool}/${ref.image}`;
+      const token = base ? parseToken(base.token) : undefined;
+      // Start the export-diff this read most likely needs while rbd info runs: it connects meanwhile, then waits
+      // on a full pipe until changes() reads it. It is replaced when the checks decide on another read.
+      const guess = !base
+        ? exportDiffArgs(spec, snapshot.name, undefined, false)
+        : token
+          ? exportDiffArgs(spec, snapshot.name, token.snapshot, cluster.incrementalMode === 'fast')
+          : undefined;
+      const early = guess ? openRbdStream(cluster.connection, guess, { signal }) : undefined;
+      early?.catch(() => undefined);
+      try {
+        const read = await decideRead(cluster, ref, spec, snapshot.name, token, options);
+        let stream: RbdStream | undefined;
+        if (early && guess) {
+          const started = await early;
+          if (guess.join('\n') === read.args.join('\n')) stream = started;
+          else await started.close();
+        }
+        return new CephRbdSession({ ...read, stream });
+      } catch (error) {
+        if (early) await early.then((started) => started.close()).catch(() => undefined);
+        throw error;
+      }
+    },
+  };
+}
+
+/** The arguments of `rbd export-diff` for a read. */
+function exportDiffArgs(
+  spec: string,
+  snapshotName: string,
+  fromSnapshot: string | undefined,
+  wholeObject: boolean,
+): string[] {
+  const args = ['export-diff', '--no-progress'];
+  if (fromSnapshot !== undefined) args.push('--from-snap', fromSnapshot);
+  if (wholeObject) args.push('--whole-object');
+  args.push(`${spec}@${snapshotName}`, '-');
+  return args;
+}
+
+/** Looks at the image and the base snapshot with rbd info and decides the read: validity and export-diff. */
+async function decideRead(
+  cluster: ResolvedCluster,
+  ref: CephImageRef,
+  spec: string,
+  snapshotName: string,
+  token: CephRbdToken | undefined,
+  options: OpenChangedBlocksOptions,
+): Promise<Omit<SessionSettings, 'stream'>> {
+  const { disk, base, fullReason, signal } = options;
+  const [info, baseInfo] = await Promise.all([
+    rbdInfo(cluster, `${spec}@${snapshotName}`, signal).catch((error: unknown) => {
+      if (NotFoundError.isInstance(error)) {
+        throw new NotFoundError(
+          `disk ${disk.id}: image ${spec} or its snapshot ${snapshotName} does not exist on Ceph cluster ` +
+            `${cluster.name}: ${error.message}`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }),
+    token
+      ? rbdInfo(cluster, `${spec}@${token.snapshot}`, signal).catch((error: unknown) => {
+          if (NotFoundError.isInstance(error)) return undefined;
+          throw error;
+        })
+      : undefined,
+  ]);
+  signal?.throwIfAborted();
+
+  let validity: ChangeSetValidity;
+  let fromSnapshot: string | undefined;
+  let wholeObject = false;
+  if (!base) {
+    validity = { kind: 'full', reason: fullReason ?? 'first-backup' };
+  } else if (!token) {
+    validity = {
+      kind: 'full',
+      reason: 'tracking-reset',
+      detail: "the base checkpoint was not written by drkit's Ceph RBD reader (format 1); reading in full",
+    };
+  } else if (token.imageId !== info.id || token.pool !== ref.pool || token.image !== ref.image) {
+    validity = {
+      kind: 'full',
+      reason: 'disk-recreated',
+      detail:
+        `${spec} has RBD id ${info.id}; the base checkpoint recorded ${token.pool}/${token.image} with id ` +
+        `${token.imageId}: the image was deleted and created again`,
+    };
+  } else if (!baseInfo) {
+    validity = {
+      kind: 'full',
+      reason: 'base-snapshot-missing',
+      detail: `the base snapshot ${spec}@${token.snapshot} no longer exists (removed outside drkit?)`,
+    };
+  } else if (token.snapshot === snapshotName) {
+    throw new InvalidArgumentError(
+      `disk ${disk.id}: the base checkpoint was taken at snapshot ${snapshotName}, the one being read`,
+    );
+  } else {
+    fromSnapshot = token.snapshot;
+    if (cluster.incrementalMode === 'exact') {
+      validity = { kind: 'exact' };
+    } else {
+      const problem = fastDiffProblem(spec, [token.snapshot, baseInfo], [snapshotName, info]);
+      if (problem) {
+        validity = { kind: 'exact', detail: `fast mode fell back to an exact diff because ${problem}` };
+      } else {
+        wholeObject = true;
+        validity = {
+          kind: 'superset',
+          detail: 'whole 4 MiB objects that changed, from the object map (fast-diff)',
+        };
+      }
+    }
+  }
+  const chunkSize = options.chunkSize;
+  const pieceSize =
+    chunkSize !== undefined && Number.isSafeInteger(chunkSize) && chunkSize > 0
+      ? chunkSize
+      : DEFAULT_PIECE_SIZE;
+  return {
+    cluster,
+    disk,
+    ref,
+    info,
+    snapshotName,
+    fromSnapshot,
+    args: exportDiffArgs(spec, snapshotName, fromSnapshot, wholeObject),
+    validity,
+    pieceSize,
+    allocate: options.allocate,
+  };
+}
+
+interface SessionSettings {
+  readonly cluster: ResolvedCluster;
+  readonly disk: Disk;
+  readonly ref: CephImageRef;
+  readonly info: RbdImageInfo;
+  readonly snapshotName: string;
+  readonly fromSnapshot: string | undefined;
+  /** The arguments of rbd export-diff. */
+  readonly args: readonly string[];
+  /** The export-diff already started with these arguments, if any. */
+  readonly stream: RbdStream | undefined;
+  readonly validity: ChangeSetValidity;
+  readonly pieceSize: number;
+  readonly allocate: ((length: number) => Uint8Array) | undefined;
+}
+
+class CephRbdSession implements CephRbdChangedBlockSession {
+  readonly capacityBytes: number;
+  readonly validity: ChangeSetValidity;
+  readonly image: CephImageRef;
+  readonly imageId: string;
+  readonly snapshotName: string;
+  readonly fromSnapshotName: string | undefined;
+  readonly #settings: SessionSettings;
+  readonly #openedAt = new Date().toISOString();
+  #iterated = false;
+  #closed = false;
+  #stream: RbdStream | undefined;
+
+  constructor(settings: SessionSettings) {
+    this.#settings = settings;
+    this.capacityBytes = settings.info.size;
+    this.validity = settings.validity;
+    this.image = settings.ref;
+    this.imageId = settings.info.id;
+    this.snapshotName = settings.snapshotName;
+    this.fromSnapshotName = settings.fromSnapshot;
+    this.#stream = settings.stream;
+  }
+
+  changes(options: CallOptions = {}): AsyncIterable<Change> {
+    return this.#changes(options.signal);
+  }
+
+  async *#changes(signal: AbortSignal | undefined): AsyncGenerator<Change> {
+    const s = this.#settings;
+    const spec = `${s.ref.pool}/${s.ref.image}`;
+    if (this.#closed) throw new InvalidArgumentError(`the session on ${spec}@${s.snapshotName} is closed`);
+    if (this.#iterated) {
+      throw new InvalidArgumentError(
+        `changes() of ${spec}@${s.snapshotName} was already iterated: open a new session to read it again`,
+      );
+    }
+    this.#iterated = true;
+    signal?.throwIfAborted();
+    const stream = this.#stream ?? (await openRbdStream(s.cluster.connection, s.args, { signal }));
+    this.#stream = stream;
+    try {
+      try {
+        const events = parseExportDiff(stream.chunks({ signal }), {
+          pieceSize: s.pieceSize,
+          ...(s.allocate ? { allocate: s.allocate } : {}),
+          ...(signal ? { signal } : {}),
+        });
+        for await (const event of events) {
+          switch (event.kind) {
+            case 'from-snapshot':
+              if (event.name !== s.fromSnapshot) {
+                throw new SourceProtocolError(
+                  `rbd export-diff of ${spec} starts from snapshot "${event.name}", expected ` +
+                    `${s.fromSnapshot === undefined ? 'none' : `"${s.fromSnapshot}"`}`,
+                );
+              }
+              break;
+            case 'to-snapshot':
+              if (event.name !== s.snapshotName) {
+                throw new SourceProtocolError(
+                  `rbd export-diff of ${spec} reads snapshot "${event.name}", expected "${s.snapshotName}"`,
+                );
+              }
+              break;
+            case 'size':
+              if (event.sizeBytes !== this.capacityBytes) {
+                throw new SourceProtocolError(
+                  `rbd export-diff of ${spec}@${s.snapshotName} declares ${event.sizeBytes} bytes, rbd info ` +
+                    `reported ${this.capacityBytes}`,
+                );
+              }
+              break;
+            case 'data':
+              yield { kind: 'data', offset: event.offset, data: event.data };
+              break;
+            case 'zero':
+              yield { kind: 'zero', offset: event.offset, length: event.length };
+              break;
+          }
+        }
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        // A short or broken stream of an rbd that failed: rbd's own error says more.
+        if (SourceProtocolError.isInstance(error) && stream.ended) await stream.wait();
+        throw error;
+      }
+      await stream.wait();
+    } finally {
+      this.#stream = undefined;
+      await stream.close();
+    }
+  }
+
+  checkpoint(): Checkpoint {
+    const s = this.#settings;
+    const token: CephRbdToken = {
+      format: 'drkit-ceph-rbd',
+      version: 1,
+      cluster: s.ref.cluster,
+      pool: s.ref.pool,
+      image: s.ref.image,
+      imageId: s.info.id,
+      snapshot: s.snapshotName,
+    };
+    return {
+      diskId: s.disk.id,
+      token: JSON.stringify(token),
+      capacityBytes: this.capacityBytes,
+      createdAt: this.#openedAt,
+      snapshotName: s.snapshotName,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const stream = this.#stream;
+    this.#stream = undefined;
+    await stream?.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
