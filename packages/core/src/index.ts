@@ -50,6 +50,7 @@ export { planRetention, type RetentionPlan } from './repository/retention.js';
 export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
 export { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './repository/store-key.js';
 export type {
+  AdoptedPoint,
   BackupSession,
   BeginBackupOptions,
   ChunkId,

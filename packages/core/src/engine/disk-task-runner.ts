@@ -42,17 +42,21 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   );
   progress.setState('reading');
 
-  const parent =
-    task.parentPointId === undefined ? undefined : await repository.point(task.parentPointId, { signal });
-  const parentIndex = parent ? await repository.readIndex(parent, { signal }) : undefined;
-  const damaged = parentIndex ? await repository.damagedChunks({ signal }) : new Set<string>();
-
+  // The session's lock first: the parent is then read under it, so none of its chunks can be pruned before
+  // the new point (which references them) commits.
+  await using backup = await repository.beginBackup({
+    platformId: task.platformId,
+    hostId: task.host.id,
+    diskId: task.disk.id,
+    signal,
+  });
   const maxInFlight = pool.size * 2 + 2;
   const buffers = {
     input: new BufferPool(task.chunkSize, maxInFlight + 4),
     output: new BufferPool(CHUNK_BLOB_HEADER_BYTES + zstdCompressBound(task.chunkSize), maxInFlight + 2),
   };
-  await using session = await platform.changedBlockReader.open({
+  // Opening the source (a snapshot diff that may take a while to start) overlaps reading the parent.
+  const opening = platform.changedBlockReader.open({
     disk: task.disk,
     snapshot: task.snapshot,
     base: task.base,
@@ -61,12 +65,22 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     allocate: (length) => (length === task.chunkSize ? buffers.input.take() : new Uint8Array(length)),
     signal,
   });
-  await using backup = await repository.beginBackup({
-    platformId: task.platformId,
-    hostId: task.host.id,
-    diskId: task.disk.id,
-    signal,
-  });
+  let adopted: Awaited<ReturnType<typeof backup.adoptPoint>> | undefined;
+  let damaged = new Set<string>();
+  try {
+    adopted =
+      task.parentPointId === undefined ? undefined : await backup.adoptPoint(task.parentPointId, { signal });
+    if (adopted) damaged = await repository.damagedChunks({ signal });
+  } catch (error) {
+    void opening.then(
+      (session) => session.close(),
+      () => undefined,
+    );
+    throw error;
+  }
+  await using session = await opening;
+  const parent = adopted?.point;
+  const parentIndex = adopted?.index;
 
   const assembler = new ChunkAssembler({
     task,

@@ -20,6 +20,7 @@ import { damagedKey, type RepositoryContext } from './repository-context.js';
 import { acquireBackupLock, type HeldLock } from './repository-lock.js';
 import { TaskWindow } from './task-window.js';
 import type {
+  AdoptedPoint,
   BackupSession,
   BeginBackupOptions,
   ChunkId,
@@ -80,6 +81,24 @@ class RepositoryBackupSession implements BackupSession {
       );
     }
     this.context.checkOpen();
+  }
+
+  async adoptPoint(pointId: string, options: { signal?: AbortSignal } = {}): Promise<AdoptedPoint> {
+    this.checkOpen();
+    this.lock.checkLive();
+    const { signal } = options;
+    // Read under this session's lock: no prune runs until it is released, so every chunk of a point that
+    // exists now stays. Its ids need no existence check at commit.
+    const point = await this.context.getPoint(pointId, signal);
+    const index = await this.context.readIndex(point, signal);
+    forEachNonZeroId(index, (bytes, offset) => {
+      if (
+        this.damaged.size === 0 ||
+        !this.damaged.has(chunkIdFromHash(bytes.subarray(offset, offset + CHUNK_ID_BYTES)))
+      )
+        this.known.add(bytes, offset);
+    });
+    return { point, index };
   }
 
   async hasChunk(hash: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<boolean> {

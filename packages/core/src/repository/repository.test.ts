@@ -487,3 +487,44 @@ describe('repository', () => {
     expect(InvalidArgumentError.isInstance(await rejection(own.points()))).toBe(true);
   });
 });
+
+describe('BackupSession.adoptPoint', () => {
+  let fixture: RepositoryFixture;
+  beforeEach(async () => {
+    fixture = await createRepositoryFixture();
+  });
+  afterEach(() => fixture.cleanup());
+
+  it('reads the parent under the lock, so commit trusts its chunks without asking the store', async () => {
+    const image = diskImage(6, 0, 21);
+    const parent = await backupImage(fixture.repository, fixture.workers, image);
+    const session = await fixture.repository.beginBackup(TEST_LINEAGE);
+    try {
+      const adopted = await session.adoptPoint(parent.id);
+      expect(adopted.point.id).toBe(parent.id);
+      expect(adopted.index.chunkCount).toBe(6);
+      // Count the store's existence checks during commit: the adopted chunks need none.
+      const has = fixture.repository.store.has.bind(fixture.repository.store);
+      let checks = 0;
+      fixture.repository.store.has = async (key, options) => {
+        checks++;
+        return has(key, options);
+      };
+      const child = await session.commit(newPoint(image.byteLength, { parentId: parent.id }), adopted.index);
+      expect(checks).toBe(0);
+      expect(child.parentId).toBe(parent.id);
+    } finally {
+      await session.abort();
+    }
+  });
+
+  it('refuses a point that no longer exists', async () => {
+    const session = await fixture.repository.beginBackup(TEST_LINEAGE);
+    try {
+      const error = await session.adoptPoint('20200101T000000000-00000000').catch((e: unknown) => e);
+      expect(NotFoundError.isInstance(error)).toBe(true);
+    } finally {
+      await session.abort();
+    }
+  });
+});

@@ -97,11 +97,24 @@ export interface BeginBackupOptions extends DiskLineage {
   readonly signal?: AbortSignal;
 }
 
+/** A committed point and its index, as {@link BackupSession.adoptPoint} read them. */
+export interface AdoptedPoint {
+  readonly point: RecoveryPoint;
+  readonly index: ChunkIndex;
+}
+
 /**
  * The write side of one disk task. Holds a shared repository lock (so a prune cannot remove the chunks it relies
  * on) until committed or aborted.
  */
 export interface BackupSession extends AsyncDisposable {
+  /**
+   * Reads a committed point (the parent of the new one) under this session's lock. Its chunks cannot be pruned
+   * while the session lives, so commit does not check that they exist (chunks marked damaged excepted).
+   *
+   * @throws {@link NotFoundError} when the point no longer exists; {@link RepositoryCorruptError} for a bad index.
+   */
+  adoptPoint(pointId: string, options?: { signal?: AbortSignal }): Promise<AdoptedPoint>;
   /** Whether the repository already holds a healthy copy of the chunk (not listed as damaged). */
   hasChunk(hash: Uint8Array, options?: { signal?: AbortSignal }): Promise<boolean>;
   /** Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written. */
