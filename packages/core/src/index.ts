@@ -79,6 +79,7 @@ export {
   mergeExtents,
   sortExtents,
 } from './util/extent-math.js';
+export { abnormalStatus } from './util/platform-status.js';
 export { isRetryableError, type RetryOptions, retry } from './util/retry.js';
 export { type WaitUntilOptions, waitUntil } from './util/wait-until.js';
 export {

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import {
+  abnormalStatus,
   type CallOptions,
   DrkitError,
   type Host,
@@ -109,19 +110,11 @@ export function createLocalDiskPlatformWith(
         const opened = await openLocalDisk(source, { ...(signal ? { signal } : {}), ...seekOption });
         await opened.handle.close();
       } catch (error) {
-        if (signal?.aborted) throw signal.reason;
-        const checkedAt = new Date().toISOString();
-        if (DrkitError.isInstance(error)) {
-          return { status: 'abnormal', reason: error.message, code: error.code, checkedAt };
-        }
-        const code = (error as NodeJS.ErrnoException).code;
-        const message = error instanceof Error ? error.message : String(error);
-        return {
-          status: 'abnormal',
-          reason: `disk ${source.id}: cannot open ${source.path}: ${message}`,
-          ...(typeof code === 'string' ? { code } : {}),
-          checkedAt,
-        };
+        // A drkit error already names the disk; a bare system error gets the context.
+        const prefix = DrkitError.isInstance(error)
+          ? undefined
+          : `disk ${source.id}: cannot open ${source.path}`;
+        return abnormalStatus(error, { ...(signal ? { signal } : {}), ...(prefix ? { prefix } : {}) });
       }
     }
     return { status: 'normal', hostCount: 1, checkedAt: new Date().toISOString() };

@@ -1,8 +1,8 @@
 import {
+  abnormalStatus,
   type CallOptions,
   type CreateSnapshotOptions,
   type Disk,
-  DrkitError,
   type Host,
   InvalidArgumentError,
   NotFoundError,
@@ -297,16 +297,7 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
       for await (const _host of hosts({ signal })) hostCount++;
       return { status: 'normal', hostCount, checkedAt: new Date().toISOString() };
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      const checkedAt = new Date().toISOString();
-      if (DrkitError.isInstance(error)) {
-        return { status: 'abnormal', reason: error.message, code: error.code, checkedAt };
-      }
-      return {
-        status: 'abnormal',
-        reason: error instanceof Error ? error.message : String(error),
-        checkedAt,
-      };
+      return abnormalStatus(error, signal ? { signal } : {});
     }
   }
 

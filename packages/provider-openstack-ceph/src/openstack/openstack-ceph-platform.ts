@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
+  abnormalStatus,
   type CallOptions,
-  DrkitError,
   InvalidSettingsError,
   NotFoundError,
   type PlatformStatus,
@@ -321,16 +321,7 @@ export function createOpenStackCephPlatform(options: OpenStackCephPlatformOption
     try {
       await keystone.authenticate(signal ? { signal } : {});
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      const checkedAt = new Date().toISOString();
-      if (DrkitError.isInstance(error)) {
-        return { status: 'abnormal', reason: error.message, code: error.code, checkedAt };
-      }
-      return {
-        status: 'abnormal',
-        reason: error instanceof Error ? error.message : String(error),
-        checkedAt,
-      };
+      return abnormalStatus(error, signal ? { signal } : {});
     }
     const skipped: SkippedVolume[] = [];
     const status = await skippedCollector.run(skipped, () => ceph.verify(signal ? { signal } : {}));
