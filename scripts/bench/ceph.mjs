@@ -2,7 +2,8 @@
 // fills a 1 GiB RBD volume, backs it up in full with the engine into a local-folder repository, then in each run
 // rewrites 5 % of the volume's 4 MiB objects and times an incremental backup next to
 // `rbd export-diff --from-snap BASE VOLUME@SNAP - > /dev/null` of the same change set, measured in the same run.
-// Prints both throughputs and their ratio; stops the cluster at the end (also on failure or Ctrl-C).
+// Prints both throughputs and their ratio, and the ratio to the source-side cycle any incremental needs (snapshot
+// create + export-diff + snapshot remove with the rbd CLI); stops the cluster at the end (also on failure or Ctrl-C).
 //
 //   pnpm bench:ceph [-- --size-mib 1024 --runs 3 --fraction 0.05 --mode exact]
 //
@@ -93,6 +94,27 @@ function timeExportDiff(cluster, keyring, args) {
   return { seconds: times.sort((x, y) => x - y)[1], bytes };
 }
 
+/**
+ * Times the source-side work any incremental backup of one volume has to do, with the rbd CLI alone: take a
+ * snapshot, stream the diff from the base to it into /dev/null, delete the snapshot. Median of three.
+ */
+function timeSourceCycle(cluster, keyring, pool, image, diffArgs) {
+  const rbd = `rbd --conf '${cluster.conf}' --id backup --keyring '${keyring}'`;
+  const snap = `'${pool}/${image}@bench-cycle'`;
+  const quoted = diffArgs.map((arg) => `'${arg}'`).join(' ');
+  const script =
+    `${rbd} snap create --no-progress ${snap} && ` +
+    `${rbd} export-diff --no-progress ${quoted} ${snap} - > /dev/null && ` +
+    `${rbd} snap rm --no-progress ${snap}`;
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    execFileSync('sh', ['-c', script]);
+    times.push((performance.now() - started) / 1000);
+  }
+  return times.sort((x, y) => x - y)[1];
+}
+
 const rate = (bytes, seconds) => `${(bytes / MiB / seconds).toFixed(0).padStart(5)} MiB/s`;
 
 try {
@@ -161,6 +183,7 @@ try {
 
     const ratios = [];
     const readerRatios = [];
+    const cycleRatios = [];
     let seed = 100;
     for (let run = 1; run <= runs; run++) {
       // Rewrite a random fraction of the objects, whole.
@@ -190,6 +213,7 @@ try {
       ]);
       const diffArgs = ['--from-snap', base, ...(mode === 'fast' ? ['--whole-object'] : [])];
       const reference = timeExportDiff(cluster, keyring, [...diffArgs, `${cluster.pool}/${image}@bench-ref`]);
+      const cycleSeconds = timeSourceCycle(cluster, keyring, cluster.pool, image, diffArgs);
 
       // drkit's reader alone on the same change set (open + drain), then the whole incremental backup.
       let host;
@@ -225,10 +249,15 @@ try {
       const readerRatio = reference.seconds / readerSeconds;
       ratios.push(ratio);
       readerRatios.push(readerRatio);
+      cycleRatios.push(cycleSeconds / incremental.seconds);
       console.log(`run ${run}: ${count} objects rewritten (${((count * OBJECT) / MiB).toFixed(0)} MiB)`);
       console.log(
         `  rbd export-diff  ${reference.seconds.toFixed(2).padStart(6)} s  ${rate(bytes, reference.seconds)}  ` +
           `(> /dev/null, median of 3; ${(reference.bytes / MiB).toFixed(1)} MiB of stream)`,
+      );
+      console.log(
+        `  rbd cycle        ${cycleSeconds.toFixed(2).padStart(6)} s  ${rate(bytes, cycleSeconds)}  ` +
+          '(snap create + export-diff > /dev/null + snap rm: the source work of any incremental)',
       );
       console.log(
         `  drkit reader     ${readerSeconds.toFixed(2).padStart(6)} s  ${rate(readerBytes, readerSeconds)}  ` +
@@ -244,6 +273,10 @@ try {
     console.log(
       `incremental backup / rbd export-diff throughput: median ${median(ratios).toFixed(2)} ` +
         `(runs: ${ratios.map((r) => r.toFixed(2)).join(', ')}; goal >= 0.80)`,
+    );
+    console.log(
+      `incremental backup / rbd snapshot cycle throughput: median ${median(cycleRatios).toFixed(2)} ` +
+        `(runs: ${cycleRatios.map((r) => r.toFixed(2)).join(', ')})`,
     );
     console.log(
       `drkit reader alone / rbd export-diff throughput: median ${median(readerRatios).toFixed(2)} ` +
