@@ -18,6 +18,7 @@ export type {
   CephHostOptions,
   CephImageRef,
   CephIncrementalMode,
+  CephMissingImage,
   CephRbdPlatformOptions,
   CephxCredentials,
 } from './ceph/ceph-rbd-options.js';

@@ -6,7 +6,8 @@ import type { PlatformStatus } from '../spec/v1/platform.js';
  * stable code (a drkit error's `code`, or a system error's `code` such as `ENOENT`). When `signal` is aborted it
  * rethrows the abort reason instead, since `verify()` reports source problems and never hides an abort.
  *
- * @param prefix - Words put before the message, e.g. `disk d1: cannot open /dev/sdb`.
+ * `options.prefix` puts words before the message, e.g. `disk d1: cannot open /dev/sdb`.
+ *
  * @example
  * ```ts
  * try { await connect(); } catch (error) { return abnormalStatus(error, { signal }); }

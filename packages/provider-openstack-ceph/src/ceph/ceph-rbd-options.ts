@@ -112,8 +112,22 @@ export interface CephRbdPlatformOptions {
    * with `hosts`. Capacities are read from Ceph.
    */
   readonly listHosts?: (options: { signal?: AbortSignal }) => AsyncIterable<CephHostDefinition>;
+  /**
+   * Called for a listed disk whose image does not exist (e.g. a volume of another backend that a cluster without
+   * `volumeTypes` claimed): with it, the disk is left out of its host and the listing goes on; without it, the
+   * listing throws a `NotFoundError`.
+   */
+  readonly onMissingImage?: (missing: CephMissingImage) => void;
   /** The rbd command. Default `rbd` (from the `ceph-common` package), found on `PATH`. */
   readonly rbdPath?: string;
+}
+
+/** A listed disk whose RBD image does not exist, as {@link CephRbdPlatformOptions.onMissingImage} is told. */
+export interface CephMissingImage {
+  readonly host: { readonly id: string; readonly name: string };
+  readonly disk: CephDiskDefinition;
+  /** Why, in words. */
+  readonly reason: string;
 }
 
 /** A cluster after validation. @internal */
@@ -134,6 +148,7 @@ export interface ResolvedOptions {
   readonly clusters: ReadonlyMap<string, ResolvedCluster>;
   readonly hosts: readonly CephHostDefinition[] | undefined;
   readonly listHosts: CephRbdPlatformOptions['listHosts'];
+  readonly onMissingImage: CephRbdPlatformOptions['onMissingImage'];
 }
 
 const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
@@ -451,5 +466,8 @@ export function resolveCephRbdOptions(options: CephRbdPlatformOptions): Resolved
       return { id: hostId, name, disks };
     });
   }
-  return { id, kind, clusters, hosts, listHosts: options.listHosts };
+  if (options.onMissingImage !== undefined && typeof options.onMissingImage !== 'function') {
+    throw new InvalidSettingsError('onMissingImage', 'must be a function');
+  }
+  return { id, kind, clusters, hosts, listHosts: options.listHosts, onMissingImage: options.onMissingImage };
 }

@@ -87,6 +87,8 @@ const ATTRIBUTE_CLUSTER = 'ceph.cluster';
 const ATTRIBUTE_POOL = 'ceph.pool';
 const ATTRIBUTE_IMAGE = 'ceph.image';
 const ATTRIBUTE_IMAGE_ID = 'ceph.imageId';
+/** Host attribute: the disks left out because their image is missing, with why (see `onMissingImage`). */
+const ATTRIBUTE_SKIPPED_DISKS = 'ceph.skippedDisks';
 /** How many rbd commands run at once for one snapshot or release. */
 const MAX_PARALLEL = 16;
 
@@ -246,6 +248,7 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
       if (!Array.isArray(definition.disks)) throw new InvalidArgumentError(`${where}: disks must be a list`);
       const disks: Disk[] = [];
       const refs: CephImageRef[] = [];
+      const skipped: string[] = [];
       for (const disk of definition.disks) {
         if (typeof disk?.id !== 'string' || disk.id === '' || typeof disk.name !== 'string') {
           throw new InvalidArgumentError(`${where}: every disk needs a string id and name`);
@@ -254,9 +257,13 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
         const cluster = clusterOf(ref);
         const listed = (await listing(cluster, ref.pool)).get(ref.image);
         if (!listed) {
-          throw new NotFoundError(
-            `${where}, disk ${disk.id}: image ${ref.pool}/${ref.image} does not exist on Ceph cluster ${cluster.name}`,
-          );
+          const reason = `image ${ref.pool}/${ref.image} does not exist on Ceph cluster ${cluster.name}`;
+          if (resolved.onMissingImage) {
+            resolved.onMissingImage({ host: { id: definition.id, name: definition.name }, disk, reason });
+            skipped.push(`${disk.id}: ${reason}`);
+            continue;
+          }
+          throw new NotFoundError(`${where}, disk ${disk.id}: ${reason}`);
         }
         refs.push(ref);
         diskImages.set(disk.id, ref);
@@ -280,7 +287,14 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
         name: definition.name,
         platformId,
         disks,
-        ...(definition.attributes ? { attributes: { ...definition.attributes } } : {}),
+        ...(definition.attributes || skipped.length > 0
+          ? {
+              attributes: {
+                ...definition.attributes,
+                ...(skipped.length > 0 ? { [ATTRIBUTE_SKIPPED_DISKS]: skipped.join('; ') } : {}),
+              },
+            }
+          : {}),
       };
     }
   }

@@ -261,6 +261,17 @@ export function createOpenStackCephPlatform(options: OpenStackCephPlatformOption
       kind: 'openstack-ceph',
       clusters: options.ceph,
       listHosts,
+      // A volume a cluster claims but does not hold (another backend's) is skipped with its reason, not fatal.
+      onMissingImage: ({ host, disk, reason }) => {
+        skippedCollector.getStore()?.push({
+          serverId: host.id,
+          serverName: host.name,
+          volumeId: disk.id,
+          device: disk.attributes?.['openstack.device'],
+          volumeType: disk.attributes?.['openstack.volumeType'],
+          reason,
+        });
+      },
       ...(options.rbdPath === undefined ? {} : { rbdPath: options.rbdPath }),
     }),
   );

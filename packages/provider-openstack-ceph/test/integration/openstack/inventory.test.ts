@@ -192,7 +192,7 @@ describe('createOpenStackCephPlatform on the real peers', () => {
     );
   });
 
-  it('a cluster without volumeTypes takes every type: the local volume then maps to Ceph, where it does not exist', async () => {
+  it('a cluster without volumeTypes takes every type: the local volume maps to Ceph, has no image there, and is skipped with why', async () => {
     const options = platformOptions(peer);
     const open = createOpenStackCephPlatform({
       ...options,
@@ -201,10 +201,19 @@ describe('createOpenStackCephPlatform on the real peers', () => {
     const { skipped, hosts } = await open.inventory();
     expect(skipped).toEqual([]);
     expect(hosts.find((h) => h.name === 'db-1')!.disks).toHaveLength(2);
-    // Ceph has no image for it: the listing says which one, rather than backing up a wrong disk.
+    // Ceph has no image for it: the listing leaves it out and says which one, rather than backing up a wrong
+    // disk or failing every server.
     const status = await open.verify();
-    expect(status).toMatchObject({ status: 'abnormal', code: 'NOT_FOUND' });
-    if (status.status === 'abnormal')
-      expect(status.reason).toMatch(/volume-.* does not exist on Ceph cluster ceph-1/);
+    expect(status.status).toBe('normal');
+    if (status.status !== 'normal') return;
+    expect(status.hostCount).toBe(3);
+    expect(status.skippedVolumes).toHaveLength(1);
+    expect(status.skippedVolumes[0]).toMatchObject({ serverName: 'db-1', volumeType: 'local' });
+    expect(status.skippedVolumes[0]!.reason).toMatch(/volume-.* does not exist on Ceph cluster ceph-1/);
+    const listed = [];
+    for await (const host of open.hosts()) listed.push(host);
+    const db = listed.find((h) => h.name === 'db-1')!;
+    expect(db.disks).toHaveLength(1);
+    expect(db.attributes?.['ceph.skippedDisks']).toMatch(/does not exist on Ceph cluster ceph-1/);
   });
 });
