@@ -70,6 +70,7 @@ export type {
 } from './repository/types.js';
 export * from './spec/v1/index.js';
 export { sleep } from './util/abort.js';
+export { parseCheckpointToken } from './util/checkpoint-token.js';
 export {
   alignExtents,
   assertValidExtents,

@@ -13,6 +13,7 @@ import {
   NotFoundError,
   type OpenChangedBlocksOptions,
   PermissionError,
+  parseCheckpointToken,
   SourceProtocolError,
 } from '@drkit/core';
 import { loadNativeSeek, type NativeSeek } from './native-seek.js';
@@ -274,17 +275,8 @@ function validityAgainst(base: Checkpoint, opened: OpenedLocalDisk): ChangeSetVa
 }
 
 function parseToken(text: string): LocalDiskToken | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const token = value as Partial<LocalDiskToken>;
-  if (token.format !== 'drkit-local-disk' || token.version !== 1) return undefined;
-  if (typeof token.identity !== 'string' || typeof token.realPath !== 'string') return undefined;
-  return token as LocalDiskToken;
+  const token = parseCheckpointToken(text, 'drkit-local-disk', 1, ['identity', 'realPath']);
+  return token as LocalDiskToken | undefined;
 }
 
 /** One planned change: a hole, or a piece of allocated data still to read. */

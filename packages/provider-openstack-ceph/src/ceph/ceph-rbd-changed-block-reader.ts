@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   type OpenChangedBlocksOptions,
+  parseCheckpointToken,
   SourceProtocolError,
 } from '@drkit/core';
 import type { CephImageRef, ResolvedCluster } from './ceph-rbd-options.js';
@@ -82,19 +83,14 @@ export async function rbdInfo(
 }
 
 function parseToken(text: string): CephRbdToken | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const token = value as Partial<CephRbdToken>;
-  if (token.format !== 'drkit-ceph-rbd' || token.version !== 1) return undefined;
-  for (const key of ['cluster', 'pool', 'image', 'imageId', 'snapshot'] as const) {
-    if (typeof token[key] !== 'string') return undefined;
-  }
-  if (!SNAPSHOT_PATTERN.test(token.snapshot!)) return undefined;
+  const token = parseCheckpointToken(text, 'drkit-ceph-rbd', 1, [
+    'cluster',
+    'pool',
+    'image',
+    'imageId',
+    'snapshot',
+  ]);
+  if (!token || !SNAPSHOT_PATTERN.test(token.snapshot)) return undefined;
   return token as CephRbdToken;
 }
 
