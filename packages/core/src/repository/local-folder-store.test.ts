@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidArgumentError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import { createLocalFolderStore } from './local-folder-store.js';
+import { rejection } from './repository-fixture.js';
 import type { Store } from './store.js';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -12,15 +13,6 @@ async function keys(store: Store, prefix: string): Promise<string[]> {
   const result: string[] = [];
   for await (const entry of store.list(prefix)) result.push(entry.key);
   return result;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
 }
 
 // The behaviour every store shares is in @drkit/testkit's contract suite (packages/testkit/test); these are the

@@ -12,20 +12,12 @@ import {
   diskImage,
   newPoint,
   type RepositoryFixture,
+  rejection,
   storeImage,
   TEST_CHUNK_SIZE,
   TEST_LINEAGE,
 } from './repository-fixture.js';
 import type { Store } from './store.js';
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 async function keys(store: Store, prefix: string): Promise<string[]> {
   const result: string[] = [];

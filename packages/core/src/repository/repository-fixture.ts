@@ -171,3 +171,13 @@ function pickLineage(overrides: Partial<NewPoint>): Partial<DiskLineage> {
   if (overrides.diskId !== undefined) lineage.diskId = overrides.diskId;
   return lineage;
 }
+
+/** The error a promise rejects with; fails the test when it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a rejection');
+}

@@ -23,20 +23,12 @@ import {
   newPoint,
   type RepositoryFixture,
   randomish,
+  rejection,
   storeImage,
   TEST_CHUNK_SIZE,
   TEST_LINEAGE,
 } from './repository-fixture.js';
 import type { LedgerEntry } from './types.js';
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** Loop devices need root and a working `losetup`; elsewhere the block-device test is skipped. */
 function canUseLoopDevices(): boolean {

@@ -38,14 +38,7 @@ export interface OpenStackCephPlatformOptions {
 }
 
 /** The OpenStack options after validation. @internal */
-export interface ResolvedOpenStackOptions {
-  readonly authUrl: string;
-  readonly userDomainId: string;
-  readonly username: string;
-  readonly password: string;
-  readonly projectDomainId: string;
-  readonly projectName: string;
-  readonly regionName: string;
+export interface ResolvedOpenStackOptions extends KeystoneCredentials {
   readonly interface: OpenStackInterface;
   readonly caCertificates: readonly string[] | undefined;
   readonly pageSize: number;
