@@ -17,6 +17,21 @@ export interface RetryOptions {
   readonly signal?: AbortSignal;
   /** Source of randomness for the jitter, in [0, 1). Default `Math.random`. */
   readonly random?: () => number;
+  /**
+   * Waits `ms` milliseconds between attempts, rejecting with `signal.reason` as soon as the signal aborts. Default: a
+   * timer. Tests pass one that records the delay and resolves at once, so that no test waits in real time.
+   *
+   * @example
+   * ```ts
+   * const waits: number[] = [];
+   * await retry(operation, {
+   *   sleep: async (ms) => {
+   *     waits.push(ms);
+   *   },
+   * });
+   * ```
+   */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 /** The default retry decision: drkit errors that say they are retryable. */
@@ -45,6 +60,7 @@ export async function retry<T>(
   const max = options.maxDelayMs ?? 30_000;
   const isRetryable = options.isRetryable ?? isRetryableError;
   const random = options.random ?? Math.random;
+  const wait = options.sleep ?? sleep;
   const signal = options.signal;
   for (let attempt = 1; ; attempt++) {
     signal?.throwIfAborted();
@@ -59,7 +75,7 @@ export async function retry<T>(
         delayMs = Math.max(delayMs, Math.min(error.retryAfterMs, max));
       }
       options.onRetry?.({ error, attempt, delayMs });
-      await sleep(delayMs, signal);
+      await wait(delayMs, signal);
     }
   }
 }
