@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RepositoryCorruptError, RepositoryLockedError } from '../errors/drkit-error.js';
-import { sleep } from '../util/abort.js';
 import { chunkKey } from './chunk-blob.js';
 import { openRepository } from './repository.js';
 import {
@@ -18,11 +17,41 @@ import {
   TEST_LINEAGE,
 } from './repository-fixture.js';
 import type { Store } from './store.js';
+import type { Repository } from './types.js';
 
 async function keys(store: Store, prefix: string): Promise<string[]> {
   const result: string[] = [];
   for await (const entry of store.list(prefix)) result.push(entry.key);
   return result;
+}
+
+/** A promise the test resolves when it chooses. */
+function gate(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((done) => {
+    resolve = done;
+  });
+  return { promise, resolve };
+}
+
+/** The store, and a promise for its next completed write of a lock blob (a heartbeat, once the lock is held). */
+function watchLockWrites(store: Store): { store: Store; next: () => Promise<void> } {
+  let pending = gate();
+  return {
+    store: {
+      ...store,
+      async put(key, data, options) {
+        const written = await store.put(key, data, options);
+        if (key.startsWith('locks/')) {
+          const done = pending;
+          pending = gate();
+          done.resolve();
+        }
+        return written;
+      },
+    },
+    next: () => pending.promise,
+  };
 }
 
 /** A lock blob as a crashed process would have left it. */
@@ -136,27 +165,30 @@ describe('prune and locks', () => {
   });
 
   it('a running prune blocks a backup that starts meanwhile (real race through the store)', async () => {
-    // Make the prune slow: many unreferenced chunks, a store that delays deletes.
+    // Many unreferenced chunks, and a store whose chunk deletes wait until the test lets them go: the backup starts
+    // while the prune provably holds its lock and is deleting (no sleep, no race against the clock).
     const image = diskImage(8, 0, 5);
     const session = await fixture.repository.beginBackup(TEST_LINEAGE);
     await storeImage(session, fixture.workers, image);
     await session.abort(); // chunks stay, unreferenced
-    let deleting = false;
+    const deleting = gate();
+    const release = gate();
     const slowStore: Store = {
       ...fixture.store,
       async delete(key, options) {
         if (key.startsWith('chunks/')) {
-          deleting = true;
-          await sleep(300);
+          deleting.resolve();
+          await release.promise;
         }
         return fixture.store.delete(key, options);
       },
     };
     const pruner = await openRepository({ store: slowStore, workers: fixture.workers });
     const pruning = pruner.prune();
-    while (!deleting) await sleep(5); // the prune holds its lock and is deleting
+    await deleting.promise; // the prune holds its lock and is deleting
     const error = await rejection(fixture.repository.beginBackup(TEST_LINEAGE));
     expect(RepositoryLockedError.isInstance(error)).toBe(true);
+    release.resolve();
     const result = await pruning;
     expect(result.chunksRemoved).toBe(6);
     // Once the prune is done, backups start again.
@@ -192,44 +224,71 @@ describe('prune and locks', () => {
   });
 
   it('the heartbeat keeps a long backup live; a lapsed heartbeat breaks the lock', async () => {
-    const staleAfter = 600;
-    const quick = await fixture.reopen({ lockStaleAfterMs: staleAfter });
-    const image = diskImage(2, 0, 7);
-    const session = await quick.beginBackup(TEST_LINEAGE);
-    const { index } = await storeImage(session, fixture.workers, image);
-    const [lock] = await keys(fixture.store, 'locks/backup-');
-    const first = JSON.parse(new TextDecoder().decode(await fixture.store.get(lock!)));
-    await sleep(2 * staleAfter);
-    const later = JSON.parse(new TextDecoder().decode(await fixture.store.get(lock!)));
-    expect(Date.parse(later.heartbeatAt)).toBeGreaterThan(Date.parse(first.heartbeatAt));
-    // Live after three stale periods thanks to the heartbeat: a prune with the same threshold refuses.
-    expect(RepositoryLockedError.isInstance(await rejection(quick.prune()))).toBe(true);
-    const point = await session.commit(newPoint(image.byteLength), index);
-    expect(point.chunkCount).toBe(2);
-    expect(await keys(fixture.store, 'locks/')).toEqual([]);
+    // On vitest's fake clock: the heartbeat's interval, the lock's wall clock (Date: heartbeatAt, staleness) and its
+    // monotonic clock (performance.now: the self-fence) move only when the test advances them, so a busy machine
+    // cannot make a heartbeat late. The store I/O stays real; the test waits for each heartbeat to be written
+    // before it moves the clock on.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
+    const monotonic = vi.spyOn(performance, 'now').mockImplementation(() => Date.now());
+    const opened: Repository[] = [];
+    try {
+      const staleAfter = 600;
+      const lockWrites = watchLockWrites(fixture.store);
+      const quick = await openRepository({
+        store: lockWrites.store,
+        workers: fixture.workers,
+        lockStaleAfterMs: staleAfter,
+      });
+      opened.push(quick);
+      const image = diskImage(2, 0, 7);
+      const session = await quick.beginBackup(TEST_LINEAGE);
+      const { index } = await storeImage(session, fixture.workers, image);
+      const [lock] = await keys(fixture.store, 'locks/backup-');
+      const first = JSON.parse(new TextDecoder().decode(await fixture.store.get(lock!)));
+      // Two stale periods, one heartbeat interval (a fifth of the threshold) at a time.
+      for (let beat = 1; beat <= 10; beat++) {
+        const written = lockWrites.next();
+        await vi.advanceTimersByTimeAsync(staleAfter / 5);
+        await written;
+      }
+      const later = JSON.parse(new TextDecoder().decode(await fixture.store.get(lock!)));
+      expect(Date.parse(later.heartbeatAt) - Date.parse(first.heartbeatAt)).toBe(2 * staleAfter);
+      // Live after two stale periods thanks to the heartbeat: a prune with the same threshold refuses.
+      expect(RepositoryLockedError.isInstance(await rejection(quick.prune()))).toBe(true);
+      const point = await session.commit(newPoint(image.byteLength), index);
+      expect(point.chunkCount).toBe(2);
+      expect(await keys(fixture.store, 'locks/')).toEqual([]);
 
-    // A store whose writes hang (the heartbeat cannot be written): the session fences itself.
-    let hang = false;
-    const flaky: Store = {
-      ...fixture.store,
-      async put(key, data, options) {
-        if (hang && key.startsWith('locks/')) await sleep(2 * staleAfter);
-        return fixture.store.put(key, data, options);
-      },
-    };
-    const fenced = await openRepository({
-      store: flaky,
-      workers: fixture.workers,
-      lockStaleAfterMs: staleAfter,
-    });
-    const doomed = await fenced.beginBackup(TEST_LINEAGE);
-    hang = true;
-    await sleep(staleAfter);
-    const error = await rejection(doomed.commit(newPoint(image.byteLength), index));
-    expect(RepositoryLockedError.isInstance(error)).toBe(true);
-    expect((error as Error).message).toMatch(/heartbeat/);
-    await doomed.abort();
-    await fenced.close();
+      // A store whose lock writes hang (the heartbeat cannot be written): once half the threshold has passed
+      // without a heartbeat, the session fences itself.
+      let hang = false;
+      const unhang = gate();
+      const flaky: Store = {
+        ...fixture.store,
+        async put(key, data, options) {
+          if (hang && key.startsWith('locks/')) await unhang.promise;
+          return fixture.store.put(key, data, options);
+        },
+      };
+      const fenced = await openRepository({
+        store: flaky,
+        workers: fixture.workers,
+        lockStaleAfterMs: staleAfter,
+      });
+      opened.push(fenced);
+      const doomed = await fenced.beginBackup(TEST_LINEAGE);
+      hang = true;
+      await vi.advanceTimersByTimeAsync(staleAfter / 2 + 1);
+      const error = await rejection(doomed.commit(newPoint(image.byteLength), index));
+      expect(RepositoryLockedError.isInstance(error)).toBe(true);
+      expect((error as Error).message).toMatch(/heartbeat could not be written for more than 0\.300 s/);
+      unhang.resolve();
+      await doomed.abort();
+    } finally {
+      for (const repository of opened) await repository.close();
+      monotonic.mockRestore();
+      vi.useRealTimers();
+    }
   });
 
   it('refuses to prune when a point index is unreadable, deleting nothing', async () => {
