@@ -17,3 +17,4 @@ export {
   type LocalDiskPlatform,
   type LocalDiskPlatformOptions,
 } from './local-disk-platform.js';
+export { SEEK_DATA_UNAVAILABLE_WARNING } from './native-seek.js';

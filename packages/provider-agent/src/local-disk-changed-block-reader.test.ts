@@ -25,7 +25,20 @@ import {
 } from '../test/local-disk-helpers.js';
 import type { LocalDiskPlatform } from './local-disk-platform.js';
 import { createLocalDiskPlatform, createLocalDiskPlatformWith } from './local-disk-platform.js';
-import { loadNativeSeek, type NativeSeek } from './native-seek.js';
+import {
+  loadNativeSeek,
+  type NativeSeek,
+  SEEK_DATA_UNAVAILABLE_WARNING,
+  tryLoadNativeSeek,
+} from './native-seek.js';
+
+/** The package's addon, which these tests need built (CI builds it). */
+function builtNativeSeek(): NativeSeek {
+  const native = loadNativeSeek();
+  if (!native)
+    throw new Error('the lseek addon of @drkit/provider-agent is not built: run the package build');
+  return native;
+}
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -193,7 +206,7 @@ describe('local-disk reader: change sets', () => {
     const path = join(directory, 'no-seek-data.img');
     const data = pattern(4096, 9);
     await writeSparseFile(path, 64 * KiB, [{ offset: 16 * KiB, data }]);
-    const real = loadNativeSeek();
+    const real = builtNativeSeek();
     let holeQueries = 0;
     const withoutSeekData: NativeSeek = {
       ...real,
@@ -212,6 +225,52 @@ describe('local-disk reader: change sets', () => {
     expect(layoutOf(changes)).toEqual([`data 0 ${64 * KiB}`]);
     expect(byteDifference(dataChanges(changes)[0]!.data, await readFile(path))).toBe('');
     expect(holeQueries).toBe(1);
+  });
+
+  it('reads everything as data, byte for byte, when the addon is missing, and warns once with a typed code', async () => {
+    const path = join(directory, 'no-addon.img');
+    const data = pattern(4096, 11);
+    await writeSparseFile(path, 64 * KiB + 100, [{ offset: 16 * KiB, data }]);
+    const warnings: (Error & { code?: string })[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      const platform = createLocalDiskPlatformWith({ disks: [{ path }] }, { nativeSeek: null });
+      for (let round = 0; round < 2; round++) {
+        const session = await platform.changedBlockReader.open({
+          disk: await onlyDisk(platform),
+          chunkSize: 32 * KiB,
+        });
+        expect(session.holeDetection).toBe('no-addon');
+        const changes = await collect(session);
+        expect(layoutOf(changes)).toEqual([
+          `data 0 ${32 * KiB}`,
+          `data ${32 * KiB} ${32 * KiB}`,
+          `data ${64 * KiB} 100`,
+        ]);
+        expect(
+          byteDifference(
+            applyChanges(new Uint8Array(0), session.capacityBytes, changes),
+            await readFile(path),
+          ),
+        ).toBe('');
+      }
+      // process.emitWarning delivers on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    const ours = warnings.filter((warning) => warning.code === SEEK_DATA_UNAVAILABLE_WARNING);
+    expect(ours).toHaveLength(1);
+    expect(ours[0]!.name).toBe('DrkitWarning');
+    expect(ours[0]!.message).toMatch(/holes of sparse disk images are read as data/);
+  });
+
+  it('cannot load an addon from a folder that has none, and says why', async () => {
+    const empty = await mkdtemp(join(directory, 'no-addon-'));
+    const result = tryLoadNativeSeek(empty);
+    expect(typeof result).toBe('string');
+    expect(result).toMatch(/No native build was found/);
   });
 });
 
@@ -434,38 +493,48 @@ describe('local-disk reader: resources, abort, random access', () => {
 });
 
 describe('local-disk reader: a real block device', () => {
-  it('reads a loop device: capacity from SEEK_END, content byte for byte', async (context) => {
-    const image = join(directory, 'loop-backing.img');
-    const size = 3 * MiB + 512 * KiB;
-    await writeSparseFile(image, size, [
-      { offset: 0, data: pattern(64 * KiB, 21) },
-      { offset: 2 * MiB, data: pattern(128 * KiB, 22) },
-    ]);
-    const { device, why } = await attachLoopDevice(image);
-    if (!device) {
-      context.skip(`no block device to test with: ${why}`);
-      return;
-    }
-    try {
-      const platform = createLocalDiskPlatform({ disks: [{ path: device, id: 'loop' }], readSizeBytes: MiB });
-      const disk = await onlyDisk(platform);
-      expect(disk.capacityBytes).toBe(size);
-      expect(disk.attributes).toMatchObject({ type: 'block-device', path: device });
-      const session = await platform.changedBlockReader.open({ disk });
-      expect(session.capacityBytes).toBe(size);
-      const changes = await collect(session);
-      expect(coverageProblem(changes, size)).toBe('');
-      expect(changes.every((change) => change.kind === 'data' && change.data.length <= MiB)).toBe(true);
-      expect(byteDifference(applyChanges(new Uint8Array(0), size, changes), await readFile(image))).toBe('');
-      const token = JSON.parse(session.checkpoint().token) as { identity: string };
-      expect(token.identity).toMatch(/^block-device:\d+:\/dev\/loop\d+$/);
-      const again = await platform.changedBlockReader.open({ disk, base: session.checkpoint() });
-      expect(again.validity).toEqual({ kind: 'superset' });
-      await again.close();
-    } finally {
-      await detachLoopDevice(device);
-    }
-  });
+  for (const [how, nativeSeek] of [
+    ['SEEK_END', undefined],
+    ['/sys/dev/block without the addon', null],
+  ] as const) {
+    it(`reads a loop device: capacity from ${how}, content byte for byte`, async (context) => {
+      const image = join(directory, `loop-backing-${nativeSeek === null ? 'sysfs' : 'seek'}.img`);
+      const size = 3 * MiB + 512 * KiB;
+      await writeSparseFile(image, size, [
+        { offset: 0, data: pattern(64 * KiB, 21) },
+        { offset: 2 * MiB, data: pattern(128 * KiB, 22) },
+      ]);
+      const { device, why } = await attachLoopDevice(image);
+      if (!device) {
+        context.skip(`no block device to test with: ${why}`);
+        return;
+      }
+      try {
+        const platform = createLocalDiskPlatformWith(
+          { disks: [{ path: device, id: 'loop' }], readSizeBytes: MiB },
+          nativeSeek === null ? { nativeSeek } : {},
+        );
+        const disk = await onlyDisk(platform);
+        expect(disk.capacityBytes).toBe(size);
+        expect(disk.attributes).toMatchObject({ type: 'block-device', path: device });
+        const session = await platform.changedBlockReader.open({ disk });
+        expect(session.capacityBytes).toBe(size);
+        const changes = await collect(session);
+        expect(coverageProblem(changes, size)).toBe('');
+        expect(changes.every((change) => change.kind === 'data' && change.data.length <= MiB)).toBe(true);
+        expect(byteDifference(applyChanges(new Uint8Array(0), size, changes), await readFile(image))).toBe(
+          '',
+        );
+        const token = JSON.parse(session.checkpoint().token) as { identity: string };
+        expect(token.identity).toMatch(/^block-device:\d+:\/dev\/loop\d+$/);
+        const again = await platform.changedBlockReader.open({ disk, base: session.checkpoint() });
+        expect(again.validity).toEqual({ kind: 'superset' });
+        await again.close();
+      } finally {
+        await detachLoopDevice(device);
+      }
+    });
+  }
 });
 
 async function writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {

@@ -1,5 +1,5 @@
 import { type BigIntStats, fstatSync } from 'node:fs';
-import { type FileHandle, open, realpath } from 'node:fs/promises';
+import { type FileHandle, open, readFile, realpath } from 'node:fs/promises';
 import {
   type CallOptions,
   type Change,
@@ -16,7 +16,7 @@ import {
   parseCheckpointToken,
   SourceProtocolError,
 } from '@drkit/core';
-import { loadNativeSeek, type NativeSeek } from './native-seek.js';
+import { type NativeSeek, resolveNativeSeek } from './native-seek.js';
 
 /** Default largest data change: 4 MiB, large sequential reads for a full scan. */
 export const DEFAULT_READ_SIZE_BYTES = 4 * 1024 * 1024;
@@ -36,17 +36,19 @@ export interface LocalDiskChangedBlockReaderOptions {
   readonly disks: readonly LocalDiskSource[];
   /** Explicit read size; default: the engine's chunk size when it is a multiple of 4096, else 4 MiB. */
   readonly readSizeBytes: number | undefined;
-  /** Replaces the addon (tests of the fallback paths only). */
-  readonly nativeSeek?: NativeSeek;
+  /** Replaces the addon (tests of the fallback paths only); `null` acts as if it were missing. */
+  readonly nativeSeek?: NativeSeek | null;
 }
 
 /**
  * How a session finds the holes of the disk:
  * - `seek-data`: with `lseek(SEEK_DATA / SEEK_HOLE)`; holes become zero changes and are not read;
  * - `unsupported`: the filesystem does not support `SEEK_DATA` (`EINVAL`), so the whole disk is read as data.
- *   Block devices answer `SEEK_DATA` with "all data" and are read in full either way.
+ *   Block devices answer `SEEK_DATA` with "all data" and are read in full either way;
+ * - `no-addon`: the package's lseek addon is missing on this platform (see the README), so the whole disk is read
+ *   as data; a `DrkitWarning` with code `DRKIT_SEEK_DATA_UNAVAILABLE` was emitted once.
  */
-export type LocalDiskHoleDetection = 'seek-data' | 'unsupported';
+export type LocalDiskHoleDetection = 'seek-data' | 'unsupported' | 'no-addon';
 
 /**
  * A read of one local disk image or block device. Its changes cover `[0, capacityBytes)` exactly: every
@@ -57,7 +59,7 @@ export type LocalDiskHoleDetection = 'seek-data' | 'unsupported';
 export interface LocalDiskChangedBlockSession extends ChangedBlockSession {
   /** Absolute path of the image or device, as configured. */
   readonly path: string;
-  /** Whether holes are detected on this filesystem; when `unsupported`, the whole disk reads as data. */
+  /** Whether holes are detected; when `unsupported` or `no-addon`, the whole disk reads as data. */
   readonly holeDetection: LocalDiskHoleDetection;
   /**
    * Reads `extent` from the disk, as it is now (there is no snapshot).
@@ -114,7 +116,7 @@ export interface OpenedLocalDisk {
  */
 export async function openLocalDisk(
   source: LocalDiskSource,
-  options: { signal?: AbortSignal; nativeSeek?: NativeSeek } = {},
+  options: { signal?: AbortSignal; nativeSeek?: NativeSeek | null } = {},
 ): Promise<OpenedLocalDisk> {
   const { signal } = options;
   signal?.throwIfAborted();
@@ -141,9 +143,11 @@ export async function openLocalDisk(
     if (type === 'file') {
       capacityBytes = Number(stats.size);
     } else {
-      // fstat reports 0 bytes for a block device; its end offset is its size.
-      const native = options.nativeSeek ?? loadNativeSeek();
-      capacityBytes = native.seek(handle.fd, 0, native.SEEK_END);
+      // fstat reports 0 bytes for a block device; its end offset is its size (sysfs says it too, in sectors).
+      const native = resolveNativeSeek(options.nativeSeek);
+      capacityBytes = native
+        ? native.seek(handle.fd, 0, native.SEEK_END)
+        : await blockDeviceSizeFromSysfs(stats.rdev, source);
     }
     if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 0) {
       throw new SourceProtocolError(`${source.path} reports an impossible size (${capacityBytes} bytes)`);
@@ -156,6 +160,34 @@ export async function openLocalDisk(
     await handle.close();
     throw error;
   }
+}
+
+/**
+ * The size of a block device from `/sys/dev/block/MAJOR:MINOR/size` (512-byte sectors, whatever the device's
+ * logical block size), for when the lseek addon is missing. Linux only.
+ */
+async function blockDeviceSizeFromSysfs(rdev: bigint, source: LocalDiskSource): Promise<number> {
+  // glibc's encoding of dev_t (gnu_dev_major / gnu_dev_minor).
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  const path = `/sys/dev/block/${major}:${minor}/size`;
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (cause) {
+    throw new SourceProtocolError(
+      `disk ${source.id}: cannot size block device ${source.path} without the lseek addon: ${path} is not ` +
+        'readable; install @drkit/provider-agent where its addon loads (see its README)',
+      { cause },
+    );
+  }
+  const sectors = Number(text.trim());
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(sectors * 512)) {
+    throw new SourceProtocolError(
+      `disk ${source.id}: ${path} holds ${JSON.stringify(text)}, not a sector count`,
+    );
+  }
+  return sectors * 512;
 }
 
 /** Maps the errors of `open(2)` to drkit errors that say what to do; anything else is returned unchanged. */
@@ -212,11 +244,11 @@ export function createLocalDiskChangedBlockReader(
       }
       const opened = await openLocalDisk(source, {
         ...(signal ? { signal } : {}),
-        ...(options.nativeSeek ? { nativeSeek: options.nativeSeek } : {}),
+        ...(options.nativeSeek !== undefined ? { nativeSeek: options.nativeSeek } : {}),
       });
       try {
-        const native = options.nativeSeek ?? loadNativeSeek();
-        const holeDetection = probeHoleDetection(native, opened);
+        const native = resolveNativeSeek(options.nativeSeek);
+        const holeDetection = native ? probeHoleDetection(native, opened) : 'no-addon';
         const validity: ChangeSetValidity = base
           ? validityAgainst(base, opened)
           : { kind: 'full', reason: fullReason ?? 'first-backup' };
@@ -291,7 +323,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
   readonly holeDetection: LocalDiskHoleDetection;
   readonly #source: LocalDiskSource;
   readonly #opened: OpenedLocalDisk;
-  readonly #native: NativeSeek;
+  readonly #native: NativeSeek | undefined;
   readonly #readSizeBytes: number;
   readonly #allocate: ((length: number) => Uint8Array) | undefined;
   readonly #openedAt: string;
@@ -303,7 +335,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     source: LocalDiskSource,
     opened: OpenedLocalDisk,
     settings: {
-      native: NativeSeek;
+      native: NativeSeek | undefined;
       holeDetection: LocalDiskHoleDetection;
       validity: ChangeSetValidity;
       readSizeBytes: number;
@@ -394,9 +426,10 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
 
   /** First byte of data at or after `position`, or the capacity when only a hole follows. */
   #nextData(position: number): number {
-    if (this.holeDetection === 'unsupported') return position;
+    const native = this.holeDetection === 'seek-data' ? this.#native : undefined;
+    if (!native) return position;
     this.#assertOpen();
-    const offset = this.#native.seek(this.#opened.handle.fd, position, this.#native.SEEK_DATA);
+    const offset = native.seek(this.#opened.handle.fd, position, native.SEEK_DATA);
     if (offset < 0) {
       // ENXIO: a hole up to the end of the file, or a file that is now shorter than at open.
       this.#assertNotShrunk(position);
@@ -409,9 +442,10 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
 
   /** End of the data that starts at `position` (the next hole), at most the capacity. */
   #nextHole(position: number): number {
-    if (this.holeDetection === 'unsupported') return this.capacityBytes;
+    const native = this.holeDetection === 'seek-data' ? this.#native : undefined;
+    if (!native) return this.capacityBytes;
     this.#assertOpen();
-    const offset = this.#native.seek(this.#opened.handle.fd, position, this.#native.SEEK_HOLE);
+    const offset = native.seek(this.#opened.handle.fd, position, native.SEEK_HOLE);
     // A hole at or before `position` (or none) can only come from a concurrent truncate: read the rest as data,
     // which is always correct, and let a short read report a disk that shrank.
     if (offset <= position || offset > this.capacityBytes) return this.capacityBytes;

@@ -87,7 +87,7 @@ export function createLocalDiskPlatform(options: LocalDiskPlatformOptions): Loca
 /** {@link createLocalDiskPlatform} with a replaceable addon, for tests of fallback paths. @internal */
 export function createLocalDiskPlatformWith(
   options: LocalDiskPlatformOptions,
-  internals: { nativeSeek?: NativeSeek },
+  internals: { nativeSeek?: NativeSeek | null },
 ): LocalDiskPlatform {
   const settings = validateOptions(options);
   const { sources, readSizeBytes } = settings;
@@ -95,7 +95,7 @@ export function createLocalDiskPlatformWith(
   const hostId = settings.hostId ?? localHostName;
   const hostName = settings.hostName ?? localHostName;
   const platformId = settings.id ?? `local-${hostId}`;
-  const seekOption = internals.nativeSeek ? { nativeSeek: internals.nativeSeek } : {};
+  const seekOption = internals.nativeSeek !== undefined ? { nativeSeek: internals.nativeSeek } : {};
   const changedBlockReader = createLocalDiskChangedBlockReader({
     disks: sources,
     readSizeBytes,

@@ -15,9 +15,12 @@ afterAll(async () => {
 });
 
 describe('the lseek addon', () => {
-  const native = loadNativeSeek();
+  const loaded = loadNativeSeek();
+  if (!loaded)
+    throw new Error('the lseek addon of @drkit/provider-agent is not built: run the package build');
+  const native = loaded;
 
-  it('loads once and exports the whence values of this platform', () => {
+  it('loads once, from the prebuilt binary or a local build, and exports the whence values of this platform', () => {
     expect(loadNativeSeek()).toBe(native);
     expect(native.SEEK_SET).toBe(0);
     expect(native.SEEK_CUR).toBe(1);

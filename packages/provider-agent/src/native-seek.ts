@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 /**
- * The `lseek(2)` addon built from `native/seek.c` when the package is installed. Node.js has no `lseek`; drkit
+ * The `lseek(2)` addon of `native/seek.c`, shipped prebuilt (N-API) in `prebuilds/`. Node.js has no `lseek`; drkit
  * needs it to skip the holes of sparse images (`SEEK_DATA` / `SEEK_HOLE`) and to size block devices
  * (`SEEK_END`, since `fstat` reports 0 bytes for them).
  *
@@ -25,39 +26,85 @@ export interface NativeSeek {
   readonly SEEK_HOLE: number;
 }
 
-/** Where the addon lands, relative to this module: `src/` under vitest and `dist/` once bundled by tsup. */
-const ADDON_PATH = '../build/Release/seek.node';
+/**
+ * The `code` of the process warning (`process.on('warning')`, `name` `'DrkitWarning'`) emitted once per process
+ * when the lseek addon is missing or does not load. drkit still works without it: holes of sparse images are read
+ * as data (slower, the same backups) and block devices are sized from `/sys/dev/block`.
+ */
+export const SEEK_DATA_UNAVAILABLE_WARNING = 'DRKIT_SEEK_DATA_UNAVAILABLE';
 
-let loaded: NativeSeek | undefined;
+/** The package's root folder, from `src/` under vitest and from `dist/` once bundled by tsup. */
+const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+let loaded: NativeSeek | null | undefined;
+let warned = false;
 
 /**
- * Loads the addon once. Lazy, so that importing the package works on a machine where it was not built; only
- * reading a local disk needs it.
+ * Loads the addon once: the prebuilt binary in `prebuilds/` for this platform, or one built from source at
+ * install time (`build/Release`), through `node-gyp-build`. Lazy, so that importing the package never needs it.
  *
- * @throws an `Error` that says how to build the addon when it is missing or does not load.
+ * @returns the addon, or `undefined` when it is missing or does not load; then {@link warnSeekDataUnavailable}
+ *   has said so.
  * @internal
  */
-export function loadNativeSeek(): NativeSeek {
-  if (loaded) return loaded;
-  const requireNative = createRequire(import.meta.url);
-  let addon: unknown;
+export function loadNativeSeek(): NativeSeek | undefined {
+  if (loaded === undefined) {
+    const addon = tryLoadNativeSeek(PACKAGE_ROOT);
+    if (typeof addon === 'string') {
+      loaded = null;
+      warnSeekDataUnavailable(addon);
+    } else {
+      loaded = addon;
+    }
+  }
+  return loaded ?? undefined;
+}
+
+/**
+ * Loads the addon of the package rooted at `root`, uncached.
+ *
+ * @returns the addon, or why it could not be loaded.
+ * @internal
+ */
+export function tryLoadNativeSeek(root: string): NativeSeek | string {
   try {
-    addon = requireNative(ADDON_PATH);
+    const addon: unknown = createRequire(import.meta.url)('node-gyp-build')(root);
+    return isNativeSeek(addon) ? addon : 'the loaded binary is not the expected lseek addon';
   } catch (cause) {
-    throw new Error(
-      'the lseek addon of @drkit/provider-agent (build/Release/seek.node) is not built or does not load: ' +
-        'reinstall the package with install scripts allowed (pnpm: list @drkit/provider-agent in ' +
-        '`onlyBuiltDependencies`), or run `npx node-gyp rebuild` in its folder (needs python3, make and a C compiler)',
-      { cause },
-    );
+    return cause instanceof Error ? cause.message.split('\n')[0]! : String(cause);
   }
-  if (!isNativeSeek(addon)) {
-    throw new Error(
-      'build/Release/seek.node of @drkit/provider-agent is not the expected lseek addon: rebuild it',
-    );
+}
+
+/**
+ * Emits, once per process, the `DrkitWarning` with code {@link SEEK_DATA_UNAVAILABLE_WARNING}: what reading
+ * without the addon costs, and how to get it.
+ *
+ * @internal
+ */
+export function warnSeekDataUnavailable(reason: string): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(
+    `@drkit/provider-agent: the lseek addon is not available for ${process.platform}-${process.arch} ` +
+      `(${reason}): holes of sparse disk images are read as data (slower, the same backups) and block devices ` +
+      'are sized from /sys/dev/block. Reinstall the package where a prebuilt binary exists (linux-x64, glibc) ' +
+      'or with python3, make and a C compiler present to build it.',
+    { type: 'DrkitWarning', code: SEEK_DATA_UNAVAILABLE_WARNING },
+  );
+}
+
+/**
+ * The addon a reader uses: the injected one (`null`: act as if it were missing, for tests of that path), else
+ * the package's own.
+ *
+ * @internal
+ */
+export function resolveNativeSeek(injected: NativeSeek | null | undefined): NativeSeek | undefined {
+  if (injected === null) {
+    warnSeekDataUnavailable('replaced by a test');
+    return undefined;
   }
-  loaded = addon;
-  return addon;
+  return injected ?? loadNativeSeek();
 }
 
 function isNativeSeek(value: unknown): value is NativeSeek {
