@@ -13,7 +13,12 @@ import {
 import nock from 'nock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createCinderClient } from './cinder-client.js';
-import { createKeystoneClient, type KeystoneClientOptions, normalizeAuthUrl } from './keystone-client.js';
+import {
+  createKeystoneClient,
+  type KeystoneClientOptions,
+  type KeystoneTokenInfo,
+  normalizeAuthUrl,
+} from './keystone-client.js';
 import { createNovaClient, type NovaServer } from './nova-client.js';
 import { retryAfterMs } from './openstack-http.js';
 
@@ -126,11 +131,20 @@ describe('retries', () => {
       .get('/v2.1/servers/detail')
       .query(true)
       .reply(200, { servers: [server('a')] });
-    const started = performance.now();
-    expect(await names(createNovaClient({ keystone: createKeystoneClient(options) }).listServers())).toEqual([
-      'a',
-    ]);
-    expect(performance.now() - started).toBeGreaterThanOrEqual(950);
+    // The wait is recorded, not slept: what matters is the delay retry asked for, not how long the machine took.
+    const waits: number[] = [];
+    const keystone = createKeystoneClient({
+      ...options,
+      retry: {
+        ...options.retry,
+        sleep: async (ms) => {
+          waits.push(ms);
+        },
+      },
+    });
+    expect(await names(createNovaClient({ keystone }).listServers())).toEqual(['a']);
+    // Retry-After: 1 is 1000 ms, although the client's own backoff (base 1 ms) would have waited at most 1 ms.
+    expect(waits).toEqual([1000]);
   });
 
   it('429 on every attempt: ThrottledError with retryAfterMs', async () => {
@@ -179,7 +193,10 @@ describe('retries', () => {
   it('Retry-After in seconds or as an HTTP date', () => {
     expect(retryAfterMs('3')).toBe(3000);
     expect(retryAfterMs('0.5')).toBe(500);
-    expect(retryAfterMs(new Date(Date.now() + 10_000).toUTCString())).toBeGreaterThan(8000);
+    // The HTTP date is measured against a given `now`, not the clock at the time of the call.
+    const now = Date.parse('2026-11-27T10:00:00Z');
+    expect(retryAfterMs(new Date(now + 10_000).toUTCString(), now)).toBe(10_000);
+    expect(retryAfterMs(new Date(now - 5_000).toUTCString(), now)).toBe(0);
     expect(retryAfterMs('soon')).toBeUndefined();
     expect(retryAfterMs(undefined)).toBeUndefined();
   });
@@ -313,11 +330,23 @@ describe('authentication and catalog', () => {
     expect((error as InvalidSettingsError).field).toBe('openstack.authUrl');
   });
 
-  it('short-lived tokens: the default margin is half the lifetime, so a token is reused', async () => {
-    const auth = keystoneAccepts(1, 60);
-    const keystone = createKeystoneClient(options);
+  it('short-lived tokens: the default margin is half the lifetime, so a token is reused until then', async () => {
+    const auth = keystoneAccepts(2, 60);
+    // The client's clock is the test's: renewal is decided at exact times, however long the calls take.
+    let clock = 0;
+    const tokens: KeystoneTokenInfo[] = [];
+    const keystone = createKeystoneClient({
+      ...options,
+      now: () => clock,
+      onAuthenticated: (token) => tokens.push(token),
+    });
     await keystone.authenticate();
+    clock = 29_999;
     await keystone.authenticate();
+    expect(tokens).toHaveLength(1);
+    clock = 30_000;
+    await keystone.authenticate();
+    expect(tokens).toHaveLength(2);
     expect(auth.isDone()).toBe(true);
     expect(nock.pendingMocks()).toEqual([]);
   });

@@ -53,8 +53,18 @@ export interface KeystoneClientOptions extends KeystoneCredentials {
    * shorter. A margin longer than the lifetime makes every call authenticate.
    */
   readonly renewBeforeSeconds?: number;
-  /** Retries of retryable failures (network, 5xx, 429): attempts and delays. Default 4 attempts from 500 ms. */
-  readonly retry?: Pick<RetryOptions, 'attempts' | 'baseDelayMs' | 'maxDelayMs'>;
+  /**
+   * Retries of retryable failures (network, 5xx, 429): attempts and delays, and how to wait between them (`sleep`,
+   * see core's `RetryOptions`; tests pass one that records the delay instead of waiting). Default 4 attempts from
+   * 500 ms.
+   */
+  readonly retry?: Pick<RetryOptions, 'attempts' | 'baseDelayMs' | 'maxDelayMs' | 'sleep'>;
+  /**
+   * The monotonic clock, in milliseconds, that decides when the token is due for renewal. Default
+   * `performance.now`. Tests pass a clock they move themselves, so that a token is renewed (or reused) however long
+   * the calls to Keystone take, and without waiting for it.
+   */
+  readonly now?: () => number;
   /** Called after each successful authentication, e.g. to log or count them. Never sees the token. */
   readonly onAuthenticated?: (token: KeystoneTokenInfo) => void;
 }
@@ -124,7 +134,7 @@ export interface KeystoneClient {
 interface CurrentToken {
   readonly token: string;
   readonly info: KeystoneTokenInfo;
-  /** `performance.now()` after which the token is renewed before use. */
+  /** The time of the client's clock (`now`) after which the token is renewed before use. */
   readonly renewAt: number;
 }
 
@@ -216,7 +226,9 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
     attempts: options.retry?.attempts ?? 4,
     baseDelayMs: options.retry?.baseDelayMs ?? 500,
     maxDelayMs: options.retry?.maxDelayMs ?? 30_000,
+    ...(options.retry?.sleep ? { sleep: options.retry.sleep } : {}),
   };
+  const now = options.now ?? (() => performance.now());
   // Captured now, so that changing the options object later changes nothing (and the password is not kept in
   // an object that may be logged).
   const credentials = {
@@ -275,7 +287,7 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
       },
       signal,
     };
-    const sentAt = performance.now();
+    const sentAt = now();
     const response = await sendWithRetry('Keystone', request, signal);
     const who =
       `user "${credentials.username}" (domain ${credentials.userDomainId}) on project ` +
@@ -324,7 +336,7 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
 
   async function currentToken(signal: AbortSignal | undefined): Promise<CurrentToken> {
     signal?.throwIfAborted();
-    if (current && performance.now() < current.renewAt) return current;
+    if (current && now() < current.renewAt) return current;
     if (!pending) {
       // One authentication at a time; its own signal is not the caller's, so that one caller's abort does not
       // fail the others waiting for the same token.
