@@ -12,7 +12,7 @@ import {
   TimeoutError,
   UnreachableError,
 } from '@drkit/core';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createFakeRbdFolder, fakeConnection, rbdTempFolders } from '../../test/fake-rbd.js';
 import { openRbdStream, rbdError, runRbd, runRbdJson, scrubSecrets } from './rbd-command.js';
 
@@ -31,6 +31,15 @@ afterEach(async () => {
   await fake.remove();
   expect(await rbdTempFolders(), 'every rbd call removed its temp folder').toEqual([]);
 });
+
+/** The content of `path` once it exists (written atomically by a fake rbd: a file appearing is the event). */
+async function whenWritten(path: string): Promise<string> {
+  for (;;) {
+    const text = await readFile(path, 'utf8').catch(() => undefined);
+    if (text !== undefined) return text;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 /** A fake rbd that records its argv, environment, the modes and contents of its conf and keyring. */
 async function recordingRbd(): Promise<{ path: string; log: (what: string) => Promise<string> }> {
@@ -108,23 +117,38 @@ describe('runRbd', () => {
   });
 
   it('kills a process that hangs past the hard timeout (TimeoutError)', async () => {
+    // A real process and a real 300 ms timer. The TimeoutError says the timer killed it (`sleep 30` would have
+    // ended by itself 30 s later, successfully); how long that took on this machine is not asserted.
     const path = await fake.script('rbd-hang', 'exec sleep 30');
-    const started = performance.now();
-    await expect(runRbd(fakeConnection(path), ['ls', 'volumes'], { hardTimeoutMs: 300 })).rejects.toSatisfy(
-      (error: unknown) =>
-        TimeoutError.isInstance(error) && /made no progress for 0\.3 s and was killed/.test(error.message),
-    );
-    expect(performance.now() - started).toBeLessThan(3000);
+    const timers = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      await expect(runRbd(fakeConnection(path), ['ls', 'volumes'], { hardTimeoutMs: 300 })).rejects.toSatisfy(
+        (error: unknown) =>
+          TimeoutError.isInstance(error) && /made no progress for 0\.3 s and was killed/.test(error.message),
+      );
+      expect(timers).toHaveBeenCalledWith(expect.any(Function), 300);
+    } finally {
+      timers.mockRestore();
+    }
   });
 
   it('an abort kills the process and rejects with the reason', async () => {
-    const path = await fake.script('rbd-hang', 'exec sleep 30');
+    // The fake rbd says it runs (its PID, in a file that appears at once) before the test aborts: the abort
+    // always meets a running process, whatever the machine's speed.
+    const started = join(fake.dir, 'started');
+    const path = await fake.script(
+      'rbd-hang',
+      `echo $$ > '${started}.tmp'; mv '${started}.tmp' '${started}'\nexec sleep 30`,
+    );
     const controller = new AbortController();
     const reason = new Error('aborted by the test');
-    setTimeout(() => controller.abort(reason), 100);
-    const started = performance.now();
-    await expect(runRbd(fakeConnection(path), ['ls'], { signal: controller.signal })).rejects.toBe(reason);
-    expect(performance.now() - started).toBeLessThan(3000);
+    const outcome = runRbd(fakeConnection(path), ['ls'], { signal: controller.signal }).catch(
+      (e: unknown) => e,
+    );
+    const pid = Number(await whenWritten(started));
+    controller.abort(reason);
+    expect(await outcome).toBe(reason);
+    expect(() => process.kill(pid, 0), 'the rbd process is gone').toThrow(/ESRCH/);
     await expect(runRbd(fakeConnection(path), ['ls'], { signal: AbortSignal.abort(reason) })).rejects.toBe(
       reason,
     );
