@@ -37,6 +37,7 @@ let dir: string;
 let repository: Repository;
 const images: string[] = [];
 
+// The hooks talk to the real cluster too (python3-rbd removes the images): generous budgets for 2 busy cores.
 beforeAll(async () => {
   cluster = cephCluster();
   dir = await mkdtemp(join(tmpdir(), 'drkit-ceph-e2e-'));
@@ -44,7 +45,7 @@ beforeAll(async () => {
     store: createLocalFolderStore({ path: join(dir, 'repo') }),
     create: true,
   });
-});
+}, 120_000);
 
 afterAll(async () => {
   await repository?.close();
@@ -54,7 +55,7 @@ afterAll(async () => {
       images.map((image) => ({ op: 'remove' as const, image })),
     ).catch(() => {});
   if (dir) await rm(dir, { recursive: true, force: true });
-});
+}, 120_000);
 
 /** A host of RBD images backed up by its own engine, with what each point must restore to. */
 class Scenario {

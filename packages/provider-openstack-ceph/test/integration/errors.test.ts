@@ -43,6 +43,8 @@ let cluster: CephClusterDescription;
 let image: string;
 let dir: string;
 
+// Hooks and tests talk to a real cluster (python3-rbd, the rbd command) on what may be 2 busy cores: generous
+// budgets, far above what they take, instead of vitest's 10 s and 5 s.
 beforeAll(async () => {
   cluster = cephCluster();
   dir = await mkdtemp(join(tmpdir(), 'drkit-ceph-errors-'));
@@ -51,13 +53,13 @@ beforeAll(async () => {
     { op: 'create', image, size: 8 * MiB },
     { op: 'fill', image, offset: 0, length: 6 * MiB, seed: 7 },
   ]);
-});
+}, 120_000);
 
 afterAll(async () => {
   if (cluster && image) await rbdHelper(cluster, [{ op: 'remove', image }]).catch(() => {});
   if (dir) await rm(dir, { recursive: true, force: true });
   rmSync(privateTmp, { recursive: true, force: true });
-});
+}, 120_000);
 
 function platformWith(overrides: Parameters<typeof backupClusterOptions>[1] = {}): CephRbdPlatform {
   return createCephRbdPlatform({
@@ -81,9 +83,14 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('Ceph failures are typed, fast and never leak the key', { timeout: 60_000 }, () => {
+// Elapsed times are bounded in one direction only, and generously: a wrong key must fail before the configured
+// timeout (not be waited out); a dead monitor must take about the configured timeout and end with rbd's own
+// UnreachableError (a TimeoutError would mean the hard timer had to kill rbd); an abort must end the wait long
+// before the timeout. None of these bounds is within 10 times of what the call takes on an idle machine.
+describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_000 }, () => {
   it('a wrong key is an AuthenticationError at once', async () => {
-    const platform = platformWith({ cephx: { user: 'backup', keyring: WRONG_KEY } });
+    const timeoutSeconds = 10;
+    const platform = platformWith({ cephx: { user: 'backup', keyring: WRONG_KEY }, timeoutSeconds });
     const started = performance.now();
     const error = await listHosts(platform).then(
       () => undefined,
@@ -93,7 +100,8 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 60_0
     expect(AuthenticationError.isInstance(error), String(error)).toBe(true);
     expect((error as Error).message).toMatch(/refused client\.backup/);
     expect((error as Error).message).not.toContain(WRONG_KEY);
-    expect(elapsed).toBeLessThan(3000);
+    // Refused at once (a few hundred ms), never waited out like an unreachable monitor.
+    expect(elapsed).toBeLessThan(timeoutSeconds * 1000);
     console.log(`wrong key: AuthenticationError after ${Math.round(elapsed)} ms`);
 
     const status = await platform.verify();
@@ -115,8 +123,9 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 60_0
     const elapsed = performance.now() - started;
     expect(UnreachableError.isInstance(error), String(error)).toBe(true);
     expect((error as Error).message).toMatch(/no monitor of Ceph cluster test .* answered within 3 s/);
+    // At least about the configured 3 s (rbd's own timer, which starts after the process has); no upper bound:
+    // the UnreachableError above says rbd gave up by itself, before the hard timer (3 × 3 + 5 s) killed it.
     expect(elapsed).toBeGreaterThan(2500);
-    expect(elapsed).toBeLessThan(6000);
     console.log(
       `unreachable monitor (closed port), timeoutSeconds 3: UnreachableError after ${Math.round(elapsed)} ms`,
     );
@@ -135,9 +144,9 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 60_0
     try {
       const platform = platformWith({ monitors: `v2:127.0.0.1:${port}`, timeoutSeconds: 2 });
       const started = performance.now();
+      // UnreachableError, not the hard timer's TimeoutError (at 2 × 3 + 5 s): rbd's own timeout ended the wait.
       await expect(listHosts(platform)).rejects.toSatisfy(UnreachableError.isInstance);
       const elapsed = performance.now() - started;
-      expect(elapsed).toBeLessThan(5000);
       console.log(`silent monitor, timeoutSeconds 2: UnreachableError after ${Math.round(elapsed)} ms`);
     } finally {
       for (const socket of sockets) socket.destroy();
@@ -153,7 +162,8 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 60_0
     setTimeout(() => controller.abort(reason), 300);
     const started = performance.now();
     await expect(platform.verify({ signal: controller.signal })).rejects.toBe(reason);
-    expect(performance.now() - started).toBeLessThan(2000);
+    // Long before the 30 s the call would otherwise wait (50 times the abort's 300 ms).
+    expect(performance.now() - started).toBeLessThan(15_000);
     expect(openRbdResources()).toBe(0);
   });
 

@@ -46,7 +46,9 @@ beforeAll(async () => {
     { op: 'create', image: secondImage, size: 7 * MiB - 3 },
     { op: 'fill', image: secondImage, offset: MiB, length: 2 * MiB, seed: 2 },
   ]);
-}, 120_000);
+  // Starting a second cluster may take up to runCephScript's own 180 s on 2 busy cores; this hook waits longer,
+  // so that a slow start fails with the script's message rather than a hook timeout.
+}, 300_000);
 
 afterAll(async () => {
   if (first) await rbdHelper(first, [{ op: 'remove', image: firstImage }]).catch(() => {});
@@ -55,7 +57,7 @@ afterAll(async () => {
   } finally {
     if (dir) await rm(dir, { recursive: true, force: true });
   }
-}, 60_000);
+}, 120_000);
 
 function clusters() {
   return [
