@@ -1,14 +1,12 @@
 // Worker thread of @drkit/core: hashes, compresses, decompresses chunks off the main thread.
 // Plain JavaScript so that it runs unchanged from the sources (tests) and from the published package.
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
-import { Decompressor } from 'zstd-napi';
+import { codecWarning, compressBound, compressInto, decompress } from './zstd-codec.mjs';
 
-// The low-level binding compresses into a buffer we pass, at an explicit level (zstd level 1).
-const { CCtx, compressBound } = createRequire(import.meta.url)('zstd-napi/binding.js');
-const cctx = new CCtx();
-const decompressor = new Decompressor();
+// The pool emits it once per process, however many workers say so (a warning emitted here would reach only this
+// thread's stderr, once per worker, and no 'warning' listener of the application).
+if (codecWarning) parentPort.postMessage({ warning: codecWarning });
 
 function withOut(transfer, out) {
   return out && ownsBuffer(out) ? [...transfer, out.buffer] : transfer;
@@ -61,7 +59,7 @@ parentPort.on('message', (message) => {
       }
       const bound = headroom + compressBound(data.byteLength);
       const out = message.out && message.out.byteLength >= bound ? message.out : new Uint8Array(bound);
-      const written = cctx.compress(out.subarray(headroom), data, 1);
+      const written = compressInto(out.subarray(headroom), data);
       let codec = 1;
       let payloadLength = written;
       if (written >= data.byteLength) {
@@ -82,7 +80,7 @@ parentPort.on('message', (message) => {
         message.payload.byteOffset,
         message.payload.byteLength,
       );
-      const plain = message.codec === 1 ? decompressor.decompress(payload) : payload;
+      const plain = message.codec === 1 ? decompress(payload, message.plainLength) : payload;
       if (plain.byteLength !== message.plainLength) {
         parentPort.postMessage({
           id,

@@ -36,7 +36,10 @@ export interface EncodeOptions {
   readonly headroom?: number;
 }
 
-/** zstd's worst-case compressed size of `size` bytes (`ZSTD_COMPRESSBOUND`). */
+/**
+ * zstd's worst-case compressed size of `size` bytes (`ZSTD_COMPRESSBOUND`, what the workers' codec, addon or
+ * built-in, needs as output room for one chunk).
+ */
 export function zstdCompressBound(size: number): number {
   const small = 128 * 1024;
   return size + (size >>> 8) + (size < small ? (small - size) >>> 11 : 0);
@@ -58,9 +61,28 @@ interface PoolWorker {
 
 const workerPath = createRequire(import.meta.url).resolve('@drkit/core/chunk-worker');
 
+/** A process warning a worker asks the pool to emit (the `DRKIT_ZSTD_ADDON_UNAVAILABLE` one of its codec). */
+interface WorkerWarning {
+  readonly message: string;
+  readonly code: string;
+}
+
+/** Codes of the worker warnings this process has emitted: each once, however many workers send it. */
+const emittedWarnings = new Set<string>();
+
+function emitWorkerWarning(warning: WorkerWarning): void {
+  if (emittedWarnings.has(warning.code)) return;
+  emittedWarnings.add(warning.code);
+  process.emitWarning(warning.message, { type: 'DrkitWarning', code: warning.code });
+}
+
 /**
  * A small pool of worker threads that hash (SHA-256), compress (zstd level 1) and decompress chunks, so the main
  * thread only moves bytes. Buffers are transferred, not copied: a buffer passed to `encode` is unusable after.
+ *
+ * The workers' zstd is the package's prebuilt addon, or Node's built-in zstd where the addon does not load (the
+ * same frames, more memory); then the pool emits, once per process, a `DrkitWarning` with code
+ * `DRKIT_ZSTD_ADDON_UNAVAILABLE` that says why. `DRKIT_ZSTD_CODEC=zlib` in the environment forces the built-in one.
  */
 export class ChunkWorkerPool {
   private readonly workers: PoolWorker[] = [];
@@ -81,15 +103,22 @@ export class ChunkWorkerPool {
   private spawn(): PoolWorker {
     const worker = new Worker(workerPath);
     const entry: PoolWorker = { worker, inFlight: 0 };
-    worker.on('message', (message: Record<string, unknown> & { id: number; error?: string }) => {
-      const pending = this.pending.get(message.id);
-      if (!pending) return;
-      this.pending.delete(message.id);
-      // An idle worker must not keep the process alive; a busy one must (its answer is awaited).
-      if (--entry.inFlight === 0) worker.unref();
-      if (message.error !== undefined) pending.reject(new Error(message.error));
-      else pending.resolve(message);
-    });
+    worker.on(
+      'message',
+      (message: Record<string, unknown> & { id: number; error?: string; warning?: WorkerWarning }) => {
+        if (message.warning !== undefined) {
+          emitWorkerWarning(message.warning);
+          return;
+        }
+        const pending = this.pending.get(message.id);
+        if (!pending) return;
+        this.pending.delete(message.id);
+        // An idle worker must not keep the process alive; a busy one must (its answer is awaited).
+        if (--entry.inFlight === 0) worker.unref();
+        if (message.error !== undefined) pending.reject(new Error(message.error));
+        else pending.resolve(message);
+      },
+    );
     worker.on('error', (error) => this.failAll(error));
     worker.unref();
     return entry;
