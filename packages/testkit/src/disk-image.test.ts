@@ -26,7 +26,9 @@ function isZero(bytes: Uint8Array): boolean {
   return true;
 }
 
-describe('writeDiskImage', () => {
+// These write, read and hash images of 12 to 64 MiB (one of 512 MiB, with its own timeout below): half a second
+// each alone, several times that with 2 busy cores and a busy disk. Hence 60 s rather than vitest's 5 s.
+describe('writeDiskImage', { timeout: 60_000 }, () => {
   it('is deterministic for a seed and differs between seeds', async () => {
     const a = join(directory, 'a.img');
     const b = join(directory, 'b.img');
@@ -132,7 +134,7 @@ describe('writeDiskImage', () => {
   });
 });
 
-describe('mutateDiskImage', () => {
+describe('mutateDiskImage', { timeout: 60_000 }, () => {
   it('changes about the fraction asked, only where it says, deterministically', async () => {
     const path = join(directory, 'mutate.img');
     const size = 32 * MiB;

@@ -71,7 +71,9 @@ function lockBlob(kind: 'backup' | 'prune', sessionId: string, heartbeatAgoMs: n
   );
 }
 
-describe('prune and locks', () => {
+// Each test backs up a few MiB through the chunk worker pool into a folder store that fsyncs every blob: well
+// under a second alone, several seconds with 2 busy cores and a busy disk. Hence 60 s rather than vitest's 5 s.
+describe('prune and locks', { timeout: 60_000 }, () => {
   let fixture: RepositoryFixture;
   beforeEach(async () => {
     fixture = await createRepositoryFixture();
