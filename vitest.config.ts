@@ -1,12 +1,15 @@
 import { defineConfig } from 'vitest/config';
 
+// Projects named `<package>:<peer>` need a real peer their global setup starts (Ceph, OpenStack); the others
+// need nothing but this machine. scripts/test-oldest-node.sh runs the latter again on the oldest Node.js line.
 export default defineConfig({
   test: {
     projects: [
       'packages/*',
       'examples',
-      // A second project of that package: the tests against a real OpenStack (see the file).
+      'packages/provider-openstack-ceph/vitest.ceph.config.ts',
       'packages/provider-openstack-ceph/vitest.openstack.config.ts',
+      'test/packaging',
     ],
   },
 });

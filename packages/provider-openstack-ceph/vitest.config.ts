@@ -1,11 +1,10 @@
 import { configDefaults, defineProject } from 'vitest/config';
 
+// The package's unit tests: no peer. The tests against a real Ceph cluster are the `:ceph` project
+// (vitest.ceph.config.ts), those against a real OpenStack the `:openstack` project (vitest.openstack.config.ts).
 export default defineProject({
   test: {
     name: 'provider-openstack-ceph',
-    // Starts a throw-away Ceph cluster (scripts/peers/ceph.sh) for test/integration/*; see that file.
-    globalSetup: ['test/integration/ceph-global-setup.ts'],
-    // The OpenStack tests are their own project (vitest.openstack.config.ts), with their own peers.
-    exclude: [...configDefaults.exclude, 'test/integration/openstack/**'],
+    exclude: [...configDefaults.exclude, 'test/integration/**'],
   },
 });
