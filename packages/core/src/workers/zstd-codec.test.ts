@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import * as codec from '../../worker/zstd-codec.mjs';
 import { ChunkWorkerPool, zstdCompressBound } from './chunk-worker-pool.js';
 
@@ -274,7 +274,10 @@ describe('the chunk worker pool and its codec', () => {
       if (warning.code === codec.ADDON_UNAVAILABLE_WARNING) warnings.push(warning);
     };
     process.on('warning', listener);
-    const pool = withEnvironment({ DRKIT_ZSTD_CODEC: 'zlib' }, () => new ChunkWorkerPool(2));
+    // A fresh copy of the pool's module: its once-per-process memory starts empty, whatever ran before.
+    vi.resetModules();
+    const { ChunkWorkerPool: FreshPool } = await import('./chunk-worker-pool.js');
+    const pool = withEnvironment({ DRKIT_ZSTD_CODEC: 'zlib' }, () => new FreshPool(2));
     try {
       const chunks = [compressibleBytes(1 << 20), compressibleBytes(300_001)];
       // Two at once: one to each worker, whose warning comes before its answer.
