@@ -97,7 +97,9 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   );
 }
 
-describe('the Ceph RBD reader on broken streams (fake rbd)', () => {
+// Each test starts fake rbd processes (sh scripts) for info and export-diff: fast alone, much slower when 2 cores
+// are busy, so 30 s each rather than vitest's 5 s. Nothing is timed.
+describe('the Ceph RBD reader on broken streams (fake rbd)', { timeout: 30_000 }, () => {
   it('reads a whole stream in chunk-sized pieces', async () => {
     const { changes, session } = await readAll(await platformWith(fullStream()));
     expect(session.validity).toEqual({ kind: 'full', reason: 'first-backup' });

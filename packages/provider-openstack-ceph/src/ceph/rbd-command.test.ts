@@ -61,7 +61,11 @@ async function recordingRbd(): Promise<{ path: string; log: (what: string) => Pr
   return { path, log: (what) => readFile(`${log}.${what}`, 'utf8') };
 }
 
-describe('runRbd', () => {
+// The tests of runRbd and openRbdStream start real processes (sh scripts standing in for rbd), each a few tens of
+// milliseconds alone but much more when 2 cores are busy: 30 s each rather than vitest's 5 s. Nothing is timed.
+const PROCESS_TEST_TIMEOUT_MS = 30_000;
+
+describe('runRbd', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('hands the key over in a 0600 keyring in a private 0700 folder, never in argv or environment', async () => {
     const rbd = await recordingRbd();
     const connection = fakeConnection(rbd.path);
@@ -169,7 +173,7 @@ describe('runRbd', () => {
   });
 });
 
-describe('openRbdStream', () => {
+describe('openRbdStream', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('streams stdout and reports a clean exit', async () => {
     const path = await fake.script('rbd-stream', 'head -c 300000 /dev/zero');
     const stream = await openRbdStream(fakeConnection(path), ['export-diff', 'x', '-']);
