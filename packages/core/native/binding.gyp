@@ -1,8 +1,8 @@
-# The zstd addon of @drkit/core (zstd.c), built by scripts/prebuild.mjs (prebuildify, from this folder) into the
-# package's prebuilds/. It lives here, not at the package root, and is not published: pnpm and npm run
-# `node-gyp rebuild` at every install of a package with a binding.gyp at its root and no install script (pnpm even
-# in the workspace, ignoring "gypfile": false), which would compile zstd on each `pnpm install` and fail on
-# machines without a compiler.
+# The zstd addon of @drkit/core (zstd.c), built by the repository's scripts/prebuild-addon.mjs (prebuildify,
+# from this folder) into the package's prebuilds/. It lives here, not at the package root, and is not
+# published: pnpm and npm run `node-gyp rebuild` at every install of a package with a binding.gyp at its root
+# and no install script (pnpm even in the workspace, ignoring "gypfile": false), which would compile zstd on
+# each `pnpm install` and fail on machines without a compiler.
 {
   "variables": {
     # zstd's C sources, from the zstd-napi devDependency (it bundles zstd 1.5.7 under deps/zstd/lib), relative

@@ -72,7 +72,7 @@ export const codecWarning =
           (process.env.DRKIT_ZSTD_CODEC === 'zlib'
             ? ''
             : ' The addon ships prebuilt for linux-x64 (glibc); for another platform, build it in the drkit ' +
-              'repository (`node scripts/prebuild.mjs` in packages/core: needs python3, make and a C compiler).'),
+              'repository (`pnpm run build` in packages/core: needs python3, make and a C compiler).'),
         code: ADDON_UNAVAILABLE_WARNING,
       }
     : undefined;

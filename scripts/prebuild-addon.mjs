@@ -1,22 +1,38 @@
-// Build step of @drkit/core: compiles the zstd addon (native/zstd.c and zstd's C sources, native/binding.gyp)
-// with prebuildify into prebuilds/<platform>-<arch>/, where node-gyp-build finds it at run time. N-API, so one
-// binary serves every Node.js version on that platform.
+// Build step of a package with an N-API addon (@drkit/core's zstd codec, @drkit/provider-agent's lseek helper),
+// run from the package's folder: compiles the addon with prebuildify into prebuilds/<platform>-<arch>/, where
+// node-gyp-build finds it at run time. N-API, so one binary serves every Node.js version on that platform.
 //
-// Compiling zstd takes a while, so the step is skipped while the binary is newer than the sources (`--force`
-// builds anyway). When it cannot build (no compiler, no Node.js headers), it says so and exits 0: the package
-// still works, its chunk worker then uses Node's built-in zstd (the same repository format, more memory).
-// It never downloads anything: node-gyp gets the headers of the running Node.js (npm_config_nodedir).
+//   node ../../scripts/prebuild-addon.mjs --name @drkit/core --gyp-dir native --sources native/zstd.c,native/binding.gyp
+//     [--requires zstd-napi/package.json] [--without "what the package does without it"] [--force]
+//
+// The step is skipped while the binary is newer than the sources (`--force` builds anyway). When it cannot build
+// (no compiler, no Node.js headers), it says so and exits 0: both packages work without their addon (see their
+// READMEs). It never downloads anything: node-gyp gets the headers of the running Node.js (npm_config_nodedir).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { arch, platform } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['native/zstd.c', 'native/binding.gyp'].map((file) => join(root, file));
+const { values: options } = parseArgs({
+  options: {
+    name: { type: 'string' },
+    'gyp-dir': { type: 'string', default: '.' },
+    sources: { type: 'string' },
+    requires: { type: 'string' },
+    without: { type: 'string', default: 'the package uses its fallback' },
+    force: { type: 'boolean', default: false },
+  },
+});
+if (!options.name || !options.sources) {
+  throw new Error('prebuild-addon.mjs needs --name and --sources (see the comment at its top)');
+}
+const root = process.cwd();
+const label = options.name;
+const sources = options.sources.split(',').map((file) => join(root, file));
 const builds = join(root, 'prebuilds', `${platform()}-${arch()}`);
-const force = process.argv.includes('--force');
+const force = options.force;
 
 function newestSource() {
   return Math.max(...sources.map((file) => statSync(file).mtimeMs));
@@ -34,10 +50,8 @@ function binaries() {
 function warn(reason) {
   const stale = binaries()[0];
   console.warn(
-    `@drkit/core: the zstd addon was not built for ${platform()}-${arch()} (${reason}). ` +
-      (stale
-        ? `The older ${relative(root, stale.path)} stays in place.`
-        : "The chunk worker will use Node's built-in zstd: the same repository format, more memory per worker."),
+    `${label}: the addon was not built for ${platform()}-${arch()} (${reason}). ` +
+      (stale ? `The older ${relative(root, stale.path)} stays in place.` : `Without it ${options.without}.`),
   );
 }
 
@@ -51,7 +65,7 @@ function nodeHeaders() {
 function build() {
   const current = binaries()[0];
   if (!force && current && current.mtimeMs >= newestSource()) {
-    console.log(`@drkit/core: ${relative(root, current.path)} is up to date`);
+    console.log(`${label}: ${relative(root, current.path)} is up to date`);
     return;
   }
   const nodedir = nodeHeaders();
@@ -59,17 +73,18 @@ function build() {
     warn(`no Node.js headers: set npm_config_nodedir to a folder with include/node/node_api.h`);
     return;
   }
-  const requireHere = createRequire(import.meta.url);
+  // Resolved from the package, whose devDependencies these are.
+  const requireHere = createRequire(join(root, 'package.json'));
   let prebuildify;
   try {
     prebuildify = requireHere.resolve('prebuildify/bin.js');
-    requireHere.resolve('zstd-napi/package.json'); // zstd's C sources
+    if (options.requires) requireHere.resolve(options.requires); // e.g. C sources the binding.gyp compiles
   } catch (cause) {
     warn(`a devDependency is missing: ${cause.message.split('\n')[0]}`);
     return;
   }
   const started = performance.now();
-  // From native/, where binding.gyp is (see there why not at the package root), into the package's prebuilds/.
+  // From the folder of binding.gyp (core keeps it in native/: see there why) into the package's prebuilds/.
   const result = spawnSync(
     process.execPath,
     [
@@ -78,11 +93,11 @@ function build() {
       '--strip',
       '--tag-libc',
       '--cwd',
-      'native',
+      options['gyp-dir'],
       '--out',
       '.',
       '--name',
-      '@drkit/core',
+      label,
     ],
     { cwd: root, stdio: 'inherit', env: { ...process.env, npm_config_nodedir: nodedir } },
   );
@@ -107,7 +122,8 @@ function build() {
     warn(`${relative(root, built.path)} does not load: ${cause.message.split('\n')[0]}`);
     return;
   }
-  console.log(`@drkit/core: built ${relative(root, built.path)} (zstd ${addon.version}) in ${seconds} s`);
+  const version = typeof addon.version === 'string' ? ` (${addon.version})` : '';
+  console.log(`${label}: built ${relative(root, built.path)}${version} in ${seconds} s`);
 }
 
 build();
