@@ -16,7 +16,8 @@ const PACKAGES = ['core', 'provider-agent', 'cli'] as const;
 const MiB = 1024 * 1024;
 
 /** Commands that compile: none of them may be reachable from the PATH the installs run with. */
-const COMPILERS = /^(cc|c\+\+|gcc|g\+\+|cpp|clang|clang\+\+|make|gmake|ld|(.+-)?(gcc|g\+\+|cpp|cc)(-\d+)?|clang(\+\+)?-\d+)$/;
+const COMPILERS =
+  /^(cc|c\+\+|gcc|g\+\+|cpp|clang|clang\+\+|make|gmake|ld|(.+-)?(gcc|g\+\+|cpp|cc)(-\d+)?|clang(\+\+)?-\d+)$/;
 
 interface Run {
   readonly stdout: string;
@@ -29,7 +30,8 @@ function run(command: string, args: readonly string[], options: { cwd: string; e
   return new Promise<Run>((resolve, reject) => {
     execFile(command, args, { ...options, maxBuffer: 64 * MiB }, (error, stdout, stderr) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (error) reject(new Error(`${command} ${args.join(' ')} failed: ${error.message}\n${stderr}\n${stdout}`));
+      if (error)
+        reject(new Error(`${command} ${args.join(' ')} failed: ${error.message}\n${stderr}\n${stdout}`));
       else resolve({ stdout, stderr, seconds });
     });
   });
@@ -61,7 +63,11 @@ function sha256(bytes: Uint8Array): string {
 }
 
 /** The embedding example of the repository README, with its paths replaced by the test's own. */
-async function readmeEmbeddingExample(paths: { repo: string; disk: string; restored: string }): Promise<string> {
+async function readmeEmbeddingExample(paths: {
+  repo: string;
+  disk: string;
+  restored: string;
+}): Promise<string> {
   const readme = await readFile(join(repositoryRoot, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('## Embedding it'));
   const code = /```js\n([\s\S]*?)```/.exec(section)?.[1];
@@ -89,7 +95,9 @@ beforeAll(async () => {
     if (!existsSync(join(folder, 'dist', 'index.js'))) throw new Error(`build packages/${name} first`);
     await run('pnpm', ['pack', '--pack-destination', packed], { cwd: folder, env: process.env });
   }
-  tarballs = (await readdir(packed)).filter((name) => name.endsWith('.tgz')).map((name) => join(packed, name));
+  tarballs = (await readdir(packed))
+    .filter((name) => name.endsWith('.tgz'))
+    .map((name) => join(packed, name));
   bareBin = await pathWithoutCompilers(join(work, 'bin'));
 });
 
@@ -108,8 +116,12 @@ describe('the packed packages on a machine without a compiler', () => {
   it('packs the three packages with their prebuilt addons and no build recipe for core', async () => {
     expect(tarballs).toHaveLength(PACKAGES.length);
     const listing = async (name: string) =>
-      (await run('tar', ['-tzf', tarballs.find((path) => path.includes(name))!], { cwd: work, env: process.env }))
-        .stdout;
+      (
+        await run('tar', ['-tzf', tarballs.find((path) => path.includes(name))!], {
+          cwd: work,
+          env: process.env,
+        })
+      ).stdout;
     const agent = await listing('provider-agent');
     expect(agent).toMatch(/package\/prebuilds\/linux-x64\/[^\n]+\.node\n/);
     const core = await listing('drkit-core');
@@ -120,13 +132,16 @@ describe('the packed packages on a machine without a compiler', () => {
 
   for (const { line, node } of lines) {
     it(`installs and runs on Node.js ${line}: README example and npx drkit restore byte-identical`, async () => {
-      if (!node) throw new Error('DRKIT_OLDEST_NODE is not set: run the tests through `npm test` (scripts/pnpm.sh)');
+      if (!node)
+        throw new Error('DRKIT_OLDEST_NODE is not set: run the tests through `npm test` (scripts/pnpm.sh)');
       const project = join(work, `node-${line}`);
       await mkdir(project);
       const env: NodeJS.ProcessEnv = {
         // This machine's environment (certificate settings, proxies, HOME) without what pnpm and the workspace set.
         ...Object.fromEntries(
-          Object.entries(process.env).filter(([name]) => !/^(npm_|pnpm_|PNPM_|npm_config_|VITEST|NODE_OPTIONS)/i.test(name)),
+          Object.entries(process.env).filter(
+            ([name]) => !/^(npm_|pnpm_|PNPM_|npm_config_|VITEST|NODE_OPTIONS)/i.test(name),
+          ),
         ),
         PATH: [dirname(node), bareBin].join(delimiter),
         // The bootstrap machine's npm may point node-gyp at headers: an install must not need them.
@@ -141,7 +156,10 @@ describe('the packed packages on a machine without a compiler', () => {
       }
 
       await writeFile(join(project, 'package.json'), JSON.stringify({ private: true, type: 'module' }));
-      const install = await run('npm', ['install', '--no-audit', '--no-fund', ...tarballs], { cwd: project, env });
+      const install = await run('npm', ['install', '--no-audit', '--no-fund', ...tarballs], {
+        cwd: project,
+        env,
+      });
       timings.push(`  Node ${line}: npm install of the 3 tarballs ${install.seconds.toFixed(1)} s`);
       const installed = join(project, 'node_modules', '@drkit');
       // Nothing was compiled: no node-gyp output in either package.
@@ -164,21 +182,30 @@ describe('the packed packages on a machine without a compiler', () => {
         await readmeEmbeddingExample({ repo: join(project, 'repo'), disk, restored: restoredByExample }),
       );
       const embedded = await run('node', [example], { cwd: project, env });
-      timings.push(`  Node ${line}: README embedding example (48 MiB backup + restore) ${embedded.seconds.toFixed(1)} s`);
+      timings.push(
+        `  Node ${line}: README embedding example (48 MiB backup + restore) ${embedded.seconds.toFixed(1)} s`,
+      );
       expect(embedded.stdout).toMatch(/ succeeded\n/);
       expect(sha256(await readFile(restoredByExample))).toBe(expected);
 
       const cliRepo = join(project, 'cli-repo');
-      const backup = await run('npx', ['drkit', 'backup', disk, '--repo', cliRepo, '--json'], { cwd: project, env });
+      const backup = await run('npx', ['drkit', 'backup', disk, '--repo', cliRepo, '--json'], {
+        cwd: project,
+        env,
+      });
       const points = JSON.parse(
         (await run('npx', ['drkit', 'points', '--json', '--repo', cliRepo], { cwd: project, env })).stdout,
       ) as { id: string }[];
       expect(points).toHaveLength(1);
       const restoredByCli = join(project, 'restored-cli.img');
-      const restore = await run('npx', ['drkit', 'restore', points[0]!.id, restoredByCli, '--repo', cliRepo], {
-        cwd: project,
-        env,
-      });
+      const restore = await run(
+        'npx',
+        ['drkit', 'restore', points[0]!.id, restoredByCli, '--repo', cliRepo],
+        {
+          cwd: project,
+          env,
+        },
+      );
       timings.push(
         `  Node ${line}: npx drkit backup ${backup.seconds.toFixed(1)} s, restore ${restore.seconds.toFixed(1)} s`,
       );
