@@ -9,10 +9,11 @@
 //   zstd context and an output buffer that the worker's garbage collector frees late: more memory per worker.
 //
 // The environment variable DRKIT_ZSTD_CODEC=zlib forces the built-in codec (for tests of that path); unset (or
-// 'addon'), the addon is used when it loads; any other value means the built-in codec, with the warning naming it. The built-in codec is announced once per process with a process warning (type
-// 'DrkitWarning', code 'DRKIT_ZSTD_ADDON_UNAVAILABLE') saying why: in the main thread this module emits it
-// itself; in a worker thread it only exports it (`codecWarning`) and the chunk worker hands it to the pool, which
-// emits it once for all its workers.
+// 'addon'), the addon is used when it loads; any other value means the built-in codec, with the warning naming
+// it. The built-in codec is announced once per process with a process warning (type 'DrkitWarning', code
+// 'DRKIT_ZSTD_ADDON_UNAVAILABLE') saying why: in the main thread this module emits it itself; in a worker thread
+// it only exports it (`codecWarning`) and the chunk worker hands it to the pool, which emits it once for all its
+// workers.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
