@@ -160,10 +160,8 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
     const reason = new Error('stop waiting');
     const controller = new AbortController();
     setTimeout(() => controller.abort(reason), 300);
-    const started = performance.now();
+    // The signal's own reason, not the UnreachableError the 30 s timeout would give: the abort ended the wait.
     await expect(platform.verify({ signal: controller.signal })).rejects.toBe(reason);
-    // Long before the 30 s the call would otherwise wait (50 times the abort's 300 ms).
-    expect(performance.now() - started).toBeLessThan(15_000);
     expect(openRbdResources()).toBe(0);
   });
 

@@ -153,11 +153,10 @@ describe('an auth URL that cannot be reached', () => {
       httpTimeoutSeconds: 60,
     });
     const reason = new Error('stop');
-    const started = performance.now();
     const error = await keystone.authenticate({ signal: AbortSignal.timeout(300) }).catch((e: unknown) => e);
-    // Long before the 60 s HTTP timeout (100 times the abort's 300 ms).
-    expect((performance.now() - started) / 1000).toBeLessThan(30);
-    expect((error as Error).name).toBe('TimeoutError'); // AbortSignal.timeout's reason (a DOMException)
+    // AbortSignal.timeout's reason (a DOMException), not the UnreachableError the 60 s HTTP timeout would give:
+    // the abort ended the wait.
+    expect((error as Error).name).toBe('TimeoutError');
     expect(AuthenticationError.isInstance(error) || UnreachableError.isInstance(error)).toBe(false);
     const controller = new AbortController();
     controller.abort(reason);
