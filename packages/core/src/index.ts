@@ -86,6 +86,7 @@ export { type WaitUntilOptions, waitUntil } from './util/wait-until.js';
 export {
   type ChunkCodec,
   ChunkWorkerPool,
+  type ChunkWorkerPoolOptions,
   type EncodedChunk,
   type EncodeOptions,
   type ReturnedBuffers,

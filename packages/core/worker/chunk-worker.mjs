@@ -1,105 +1,13 @@
 // Worker thread of @drkit/core: hashes, compresses, decompresses chunks off the main thread.
 // Plain JavaScript so that it runs unchanged from the sources (tests) and from the published package.
-import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
-import { codecWarning, compressBound, compressInto, decompress } from './zstd-codec.mjs';
+import { handleChunkMessage } from './chunk-ops.mjs';
+import { codecWarning } from './zstd-codec.mjs';
 
 // The pool emits it once per process, however many workers say so (a warning emitted here would reach only this
 // thread's stderr, once per worker, and no 'warning' listener of the application).
 if (codecWarning) parentPort.postMessage({ warning: codecWarning });
 
-function withOut(transfer, out) {
-  return out && ownsBuffer(out) ? [...transfer, out.buffer] : transfer;
-}
-
-function isAllZero(bytes) {
-  let start = 0;
-  if (bytes.byteOffset % 4 === 0) {
-    const words = bytes.byteLength >>> 2;
-    const view = new Uint32Array(bytes.buffer, bytes.byteOffset, words);
-    for (let i = 0; i < words; i++) if (view[i] !== 0) return false;
-    start = words << 2;
-  }
-  for (let i = start; i < bytes.byteLength; i++) if (bytes[i] !== 0) return false;
-  return true;
-}
-
-function ownsBuffer(view) {
-  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
-}
-
-function sha256(bytes) {
-  return createHash('sha256').update(bytes).digest();
-}
-
-parentPort.on('message', (message) => {
-  const { id, op } = message;
-  try {
-    if (op === 'encode') {
-      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number }
-      // Buffers go back to the main thread in every answer (so it can reuse them); none is left here as
-      // garbage, where a worker that allocates little on its own heap would keep it long.
-      const data = message.data;
-      const headroom = message.headroom ?? 0;
-      const transfer = ownsBuffer(data) ? [data.buffer] : [];
-      if (isAllZero(data)) {
-        parentPort.postMessage(
-          { id, zero: true, returned: data, out: message.out },
-          withOut(transfer, message.out),
-        );
-        return;
-      }
-      const hash = sha256(data);
-      if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
-        parentPort.postMessage(
-          { id, hash, unchanged: true, returned: data, out: message.out },
-          withOut(transfer, message.out),
-        );
-        return;
-      }
-      const bound = headroom + compressBound(data.byteLength);
-      const out = message.out && message.out.byteLength >= bound ? message.out : new Uint8Array(bound);
-      const written = compressInto(out.subarray(headroom), data);
-      let codec = 1;
-      let payloadLength = written;
-      if (written >= data.byteLength) {
-        // Does not shrink: store it raw, framed in the same buffer.
-        out.set(data, headroom);
-        codec = 0;
-        payloadLength = data.byteLength;
-      }
-      parentPort.postMessage(
-        { id, hash, codec, out, payloadOffset: headroom, payloadLength, returned: data },
-        withOut(transfer, out),
-      );
-    } else if (op === 'decode') {
-      // { payload, codec, plainLength }. The payload's buffer is this thread's own (transferred or cloned):
-      // it goes back with the answer, for the reason given above.
-      const payload = Buffer.from(
-        message.payload.buffer,
-        message.payload.byteOffset,
-        message.payload.byteLength,
-      );
-      const plain = message.codec === 1 ? decompress(payload, message.plainLength) : payload;
-      if (plain.byteLength !== message.plainLength) {
-        parentPort.postMessage({
-          id,
-          error: `decoded ${plain.byteLength} bytes, expected ${message.plainLength}`,
-        });
-        return;
-      }
-      const hash = sha256(plain);
-      const out = new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
-      const transfer = [message.payload.buffer];
-      if (message.codec === 1 && ownsBuffer(out)) transfer.push(out.buffer);
-      parentPort.postMessage({ id, hash, plain: out, returned: message.payload }, transfer);
-    } else if (op === 'hash') {
-      const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
-      parentPort.postMessage({ id, hash: sha256(data) });
-    } else {
-      parentPort.postMessage({ id, error: `unknown op ${op}` });
-    }
-  } catch (error) {
-    parentPort.postMessage({ id, error: String(error?.message ?? error) });
-  }
-});
+parentPort.on('message', (message) =>
+  handleChunkMessage(message, (reply, transfer) => parentPort.postMessage(reply, transfer)),
+);

@@ -59,7 +59,20 @@ interface PoolWorker {
   inFlight: number;
 }
 
-const workerPath = createRequire(import.meta.url).resolve('@drkit/core/chunk-worker');
+const defaultWorkerPath = createRequire(import.meta.url).resolve('@drkit/core/chunk-worker');
+
+/** Options of {@link ChunkWorkerPool}. */
+export interface ChunkWorkerPoolOptions {
+  /** Worker threads. Default: one per available core, at most 8. */
+  readonly size?: number;
+  /**
+   * The worker's entry module. Default: the package's own (`@drkit/core/chunk-worker`). Another module must speak
+   * the same messages; the package's tests use one that fails on purpose.
+   */
+  readonly workerPath?: string | URL;
+  /** Given to every worker as its `workerData` (for a custom {@link ChunkWorkerPoolOptions.workerPath}). */
+  readonly workerData?: unknown;
+}
 
 /** A process warning a worker asks the pool to emit (the `DRKIT_ZSTD_ADDON_UNAVAILABLE` one of its codec). */
 interface WorkerWarning {
@@ -90,8 +103,15 @@ export class ChunkWorkerPool {
   private nextId = 1;
   private closed = false;
 
-  /** Starts `size` workers (default: one per available core, at most 8). */
-  constructor(size = Math.min(8, Math.max(1, availableParallelism()))) {
+  private readonly workerPath: string | URL;
+  private readonly workerData: unknown;
+
+  /** Starts the workers: `options.size` of them, or `options` itself when it is a number. */
+  constructor(options: number | ChunkWorkerPoolOptions = {}) {
+    const o = typeof options === 'number' ? { size: options } : options;
+    const size = o.size ?? Math.min(8, Math.max(1, availableParallelism()));
+    this.workerPath = o.workerPath ?? defaultWorkerPath;
+    this.workerData = o.workerData;
     for (let i = 0; i < size; i++) this.workers.push(this.spawn());
   }
 
@@ -101,7 +121,7 @@ export class ChunkWorkerPool {
   }
 
   private spawn(): PoolWorker {
-    const worker = new Worker(workerPath);
+    const worker = new Worker(this.workerPath, { workerData: this.workerData });
     const entry: PoolWorker = { worker, inFlight: 0 };
     worker.on(
       'message',
