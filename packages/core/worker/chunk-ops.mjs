@@ -43,18 +43,12 @@ export function handleChunkMessage(message, post) {
       const headroom = message.headroom ?? 0;
       const transfer = ownsBuffer(data) ? [data.buffer] : [];
       if (isAllZero(data)) {
-        post(
-          { id, zero: true, returned: data, out: message.out },
-          withOut(transfer, message.out),
-        );
+        post({ id, zero: true, returned: data, out: message.out }, withOut(transfer, message.out));
         return;
       }
       const hash = sha256(data);
       if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
-        post(
-          { id, hash, unchanged: true, returned: data, out: message.out },
-          withOut(transfer, message.out),
-        );
+        post({ id, hash, unchanged: true, returned: data, out: message.out }, withOut(transfer, message.out));
         return;
       }
       const bound = headroom + compressBound(data.byteLength);

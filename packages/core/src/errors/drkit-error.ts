@@ -17,7 +17,9 @@ export type DrkitErrorCode =
   | 'REPOSITORY_CORRUPT'
   | 'REPOSITORY_LOCKED'
   | 'SOURCE_PROTOCOL'
-  | 'TIMEOUT';
+  | 'TIMEOUT'
+  | 'WORKER_CRASHED'
+  | 'TASK_STALLED';
 
 /** Options every drkit error accepts. */
 export interface DrkitErrorOptions {
@@ -234,5 +236,48 @@ export class TimeoutError extends DrkitError {
   }
   static override isInstance(error: unknown): error is TimeoutError {
     return hasCode(error, 'TIMEOUT');
+  }
+}
+
+/**
+ * A chunk worker thread died (it exited, threw an uncaught exception, ran out of memory, or was stopped after a
+ * call timed out) while it held this call: says nothing about the data. The pool has replaced the worker, so
+ * the call may be tried again (retryable), unless workers kept dying at startup and the pool stopped replacing
+ * them (then not retryable: the message says so).
+ */
+export class WorkerCrashedError extends DrkitError {
+  /** The worker operation the call was: `encode`, `decode` or `hash`. */
+  readonly operation: string;
+  /** The worker's exit code, when it exited with one. */
+  readonly exitCode: number | undefined;
+  constructor(
+    message: string,
+    options: DrkitErrorOptions & { operation: string; exitCode?: number | undefined },
+  ) {
+    super('WORKER_CRASHED', message, { ...options, defaultRetryable: true });
+    this.operation = options.operation;
+    this.exitCode = options.exitCode;
+  }
+  static override isInstance(error: unknown): error is WorkerCrashedError {
+    return hasCode(error, 'WORKER_CRASHED');
+  }
+}
+
+/**
+ * A disk task made no progress (no byte read, no chunk completed) for longer than its stall timeout: a hung
+ * source or chunk worker. The task was stopped and its backup session released. Retryable.
+ */
+export class TaskStalledError extends DrkitError {
+  /** The task's id. */
+  readonly taskId: string;
+  /** The stall timeout that was exceeded, in seconds. */
+  readonly stallTimeoutSeconds: number;
+  constructor(message: string, options: DrkitErrorOptions & { taskId: string; stallTimeoutSeconds: number }) {
+    super('TASK_STALLED', message, { ...options, defaultRetryable: true });
+    this.taskId = options.taskId;
+    this.stallTimeoutSeconds = options.stallTimeoutSeconds;
+  }
+  static override isInstance(error: unknown): error is TaskStalledError {
+    return hasCode(error, 'TASK_STALLED');
   }
 }

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { InvalidArgumentError, TimeoutError, WorkerCrashedError } from '../errors/drkit-error.js';
 
 /** Codec byte of a stored chunk: 0 = raw, 1 = zstd. */
 export type ChunkCodec = 0 | 1;
@@ -45,19 +46,49 @@ export function zstdCompressBound(size: number): number {
   return size + (size >>> 8) + (size < small ? (small - size) >>> 11 : 0);
 }
 
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(`ChunkWorkerPool ${name} must be a positive whole number, got ${value}`);
+  }
+  return value;
+}
+
+function describeError(error: Error): string {
+  const code = (error as { code?: unknown }).code;
+  return `${error.name}${typeof code === 'string' ? ` ${code}` : ''}: ${error.message}`;
+}
+
 function owns(view: Uint8Array): boolean {
   return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
 }
 
 interface Pending {
+  /** The worker operation, for messages. */
+  readonly op: string;
   resolve(value: Record<string, unknown>): void;
   reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface PoolWorker {
-  worker: Worker;
-  inFlight: number;
+  /** Its place in the pool (a replacement takes the place of the worker it replaces). */
+  readonly slot: number;
+  readonly worker: Worker;
+  /** The calls it holds, by id. */
+  readonly pending: Map<number, Pending>;
+  dead: boolean;
 }
+
+/** How a worker was lost. */
+interface Loss {
+  /** What happened, for messages: `exited with code 3`, `threw Error: ...`. */
+  readonly what: string;
+  readonly exitCode?: number;
+  readonly cause?: unknown;
+}
+
+/** Default time limit of one call: 120 s, far more than any chunk operation needs. */
+export const DEFAULT_CHUNK_CALL_TIMEOUT_MS = 120_000;
 
 const defaultWorkerPath = createRequire(import.meta.url).resolve('@drkit/core/chunk-worker');
 
@@ -72,6 +103,17 @@ export interface ChunkWorkerPoolOptions {
   readonly workerPath?: string | URL;
   /** Given to every worker as its `workerData` (for a custom {@link ChunkWorkerPoolOptions.workerPath}). */
   readonly workerData?: unknown;
+  /**
+   * Time limit of one call (hash, encode or decode of one chunk), in milliseconds. A call that takes longer
+   * rejects with {@link TimeoutError}; its worker is stopped and replaced. Default 120 000 (120 s).
+   */
+  readonly callTimeoutMs?: number;
+  /**
+   * Worker deaths in a row, with no call answered in between, after which the pool stops replacing them (a
+   * worker that dies at startup would otherwise be restarted in a loop); calls then reject with a
+   * {@link WorkerCrashedError} that is not retryable. Default: the pool's size plus 2.
+   */
+  readonly maxConsecutiveCrashes?: number;
 }
 
 /** A process warning a worker asks the pool to emit (the `DRKIT_ZSTD_ADDON_UNAVAILABLE` one of its codec). */
@@ -96,23 +138,46 @@ function emitWorkerWarning(warning: WorkerWarning): void {
  * The workers' zstd is the package's prebuilt addon, or Node's built-in zstd where the addon does not load (the
  * same frames, more memory); then the pool emits, once per process, a `DrkitWarning` with code
  * `DRKIT_ZSTD_ADDON_UNAVAILABLE` that says why. `DRKIT_ZSTD_CODEC=zlib` in the environment forces the built-in one.
+ *
+ * A worker that dies (exits, throws an uncaught exception, runs out of memory under its resource limits, is
+ * terminated) fails the calls it held, and only those, with a {@link WorkerCrashedError}, and is replaced at
+ * once. A call that gets no answer within `callTimeoutMs` rejects with a {@link TimeoutError}; its worker is
+ * stopped and replaced (the other calls it held fail as crashed). After `maxConsecutiveCrashes` deaths without an
+ * answer in between, the pool stops replacing workers and refuses calls.
+ *
+ * @example
+ * ```ts
+ * const pool = new ChunkWorkerPool({ size: 2, callTimeoutMs: 60_000 });
+ * const hash = await pool.hash(new TextEncoder().encode('hello'));
+ * await pool.close();
+ * ```
  */
 export class ChunkWorkerPool {
   private readonly workers: PoolWorker[] = [];
-  private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
-
   private readonly workerPath: string | URL;
   private readonly workerData: unknown;
+  private readonly callTimeoutMs: number;
+  private readonly maxConsecutiveCrashes: number;
+  /** Workers lost since a call was last answered. */
+  private consecutiveCrashes = 0;
+  /** Set once the pool stopped replacing workers: why. */
+  private broken: (Loss & { readonly message: string }) | undefined;
 
-  /** Starts the workers: `options.size` of them, or `options` itself when it is a number. */
+  /**
+   * Starts the workers: `options.size` of them, or `options` itself when it is a number.
+   *
+   * @throws {@link InvalidArgumentError} for a size, timeout or crash limit that is not a positive whole number.
+   */
   constructor(options: number | ChunkWorkerPoolOptions = {}) {
     const o = typeof options === 'number' ? { size: options } : options;
-    const size = o.size ?? Math.min(8, Math.max(1, availableParallelism()));
+    const size = positive('size', o.size ?? Math.min(8, Math.max(1, availableParallelism())));
     this.workerPath = o.workerPath ?? defaultWorkerPath;
     this.workerData = o.workerData;
-    for (let i = 0; i < size; i++) this.workers.push(this.spawn());
+    this.callTimeoutMs = positive('callTimeoutMs', o.callTimeoutMs ?? DEFAULT_CHUNK_CALL_TIMEOUT_MS);
+    this.maxConsecutiveCrashes = positive('maxConsecutiveCrashes', o.maxConsecutiveCrashes ?? size + 2);
+    for (let slot = 0; slot < size; slot++) this.workers.push(this.spawn(slot));
   }
 
   /** Number of worker threads. */
@@ -120,9 +185,9 @@ export class ChunkWorkerPool {
     return this.workers.length;
   }
 
-  private spawn(): PoolWorker {
+  private spawn(slot: number): PoolWorker {
     const worker = new Worker(this.workerPath, { workerData: this.workerData });
-    const entry: PoolWorker = { worker, inFlight: 0 };
+    const entry: PoolWorker = { slot, worker, pending: new Map(), dead: false };
     worker.on(
       'message',
       (message: Record<string, unknown> & { id: number; error?: string; warning?: WorkerWarning }) => {
@@ -130,34 +195,106 @@ export class ChunkWorkerPool {
           emitWorkerWarning(message.warning);
           return;
         }
-        const pending = this.pending.get(message.id);
+        const pending = entry.pending.get(message.id);
         if (!pending) return;
-        this.pending.delete(message.id);
+        entry.pending.delete(message.id);
+        clearTimeout(pending.timer);
+        this.consecutiveCrashes = 0; // an answer, even an error, shows workers can work
         // An idle worker must not keep the process alive; a busy one must (its answer is awaited).
-        if (--entry.inFlight === 0) worker.unref();
+        if (entry.pending.size === 0) worker.unref();
         if (message.error !== undefined) pending.reject(new Error(message.error));
         else pending.resolve(message);
       },
     );
-    worker.on('error', (error) => this.failAll(error));
+    worker.on('error', (error) => this.lose(entry, { what: `threw ${describeError(error)}`, cause: error }));
+    worker.on('exit', (exitCode) => this.lose(entry, { what: `exited with code ${exitCode}`, exitCode }));
     worker.unref();
     return entry;
   }
 
-  private failAll(error: Error): void {
-    for (const pending of this.pending.values()) pending.reject(error);
-    this.pending.clear();
+  /** A worker died or was stopped: fail its calls, replace it (or give up). */
+  private lose(entry: PoolWorker, loss: Loss): void {
+    if (entry.dead) return; // 'exit' follows 'error'; a stopped worker exits too
+    entry.dead = true;
+    if (this.closed) return;
+    this.consecutiveCrashes++;
+    const replace = this.broken === undefined && this.consecutiveCrashes < this.maxConsecutiveCrashes;
+    if (replace) this.workers[entry.slot] = this.spawn(entry.slot);
+    const failed = [...entry.pending.values()];
+    entry.pending.clear();
+    for (const pending of failed) {
+      clearTimeout(pending.timer);
+      pending.reject(
+        new WorkerCrashedError(
+          `chunk worker ${entry.slot} ${loss.what} during a ${pending.op} call; it was replaced, the call can be tried again`,
+          { operation: pending.op, exitCode: loss.exitCode, cause: loss.cause },
+        ),
+      );
+    }
+    if (!replace && this.broken === undefined) this.giveUp(entry, loss);
+  }
+
+  /** Too many deaths in a row: stop every worker and refuse calls from now on. */
+  private giveUp(entry: PoolWorker, loss: Loss): void {
+    this.broken = {
+      ...loss,
+      message:
+        `the chunk workers died ${this.consecutiveCrashes} times in a row without answering a call ` +
+        `(last: worker ${entry.slot} ${loss.what}); the pool stopped replacing them: check the workers' memory ` +
+        'limits and the zstd codec, then open a new pool',
+    };
+    for (const other of this.workers) {
+      if (other.dead) continue;
+      other.dead = true;
+      for (const pending of other.pending.values()) {
+        clearTimeout(pending.timer);
+        pending.reject(this.brokenError(pending.op));
+      }
+      other.pending.clear();
+      void other.worker.terminate().catch(() => undefined);
+    }
+  }
+
+  private brokenError(op: string): WorkerCrashedError {
+    const broken = this.broken!;
+    return new WorkerCrashedError(`${op} call refused: ${broken.message}`, {
+      operation: op,
+      exitCode: broken.exitCode,
+      cause: broken.cause,
+      retryable: false,
+    });
+  }
+
+  /** A call got no answer in time: reject it, then stop and replace its worker. */
+  private timeOut(entry: PoolWorker, id: number): void {
+    const pending = entry.pending.get(id);
+    if (!pending) return;
+    entry.pending.delete(id);
+    const seconds = this.callTimeoutMs / 1000;
+    pending.reject(
+      new TimeoutError(
+        `chunk worker ${entry.slot} did not answer a ${pending.op} call within ${seconds} s; it was stopped and replaced`,
+      ),
+    );
+    this.lose(entry, { what: `was stopped after a ${pending.op} call timed out (${seconds} s)` });
+    void entry.worker.terminate().catch(() => undefined);
   }
 
   private call(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Record<string, unknown>> {
+    const op = String(message.op);
     if (this.closed) return Promise.reject(new Error('chunk worker pool is closed'));
+    if (this.broken) return Promise.reject(this.brokenError(op));
     let target = this.workers[0]!;
-    for (const w of this.workers) if (w.inFlight < target.inFlight) target = w;
+    for (const w of this.workers) if (w.pending.size < target.pending.size) target = w;
+    const entry = target;
     const id = this.nextId++;
-    if (target.inFlight++ === 0) target.worker.ref();
+    if (entry.pending.size === 0) entry.worker.ref();
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      target.worker.postMessage({ ...message, id }, transfer);
+      const pending: Pending = { op, resolve, reject, timer: undefined };
+      entry.pending.set(id, pending);
+      pending.timer = setTimeout(() => this.timeOut(entry, id), this.callTimeoutMs);
+      pending.timer.unref?.();
+      entry.worker.postMessage({ ...message, id }, transfer);
     });
   }
 
@@ -221,7 +358,13 @@ export class ChunkWorkerPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.failAll(new Error('chunk worker pool closed'));
+    for (const entry of this.workers) {
+      for (const pending of entry.pending.values()) {
+        clearTimeout(pending.timer);
+        pending.reject(new Error('chunk worker pool closed'));
+      }
+      entry.pending.clear();
+    }
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }
