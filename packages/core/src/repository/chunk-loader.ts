@@ -1,4 +1,10 @@
-import { DrkitError, NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import {
+  DrkitError,
+  NotFoundError,
+  RepositoryCorruptError,
+  TimeoutError,
+  WorkerCrashedError,
+} from '../errors/drkit-error.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { chunkKey, decodeChunkBlob } from './chunk-blob.js';
 import { chunkIdFromHash } from './chunk-id.js';
@@ -14,14 +20,36 @@ export type LoadedChunk =
 
 const POOL_CLOSED = /chunk worker pool (is )?closed/;
 
+/** A failure of the worker rather than of the data: a crashed worker, a call that timed out. */
+function isWorkerFailure(error: unknown): error is WorkerCrashedError | TimeoutError {
+  return WorkerCrashedError.isInstance(error) || TimeoutError.isInstance(error);
+}
+
 /**
  * Reads a chunk blob, checks its header, decodes it in the worker pool and compares the SHA-256 with the id.
- * Damage is returned, not thrown; aborts, retryable store errors and a closed pool are thrown (they say
- * nothing about the chunk).
+ * Damage is returned, not thrown; aborts, retryable store errors, a closed pool and failures of the worker
+ * (which say nothing about the chunk) are thrown. A worker that crashes or times out on the chunk gets one more
+ * try: the blob is read again and decoded on the replacement worker.
  *
+ * @throws {@link WorkerCrashedError} or {@link TimeoutError} when the second try fails the same way.
  * @internal
  */
 export async function loadChunk(
+  store: Store,
+  workers: ChunkWorkerPool,
+  hash: Uint8Array,
+  expectedLength: number,
+  signal: AbortSignal | undefined,
+): Promise<LoadedChunk> {
+  try {
+    return await loadChunkOnce(store, workers, hash, expectedLength, signal);
+  } catch (error) {
+    if (!isWorkerFailure(error) || !error.retryable) throw error;
+    return loadChunkOnce(store, workers, hash, expectedLength, signal);
+  }
+}
+
+async function loadChunkOnce(
   store: Store,
   workers: ChunkWorkerPool,
   hash: Uint8Array,
@@ -61,6 +89,7 @@ export async function loadChunk(
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     if (error instanceof Error && POOL_CLOSED.test(error.message)) throw error;
+    if (isWorkerFailure(error)) throw error; // the worker failed, not the data: no damage
     return {
       ok: false,
       problem: 'unreadable',
