@@ -22,6 +22,7 @@ export {
   type InProcessSyncProxyOptions,
 } from './engine/in-process-sync-proxy.js';
 export { snapshotName } from './engine/side-effects.js';
+export { DEFAULT_STALL_TIMEOUT_SECONDS } from './engine/stall-watchdog.js';
 export * from './errors/index.js';
 export {
   type Placement,
@@ -87,6 +88,7 @@ export {
   type ChunkCodec,
   ChunkWorkerPool,
   type ChunkWorkerPoolOptions,
+  DEFAULT_CHUNK_CALL_TIMEOUT_MS,
   type EncodedChunk,
   type EncodeOptions,
   type ReturnedBuffers,

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type Change,
   type ChangedBlockSession,
@@ -14,29 +14,34 @@ import {
   type Repository,
   runDiskTask,
   SourceProtocolError,
+  type Store,
 } from '../src/index.js';
 
 const CHUNK = 256 * 1024;
 let dir: string;
 let repository: Repository;
 let pool: ChunkWorkerPool;
+let store: Store;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'drkit-runner-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  store = createLocalFolderStore({ path: join(dir, 'repo') });
+  repository = await openRepository({ store, create: true });
   pool = new ChunkWorkerPool(1);
 });
 afterEach(async () => {
+  vi.useRealTimers();
   await pool.close();
   await repository.close();
   await rm(dir, { recursive: true, force: true });
 });
 
 /** A platform whose one disk yields exactly the given changes: for contract violations a real source won't make. */
-function scriptedPlatform(capacity: number, changes: Change[]): Platform {
+function scriptedPlatform(
+  capacity: number,
+  changes: Change[] | (() => AsyncIterable<Change>),
+  onClose?: () => void,
+): Platform {
   return {
     specificationVersion: 'v1',
     id: 'scripted',
@@ -52,7 +57,7 @@ function scriptedPlatform(capacity: number, changes: Change[]): Platform {
           capacityBytes: capacity,
           validity: { kind: 'full', reason: 'first-backup' },
           async *changes() {
-            yield* changes;
+            yield* typeof changes === 'function' ? changes() : changes;
           },
           checkpoint: () => ({
             diskId: 'd',
@@ -60,8 +65,12 @@ function scriptedPlatform(capacity: number, changes: Change[]): Platform {
             capacityBytes: capacity,
             createdAt: new Date().toISOString(),
           }),
-          async close() {},
-          async [Symbol.asyncDispose]() {},
+          async close() {
+            onClose?.();
+          },
+          async [Symbol.asyncDispose]() {
+            onClose?.();
+          },
         };
       },
     },
@@ -126,5 +135,97 @@ describe('runDiskTask', () => {
     expect(progress.at(-1)).toMatchObject({ state: 'done', bytesDone: capacity, totalBytes: capacity });
     const [point] = await repository.points();
     expect(point?.stats.chunksWritten).toBe(2);
+  });
+});
+
+/** A promise the test resolves by hand. */
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+describe('runDiskTask stall watchdog', () => {
+  const capacity = CHUNK * 4;
+
+  async function locks(): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const entry of store.list('locks/')) keys.push(entry.key);
+    return keys;
+  }
+
+  it('fails a task whose source hangs (ignoring the signal) with TaskStalledError and releases its lock', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const hung = deferred();
+    let closes = 0;
+    const platform = scriptedPlatform(
+      capacity,
+      async function* () {
+        hung.resolve();
+        await new Promise(() => undefined); // never answers, never looks at the signal
+      },
+      () => closes++,
+    );
+    const running = runDiskTask(task(capacity), {
+      platform,
+      repository,
+      pool,
+      stallTimeoutSeconds: 60,
+    }).catch((e: unknown) => e);
+    await hung.promise;
+    expect(await locks()).toHaveLength(1); // the backup session holds the repository
+    await vi.advanceTimersByTimeAsync(60_000);
+    const error = await running;
+    expect(error).toMatchObject({ code: 'TASK_STALLED', retryable: true, stallTimeoutSeconds: 60 });
+    expect(String(error)).toMatch(/disk task job\/h\/d made no progress for 60 s/);
+    expect(await locks()).toEqual([]);
+    expect(closes).toBe(1);
+    expect(await repository.points()).toEqual([]);
+  });
+
+  it('progress (bytes read) restarts the stall timeout; a task that keeps moving is not stopped', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const gates = [deferred(), deferred(), deferred()];
+    const waiting = [deferred(), deferred(), deferred()];
+    const platform = scriptedPlatform(capacity, async function* () {
+      for (let i = 0; i < gates.length; i++) {
+        waiting[i]!.resolve();
+        await gates[i]!.promise;
+        yield data(i * CHUNK, CHUNK, i + 1);
+      }
+      await new Promise(() => undefined); // then hangs
+    });
+    let settled = false;
+    const running = runDiskTask(task(capacity), { platform, repository, pool, stallTimeoutSeconds: 60 })
+      .catch((e: unknown) => e)
+      .finally(() => {
+        settled = true;
+      });
+    // 45 s idle, then a chunk's bytes, twice: 90 s in all, never 60 s without progress.
+    for (let i = 0; i < 2; i++) {
+      await waiting[i]!.promise;
+      await vi.advanceTimersByTimeAsync(45_000);
+      expect(settled).toBe(false);
+      gates[i]!.resolve();
+    }
+    await waiting[2]!.promise; // the runner took chunk 1's bytes and asks for more
+    await vi.advanceTimersByTimeAsync(45_000);
+    expect(settled).toBe(false);
+    gates[2]!.resolve();
+    await vi.advanceTimersByTimeAsync(200_000);
+    expect(await running).toMatchObject({ code: 'TASK_STALLED' });
+    expect(await locks()).toEqual([]);
+  });
+
+  it('refuses an invalid stallTimeoutSeconds', async () => {
+    const error = await runDiskTask(task(capacity), {
+      platform: scriptedPlatform(capacity, []),
+      repository,
+      pool,
+      stallTimeoutSeconds: 0,
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'INVALID_SETTINGS', field: 'stallTimeoutSeconds' });
   });
 });

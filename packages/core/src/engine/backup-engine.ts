@@ -13,6 +13,7 @@ import type { DiskTask } from '../spec/v1/sync-proxy.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
 import { createRecordedSnapshot, releaseRecordedSnapshot, snapshotsInUse } from './side-effects.js';
+import { resolveStallTimeoutSeconds } from './stall-watchdog.js';
 
 /** Default chunk size, 1 MiB. */
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -32,6 +33,13 @@ export interface BackupEngineOptions {
   readonly concurrency?: number;
   /** Chunk size of new lineages (existing lineages keep theirs). Default 1 MiB. */
   readonly chunkSize?: number;
+  /**
+   * Seconds a disk task may go without progress (no byte read from its source, no chunk completed) before it
+   * fails with a {@link TaskStalledError}: a hung source or chunk worker then cannot hold the task, its proxy slot
+   * and the repository's lock forever. Given to every proxy's `run`. Default 600, a Sync Proxy's default
+   * `httpTimeoutSeconds`.
+   */
+  readonly stallTimeoutSeconds?: number;
 }
 
 /** Options of {@link BackupEngine.backup}. */
@@ -124,7 +132,7 @@ function validateChunkSize(size: number): number {
 /**
  * Creates the backup engine.
  *
- * @throws {@link InvalidSettingsError} for an invalid chunk size or concurrency.
+ * @throws {@link InvalidSettingsError} for an invalid chunk size, concurrency or stall timeout.
  * @example
  * ```ts
  * const repository = await openRepository({ store: createLocalFolderStore({ path: './repo' }), create: true });
@@ -140,6 +148,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     throw new InvalidSettingsError('concurrency', `must be a positive whole number, got ${concurrency}`);
   }
   const chunkSize = validateChunkSize(options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+  const stallTimeoutSeconds = resolveStallTimeoutSeconds(options.stallTimeoutSeconds, 'stallTimeoutSeconds');
   const platforms = new Map<string, Platform>();
   for (const [i, p] of options.platforms.entries()) {
     if (platforms.has(p.id))
@@ -242,7 +251,11 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           proxyId = lease.proxy.id;
           job.onPlacement?.(lease.placement);
           try {
-            const result = await lease.proxy.run(task, { signal: job.signal, onProgress: job.onProgress });
+            const result = await lease.proxy.run(task, {
+              signal: job.signal,
+              onProgress: job.onProgress,
+              stallTimeoutSeconds,
+            });
             return { status: 'succeeded' as const, ...ids, proxyId: lease.proxy.id, result };
           } finally {
             lease.release();

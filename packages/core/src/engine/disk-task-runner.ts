@@ -12,6 +12,7 @@ import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { zstdCompressBound } from '../workers/chunk-worker-pool.js';
 import { BufferPool } from './buffer-pool.js';
 import { ProgressTracker } from './progress-tracker.js';
+import { resolveStallTimeoutSeconds, StallWatchdog } from './stall-watchdog.js';
 
 /** Everything {@link runDiskTask} needs besides the task. */
 export interface DiskTaskContext {
@@ -20,6 +21,12 @@ export interface DiskTaskContext {
   readonly pool: ChunkWorkerPool;
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: DiskTaskProgress) => void;
+  /**
+   * Seconds without progress (no byte read from the source, no chunk completed) after which the task fails with
+   * a {@link TaskStalledError}. Default 600 (a Sync Proxy's default `httpTimeoutSeconds`). The commit is not
+   * watched.
+   */
+  readonly stallTimeoutSeconds?: number;
 }
 
 /** One piece of the chunk being assembled. */
@@ -30,11 +37,18 @@ type Piece = { start: number; end: number; data?: Uint8Array };
  * hashes and compresses them in the worker pool, stores new chunks and commits the recovery point. Chunks the
  * change set does not touch are taken from the parent point by id, without reading them.
  *
+ * A task that makes no progress for `stallTimeoutSeconds` (a source or a chunk worker that hangs) is stopped: its
+ * signal is aborted, its backup session released at once (so it no longer holds the repository's lock), and the
+ * source session closed in the background.
+ *
  * @throws {@link SourceProtocolError} when the reader breaks its contract (unsorted, overlapping or out-of-bounds
- * changes); any error of the source or the repository. Nothing is committed when it throws.
+ * changes); {@link TaskStalledError} when the task makes no progress for `stallTimeoutSeconds`;
+ * {@link InvalidSettingsError} for an invalid `stallTimeoutSeconds`; any error of the source, the chunk workers
+ * or the repository. Nothing is committed when it throws.
  */
 export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Promise<DiskTaskResult> {
-  const { platform, repository, pool, signal } = context;
+  const { platform, repository, pool } = context;
+  const stallTimeoutSeconds = resolveStallTimeoutSeconds(context.stallTimeoutSeconds, 'stallTimeoutSeconds');
   const started = performance.now();
   const progress = new ProgressTracker(
     { taskId: task.id, hostId: task.host.id, diskId: task.disk.id },
@@ -48,8 +62,18 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     platformId: task.platformId,
     hostId: task.host.id,
     diskId: task.disk.id,
-    signal,
+    signal: context.signal,
   });
+  const c = progress.counters;
+  const watchdog = new StallWatchdog({
+    taskId: task.id,
+    timeoutSeconds: stallTimeoutSeconds,
+    progress: () => c.bytesRead + c.bytesDone,
+    signal: context.signal,
+  });
+  // Declared after the backup session, so disposed before it: the watch ends, then the session is released.
+  using _watch = { [Symbol.dispose]: () => watchdog.stop() };
+  const { signal } = watchdog;
   const maxInFlight = pool.size * 2 + 2;
   const buffers = {
     input: new BufferPool(task.chunkSize, maxInFlight + 4),
@@ -67,10 +91,14 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   });
   let adopted: Awaited<ReturnType<typeof backup.adoptPoint>> | undefined;
   let damaged = new Set<string>();
+  let source: ChangedBlockSession;
   try {
     adopted =
-      task.parentPointId === undefined ? undefined : await backup.adoptPoint(task.parentPointId, { signal });
-    if (adopted) damaged = await repository.damagedChunks({ signal });
+      task.parentPointId === undefined
+        ? undefined
+        : await watchdog.guard(backup.adoptPoint(task.parentPointId, { signal }));
+    if (adopted) damaged = await watchdog.guard(repository.damagedChunks({ signal }));
+    source = await watchdog.guard(opening);
   } catch (error) {
     void opening.then(
       (session) => session.close(),
@@ -78,7 +106,17 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     );
     throw error;
   }
-  await using session = await opening;
+  // A stalled source may hang in close() as it hung in reading: then it is closed in the background, and the
+  // backup session (disposed next) releases its lock at once.
+  const session = source;
+  await using _closeSource = {
+    [Symbol.asyncDispose]: async () => {
+      if (!watchdog.fired) return session[Symbol.asyncDispose]();
+      void Promise.resolve()
+        .then(() => session[Symbol.asyncDispose]())
+        .catch(() => undefined);
+    },
+  };
   const parent = adopted?.point;
   const parentIndex = adopted?.index;
 
@@ -96,11 +134,11 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     buffers,
     maxInFlight,
   });
-  await assembler.run();
+  await watchdog.guard(assembler.run());
+  watchdog.stop();
 
   progress.setState('committing');
   const seconds = (performance.now() - started) / 1000;
-  const c = progress.counters;
   const point = await backup.commit(
     {
       platformId: task.platformId,

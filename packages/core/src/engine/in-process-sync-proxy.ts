@@ -7,6 +7,7 @@ import type { Platform } from '../spec/v1/platform.js';
 import type { DiskTask, RunDiskTaskOptions, SyncProxy, SyncProxySettings } from '../spec/v1/sync-proxy.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { runDiskTask } from './disk-task-runner.js';
+import { resolveStallTimeoutSeconds } from './stall-watchdog.js';
 
 /** Options of {@link createInProcessSyncProxy}. */
 export interface InProcessSyncProxyOptions {
@@ -21,6 +22,11 @@ export interface InProcessSyncProxyOptions {
   readonly repository: Repository;
   /** Worker threads for hashing and compression; default: a pool of its own, stopped by `close()`. */
   readonly workers?: ChunkWorkerPool;
+  /**
+   * Seconds a disk task may go without progress before it fails with a {@link TaskStalledError}; a `run` call's
+   * `stallTimeoutSeconds` overrides it. Default 600.
+   */
+  readonly stallTimeoutSeconds?: number;
 }
 
 /** A Sync Proxy that runs disk tasks in this process. `close()` stops its worker threads if it owns them. */
@@ -32,7 +38,7 @@ export interface InProcessSyncProxy extends SyncProxy {
  * The Sync Proxy the engine uses by default: runs disk tasks in the current process with a pool of worker
  * threads for hashing and compression.
  *
- * @throws {@link InvalidSettingsError} for invalid settings.
+ * @throws {@link InvalidSettingsError} for invalid settings or `stallTimeoutSeconds`.
  * @example
  * ```ts
  * const proxy = createInProcessSyncProxy({ platforms: [platform], repository, settings: { maxMountedDisks: 8 } });
@@ -40,6 +46,7 @@ export interface InProcessSyncProxy extends SyncProxy {
  */
 export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): InProcessSyncProxy {
   const settings = resolveSyncProxySettings(options.settings);
+  const stallTimeoutSeconds = resolveStallTimeoutSeconds(options.stallTimeoutSeconds, 'stallTimeoutSeconds');
   const platforms = new Map(options.platforms.map((p) => [p.id, p]));
   let pool = options.workers;
   const ownsPool = pool === undefined;
@@ -57,6 +64,7 @@ export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): In
         pool,
         signal: runOptions.signal,
         onProgress: runOptions.onProgress,
+        stallTimeoutSeconds: runOptions.stallTimeoutSeconds ?? stallTimeoutSeconds,
       });
     },
     async close() {
