@@ -211,6 +211,21 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(new TextDecoder().decode(await store().get('once'))).toBe('third');
     });
 
+    // Durability itself cannot be observed from outside a store (it needs a crash); what can be checked is that
+    // the calls a backup relies on for it keep their meaning: a create-only put of a present key and `flush`
+    // leave every blob as it was, and `flush` skips keys that do not exist.
+    it('flushes present and missing keys without changing any blob (when the store has flush)', {
+      timeout,
+    }, async () => {
+      await store().put('durable/a/one', text('one'));
+      await store().put('durable/b/two', text('two'), { ifAbsent: true });
+      expect(await store().put('durable/b/two', text('other'), { ifAbsent: true })).toBe(false);
+      await store().flush?.(['durable/a/one', 'durable/b/two', 'durable/c/missing', 'durable/a/missing']);
+      expect(await keys(store(), 'durable/')).toEqual(['durable/a/one', 'durable/b/two']);
+      expect(new TextDecoder().decode(await store().get('durable/b/two'))).toBe('two');
+      expect(await store().has('durable/c/missing')).toBe(false);
+    });
+
     it(`lets exactly one of ${racingWriters} racing create-only writers win`, { timeout }, async () => {
       for (let round = 0; round < 3; round++) {
         const key = `race/${round}`;

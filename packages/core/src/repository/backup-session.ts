@@ -61,6 +61,11 @@ function sample(ids: readonly string[], total: number): string {
 class RepositoryBackupSession implements BackupSession {
   /** Chunks this session wrote or found present: commit does not check them again. */
   private readonly known = new ChunkIdSet(4096);
+  /**
+   * Chunks found present (`has`, or the commit's existence check) that neither this session wrote nor a committed
+   * point references: another writer may not have made them durable yet, so commit flushes them first.
+   */
+  private readonly found = new ChunkIdSet();
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
   constructor(
@@ -109,7 +114,10 @@ class RepositoryBackupSession implements BackupSession {
     if (this.damaged.has(id)) return false;
     if (this.known.has(hash)) return true;
     const present = await this.context.store.has(chunkKey(id), options);
-    if (present) this.known.add(hash);
+    if (present) {
+      this.known.add(hash);
+      this.found.add(hash);
+    }
     return present;
   }
 
@@ -129,8 +137,10 @@ class RepositoryBackupSession implements BackupSession {
       return true;
     }
     if (this.known.has(chunk.hash)) return false;
+    // Written or found present, the blob is durable when put returns (the Store contract).
     const written = await store.put(chunkKey(id), blob, { ifAbsent: true, signal: options.signal });
     this.known.add(chunk.hash);
+    this.found.delete(chunk.hash);
     return written;
   }
 
@@ -205,7 +215,25 @@ class RepositoryBackupSession implements BackupSession {
     }
     unknown.forEach((id) => {
       this.known.add(id);
+      this.found.add(id);
     });
+  }
+
+  /**
+   * Makes the chunks this session relies on without having written them durable: a chunk another writer (a
+   * concurrent session, or a run that crashed) linked may not have had its folder synced, and the point must
+   * not outlive it in a crash. One batched flush, before the index and the metadata are written.
+   */
+  private async flushFound(signal: AbortSignal | undefined): Promise<void> {
+    const { store } = this.context;
+    if (this.found.size === 0 || store.flush === undefined) return;
+    const found = this.found;
+    await store.flush(
+      (function* keys() {
+        for (const id of found.values()) yield chunkKey(id);
+      })(),
+      { signal },
+    );
   }
 
   async commit(
@@ -232,6 +260,7 @@ class RepositoryBackupSession implements BackupSession {
       );
     }
     await this.checkChunks(index, signal);
+    await this.flushFound(signal);
 
     const { store } = this.context;
     const blob = encodeChunkIndex(index, described);

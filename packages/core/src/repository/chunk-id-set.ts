@@ -86,6 +86,14 @@ export class ChunkIdSet {
     }
   }
 
+  /** Yields a view of each id (valid until the next step); the set must not change while this runs. */
+  *values(): Generator<Uint8Array> {
+    for (let slot = 0; slot < this.used.length; slot++) {
+      if (this.used[slot] === 1)
+        yield this.slots.subarray(slot * CHUNK_ID_BYTES, (slot + 1) * CHUNK_ID_BYTES);
+    }
+  }
+
   private grow(): void {
     const oldSlots = this.slots;
     const oldUsed = this.used;

@@ -1,11 +1,29 @@
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { InvalidArgumentError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import { createLocalFolderStore } from './local-folder-store.js';
 import { rejection } from './repository-fixture.js';
 import type { Store } from './store.js';
+
+// Records every fsync the store makes (the path of the synced file or folder), without changing what it does.
+const synced = vi.hoisted(() => ({ paths: [] as string[] }));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:fs/promises')>();
+  return {
+    ...actual,
+    open: async (...args: Parameters<typeof actual.open>) => {
+      const handle = await actual.open(...args);
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        await sync();
+        synced.paths.push(String(args[0]));
+      };
+      return handle;
+    },
+  };
+});
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -40,6 +58,36 @@ describe('local folder store', () => {
     expect(await store.put('a/b/c', bytes('two'), { ifAbsent: true })).toBe(false);
     expect(await readdir(join(folder, 'repo', 'a', 'b'))).toEqual(['c']);
     expect(new TextDecoder().decode(await store.get('a/b/c'))).toBe('one');
+  });
+
+  it('makes an existing blob durable before a create-only put reports it present', async () => {
+    // Another writer (or a crashed earlier run) linked the blob but may not have fsynced its folder yet.
+    await store.put('chunks/ab/other', bytes('x'));
+    await writeFile(join(folder, 'repo', 'chunks', 'ab', 'present'), 'theirs');
+    synced.paths.length = 0;
+    expect(await store.put('chunks/ab/present', bytes('ours'), { ifAbsent: true })).toBe(false);
+    const root = join(folder, 'repo');
+    // Its folder and every folder up to the root, so the entry survives a crash. (Its content was fsynced
+    // before it was linked into place: only the temporary file of this put is synced besides.)
+    expect(synced.paths.filter((path) => !path.includes('.drkit-tmp-'))).toEqual([
+      join(root, 'chunks', 'ab'),
+      join(root, 'chunks'),
+      root,
+    ]);
+    expect(new TextDecoder().decode(await store.get('chunks/ab/present'))).toBe('theirs');
+    expect(await readdir(join(root, 'chunks', 'ab'))).toEqual(['other', 'present']);
+  });
+
+  it('flushes the folders of the given keys once each, skipping missing keys', async () => {
+    await store.put('chunks/ab/one', bytes('1'));
+    await store.put('chunks/ab/two', bytes('2'));
+    await store.put('chunks/cd/three', bytes('3'));
+    synced.paths.length = 0;
+    const root = join(folder, 'repo');
+    await store.flush?.(['chunks/ab/one', 'chunks/ab/two', 'chunks/cd/three', 'chunks/ef/missing']);
+    expect([...synced.paths].sort()).toEqual(
+      [root, join(root, 'chunks'), join(root, 'chunks', 'ab'), join(root, 'chunks', 'cd')].sort(),
+    );
   });
 
   it('validates keys', async () => {

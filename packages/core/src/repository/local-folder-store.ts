@@ -56,6 +56,9 @@ async function syncDirectory(path: string): Promise<void> {
  * - `put` writes a temporary file `.drkit-tmp-<random>` in the target's folder, fsyncs it, renames it over the
  *   key (or, with `ifAbsent`, hard-links it to the key, which fails if the key exists, so of several racing
  *   writers exactly one wins) and fsyncs the folder. Readers see the old blob or the new one, never a part.
+ *   A create-only `put` that finds the key present fsyncs the key's folder and the folders above it before it
+ *   returns `false`, and `flush(keys)` does the same for many keys with one fsync per folder: a blob another
+ *   writer linked is durable before the caller relies on it.
  * - `list` walks the folder recursively and yields keys in lexicographic (UTF-8 byte) order; temporary files
  *   are skipped. A crash can leave temporary files behind; they are never listed.
  * - Every call honours `signal` and then rejects with `signal.reason`. A `put` that already renamed its file
@@ -77,6 +80,24 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
   const root = resolve(options.path);
 
   const pathOf = (key: string): string => join(root, ...key.split('/'));
+
+  /**
+   * Fsyncs `folder` and every folder above it up to the root (each at most once per `done` set), so that an
+   * entry in `folder`, and `folder` itself, survive a crash. Used when a blob is found present rather than
+   * written: another writer (or a crashed run) may have linked it without having fsynced these folders yet.
+   */
+  async function syncFolderChain(folder: string, done: Set<string> = new Set()): Promise<void> {
+    let current = folder;
+    for (;;) {
+      if (done.has(current)) return;
+      done.add(current);
+      await syncDirectory(current);
+      if (current === root) return;
+      const parent = dirname(current);
+      if (parent === current || relative(root, parent).startsWith('..')) return;
+      current = parent;
+    }
+  }
 
   /** Creates the folder of a key and makes every folder it created durable in its parent. */
   async function ensureFolder(folder: string): Promise<void> {
@@ -135,8 +156,11 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
         try {
           await link(tempPath, target);
         } catch (error) {
-          if (errorCode(error) === 'EEXIST') return false;
-          throw error;
+          if (errorCode(error) !== 'EEXIST') throw error;
+          // Present: make its entry durable before saying so, since a caller may commit something that
+          // references it. Its content was fsynced before it was linked (by whichever put created it).
+          await syncFolderChain(folder);
+          return false;
         }
       } else {
         await rename(tempPath, target);
@@ -258,5 +282,30 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     }
   }
 
-  return { kind: 'local-folder', location: root, get, put, has, list, delete: remove };
+  async function flush(keys: Iterable<string>, callOptions: CallOptions = {}): Promise<void> {
+    const { signal } = callOptions;
+    signal?.throwIfAborted();
+    const folders = new Set<string>();
+    for (const key of keys) {
+      assertValidStoreKey(key);
+      folders.add(dirname(pathOf(key)));
+    }
+    const done = new Set<string>();
+    try {
+      // Deepest first, so that a folder is synced before the folder that holds it.
+      for (const folder of [...folders].sort((a, b) => b.length - a.length)) {
+        signal?.throwIfAborted();
+        try {
+          await syncFolderChain(folder, done);
+        } catch (error) {
+          // A folder that does not exist holds no blob to make durable.
+          if (errorCode(error) !== 'ENOENT' && errorCode(error) !== 'ENOTDIR') throw error;
+        }
+      }
+    } catch (error) {
+      return rethrow(error, signal);
+    }
+  }
+
+  return { kind: 'local-folder', location: root, get, put, has, list, delete: remove, flush };
 }

@@ -28,6 +28,7 @@ import {
   TEST_CHUNK_SIZE,
   TEST_LINEAGE,
 } from './repository-fixture.js';
+import type { Store } from './store.js';
 import type { LedgerEntry } from './types.js';
 
 /** Loop devices need root and a working `losetup`; elsewhere the block-device test is skipped. */
@@ -522,6 +523,91 @@ describe('BackupSession.adoptPoint', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
       expect(NotFoundError.isInstance(error)).toBe(true);
     } finally {
       await session.abort();
+    }
+  });
+});
+
+describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
+  let fixture: RepositoryFixture;
+  beforeEach(async () => {
+    fixture = await createRepositoryFixture();
+  });
+  afterEach(() => fixture.cleanup());
+
+  /** A repository on the fixture's folder whose store logs `flush` (with its keys) and metadata puts. */
+  async function loggingRepository() {
+    const inner = createLocalFolderStore({ path: fixture.folder });
+    const log: string[] = [];
+    const store: Store = {
+      ...inner,
+      async put(key, data, options) {
+        if (key.startsWith('points/') || key.startsWith('indexes/')) log.push(`put ${key.split('/')[0]}`);
+        return inner.put(key, data, options);
+      },
+      async flush(keys, options) {
+        const list = [...keys];
+        log.push(`flush ${list.sort().join(' ')}`);
+        return inner.flush?.(list, options);
+      },
+    };
+    const repository = await openRepository({ store, workers: fixture.workers });
+    return { repository, log };
+  }
+
+  /** Stores the chunks of `image` in a session that then aborts, as a run that crashed before its commit. */
+  async function crashedRun(image: Uint8Array): Promise<string[]> {
+    const session = await fixture.repository.beginBackup(TEST_LINEAGE);
+    const { index } = await storeImage(session, fixture.workers, image);
+    await session.abort();
+    const keys: string[] = [];
+    for (let i = 0; i < index.chunkCount; i++) if (!index.isZero(i)) keys.push(chunkKey(index.idAt(i)));
+    return keys.sort();
+  }
+
+  it('flushes the chunks hasChunk found present, once, before writing the index and the point', async () => {
+    const image = diskImage(4, 0, 31);
+    const keys = await crashedRun(image);
+    expect(keys).toHaveLength(3);
+    const { repository, log } = await loggingRepository();
+    try {
+      const session = await repository.beginBackup(TEST_LINEAGE);
+      const index = createChunkIndex(4);
+      for (let i = 0; i < 4; i++) {
+        const plain = image.subarray(i * TEST_CHUNK_SIZE, (i + 1) * TEST_CHUNK_SIZE);
+        const encoded = await fixture.workers.encode(plain.slice());
+        if (encoded.kind !== 'data') continue;
+        index.setId(i, encoded.hash);
+        // Resuming: every non-zero chunk is already stored, so none is written again.
+        expect(await session.hasChunk(encoded.hash)).toBe(true);
+      }
+      await session.commit(newPoint(image.byteLength), index);
+      expect(log).toEqual([`flush ${keys.join(' ')}`, 'put indexes', 'put points']);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  it('flushes the chunks the commit check found in the store, and none it wrote itself', async () => {
+    const first = diskImage(4, 0, 32);
+    const keys = await crashedRun(first);
+    const { repository, log } = await loggingRepository();
+    try {
+      const session = await repository.beginBackup(TEST_LINEAGE);
+      const second = diskImage(4, 0, 33);
+      const { index, chunksWritten } = await storeImage(session, fixture.workers, second);
+      expect(chunksWritten).toBe(3);
+      // Reuse position 0 of the crashed run without asking hasChunk: commit's own check finds it.
+      const reused = createChunkIndex(4);
+      for (let i = 0; i < 4; i++) if (!index.isZero(i)) reused.setId(i, index.idAt(i));
+      const encoded = await fixture.workers.encode(first.slice(0, TEST_CHUNK_SIZE));
+      if (encoded.kind !== 'data') throw new Error('position 0 of the image is random data');
+      const { hash } = encoded;
+      reused.setId(0, hash);
+      await session.commit(newPoint(second.byteLength), reused);
+      expect(log).toEqual([`flush ${chunkKey(hash)}`, 'put indexes', 'put points']);
+      expect(keys).toContain(chunkKey(hash));
+    } finally {
+      await repository.close();
     }
   });
 });

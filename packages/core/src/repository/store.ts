@@ -39,10 +39,26 @@ export interface Store {
   /**
    * Writes a blob atomically. Returns `false` only with `ifAbsent` when the key already existed (nothing
    * written), `true` otherwise.
+   *
+   * Durability: when `put` resolves, the blob written survives a crash of the process or the machine. A put
+   * that reports the key already present (`false`) guarantees the present blob is durable too, even when
+   * another writer created it and has not finished its own `put` yet: a caller may commit something that
+   * references it at once.
    */
   put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean>;
-  /** Whether a blob has the key. */
+  /**
+   * Whether a blob has the key. `true` says the blob is visible, not that it is durable (another writer's `put`
+   * may still be running): call {@link Store.flush} before committing anything that relies on it.
+   */
   has(key: string, options?: CallOptions): Promise<boolean>;
+  /**
+   * Makes the blobs of these keys durable, as far as they exist (a missing key is skipped): after it resolves
+   * they survive a crash even if the writer that created them crashed before its `put` returned. A backup calls
+   * it once, before its commit, for the chunks it found present (`has`) rather than wrote, so it costs one sync
+   * per folder, not per blob. Optional: a store whose visible blobs are always durable (S3 acknowledges a
+   * `PutObject` only once it is stored) leaves it out.
+   */
+  flush?(keys: Iterable<string>, options?: CallOptions): Promise<void>;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
   /** Deletes a blob. Deleting a missing key is not an error. */
