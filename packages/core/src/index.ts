@@ -67,6 +67,7 @@ export type {
   RestoreOptions,
   RestoreTarget,
   RetentionPolicy,
+  UnreadablePoint,
   VerifyReport,
 } from './repository/types.js';
 export * from './spec/v1/index.js';

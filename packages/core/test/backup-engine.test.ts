@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -150,6 +150,64 @@ describe('BackupEngine with host snapshots and exact change tracking', { timeout
     expect(result.bytesSkippedUnchanged).toBeGreaterThan(0);
     const [, p2] = await repository.points();
     expect(sha(await restoreBytes(p2!.id))).toBe(sha(platform.content('d1')));
+  });
+
+  it('reads in full, saying why, when a point newer than the parent is unreadable; keeps its snapshot', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }] });
+    fill(platform, 'd1', MiB);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    await engine.backup();
+    platform.write('d1', 0, randomBytes(100));
+    await engine.backup();
+    const [p1, p2] = await repository.points();
+    // The newest point's metadata becomes unreadable (written by a newer drkit): it might be this disk's
+    // newest point, so an incremental against p1 could miss what changed since; the engine reads in full.
+    const metadata = join(dir, 'repo', 'points', `${p2!.id}.json`);
+    await writeFile(
+      metadata,
+      JSON.stringify({ ...JSON.parse(await readFile(metadata, 'utf8')), formatVersion: 9 }),
+    );
+    await repository.close();
+    repository = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
+    await engine.close();
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    platform.write('d1', CHUNK, randomBytes(100));
+    const job = await engine.backup();
+    expect(job.unreadablePoints.map((u) => [u.id, u.problem])).toEqual([[p2!.id, 'unsupported-version']]);
+    const result = okTask(job, 'd1');
+    expect(result.validity.kind).toBe('full');
+    expect(result.validity).toMatchObject({ reason: 'parent-point-damaged' });
+    expect((result.validity as { detail?: string }).detail).toContain(p2!.id);
+    const points = await repository.points();
+    expect(points.map((p) => p.id)).toEqual([p1!.id, result.pointId]);
+    expect(points[1]!.parentId).toBe(p1!.id);
+    expect(sha(await restoreBytes(result.pointId))).toBe(sha(platform.content('d1')));
+    // The unreadable point's base snapshot is kept (it is not known to be unused); only the first was released.
+    expect(platform.released).toEqual([platform.created[0]]);
+    expect((await repository.ledger.list()).map((e) => [e.name, e.state]).sort()).toEqual(
+      [
+        [platform.created[1], 'retained'],
+        [platform.created[2], 'retained'],
+      ].sort(),
+    );
+  });
+
+  it('keeps an incremental when the only unreadable point is older than the parent', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }] });
+    fill(platform, 'd1', MiB);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    await engine.backup();
+    await engine.backup();
+    const [p1] = await repository.points();
+    await writeFile(join(dir, 'repo', 'points', `${p1!.id}.json`), 'not json');
+    await repository.close();
+    repository = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
+    await engine.close();
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    platform.write('d1', 0, randomBytes(100));
+    const job = await engine.backup();
+    expect(job.unreadablePoints.map((u) => [u.id, u.problem])).toEqual([[p1!.id, 'corrupt']]);
+    expect(okTask(job, 'd1').validity).toEqual({ kind: 'exact' });
   });
 
   it('restores a disk that grew and then shrank to the right size', async () => {

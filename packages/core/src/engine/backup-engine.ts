@@ -4,7 +4,7 @@ import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
-import type { LedgerEntry, RecoveryPoint, Repository } from '../repository/types.js';
+import type { LedgerEntry, RecoveryPoint, Repository, UnreadablePoint } from '../repository/types.js';
 import type { FullReadReason } from '../spec/v1/change-set.js';
 import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
 import type { Host } from '../spec/v1/host.js';
@@ -81,6 +81,14 @@ export type DiskTaskOutcome =
 export interface BackupJobResult {
   readonly jobId: string;
   readonly tasks: readonly DiskTaskOutcome[];
+  /**
+   * Points whose metadata could not be read when the job planned its tasks (see
+   * {@link Repository.unreadablePoints}). Such a point's disk is unknown, so it may have been a disk's newest
+   * point: a disk whose newest readable point is older than an unreadable one was read in full (validity `full`,
+   * reason `parent-point-damaged`, the detail naming the points), never incrementally against an older point.
+   * Their base snapshots are kept. Empty when every point is readable.
+   */
+  readonly unreadablePoints: readonly UnreadablePoint[];
   readonly succeeded: number;
   readonly failed: number;
 }
@@ -94,6 +102,9 @@ export interface ReconcileReport {
   /** Entries whose release failed; they stay in the ledger for the next reconcile. */
   readonly failed: readonly { entry: LedgerEntry; error: unknown }[];
 }
+
+/** Length of the time stamp that starts a point id (`yyyymmddThhmmssSSS`): ids compare by time on it. */
+const POINT_STAMP = 18;
 
 /** The backup engine. Create it with {@link createBackupEngine}. */
 export interface BackupEngine extends AsyncDisposable {
@@ -205,6 +216,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     diskIndex: number,
     full: boolean,
     damaged: Set<string> | undefined,
+    unreadable: readonly UnreadablePoint[],
     signal: AbortSignal | undefined,
   ): Promise<DiskTask> {
     const disk = host.disks[diskIndex]!;
@@ -213,11 +225,21 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       { signal },
     );
     const parent: RecoveryPoint | undefined = lineage[lineage.length - 1];
+    // An unreadable point taken at or after the parent may be this disk's real newest point (its lineage is in
+    // the unreadable blob). An incremental against the older parent could then miss changes, with a source whose
+    // tracking moved on when that point committed: read in full instead, and say why.
+    const shadowing = parent
+      ? unreadable.filter((u) => u.id.slice(0, POINT_STAMP) >= parent.id.slice(0, POINT_STAMP))
+      : [];
     let fullReason: FullReadReason | undefined;
+    let fullReadDetail: string | undefined;
     if (!parent) fullReason = 'first-backup';
     else if (full) fullReason = 'requested';
     else if (!parent.checkpoint) fullReason = 'tracking-disabled';
-    else if (damaged && damaged.size > 0 && (await referencesDamaged(parent, damaged, signal))) {
+    else if (shadowing.length > 0) {
+      fullReason = 'parent-point-damaged';
+      fullReadDetail = `the metadata of point(s) ${shadowing.map((u) => `${u.id} (${u.problem})`).join(', ')}, not older than the newest readable point ${parent.id}, cannot be read; one may be this disk's newest point`;
+    } else if (damaged && damaged.size > 0 && (await referencesDamaged(parent, damaged, signal))) {
       fullReason = 'parent-point-damaged';
     }
     return {
@@ -228,6 +250,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       disk,
       base: fullReason === undefined ? parent?.checkpoint : undefined,
       fullReason,
+      ...(fullReadDetail === undefined ? {} : { fullReadDetail }),
       parentPointId: parent?.id,
       chunkSize: parent?.chunkSize ?? chunkSize,
     };
@@ -275,11 +298,12 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     host: Host,
     job: BackupJobOptions,
     damaged: Set<string>,
+    unreadable: readonly UnreadablePoint[],
   ): Promise<DiskTaskOutcome[]> {
     const signal = job.signal;
     const tasks: DiskTask[] = [];
     for (let i = 0; i < host.disks.length; i++) {
-      tasks.push(await planTask(jobId, platform, host, i, job.full ?? false, damaged, signal));
+      tasks.push(await planTask(jobId, platform, host, i, job.full ?? false, damaged, unreadable, signal));
     }
     if (platform.capabilities.snapshots !== 'host') {
       return Promise.all(tasks.map((t) => runTask(t, job)));
@@ -301,7 +325,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     try {
       return await Promise.all(tasks.map((t) => runTask({ ...t, snapshot: snapshot.ref }, job)));
     } finally {
-      await settleSnapshots(platform, host.id, snapshot.entry, signal);
+      await settleSnapshots(platform, host.id, snapshot.entry, unreadable.length > 0, signal);
     }
   }
 
@@ -310,6 +334,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     platform: Platform,
     hostId: string,
     fresh: LedgerEntry,
+    keepRetained: boolean,
     signal?: AbortSignal,
   ) {
     if (!platform.capabilities.retainsSnapshotAsBase) {
@@ -320,6 +345,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     for (const entry of await repository.ledger.list({ signal })) {
       if (entry.platformId !== platform.id || entry.hostId !== hostId) continue;
       if (entry.id !== fresh.id && entry.state === 'pending') continue; // another job's snapshot
+      // While some point is unreadable, a retained base may be its base: keep it until that point is repaired.
+      if (keepRetained && entry.id !== fresh.id && entry.state === 'retained') continue;
       if (inUse.has(entry.name)) {
         if (entry.state !== 'retained')
           await repository.ledger.update({ ...entry, state: 'retained' }, { signal });
@@ -339,12 +366,15 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       try {
         const hosts = await selectHosts(job);
         const damaged = await repository.damagedChunks({ signal: job.signal });
+        const unreadablePoints = await repository.unreadablePoints({ signal: job.signal });
         const perHost = await Promise.all(
-          hosts.map(({ platform, host }) => backupHost(jobId, platform, host, job, damaged)),
+          hosts.map(({ platform, host }) =>
+            backupHost(jobId, platform, host, job, damaged, unreadablePoints),
+          ),
         );
         const tasks = perHost.flat();
         const succeeded = tasks.filter((t) => t.status === 'succeeded').length;
-        return { jobId, tasks, succeeded, failed: tasks.length - succeeded };
+        return { jobId, tasks, succeeded, failed: tasks.length - succeeded, unreadablePoints };
       } finally {
         runningJobs.delete(jobId);
       }
@@ -363,6 +393,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       const kept: LedgerEntry[] = [];
       const failed: { entry: LedgerEntry; error: unknown }[] = [];
       const inUseCache = new Map<string, Set<string>>();
+      // While some point is unreadable, a retained base may be its base: keep every retained entry.
+      const keepRetained = (await repository.unreadablePoints({ signal })).length > 0;
       for (const entry of await repository.ledger.list({ signal })) {
         const platform = platforms.get(entry.platformId);
         if (!platform) {
@@ -372,7 +404,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           });
           continue;
         }
-        if (entry.state === 'pending' && runningJobs.has(entry.jobId)) {
+        if (
+          (entry.state === 'pending' && runningJobs.has(entry.jobId)) ||
+          (keepRetained && entry.state === 'retained')
+        ) {
           kept.push(entry);
           continue;
         }

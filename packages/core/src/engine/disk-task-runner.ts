@@ -32,6 +32,13 @@ export interface DiskTaskContext {
 /** One piece of the chunk being assembled. */
 type Piece = { start: number; end: number; data?: Uint8Array };
 
+/** The reader's validity, with the engine's words about the full-read reason it asked for added. */
+function recordedValidity(validity: ChangeSetValidity, task: DiskTask): ChangeSetValidity {
+  const extra = task.fullReadDetail;
+  if (extra === undefined || validity.kind !== 'full' || validity.reason !== task.fullReason) return validity;
+  return { ...validity, detail: validity.detail === undefined ? extra : `${validity.detail}; ${extra}` };
+}
+
 /**
  * Runs one disk task: opens the reader on the snapshot, assembles the change set into chunks aligned to the disk,
  * hashes and compresses them in the worker pool, stores new chunks and commits the recovery point. Chunks the
@@ -150,7 +157,7 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
       capacityBytes: session.capacityBytes,
       chunkSize: task.chunkSize,
       parentId: parent?.id,
-      validity: session.validity,
+      validity: recordedValidity(session.validity, task),
       checkpoint: session.checkpoint(),
       stats: {
         bytesRead: c.bytesRead,

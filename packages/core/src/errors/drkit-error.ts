@@ -209,6 +209,49 @@ export class RepositoryCorruptError extends DrkitError {
   }
 }
 
+const unreadablePointsMarker = Symbol.for('drkit.error.unreadable-points');
+
+/** One point metadata blob that could not be read, as {@link UnreadablePointsError} names it. */
+export interface UnreadablePointSummary {
+  /** The point id, from the blob's key. */
+  readonly id: string;
+  /** `corrupt`: not JSON or a field fails its checks; `unsupported-version`: written by a newer drkit. */
+  readonly problem: 'corrupt' | 'unsupported-version';
+  readonly detail: string;
+}
+
+/**
+ * An operation that must see every point refused because some point metadata cannot be read: prune, which would
+ * otherwise delete the chunks such a point references (data a newer drkit, or a repaired blob, could still
+ * restore). A {@link RepositoryCorruptError} (code `REPOSITORY_CORRUPT`); not retryable until the points are
+ * repaired or removed.
+ *
+ * @example
+ * ```ts
+ * try { await repository.prune(); } catch (error) {
+ *   if (UnreadablePointsError.isInstance(error)) for (const p of error.points) console.error(p.id, p.problem);
+ * }
+ * ```
+ */
+export class UnreadablePointsError extends RepositoryCorruptError {
+  /** The points that could not be read, by id. */
+  readonly points: readonly UnreadablePointSummary[];
+  constructor(message: string, points: readonly UnreadablePointSummary[], options?: DrkitErrorOptions) {
+    super(message, { retryable: false, ...options });
+    this.points = points.map(({ id, problem, detail }) => ({ id, problem, detail }));
+    Object.defineProperty(this, unreadablePointsMarker, { value: true });
+  }
+  static override isInstance(error: unknown): error is UnreadablePointsError {
+    return (
+      RepositoryCorruptError.isInstance(error) &&
+      (error as unknown as Record<symbol, unknown>)[unreadablePointsMarker] === true
+    );
+  }
+  override toJSON(): ReturnType<DrkitError['toJSON']> & { points: UnreadablePointSummary[] } {
+    return { ...super.toJSON(), points: [...this.points] };
+  }
+}
+
 /** Another operation holds a conflicting repository lock (a prune while a backup runs, or the reverse). */
 export class RepositoryLockedError extends DrkitError {
   constructor(message: string, options?: DrkitErrorOptions) {

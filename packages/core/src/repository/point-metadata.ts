@@ -199,10 +199,36 @@ export function serializePoint(point: RecoveryPoint): Uint8Array {
   );
 }
 
+/** Marks the error of a metadata blob written by a newer drkit. */
+const UNSUPPORTED = Symbol('unsupported-version');
+
+/** Why a point metadata blob cannot be read. */
+export type UnreadablePointProblem = 'corrupt' | 'unsupported-version';
+
+/** What {@link readPointMetadata} found: the point, or why it cannot be read. */
+export type PointMetadataReading =
+  | { readonly ok: true; readonly point: RecoveryPoint }
+  | { readonly ok: false; readonly problem: UnreadablePointProblem; readonly error: RepositoryCorruptError };
+
+/**
+ * Parses and checks a point's metadata JSON read from `key`, saying why it cannot be read rather than throwing:
+ * `unsupported-version` when its `formatVersion` is an integer above {@link POINT_FORMAT_VERSION} (a newer
+ * drkit wrote it; its other fields are not judged), `corrupt` for anything else that fails.
+ */
+export function readPointMetadata(bytes: Uint8Array, key: string): PointMetadataReading {
+  try {
+    return { ok: true, point: parsePoint(bytes, key) };
+  } catch (error) {
+    if (!RepositoryCorruptError.isInstance(error)) throw error;
+    const unsupported = (error as { [UNSUPPORTED]?: boolean })[UNSUPPORTED] === true;
+    return { ok: false, problem: unsupported ? 'unsupported-version' : 'corrupt', error };
+  }
+}
+
 /**
  * Parses and checks a point's metadata JSON read from `key`.
  *
- * @throws {@link RepositoryCorruptError} naming the key and the first invalid field.
+ * @throws {@link RepositoryCorruptError} naming the key and the first invalid field, or the unknown version.
  */
 export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
   const fail: Fail = (field, problem) => {
@@ -215,11 +241,16 @@ export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
     throw new RepositoryCorruptError(`point metadata ${key} is not valid JSON`, { cause: error });
   }
   if (!isObject(value)) return fail('the document', 'must be an object');
-  if (value.formatVersion !== POINT_FORMAT_VERSION) {
-    fail(
-      'formatVersion',
-      `is ${JSON.stringify(value.formatVersion)}; this drkit reads version ${POINT_FORMAT_VERSION}`,
+  const version = value.formatVersion;
+  if (typeof version === 'number' && Number.isSafeInteger(version) && version > POINT_FORMAT_VERSION) {
+    const error = new RepositoryCorruptError(
+      `point metadata ${key} has formatVersion ${version}, written by a newer drkit; this drkit reads version ${POINT_FORMAT_VERSION}`,
     );
+    Object.defineProperty(error, UNSUPPORTED, { value: true });
+    throw error;
+  }
+  if (version !== POINT_FORMAT_VERSION) {
+    fail('formatVersion', `is ${JSON.stringify(version)}; this drkit reads version ${POINT_FORMAT_VERSION}`);
   }
   const id = pointIdFromKey(key);
   if (value.id !== id) fail('id', `must be ${JSON.stringify(id)} (the key's id)`);

@@ -1,4 +1,4 @@
-import { NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import { NotFoundError, RepositoryCorruptError, UnreadablePointsError } from '../errors/drkit-error.js';
 import { chunkIdFromKey } from './chunk-blob.js';
 import { chunkIdToHash } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
@@ -17,7 +17,8 @@ const INDEX_PREFIX = 'indexes/';
 
 /**
  * Takes the exclusive prune lock, computes the chunks that committed points reference, and deletes every other
- * chunk, the damaged marks of deleted chunks, and index blobs that belong to no point.
+ * chunk, the damaged marks of deleted chunks, and index blobs that belong to no point. Refuses, deleting
+ * nothing, while any point's metadata or index cannot be read.
  *
  * @internal
  */
@@ -36,7 +37,15 @@ export async function pruneRepository(
   );
   try {
     // What committed points reference, computed only now that no backup can start or commit.
-    const points = await context.listPoints(signal);
+    const { points, unreadable } = await context.scanPoints(signal);
+    if (unreadable.length > 0) {
+      // Their indexes name chunks we cannot know without the metadata (its digest checks the index): deleting
+      // anything could destroy data a repaired blob, or the newer drkit that wrote it, could still restore.
+      throw new UnreadablePointsError(
+        `cannot prune: the metadata of ${unreadable.length} point(s) cannot be read, so the chunks they need are unknown; nothing was deleted. Repair or remove them (or prune with the drkit that wrote them): ${unreadable.map((p) => `${p.id} (${p.problem}: ${p.detail})`).join('; ')}`,
+        unreadable,
+      );
+    }
     const pointIds = new Set(points.map((point) => point.id));
     const referenced = new ChunkIdSet(Math.max(1024, points.length * 64));
     for (const point of points) {

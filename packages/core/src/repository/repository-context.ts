@@ -3,11 +3,11 @@ import { InvalidArgumentError, NotFoundError, RepositoryCorruptError } from '../
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { isChunkId } from './chunk-id.js';
 import { decodeChunkIndex } from './chunk-index.js';
-import { indexKey, isPointId, parsePoint, pointIdFromKey, pointKey } from './point-metadata.js';
+import { indexKey, isPointId, pointIdFromKey, pointKey, readPointMetadata } from './point-metadata.js';
 import type { RepositoryConfig } from './repository-config.js';
 import type { Store } from './store.js';
 import { TaskWindow } from './task-window.js';
-import type { ChunkId, ChunkIndex, RecoveryPoint } from './types.js';
+import type { ChunkId, ChunkIndex, RecoveryPoint, UnreadablePoint } from './types.js';
 
 /** Key prefix of the damaged-chunk marks (`damaged/<chunk id>`). */
 export const DAMAGED_PREFIX = 'damaged/';
@@ -83,8 +83,13 @@ export class RepositoryContext {
     if (this.ownsPool) await this.pool?.close();
   }
 
-  /** Every committed point, oldest first (by `createdAt`, then id). */
-  async listPoints(signal: AbortSignal | undefined): Promise<RecoveryPoint[]> {
+  /**
+   * Every committed point whose metadata can be read, oldest first (by `createdAt`, then id), and, by id, those
+   * whose metadata cannot (skipped, never cached, so a repaired blob is read again next time).
+   */
+  async scanPoints(
+    signal: AbortSignal | undefined,
+  ): Promise<{ points: RecoveryPoint[]; unreadable: UnreadablePoint[] }> {
     this.checkOpen();
     const ids: string[] = [];
     for await (const entry of this.store.list('points/', { signal })) {
@@ -94,29 +99,40 @@ export class RepositoryContext {
     const present = new Set(ids);
     for (const id of this.pointCache.keys()) if (!present.has(id)) this.pointCache.delete(id);
     const points: RecoveryPoint[] = [];
+    const unreadable: UnreadablePoint[] = [];
     const window = new TaskWindow(METADATA_READS);
     for (const id of ids) {
       await window.add(async () => {
-        try {
-          points.push(await this.getPoint(id, signal));
-        } catch (error) {
-          // Removed between the listing and the read (retention running elsewhere): not a point any more.
-          if (!NotFoundError.isInstance(error)) throw error;
-        }
+        const found = await this.readPoint(id, signal);
+        if (found === undefined) return; // removed between the listing and the read (retention elsewhere)
+        if ('problem' in found) unreadable.push(found);
+        else points.push(found);
       });
     }
     await window.drain();
-    return points.sort(
-      (a, b) => Date.parse(a.createdAt) - Date.parse(b.createdAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
-    );
+    return {
+      points: points.sort(
+        (a, b) =>
+          Date.parse(a.createdAt) - Date.parse(b.createdAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+      ),
+      unreadable: unreadable.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    };
+  }
+
+  /** Every committed point whose metadata can be read, oldest first (see {@link scanPoints}). */
+  async listPoints(signal: AbortSignal | undefined): Promise<RecoveryPoint[]> {
+    return (await this.scanPoints(signal)).points;
   }
 
   /**
-   * One point's metadata.
+   * One point's metadata, or why it cannot be read, or undefined when the point does not exist.
    *
-   * @throws {@link InvalidArgumentError} for a malformed id; {@link NotFoundError}; {@link RepositoryCorruptError}
+   * @throws {@link InvalidArgumentError} for a malformed id.
    */
-  async getPoint(id: string, signal: AbortSignal | undefined): Promise<RecoveryPoint> {
+  async readPoint(
+    id: string,
+    signal: AbortSignal | undefined,
+  ): Promise<RecoveryPoint | UnreadablePoint | undefined> {
     this.checkOpen();
     if (!isPointId(id)) {
       throw new InvalidArgumentError(`${JSON.stringify(id)} is not a point id (yyyymmddThhmmssSSS-xxxxxxxx)`);
@@ -128,16 +144,30 @@ export class RepositoryContext {
     try {
       bytes = await this.store.get(key, { signal });
     } catch (error) {
-      if (NotFoundError.isInstance(error)) {
-        throw new NotFoundError(`there is no point ${id} in the repository in the ${this.where}`, {
-          cause: error,
-        });
-      }
+      if (NotFoundError.isInstance(error)) return undefined;
       throw error;
     }
-    const point = parsePoint(bytes, key);
-    this.pointCache.set(id, point);
-    return point;
+    const reading = readPointMetadata(bytes, key);
+    if (!reading.ok) {
+      return { id, key, problem: reading.problem, detail: reading.error.message, error: reading.error };
+    }
+    this.pointCache.set(id, reading.point);
+    return reading.point;
+  }
+
+  /**
+   * One point's metadata.
+   *
+   * @throws {@link InvalidArgumentError} for a malformed id; {@link NotFoundError}; {@link RepositoryCorruptError}
+   * when its metadata cannot be read (corrupt, or of a newer format).
+   */
+  async getPoint(id: string, signal: AbortSignal | undefined): Promise<RecoveryPoint> {
+    const found = await this.readPoint(id, signal);
+    if (found === undefined) {
+      throw new NotFoundError(`there is no point ${id} in the repository in the ${this.where}`);
+    }
+    if ('problem' in found) throw found.error;
+    return found;
   }
 
   /** Remembers a point this process committed. */

@@ -10,6 +10,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   RepositoryCorruptError,
+  UnreadablePointsError,
 } from '../errors/drkit-error.js';
 import { chunkKey } from './chunk-blob.js';
 import { chunkIdFromHash } from './chunk-id.js';
@@ -29,7 +30,7 @@ import {
   TEST_LINEAGE,
 } from './repository-fixture.js';
 import type { Store } from './store.js';
-import type { LedgerEntry } from './types.js';
+import type { LedgerEntry, RecoveryPoint } from './types.js';
 
 /** Loop devices need root and a working `losetup`; elsewhere the block-device test is skipped. */
 function canUseLoopDevices(): boolean {
@@ -609,5 +610,109 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
     } finally {
       await repository.close();
     }
+  });
+});
+
+describe('unreadable point metadata', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
+  let fixture: RepositoryFixture;
+  beforeEach(async () => {
+    fixture = await createRepositoryFixture();
+  });
+  afterEach(() => fixture.cleanup());
+
+  /** Three points of one lineage a day apart; the second's metadata garbled, the third's from a newer drkit. */
+  async function damagedRepository() {
+    const image = diskImage(3, 0, 41);
+    const points = [];
+    for (const day of ['2024-03-01', '2024-03-02', '2024-03-03']) {
+      points.push(
+        await backupImage(fixture.repository, fixture.workers, image, { createdAt: `${day}T12:00:00.000Z` }),
+      );
+    }
+    const [good, corrupt, newer] = points as [RecoveryPoint, RecoveryPoint, RecoveryPoint];
+    await writeFile(join(fixture.folder, 'points', `${corrupt.id}.json`), '{"formatVersion": 1, "id": ');
+    const newerJson = JSON.parse(await readFile(join(fixture.folder, 'points', `${newer.id}.json`), 'utf8'));
+    await writeFile(
+      join(fixture.folder, 'points', `${newer.id}.json`),
+      JSON.stringify({ ...newerJson, formatVersion: 2, somethingNew: true }),
+    );
+    // Another process (no cached metadata) sees what is on disk.
+    const repository = await fixture.reopen();
+    return { repository, image, good, corrupt, newer };
+  }
+
+  it('points() skips them; unreadablePoints() names each with its problem and the error', async () => {
+    const { repository, good, corrupt, newer } = await damagedRepository();
+    expect((await repository.points()).map((p) => p.id)).toEqual([good.id]);
+    expect((await repository.points(TEST_LINEAGE)).map((p) => p.id)).toEqual([good.id]);
+    const unreadable = await repository.unreadablePoints();
+    expect(unreadable.map(({ id, key, problem }) => ({ id, key, problem }))).toEqual([
+      { id: corrupt.id, key: `points/${corrupt.id}.json`, problem: 'corrupt' },
+      { id: newer.id, key: `points/${newer.id}.json`, problem: 'unsupported-version' },
+    ]);
+    for (const entry of unreadable) {
+      expect(RepositoryCorruptError.isInstance(entry.error)).toBe(true);
+      expect(entry.detail).toBe(entry.error.message);
+    }
+    expect(unreadable[1]!.detail).toContain('formatVersion');
+    // Asked for by id, such a point still fails loudly.
+    expect(RepositoryCorruptError.isInstance(await rejection(repository.point(corrupt.id)))).toBe(true);
+  });
+
+  it('verify checks the readable points and reports the unreadable ones as damage', async () => {
+    const { repository, good, corrupt, newer } = await damagedRepository();
+    const report = await repository.verify();
+    expect(report.pointsChecked).toBe(1);
+    expect(report.chunksChecked).toBe(2);
+    expect(report.damaged).toEqual([]);
+    expect(report.unreadablePoints.map((u) => [u.id, u.problem])).toEqual([
+      [corrupt.id, 'corrupt'],
+      [newer.id, 'unsupported-version'],
+    ]);
+    expect(report.ok).toBe(false);
+    // Named explicitly, too.
+    const named = await repository.verify({ pointIds: [good.id, newer.id] });
+    expect(named.pointsChecked).toBe(1);
+    expect(named.unreadablePoints.map((u) => u.id)).toEqual([newer.id]);
+    expect(named.ok).toBe(false);
+  });
+
+  it('retention neither counts nor removes them', async () => {
+    const { repository, image, good, corrupt, newer } = await damagedRepository();
+    const later = await backupImage(repository, fixture.workers, image, {
+      createdAt: '2024-03-04T12:00:00.000Z',
+    });
+    const plan = await repository.applyRetention({ keepLast: 1 });
+    expect(plan.kept.map((p) => p.id)).toEqual([later.id]);
+    expect(plan.removed.map((p) => p.id)).toEqual([good.id]);
+    expect(plan.unreadable.map((u) => u.id)).toEqual([corrupt.id, newer.id]);
+    for (const id of [corrupt.id, newer.id]) {
+      expect(await fixture.store.has(`points/${id}.json`)).toBe(true);
+      expect(await fixture.store.has(`indexes/${id}`)).toBe(true);
+    }
+  });
+
+  it('prune refuses with UnreadablePointsError naming them and deletes nothing', async () => {
+    const { repository, good, corrupt, newer } = await damagedRepository();
+    // An unreferenced chunk prune would otherwise delete.
+    await fixture.store.put(chunkKey('ab'.repeat(32)), new Uint8Array([1, 2, 3]));
+    const before: string[] = [];
+    for await (const entry of fixture.store.list('')) before.push(entry.key);
+    const error = await rejection(repository.prune());
+    expect(UnreadablePointsError.isInstance(error)).toBe(true);
+    expect(RepositoryCorruptError.isInstance(error)).toBe(true);
+    const refusal = error as UnreadablePointsError;
+    expect(refusal.retryable).toBe(false);
+    expect(refusal.points.map((p) => [p.id, p.problem])).toEqual([
+      [corrupt.id, 'corrupt'],
+      [newer.id, 'unsupported-version'],
+    ]);
+    expect(refusal.message).toContain(corrupt.id);
+    expect(refusal.toJSON().points).toHaveLength(2);
+    const after: string[] = [];
+    for await (const entry of fixture.store.list('')) after.push(entry.key);
+    expect(after).toEqual(before);
+    expect(await fixture.store.has('locks/prune.json')).toBe(false);
+    expect((await repository.points()).map((p) => p.id)).toEqual([good.id]);
   });
 });

@@ -59,6 +59,7 @@ function matches(point: RecoveryPoint, filter: Partial<DiskLineage> | undefined)
  *   create: true,
  * });
  * for (const point of await repository.points({ hostId: 'vm-42' })) console.log(point.id, point.createdAt);
+ * for (const bad of await repository.unreadablePoints()) console.warn(bad.id, bad.problem, bad.detail);
  * const [latest] = (await repository.points()).slice(-1);
  * if (latest) await repository.restore(latest.id, { path: '/tmp/disk.img' });
  * ```
@@ -81,6 +82,10 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     async points(filter, callOptions = {}) {
       return (await context.listPoints(callOptions.signal)).filter((point) => matches(point, filter));
+    },
+
+    async unreadablePoints(callOptions = {}) {
+      return (await context.scanPoints(callOptions.signal)).unreadable;
     },
 
     point(id, callOptions = {}) {
@@ -122,7 +127,9 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     async applyRetention(policy, retentionOptions = {}) {
       const { signal: retentionSignal, dryRun = false } = retentionOptions;
-      const plan = planRetention(await context.listPoints(retentionSignal), policy);
+      // Unreadable points are left out of the plan: never counted by a rule, never removed.
+      const { points, unreadable } = await context.scanPoints(retentionSignal);
+      const plan = planRetention(points, policy);
       if (!dryRun) {
         for (const point of plan.removed) {
           retentionSignal?.throwIfAborted();
@@ -132,7 +139,7 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
           await store.delete(indexKey(point.id), { signal: retentionSignal });
         }
       }
-      return plan;
+      return { ...plan, unreadable };
     },
 
     prune(pruneOptions = {}) {

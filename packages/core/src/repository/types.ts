@@ -1,3 +1,4 @@
+import type { RepositoryCorruptError } from '../errors/drkit-error.js';
 import type { ChangeSetValidity } from '../spec/v1/change-set.js';
 import type { Checkpoint } from '../spec/v1/checkpoint.js';
 import type { Store } from './store.js';
@@ -47,6 +48,28 @@ export interface RecoveryPoint extends DiskLineage {
   /** Hex SHA-256 of the binary index blob. */
   readonly indexDigest: string;
   readonly stats: PointStats;
+}
+
+/**
+ * A point whose metadata blob exists but cannot be read: the listing operations skip it and report it here
+ * instead of failing the whole repository. Its disk lineage is unknown (it is in the unreadable blob), so it
+ * matches no filter. Repair or remove the blob (`points/<id>.json`), or open the repository with the newer
+ * drkit that wrote it.
+ */
+export interface UnreadablePoint {
+  /** The point id, from the blob's key. */
+  readonly id: string;
+  /** The store key of the metadata blob (`points/<id>.json`). */
+  readonly key: string;
+  /**
+   * `corrupt`: not UTF-8 JSON, or a field fails its checks (a damaged or hand-edited blob); `unsupported-version`:
+   * its `formatVersion` is newer than this drkit reads (written by a newer drkit; not damaged).
+   */
+  readonly problem: 'corrupt' | 'unsupported-version';
+  /** Why, in words (the error's message). */
+  readonly detail: string;
+  /** The error reading the blob raised. */
+  readonly error: RepositoryCorruptError;
 }
 
 /** The new point's description, handed to {@link BackupSession.commit}. */
@@ -160,7 +183,12 @@ export interface VerifyReport {
    * not checked): such a point cannot be restored.
    */
   readonly damagedIndexes: readonly { pointId: string; problem: 'missing' | 'corrupt'; detail: string }[];
-  /** True when nothing is damaged (no damaged chunk and no damaged index). */
+  /**
+   * Points whose metadata blob cannot be read (corrupt, or of a newer format), among all points or the ones
+   * named: their chunks could not be enumerated, so they were not checked, and this drkit cannot restore them.
+   */
+  readonly unreadablePoints: readonly UnreadablePoint[];
+  /** True when nothing is damaged (no damaged chunk, no damaged index, no unreadable point). */
   readonly ok: boolean;
 }
 
@@ -209,8 +237,22 @@ export interface Repository extends AsyncDisposable {
   /** The repository's id (32 hex digits, from its `config` blob). */
   readonly id: string;
   readonly store: Store;
-  /** Committed points, oldest first, optionally of one lineage or host. */
+  /**
+   * Committed points, oldest first, optionally of one lineage or host. A point whose metadata cannot be read
+   * (corrupt, or written by a newer drkit) is skipped, not an error: see {@link Repository.unreadablePoints}.
+   */
   points(filter?: Partial<DiskLineage>, options?: { signal?: AbortSignal }): Promise<RecoveryPoint[]>;
+  /**
+   * The points {@link Repository.points} skips because their metadata blob cannot be read, by id. A console
+   * shows them as damaged; `verify` reports them, retention leaves them alone, and `prune` refuses to run
+   * while there is any (their chunks are unknown).
+   *
+   * @example
+   * ```ts
+   * for (const p of await repository.unreadablePoints()) console.warn(`${p.id}: ${p.problem}: ${p.detail}`);
+   * ```
+   */
+  unreadablePoints(options?: { signal?: AbortSignal }): Promise<UnreadablePoint[]>;
   /** One point. @throws {@link NotFoundError} */
   point(id: string, options?: { signal?: AbortSignal }): Promise<RecoveryPoint>;
   /** The point's chunk index, checked against its digest. @throws {@link RepositoryCorruptError} */
@@ -227,19 +269,28 @@ export interface Repository extends AsyncDisposable {
    * {@link RepositoryCorruptError} when a chunk or the index is missing; {@link NotFoundError} for an unknown point.
    */
   restore(pointId: string, target: RestoreTarget, options?: RestoreOptions): Promise<{ bytes: number }>;
-  /** Re-hashes every chunk of every point (or of the given points) and records damaged chunks. */
+  /**
+   * Re-hashes every chunk of every point (or of the given points) and records damaged chunks. Points whose
+   * metadata cannot be read are listed in {@link VerifyReport.unreadablePoints} and make the report not `ok`.
+   */
   verify(options?: { pointIds?: readonly string[]; signal?: AbortSignal }): Promise<VerifyReport>;
   /** Ids of chunks that failed verification and have not been rewritten since. */
   damagedChunks(options?: { signal?: AbortSignal }): Promise<Set<ChunkId>>;
-  /** Removes the points the policy does not keep. Chunks stay until {@link Repository.prune}. */
+  /**
+   * Removes the points the policy does not keep. Chunks stay until {@link Repository.prune}. Points whose
+   * metadata cannot be read are neither counted by the rules nor removed; they are returned in `unreadable`.
+   */
   applyRetention(
     policy: RetentionPolicy,
     options?: { dryRun?: boolean; signal?: AbortSignal },
-  ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[] }>;
+  ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[]; unreadable: UnreadablePoint[] }>;
   /**
    * Deletes chunks no committed point references. Takes the exclusive lock.
    *
-   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock.
+   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock;
+   * {@link UnreadablePointsError} (a {@link RepositoryCorruptError}) naming the points whose metadata cannot be
+   * read, deleting nothing: the chunks they reference are unknown, and may still be restorable;
+   * {@link RepositoryCorruptError} when a point's index cannot be read.
    */
   prune(options?: { signal?: AbortSignal }): Promise<PruneResult>;
   /** The side-effect ledger, kept in the repository so every proxy sees it. */

@@ -6,7 +6,7 @@ import { type ChunkProblem, loadChunk } from './chunk-loader.js';
 import { pointKey } from './point-metadata.js';
 import { type DamagedMark, damagedKey, type RepositoryContext } from './repository-context.js';
 import { TaskWindow } from './task-window.js';
-import type { ChunkId, ChunkIndex, RecoveryPoint, VerifyReport } from './types.js';
+import type { ChunkId, ChunkIndex, RecoveryPoint, UnreadablePoint, VerifyReport } from './types.js';
 
 interface Finding {
   readonly problem: ChunkProblem;
@@ -17,7 +17,7 @@ interface Finding {
 /**
  * Re-hashes every distinct chunk of the selected points once, then names, for each damaged chunk, every
  * selected point that references it, records `damaged/<id>` marks and clears the marks of chunks that now
- * check out.
+ * check out. Points whose metadata cannot be read are reported, not checked.
  *
  * @internal
  */
@@ -26,10 +26,23 @@ export async function verifyPoints(
   options: { pointIds?: readonly string[]; signal?: AbortSignal },
 ): Promise<VerifyReport> {
   const { signal } = options;
-  const points: RecoveryPoint[] =
-    options.pointIds === undefined
-      ? await context.listPoints(signal)
-      : await Promise.all([...new Set(options.pointIds)].map((id) => context.getPoint(id, signal)));
+  let points: RecoveryPoint[];
+  let unreadablePoints: UnreadablePoint[];
+  if (options.pointIds === undefined) {
+    ({ points, unreadable: unreadablePoints } = await context.scanPoints(signal));
+  } else {
+    const ids = [...new Set(options.pointIds)];
+    const found = await Promise.all(ids.map((id) => context.readPoint(id, signal)));
+    points = [];
+    unreadablePoints = [];
+    found.forEach((entry, i) => {
+      if (entry === undefined) {
+        throw new NotFoundError(`there is no point ${ids[i]} in the repository in the ${context.where}`);
+      }
+      if ('problem' in entry) unreadablePoints.push(entry);
+      else points.push(entry);
+    });
+  }
   const previouslyDamaged = await context.damagedChunks(signal);
   const workers = context.workers();
   const window = new TaskWindow(context.window());
@@ -130,6 +143,7 @@ export async function verifyPoints(
     bytesChecked,
     damaged,
     damagedIndexes,
-    ok: damaged.length === 0 && damagedIndexes.length === 0,
+    unreadablePoints,
+    ok: damaged.length === 0 && damagedIndexes.length === 0 && unreadablePoints.length === 0,
   };
 }

@@ -29,6 +29,11 @@ export interface DiskTask {
   readonly base?: Checkpoint;
   /** Why there is no base, when there is none. */
   readonly fullReason?: FullReadReason;
+  /**
+   * Words about `fullReason` the engine knows and a reader does not (e.g. which unreadable points made the
+   * parent doubtful); recorded as the point's `validity.detail` when the reader gives none.
+   */
+  readonly fullReadDetail?: string;
   /** The point the new one is incremental to, if any. */
   readonly parentPointId?: string;
   /** Chunk size of the disk's lineage, in bytes. */
