@@ -8,6 +8,8 @@ import {
   openRepository,
   type RecoveryPoint,
   type Repository,
+  type UnreadablePoint,
+  UnreadablePointsError,
 } from '@drkit/core';
 import { createLocalDiskPlatform } from '@drkit/provider-agent';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
@@ -171,6 +173,7 @@ async function withRepository<T>(
 function pointJson(p: RecoveryPoint) {
   return {
     id: p.id,
+    status: 'ok' as const,
     host: { id: p.hostId, name: p.hostName },
     disk: { id: p.diskId, name: p.diskName },
     platformId: p.platformId,
@@ -181,6 +184,16 @@ function pointJson(p: RecoveryPoint) {
     validity: p.validity,
     stats: p.stats,
   };
+}
+
+/** An unreadable point in `--json` output: in `points` beside the readable ones, told apart by `status`. */
+function unreadableJson(p: UnreadablePoint) {
+  return { id: p.id, status: 'unreadable' as const, problem: p.problem, detail: p.detail };
+}
+
+/** One line per unreadable point, for humans. */
+function unreadableText(list: readonly UnreadablePoint[], indent = '  '): string {
+  return list.map((p) => `${indent}point ${p.id}: unreadable (${p.problem}): ${p.detail}\n`).join('');
 }
 
 function validityText(p: RecoveryPoint): string {
@@ -211,6 +224,7 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
           `${JSON.stringify({
             jobId: result.jobId,
             seconds,
+            unreadablePoints: result.unreadablePoints.map(unreadableJson),
             tasks: result.tasks.map((t) =>
               t.status === 'succeeded'
                 ? { status: t.status, diskId: t.diskId, ...t.result }
@@ -224,7 +238,7 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
             const r = t.result;
             const v =
               r.validity.kind === 'full'
-                ? `full read (${r.validity.reason})`
+                ? `full read (${r.validity.reason}${r.validity.detail ? `: ${r.validity.detail}` : ''})`
                 : `${r.validity.kind} incremental`;
             io.stdout.write(
               `${t.diskId}: point ${r.pointId}, ${v}; ${formatBytes(r.capacityBytes)} disk, read ${formatBytes(r.bytesRead)}, ` +
@@ -236,6 +250,11 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
             const message = DrkitError.isInstance(t.error) ? t.error.message : String(t.error);
             io.stderr.write(`${t.diskId}: FAILED: ${message}\n`);
           }
+        }
+        if (result.unreadablePoints.length > 0) {
+          io.stderr.write(
+            `warning: ${result.unreadablePoints.length} point(s) cannot be read; a disk whose newest point may be one of them was read in full. Run "drkit verify".\n${unreadableText(result.unreadablePoints)}`,
+          );
         }
       }
       if (result.failed === 0) return ExitCode.ok;
@@ -253,11 +272,12 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
 
 async function points(repository: Repository, json: boolean, io: CliIo): Promise<number> {
   const list = await repository.points({}, { signal: io.signal });
+  const unreadable = await repository.unreadablePoints({ signal: io.signal });
   if (json) {
-    io.stdout.write(`${JSON.stringify(list.map(pointJson))}\n`);
+    io.stdout.write(`${JSON.stringify([...list.map(pointJson), ...unreadable.map(unreadableJson)])}\n`);
     return ExitCode.ok;
   }
-  if (list.length === 0) {
+  if (list.length === 0 && unreadable.length === 0) {
     io.stdout.write('no recovery points\n');
     return ExitCode.ok;
   }
@@ -273,7 +293,13 @@ async function points(repository: Repository, json: boolean, io: CliIo): Promise
       formatBytes(p.stats.bytesWritten),
     ]);
   }
+  for (const p of unreadable) rows.push([p.id, `unreadable (${p.problem})`, '', '', '', '', '']);
   io.stdout.write(`${table(rows)}\n`);
+  if (unreadable.length > 0) {
+    io.stderr.write(
+      `${unreadable.length} point(s) cannot be read (restore, and prune, need them repaired or removed):\n${unreadableText(unreadable)}`,
+    );
+  }
   return ExitCode.ok;
 }
 
@@ -318,13 +344,21 @@ async function verify(repository: Repository, pointIds: string[], json: boolean,
   else {
     io.stdout.write(
       `checked ${report.pointsChecked} point(s), ${report.chunksChecked} chunk(s), ${formatBytes(report.bytesChecked)}: ` +
-        `${report.ok ? 'all good' : `${report.damaged.length} damaged chunk(s)`}\n`,
+        `${report.ok ? 'all good' : `${report.damaged.length} damaged chunk(s), ${report.damagedIndexes.length} damaged index(es), ${report.unreadablePoints.length} unreadable point(s)`}\n`,
     );
     for (const d of report.damaged) {
       io.stdout.write(`  chunk ${d.chunkId}: ${d.problem}; affects points ${d.pointIds.join(', ')}\n`);
     }
-    if (!report.ok)
+    for (const d of report.damagedIndexes) {
+      io.stdout.write(`  point ${d.pointId}: index ${d.problem}: ${d.detail}\n`);
+    }
+    io.stdout.write(unreadableText(report.unreadablePoints));
+    if (report.damaged.length > 0)
       io.stdout.write('The next backup of the affected disks reads them in full to repair the chunks.\n');
+    if (report.unreadablePoints.length > 0)
+      io.stdout.write(
+        'Unreadable points cannot be restored by this drkit; repair or remove their metadata (points/<id>.json), or use the newer drkit that wrote them. Prune refuses to run until then.\n',
+      );
   }
   return report.ok ? ExitCode.ok : ExitCode.corrupt;
 }
@@ -340,20 +374,46 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
   }
   const dryRun = values['dry-run'] ?? false;
   const retention = await repository.applyRetention(policy, { dryRun, signal: io.signal });
-  const gc = dryRun ? { chunksRemoved: 0, bytesFreed: 0 } : await repository.prune({ signal: io.signal });
+  const { unreadable } = retention;
+  let gc = { chunksRemoved: 0, bytesFreed: 0 };
+  let refusal: unknown;
+  if (dryRun) {
+    // What the real run would do: prune refuses while a point is unreadable.
+    if (unreadable.length > 0) refusal = new UnreadablePointsError(pruneRefusal(unreadable), unreadable);
+  } else {
+    try {
+      gc = await repository.prune({ signal: io.signal });
+    } catch (error) {
+      if (!UnreadablePointsError.isInstance(error)) throw error;
+      refusal = error;
+    }
+  }
+  const kept = retention.kept.map((p) => p.id);
+  const removed = retention.removed.map((p) => p.id);
   if (json) {
     io.stdout.write(
-      `${JSON.stringify({ dryRun, kept: retention.kept.map((p) => p.id), removed: retention.removed.map((p) => p.id), ...gc })}\n`,
+      `${JSON.stringify({ dryRun, kept, removed, unreadable: unreadable.map(unreadableJson), ...gc, ...(refusal === undefined ? {} : { error: errorJson(refusal) }) })}\n`,
     );
   } else {
     io.stdout.write(
-      `${dryRun ? 'would remove' : 'removed'} ${retention.removed.length} point(s), kept ${retention.kept.length}` +
-        (dryRun
+      `${dryRun ? 'would remove' : 'removed'} ${removed.length} point(s), kept ${kept.length}` +
+        (unreadable.length > 0 ? `, left ${unreadable.length} unreadable point(s) alone` : '') +
+        (dryRun || refusal !== undefined
           ? '\n'
           : `; deleted ${gc.chunksRemoved} unreferenced chunk(s), freed ${formatBytes(gc.bytesFreed)}\n`),
     );
   }
+  if (refusal !== undefined) {
+    io.stderr.write(
+      `drkit: ${dryRun ? 'prune would refuse: ' : ''}${(refusal as Error).message}\n${unreadableText(unreadable)}`,
+    );
+    return exitCodeFor(refusal);
+  }
   return ExitCode.ok;
+}
+
+function pruneRefusal(unreadable: readonly UnreadablePoint[]): string {
+  return `cannot prune: the metadata of ${unreadable.length} point(s) cannot be read, so the chunks they need are unknown (${unreadable.map((p) => p.id).join(', ')})`;
 }
 
 async function ledger(repository: Repository, json: boolean, io: CliIo): Promise<number> {
