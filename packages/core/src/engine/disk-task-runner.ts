@@ -49,7 +49,7 @@ function recordedValidity(validity: ChangeSetValidity, task: DiskTask): ChangeSe
  * source session closed in the background.
  *
  * @throws {@link SourceProtocolError} when the reader breaks its contract (unsorted, overlapping or out-of-bounds
- * changes); {@link TaskStalledError} when the task makes no progress for `stallTimeoutSeconds`;
+ * changes, or a `readRange` answer longer or shorter than asked); {@link TaskStalledError} when the task makes no progress for `stallTimeoutSeconds`;
  * {@link InvalidSettingsError} for an invalid `stallTimeoutSeconds`; any error of the source, the chunk workers
  * or the repository. Nothing is committed when it throws.
  */
@@ -414,15 +414,24 @@ class ChunkAssembler {
   /** The base content of chunk `i`: the source's bytes, the parent's chunk, or zeros. */
   private async base(i: number, length: number): Promise<Uint8Array> {
     const { session, parentIndex, repository, progress, signal } = this.o;
-    const out = this.chunkBuffer(length).fill(0);
-    if (!this.baseIsParent || !parentIndex || i >= parentIndex.chunkCount) return out;
+    const out = this.chunkBuffer(length);
+    if (!this.baseIsParent || !parentIndex || i >= parentIndex.chunkCount) return out.fill(0);
     const parentLength = this.chunkLength(i, this.parentCapacity);
     if (session.readRange) {
-      const bytes = await session.readRange({ offset: i * this.chunkSize, length }, { signal });
-      progress.counters.bytesRead += bytes.byteLength;
-      out.set(bytes.subarray(0, length));
+      const offset = i * this.chunkSize;
+      const bytes = await session.readRange({ offset, length }, { signal });
+      if (bytes.byteLength !== length) {
+        // Padding a short answer with zeros or cutting a long one would store wrong bytes under a right hash.
+        throw new SourceProtocolError(
+          `the reader of disk ${this.o.task.disk.id} answered readRange at offset ${offset} with the wrong ` +
+            `length: asked ${length} bytes, got ${bytes.byteLength}`,
+        );
+      }
+      progress.counters.bytesRead += length;
+      out.set(bytes);
       return out;
     }
+    out.fill(0);
     if (parentIndex.isZero(i) || parentLength === 0) return out;
     const parentBytes = await repository.readChunk(parentIndex.idAt(i), parentLength, { signal });
     out.set(parentBytes.subarray(0, Math.min(length, parentLength)));

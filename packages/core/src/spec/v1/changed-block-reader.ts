@@ -69,7 +69,9 @@ export interface ChangedBlockSession extends AsyncDisposable {
   changes(options?: CallOptions): AsyncIterable<Change>;
   /**
    * Reads arbitrary bytes of the snapshot, when the source allows random access. The engine uses it to complete
-   * chunks that a change covers only partly; without it, it takes the rest from the parent point.
+   * chunks that a change covers only partly; without it, it takes the rest from the parent point. Resolves with
+   * exactly `extent.length` bytes: a longer or shorter answer fails the disk task with a
+   * {@link @drkit/core!SourceProtocolError} (nothing is committed), never padded or cut.
    */
   readRange?(extent: Extent, options?: CallOptions): Promise<Uint8Array>;
   /** The checkpoint the next backup of this disk should use as its base. Valid after `changes()` completed. */
