@@ -14,6 +14,7 @@ export {
   DEFAULT_CHUNK_SIZE,
   type DiskTaskOutcome,
   type ReconcileReport,
+  type SnapshotReleaseFailure,
 } from './engine/backup-engine.js';
 export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
 export {
@@ -21,7 +22,7 @@ export {
   type InProcessSyncProxy,
   type InProcessSyncProxyOptions,
 } from './engine/in-process-sync-proxy.js';
-export { snapshotName } from './engine/side-effects.js';
+export { DEFAULT_RELEASE_TIMEOUT_SECONDS, snapshotName } from './engine/side-effects.js';
 export { DEFAULT_STALL_TIMEOUT_SECONDS } from './engine/stall-watchdog.js';
 export * from './errors/index.js';
 export {

@@ -12,7 +12,10 @@ import {
   type DiskTaskProgress,
   openRepository,
   type Repository,
+  SourceProtocolError,
   SyncProxyRegistry,
+  TimeoutError,
+  UnreachableError,
 } from '../src/index.js';
 import { createMemoryPlatform, type MemoryPlatform } from './memory-platform.js';
 
@@ -339,5 +342,274 @@ describe('BackupEngine with host snapshots and exact change tracking', { timeout
     });
     await expect(promise).rejects.toBe(reason);
     expect(await repository.points()).toEqual([]);
+    // The abort does not leak the snapshot: it is released (with a signal of its own) and its entry removed.
+    expect(platform.created).toHaveLength(1);
+    expect(platform.released).toEqual(platform.created);
+    expect(platform.liveSnapshots()).toEqual([]);
+    expect(await repository.ledger.list()).toEqual([]);
+  });
+});
+
+/** A promise and the function that resolves it. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+function singleDiskHosts(count: number, capacity = CHUNK) {
+  return Array.from({ length: count }, (_, i) => ({ id: `vm-${i}`, disks: [{ id: `d${i}`, capacity }] }));
+}
+
+describe('BackupEngine job lifecycle', { timeout: 60_000 }, () => {
+  it('snapshots a host when its first disk task is admitted: at most `concurrency` hosts hold a snapshot', async () => {
+    const platform = createMemoryPlatform({ hosts: singleDiskHosts(6), retainsSnapshotAsBase: false });
+    const running = gate();
+    for (let i = 0; i < 6; i++) platform.gates.set(`d${i}`, running.promise);
+    const waiting = new Set<string>();
+    let peak = 0;
+    // The disks' reads wait until both task slots hold a reading task and every task said it waits (or, on an
+    // engine that snapshots every host up front, until all six snapshots exist): then the peak is what the
+    // engine allows, not what timing happened to give.
+    const maybeOpen = () => {
+      const open = platform.hostList().reduce((n, h) => n + platform.openSessions(h.id), 0);
+      if (open >= 2 && waiting.size === 6) running.open();
+    };
+    platform.onChangesStart = maybeOpen;
+    platform.onCreateSnapshot = () => {
+      const live = platform.liveSnapshots().length + 1; // + the one being created
+      peak = Math.max(peak, live);
+      if (live === 6) running.open();
+    };
+    engine = createBackupEngine({ repository, platforms: [platform], concurrency: 2, chunkSize: CHUNK });
+    const result = await engine.backup({
+      onProgress: (p) => {
+        if (p.state === 'waiting') waiting.add(p.taskId);
+      },
+    });
+    expect(peak).toBeLessThanOrEqual(2);
+    expect(result.failed).toBe(0);
+    expect(result.succeeded).toBe(6);
+    expect(result.releaseFailures).toEqual([]);
+    expect(platform.created).toHaveLength(6);
+    expect(await repository.points()).toHaveLength(6);
+    expect(platform.liveSnapshots()).toEqual([]);
+    expect(await repository.ledger.list()).toEqual([]);
+  });
+
+  it('snapshots a host with several disks once, and keeps at most `concurrency` fresh snapshots besides the bases', async () => {
+    const platform = createMemoryPlatform({
+      hosts: [
+        {
+          id: 'vm-0',
+          disks: [
+            { id: 'a', capacity: CHUNK },
+            { id: 'b', capacity: 2 * CHUNK },
+            { id: 'c', capacity: CHUNK },
+          ],
+        },
+        ...singleDiskHosts(3).map((h, i) => ({ ...h, id: `vm-${i + 1}` })),
+      ],
+    });
+    for (const id of ['a', 'b', 'c', 'd0', 'd1', 'd2']) fill(platform, id, id === 'b' ? 2 * CHUNK : CHUNK);
+    let peakFresh = 0;
+    platform.onCreateSnapshot = async () => {
+      // Fresh snapshots are the pending ledger entries (the one being created is recorded already); bases are
+      // retained entries.
+      const pending = (await repository.ledger.list()).filter((e) => e.state === 'pending');
+      peakFresh = Math.max(peakFresh, pending.length);
+    };
+    engine = createBackupEngine({ repository, platforms: [platform], concurrency: 2, chunkSize: CHUNK });
+    for (let job = 0; job < 2; job++) {
+      const before = platform.created.length;
+      const result = await engine.backup();
+      expect(result.failed).toBe(0);
+      expect(platform.created.length - before).toBe(4); // one per host, not per disk
+      const names = new Set(
+        (await repository.points({ hostId: 'vm-0' })).slice(-3).map((p) => p.checkpoint?.snapshotName),
+      );
+      expect(names.size).toBe(1);
+      platform.write('a', 10, randomBytes(10));
+    }
+    expect(peakFresh).toBeLessThanOrEqual(2);
+    // One base per host is kept, the older ones released.
+    expect(platform.liveSnapshots()).toHaveLength(4);
+    expect((await repository.ledger.list()).map((e) => e.state)).toEqual(Array(4).fill('retained'));
+  });
+
+  it('reports a snapshot whose release fails, keeps the committed points, and leaves the entry to reconcile', async () => {
+    const platform = createMemoryPlatform({
+      disks: [{ id: 'd1', capacity: MiB }],
+      retainsSnapshotAsBase: false,
+    });
+    fill(platform, 'd1', MiB);
+    const refused = new UnreachableError('the source is down');
+    platform.onReleaseSnapshot = () => {
+      throw refused;
+    };
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    const result = await engine.backup();
+    expect(result.succeeded).toBe(1);
+    expect(result.failed).toBe(0);
+    const [name] = platform.created;
+    expect(result.releaseFailures).toEqual([
+      expect.objectContaining({ platformId: platform.id, hostId: 'vm-1', snapshot: name, error: refused }),
+    ]);
+    const point = okTask(result, 'd1');
+    expect(sha(await restoreBytes(point.pointId))).toBe(sha(platform.content('d1')));
+    expect((await repository.ledger.list()).map((e) => e.name)).toEqual([name]);
+    expect(platform.snapshotNames()).toEqual([name]);
+
+    platform.onReleaseSnapshot = undefined;
+    const report = await engine.reconcile();
+    expect(report.released.map((e) => e.name)).toEqual([name]);
+    expect(await repository.ledger.list()).toEqual([]);
+    expect(platform.snapshotNames()).toEqual([]);
+  });
+
+  it('gives up on a release that hangs after releaseTimeoutSeconds and reports a TimeoutError', async () => {
+    const platform = createMemoryPlatform({
+      disks: [{ id: 'd1', capacity: CHUNK }],
+      retainsSnapshotAsBase: false,
+    });
+    const signals: (AbortSignal | undefined)[] = [];
+    // A release that never answers and ignores its signal: only the engine's own deadline ends it.
+    platform.onReleaseSnapshot = (o) => {
+      signals.push(o.signal);
+      return new Promise<void>(() => undefined);
+    };
+    engine = createBackupEngine({
+      repository,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      releaseTimeoutSeconds: 0.05,
+    });
+    const result = await engine.backup();
+    expect(result.succeeded).toBe(1);
+    expect(result.releaseFailures).toHaveLength(1);
+    expect(TimeoutError.isInstance(result.releaseFailures[0]!.error)).toBe(true);
+    expect(signals).toHaveLength(1);
+    expect(signals[0]?.aborted).toBe(true); // the deadline aborted the release's own signal
+    expect(await repository.ledger.list()).toHaveLength(1);
+  });
+
+  it('refuses an invalid releaseTimeoutSeconds', () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    for (const releaseTimeoutSeconds of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 86_401]) {
+      expect(() => createBackupEngine({ repository, platforms: [platform], releaseTimeoutSeconds })).toThrow(
+        /releaseTimeoutSeconds/,
+      );
+    }
+  });
+
+  it('serializes two jobs on one host: the second snapshots after the first ended, and is incremental to it', async () => {
+    const platform = createMemoryPlatform({
+      hosts: [
+        { id: 'vm-a', disks: [{ id: 'a1', capacity: MiB }] },
+        { id: 'vm-b', disks: [{ id: 'b1', capacity: MiB }] },
+      ],
+    });
+    fill(platform, 'a1', MiB);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    const firstReads = gate();
+    platform.gates.set('a1', firstReads.promise);
+    const expected = new Map<string, string>(); // snapshot name → the disk's content when it was taken
+    const atSnapshot: { name: string; openSessions: number; events: string[] }[] = [];
+    platform.onCreateSnapshot = ({ hostId, name }) => {
+      if (hostId !== 'vm-a') return;
+      if (atSnapshot.length === 1) platform.write('a1', 1000, randomBytes(5000)); // new data for the second job
+      expected.set(name, sha(platform.content('a1')));
+      atSnapshot.push({ name, openSessions: platform.openSessions('vm-a'), events: [...platform.events] });
+      if (atSnapshot.length === 2) firstReads.open(); // an engine that does not wait would otherwise hang
+    };
+    const firstReading = gate();
+    platform.onChangesStart = (diskId) => {
+      if (diskId === 'a1') firstReading.open();
+    };
+    const first = engine.backup({ hosts: ['vm-a'] });
+    await firstReading.promise; // the first job holds a snapshot of vm-a and reads a1 (held at the gate)
+    const second = engine.backup({
+      hosts: ['vm-a'],
+      onProgress: (p) => {
+        if (p.state === 'waiting') firstReads.open(); // the second job waits for vm-a: let the first go on
+      },
+    });
+    const [r1, r2] = await Promise.all([first, second]);
+    expect(r1.failed + r2.failed).toBe(0);
+    expect(atSnapshot).toHaveLength(2);
+    const [s1, s2] = atSnapshot.map((s) => s.name);
+    // When the second snapshot was taken, the first job's session was closed and its snapshot settled.
+    expect(atSnapshot[1]!.openSessions).toBe(0);
+    expect(atSnapshot[1]!.events).toContain(`close:a1:${s1}`);
+    const points = await repository.points({ diskId: 'a1' });
+    expect(points.map((p) => p.checkpoint?.snapshotName)).toEqual([s1, s2]);
+    expect(points[1]!.parentId).toBe(points[0]!.id);
+    expect(points[1]!.validity).toEqual({ kind: 'exact' });
+    for (const point of points)
+      expect(sha(await restoreBytes(point.id))).toBe(expected.get(point.checkpoint!.snapshotName!));
+    expect(platform.released).toEqual([s1]);
+    expect((await repository.ledger.list()).map((e) => [e.name, e.state])).toEqual([[s2, 'retained']]);
+  });
+
+  it('runs jobs on different hosts in parallel', async () => {
+    const platform = createMemoryPlatform({
+      hosts: [
+        { id: 'vm-a', disks: [{ id: 'a1', capacity: CHUNK }] },
+        { id: 'vm-b', disks: [{ id: 'b1', capacity: CHUNK }] },
+      ],
+    });
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    const held = gate();
+    platform.gates.set('a1', held.promise);
+    const reading = gate();
+    platform.onChangesStart = (diskId) => {
+      if (diskId === 'a1') reading.open();
+    };
+    let firstDone = false;
+    const first = engine.backup({ hosts: ['vm-a'] }).finally(() => {
+      firstDone = true;
+    });
+    await reading.promise;
+    const second = await engine.backup({ hosts: ['vm-b'] });
+    expect(second.succeeded).toBe(1);
+    expect(firstDone).toBe(false); // vm-b did not wait for vm-a
+    held.open();
+    expect((await first).succeeded).toBe(1);
+  });
+
+  it.each([
+    ['short', -1],
+    ['long', 1],
+  ])('fails the task when readRange answers one byte %s, and commits nothing', async (_, delta) => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }], readRange: true });
+    fill(platform, 'd1', MiB);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    expect((await engine.backup()).failed).toBe(0);
+    platform.write('d1', 1000, randomBytes(10)); // completes chunk 0 with readRange
+    platform.readRangeDelta = delta;
+    const result = await engine.backup();
+    expect(result.failed).toBe(1);
+    const outcome = result.tasks[0]!;
+    const error = outcome.status === 'failed' ? outcome.error : undefined;
+    expect(SourceProtocolError.isInstance(error)).toBe(true);
+    const message = String((error as Error).message);
+    expect(message).toContain('disk d1');
+    expect(message).toContain('offset 0');
+    expect(message).toContain(`asked ${CHUNK}`);
+    expect(message).toContain(`got ${CHUNK + delta}`);
+    expect(await repository.points()).toHaveLength(1);
+  });
+
+  it('completes partly covered chunks with readRange when it answers exactly', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }], readRange: true });
+    fill(platform, 'd1', MiB);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    await engine.backup();
+    platform.write('d1', 1000, randomBytes(10));
+    const result = okTask(await engine.backup(), 'd1');
+    expect(result.bytesRead).toBe(10 + CHUNK);
+    expect(sha(await restoreBytes(result.pointId))).toBe(sha(platform.content('d1')));
   });
 });

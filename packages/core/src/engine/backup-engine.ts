@@ -6,13 +6,22 @@ import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
 import type { LedgerEntry, RecoveryPoint, Repository, UnreadablePoint } from '../repository/types.js';
 import type { FullReadReason } from '../spec/v1/change-set.js';
+import type { Disk } from '../spec/v1/disk.js';
 import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
 import type { Host } from '../spec/v1/host.js';
-import type { Platform } from '../spec/v1/platform.js';
+import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
 import type { DiskTask } from '../spec/v1/sync-proxy.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
-import { createRecordedSnapshot, releaseRecordedSnapshot, snapshotsInUse } from './side-effects.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import { ProgressTracker } from './progress-tracker.js';
+import {
+  createRecordedSnapshot,
+  releaseRecordedSnapshot,
+  resolveReleaseTimeoutSeconds,
+  snapshotsInUse,
+  withDeadline,
+} from './side-effects.js';
 import { resolveStallTimeoutSeconds } from './stall-watchdog.js';
 
 /** Default chunk size, 1 MiB. */
@@ -29,7 +38,11 @@ export interface BackupEngineOptions {
    * `maxMountedDisks` equal to `concurrency`.
    */
   readonly proxies?: SyncProxyRegistry;
-  /** Disk tasks running at once across all proxies. Default 4. */
+  /**
+   * Disk tasks running at once across all proxies. Default 4. It also bounds the hosts that hold a fresh snapshot
+   * at once: a host is snapshotted when its first disk task is admitted and released when its last one ends, and
+   * no further host is admitted while `concurrency` hosts are in progress (a host with several disks counts once).
+   */
   readonly concurrency?: number;
   /** Chunk size of new lineages (existing lineages keep theirs). Default 1 MiB. */
   readonly chunkSize?: number;
@@ -40,6 +53,14 @@ export interface BackupEngineOptions {
    * `httpTimeoutSeconds`.
    */
   readonly stallTimeoutSeconds?: number;
+  /**
+   * Seconds one snapshot release may take (the source's `releaseSnapshot` call and the ledger update), also at
+   * the end of a job that was aborted: releases never use the job's signal. Past it the release is given up with
+   * a {@link TimeoutError}, reported in {@link BackupJobResult.releaseFailures} (or {@link ReconcileReport.failed})
+   * and its ledger entry kept for {@link BackupEngine.reconcile}. A number above 0, at most 86400; fractions are
+   * allowed. Default 300 ({@link DEFAULT_RELEASE_TIMEOUT_SECONDS}).
+   */
+  readonly releaseTimeoutSeconds?: number;
 }
 
 /** Options of {@link BackupEngine.backup}. */
@@ -51,7 +72,10 @@ export interface BackupJobOptions {
   /** Read every disk in full (validity `full`, reason `requested`). */
   readonly full?: boolean;
   readonly signal?: AbortSignal;
-  /** Progress of each disk task. */
+  /**
+   * Progress of each disk task: `waiting` when the job starts (for the host, which another job may hold, and for
+   * a slot), `snapshotting` while its host's snapshot is taken, then `reading`, `committing`, `done`.
+   */
   readonly onProgress?: (progress: DiskTaskProgress) => void;
   /** Called when a task is placed on a proxy or has to wait. */
   readonly onPlacement?: (placement: Placement) => void;
@@ -77,6 +101,22 @@ export type DiskTaskOutcome =
       readonly error: unknown;
     };
 
+/**
+ * A host snapshot the engine could not settle after its disk tasks: not released (or not recorded as the base of
+ * the next incremental). The points its tasks committed are whole; the snapshot may still exist on the source, and
+ * its ledger entry stays, so {@link BackupEngine.reconcile} releases it (or keeps it as a base) later.
+ */
+export interface SnapshotReleaseFailure {
+  readonly platformId: string;
+  readonly hostId: string;
+  /** The snapshot's name on the source (`drkit-<timestamp>-<id>`). */
+  readonly snapshot: string;
+  /** Its ledger entry, still recorded. */
+  readonly entryId: string;
+  /** Why: a {@link TimeoutError} past `releaseTimeoutSeconds`, or the source's or the ledger's error. */
+  readonly error: unknown;
+}
+
 /** The result of a backup job: one outcome per disk. A failed disk does not fail its siblings. */
 export interface BackupJobResult {
   readonly jobId: string;
@@ -91,6 +131,11 @@ export interface BackupJobResult {
   readonly unreadablePoints: readonly UnreadablePoint[];
   readonly succeeded: number;
   readonly failed: number;
+  /**
+   * Snapshots of this job's hosts (fresh ones, or older bases no point needs any more) whose release failed.
+   * Empty when every snapshot was released or kept as a base. Does not change the outcome of any task.
+   */
+  readonly releaseFailures: readonly SnapshotReleaseFailure[];
 }
 
 /** What {@link BackupEngine.reconcile} did. */
@@ -111,17 +156,24 @@ export interface BackupEngine extends AsyncDisposable {
   /** The proxy registry the engine schedules on. */
   readonly proxies: SyncProxyRegistry;
   /**
-   * Backs up hosts: one consistent snapshot per host (where the platform takes them), one disk task per disk,
-   * placed on the Sync Proxies bound to the platform. Resolves when every task ended; inspect the outcomes.
+   * Backs up hosts: one disk task per disk, placed on the Sync Proxies bound to the platform, and one consistent
+   * snapshot per host (where the platform takes them), taken when the host's first disk task is admitted and
+   * settled when its last one ends: released, or kept as the base of the next incremental while a newest point
+   * needs it. At most `concurrency` hosts are in progress at once. Jobs of one engine that name the same host
+   * take turns on it (the later one plans from the earlier one's points); different hosts run in parallel.
+   * Resolves when every task ended and every snapshot was settled; inspect the outcomes and `releaseFailures`.
    *
-   * @throws {@link NotFoundError} when a named host does not exist; `signal.reason` when aborted.
+   * @throws {@link NotFoundError} when a named host does not exist; `signal.reason` when aborted (after the job's
+   * snapshots were released, within `releaseTimeoutSeconds` each; a release that fails then is left in the ledger
+   * for {@link BackupEngine.reconcile}).
    */
   backup(options?: BackupJobOptions): Promise<BackupJobResult>;
   /** Dry run of the placement of a job's disk tasks on the proxies, with the reason for each. */
   explain(options?: Pick<BackupJobOptions, 'hosts' | 'platformId' | 'signal'>): Promise<Placement[]>;
   /**
    * Releases source-side snapshots that an earlier crash or a lost proxy left behind (ledger entries of jobs
-   * not running in this engine), and retained base snapshots no newest point needs any more.
+   * not running in this engine), snapshots whose release failed after a job, and retained base snapshots no
+   * newest point needs any more. Each release is bounded by `releaseTimeoutSeconds`.
    */
   reconcile(options?: { signal?: AbortSignal }): Promise<ReconcileReport>;
   /** Stops the default proxy's worker threads. Does not close the repository. */
@@ -143,7 +195,7 @@ function validateChunkSize(size: number): number {
 /**
  * Creates the backup engine.
  *
- * @throws {@link InvalidSettingsError} for an invalid chunk size, concurrency or stall timeout.
+ * @throws {@link InvalidSettingsError} for an invalid chunk size, concurrency, stall timeout or release timeout.
  * @example
  * ```ts
  * const repository = await openRepository({ store: createLocalFolderStore({ path: './repo' }), create: true });
@@ -160,6 +212,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   }
   const chunkSize = validateChunkSize(options.chunkSize ?? DEFAULT_CHUNK_SIZE);
   const stallTimeoutSeconds = resolveStallTimeoutSeconds(options.stallTimeoutSeconds, 'stallTimeoutSeconds');
+  const releaseTimeoutSeconds = resolveReleaseTimeoutSeconds(
+    options.releaseTimeoutSeconds,
+    'releaseTimeoutSeconds',
+  );
   const platforms = new Map<string, Platform>();
   for (const [i, p] of options.platforms.entries()) {
     if (platforms.has(p.id))
@@ -180,8 +236,15 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     for (const id of platforms.keys()) proxies.bind(defaultProxy.id, id);
   }
   const registry = proxies;
+  /** Disk tasks: at most `concurrency` run at once. */
   const queue = new PQueue({ concurrency });
+  /** Hosts in progress (holding, or about to take, a fresh snapshot): at most `concurrency` at once. */
+  const hostSlots = new PQueue({ concurrency });
+  /** One job at a time per host. */
+  const hostLocks = new KeyedMutex();
   const runningJobs = new Set<string>();
+
+  const taskIdOf = (jobId: string, host: Host, disk: Disk) => `${jobId}/${host.id}/${disk.id}`;
 
   async function selectHosts(job: Pick<BackupJobOptions, 'hosts' | 'platformId' | 'signal'>) {
     const wanted = job.hosts ? new Set(job.hosts) : undefined;
@@ -243,7 +306,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       fullReason = 'parent-point-damaged';
     }
     return {
-      id: `${jobId}/${host.id}/${disk.id}`,
+      id: taskIdOf(jobId, host, disk),
       jobId,
       platformId: platform.id,
       host,
@@ -264,34 +327,88 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     return false;
   }
 
-  async function runTask(task: DiskTask, job: BackupJobOptions): Promise<DiskTaskOutcome> {
+  /** The snapshot of one host for one job, taken by the first of its disk tasks to be admitted. */
+  function hostSnapshot(
+    platform: Platform,
+    host: Host,
+    jobId: string,
+    job: BackupJobOptions,
+    failures: SnapshotReleaseFailure[],
+  ) {
+    let taking: Promise<SnapshotRef> | undefined;
+    let taken: LedgerEntry | undefined;
+    return {
+      /** Whether a task started taking it. */
+      get started(): boolean {
+        return taking !== undefined;
+      },
+      /** Its ledger entry once it exists. */
+      get entry(): LedgerEntry | undefined {
+        return taken;
+      },
+      /** Takes it once; every task of the host gets the same reference (or the same error). */
+      take(): Promise<SnapshotRef> {
+        taking ??= createRecordedSnapshot(platform, repository, host, jobId, {
+          signal: job.signal,
+          releaseTimeoutSeconds,
+          onReleaseFailure: (entry, error) => failures.push(releaseFailure(entry, error)),
+        }).then(({ ref, entry }) => {
+          taken = entry;
+          return ref;
+        });
+        return taking;
+      },
+    };
+  }
+
+  function releaseFailure(entry: LedgerEntry, error: unknown): SnapshotReleaseFailure {
+    return {
+      platformId: entry.platformId,
+      hostId: entry.hostId,
+      snapshot: entry.name,
+      entryId: entry.id,
+      error,
+    };
+  }
+
+  async function runTask(
+    task: DiskTask,
+    job: BackupJobOptions,
+    snapshot: ReturnType<typeof hostSnapshot> | undefined,
+  ): Promise<DiskTaskOutcome> {
     const ids = { taskId: task.id, hostId: task.host.id, diskId: task.disk.id };
     let proxyId: string | undefined;
     try {
-      return await queue.add(
-        async () => {
-          const lease = await registry.acquire(task, { signal: job.signal, onWait: job.onPlacement });
-          proxyId = lease.proxy.id;
-          job.onPlacement?.(lease.placement);
-          try {
-            const result = await lease.proxy.run(task, {
-              signal: job.signal,
-              onProgress: job.onProgress,
-              stallTimeoutSeconds,
-            });
-            return { status: 'succeeded' as const, ...ids, proxyId: lease.proxy.id, result };
-          } finally {
-            lease.release();
+      // Without the queue's `signal` option: p-queue would free the slot at the abort while the task still runs.
+      return await queue.add(async () => {
+        job.signal?.throwIfAborted();
+        const lease = await registry.acquire(task, { signal: job.signal, onWait: job.onPlacement });
+        proxyId = lease.proxy.id;
+        job.onPlacement?.(lease.placement);
+        try {
+          let ref: SnapshotRef | undefined;
+          if (snapshot) {
+            // Admitted: the host's first task takes the snapshot, the others wait for the same one.
+            if (!snapshot.started) new ProgressTracker(ids, job.onProgress).setState('snapshotting');
+            ref = await snapshot.take();
           }
-        },
-        { signal: job.signal },
-      );
+          const result = await lease.proxy.run(ref ? { ...task, snapshot: ref } : task, {
+            signal: job.signal,
+            onProgress: job.onProgress,
+            stallTimeoutSeconds,
+          });
+          return { status: 'succeeded' as const, ...ids, proxyId: lease.proxy.id, result };
+        } finally {
+          lease.release();
+        }
+      });
     } catch (error) {
       if (job.signal?.aborted) throw job.signal.reason;
       return { status: 'failed', ...ids, proxyId, error };
     }
   }
 
+  /** Backs up one host: waits for the host (one job at a time) and, for a snapshotted host, for a host slot. */
   async function backupHost(
     jobId: string,
     platform: Platform,
@@ -299,59 +416,123 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     job: BackupJobOptions,
     damaged: Set<string>,
     unreadable: readonly UnreadablePoint[],
+    failures: SnapshotReleaseFailure[],
+  ): Promise<DiskTaskOutcome[]> {
+    for (const disk of host.disks) {
+      const ids = { taskId: taskIdOf(jobId, host, disk), hostId: host.id, diskId: disk.id };
+      new ProgressTracker(ids, job.onProgress).setState('waiting');
+    }
+    // The host first, then a slot: a job never holds a slot while it waits for a host another job holds.
+    const unlock = await hostLocks.lock(`${platform.id}\n${host.id}`, job.signal);
+    try {
+      const run = () => runHost(jobId, platform, host, job, damaged, unreadable, failures);
+      if (platform.capabilities.snapshots !== 'host') return await run();
+      // The slot is held until the host's snapshot is settled, also after an abort (hence no `signal` option).
+      return await hostSlots.add(() => {
+        job.signal?.throwIfAborted();
+        return run();
+      });
+    } finally {
+      unlock();
+    }
+  }
+
+  async function runHost(
+    jobId: string,
+    platform: Platform,
+    host: Host,
+    job: BackupJobOptions,
+    damaged: Set<string>,
+    unreadable: readonly UnreadablePoint[],
+    failures: SnapshotReleaseFailure[],
   ): Promise<DiskTaskOutcome[]> {
     const signal = job.signal;
     const tasks: DiskTask[] = [];
-    for (let i = 0; i < host.disks.length; i++) {
-      tasks.push(await planTask(jobId, platform, host, i, job.full ?? false, damaged, unreadable, signal));
-    }
-    if (platform.capabilities.snapshots !== 'host') {
-      return Promise.all(tasks.map((t) => runTask(t, job)));
-    }
-    let snapshot: Awaited<ReturnType<typeof createRecordedSnapshot>>;
     try {
-      snapshot = await createRecordedSnapshot(platform, repository, host, jobId, signal);
+      // Planned under the host's lock: the parent is the newest point, also one an earlier job just committed.
+      for (let i = 0; i < host.disks.length; i++) {
+        tasks.push(await planTask(jobId, platform, host, i, job.full ?? false, damaged, unreadable, signal));
+      }
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      return tasks.map((t) => ({
+      return host.disks.map((disk) => ({
         status: 'failed' as const,
-        taskId: t.id,
+        taskId: taskIdOf(jobId, host, disk),
         hostId: host.id,
-        diskId: t.disk.id,
+        diskId: disk.id,
         proxyId: undefined,
         error,
       }));
     }
+    const snapshot =
+      platform.capabilities.snapshots === 'host'
+        ? hostSnapshot(platform, host, jobId, job, failures)
+        : undefined;
     try {
-      return await Promise.all(tasks.map((t) => runTask({ ...t, snapshot: snapshot.ref }, job)));
+      // Every task ends (also after an abort) before the snapshot they read is settled.
+      const settled = await Promise.allSettled(tasks.map((t) => runTask(t, job, snapshot)));
+      const outcomes: DiskTaskOutcome[] = [];
+      for (const s of settled) {
+        if (s.status === 'rejected') throw signal?.aborted ? signal.reason : s.reason;
+        outcomes.push(s.value);
+      }
+      return outcomes;
     } finally {
-      await settleSnapshots(platform, host.id, snapshot.entry, unreadable.length > 0, signal);
+      if (snapshot?.entry) {
+        await settleSnapshots(platform, host.id, snapshot.entry, unreadable.length > 0, failures);
+      }
     }
   }
 
-  /** After a host's tasks: keep the snapshots newest points need as a base, release the others. */
+  /**
+   * After a host's tasks: keep the snapshots newest points need as a base, release the others. Never with the
+   * job's signal, each step within `releaseTimeoutSeconds`; what fails is reported and left in the ledger.
+   */
   async function settleSnapshots(
     platform: Platform,
     hostId: string,
     fresh: LedgerEntry,
     keepRetained: boolean,
-    signal?: AbortSignal,
-  ) {
-    if (!platform.capabilities.retainsSnapshotAsBase) {
-      await releaseRecordedSnapshot(platform, repository, fresh, signal);
+    failures: SnapshotReleaseFailure[],
+  ): Promise<void> {
+    const release = async (entry: LedgerEntry) => {
+      try {
+        await releaseRecordedSnapshot(platform, repository, entry, { timeoutSeconds: releaseTimeoutSeconds });
+      } catch (error) {
+        failures.push(releaseFailure(entry, error));
+      }
+    };
+    if (!platform.capabilities.retainsSnapshotAsBase) return release(fresh);
+    let inUse: Set<string>;
+    let entries: LedgerEntry[];
+    try {
+      [inUse, entries] = await withDeadline(
+        releaseTimeoutSeconds,
+        `settling the snapshots of host ${hostId}`,
+        async (signal) => [
+          await snapshotsInUse(repository, platform.id, hostId, signal),
+          await repository.ledger.list({ signal }),
+        ],
+      );
+    } catch (error) {
+      failures.push(releaseFailure(fresh, error));
       return;
     }
-    const inUse = await snapshotsInUse(repository, platform.id, hostId, signal);
-    for (const entry of await repository.ledger.list({ signal })) {
+    for (const entry of entries) {
       if (entry.platformId !== platform.id || entry.hostId !== hostId) continue;
-      if (entry.id !== fresh.id && entry.state === 'pending') continue; // another job's snapshot
+      if (entry.id !== fresh.id && entry.state === 'pending') continue; // a crashed run's: reconcile() decides
       // While some point is unreadable, a retained base may be its base: keep it until that point is repaired.
       if (keepRetained && entry.id !== fresh.id && entry.state === 'retained') continue;
-      if (inUse.has(entry.name)) {
-        if (entry.state !== 'retained')
-          await repository.ledger.update({ ...entry, state: 'retained' }, { signal });
-      } else {
-        await releaseRecordedSnapshot(platform, repository, entry, signal);
+      if (!inUse.has(entry.name)) {
+        await release(entry);
+      } else if (entry.state !== 'retained') {
+        try {
+          await withDeadline(releaseTimeoutSeconds, `recording snapshot ${entry.name} as a base`, (signal) =>
+            repository.ledger.update({ ...entry, state: 'retained' }, { signal }),
+          );
+        } catch (error) {
+          failures.push(releaseFailure(entry, error));
+        }
       }
     }
   }
@@ -367,14 +548,28 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         const hosts = await selectHosts(job);
         const damaged = await repository.damagedChunks({ signal: job.signal });
         const unreadablePoints = await repository.unreadablePoints({ signal: job.signal });
-        const perHost = await Promise.all(
+        const releaseFailures: SnapshotReleaseFailure[] = [];
+        // Settled, not all: after an abort every host still releases its snapshot before the job rejects.
+        const perHost = await Promise.allSettled(
           hosts.map(({ platform, host }) =>
-            backupHost(jobId, platform, host, job, damaged, unreadablePoints),
+            backupHost(jobId, platform, host, job, damaged, unreadablePoints, releaseFailures),
           ),
         );
-        const tasks = perHost.flat();
+        if (job.signal?.aborted) throw job.signal.reason;
+        const tasks: DiskTaskOutcome[] = [];
+        for (const outcome of perHost) {
+          if (outcome.status === 'rejected') throw outcome.reason;
+          tasks.push(...outcome.value);
+        }
         const succeeded = tasks.filter((t) => t.status === 'succeeded').length;
-        return { jobId, tasks, succeeded, failed: tasks.length - succeeded, unreadablePoints };
+        return {
+          jobId,
+          tasks,
+          succeeded,
+          failed: tasks.length - succeeded,
+          unreadablePoints,
+          releaseFailures,
+        };
       } finally {
         runningJobs.delete(jobId);
       }
@@ -426,7 +621,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           continue;
         }
         try {
-          await releaseRecordedSnapshot(platform, repository, entry, signal);
+          await releaseRecordedSnapshot(platform, repository, entry, {
+            timeoutSeconds: releaseTimeoutSeconds,
+            signal,
+          });
           released.push(entry);
         } catch (error) {
           if (signal?.aborted) throw signal.reason;
@@ -437,6 +635,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     },
 
     async close() {
+      await hostSlots.onIdle();
       await queue.onIdle();
       await defaultProxy?.close();
     },

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { InvalidSettingsError, TimeoutError } from '../errors/drkit-error.js';
 import type { LedgerEntry, Repository } from '../repository/types.js';
 import type { Host } from '../spec/v1/host.js';
 import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
@@ -12,6 +13,71 @@ export function snapshotName(now = new Date()): string {
   return `drkit-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/** Default time limit of releasing one snapshot (the source's call and the ledger's update), in seconds. */
+export const DEFAULT_RELEASE_TIMEOUT_SECONDS = 300;
+
+/**
+ * Validates a release timeout: a number of seconds above 0 and at most 86400 (fractions allowed).
+ *
+ * @throws {@link InvalidSettingsError} naming `field`.
+ * @internal
+ */
+export function resolveReleaseTimeoutSeconds(value: number | undefined, field: string): number {
+  const seconds = value ?? DEFAULT_RELEASE_TIMEOUT_SECONDS;
+  if (typeof seconds !== 'number' || !(seconds > 0) || seconds > 86_400) {
+    throw new InvalidSettingsError(
+      field,
+      `must be a number of seconds above 0 and at most 86400, got ${seconds}`,
+    );
+  }
+  return seconds;
+}
+
+/**
+ * Runs `operation` with a signal of its own that aborts after `seconds` (and when `signal` aborts). Past the
+ * deadline it rejects with a {@link TimeoutError}, also when the operation ignores its signal (the operation is
+ * then left to itself).
+ *
+ * @internal
+ */
+export async function withDeadline<T>(
+  seconds: number,
+  what: string,
+  operation: (signal: AbortSignal) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  signal?.throwIfAborted();
+  const controller = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new TimeoutError(`${what} did not finish within ${seconds} s`);
+      controller.abort(error);
+      reject(error);
+    }, seconds * 1000);
+  });
+  expired.catch(() => undefined);
+  const onAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const running = operation(controller.signal);
+    running.catch(() => undefined); // it may reject after the deadline won: not an unhandled rejection
+    return await Promise.race([running, expired]);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Options of {@link createRecordedSnapshot}. */
+export interface CreateRecordedSnapshotOptions {
+  readonly signal?: AbortSignal;
+  /** Time limit of the release that follows a failed create. */
+  readonly releaseTimeoutSeconds: number;
+  /** Told when that release fails too (its entry then stays in the ledger for `reconcile()`). */
+  readonly onReleaseFailure?: (entry: LedgerEntry, error: unknown) => void;
+}
+
 /**
  * Takes the host snapshot through the ledger: the entry is written before the platform is asked, so a crash
  * between the two leaves a record that `reconcile()` can act on.
@@ -21,8 +87,9 @@ export async function createRecordedSnapshot(
   repository: Repository,
   host: Host,
   jobId: string,
-  signal: AbortSignal | undefined,
+  options: CreateRecordedSnapshotOptions,
 ): Promise<{ ref: SnapshotRef; entry: LedgerEntry }> {
+  const { signal } = options;
   if (!platform.createSnapshot) {
     throw new TypeError(`platform ${platform.id} declares host snapshots but has no createSnapshot()`);
   }
@@ -45,21 +112,36 @@ export async function createRecordedSnapshot(
     }
     return { ref, entry };
   } catch (error) {
-    // The snapshot may exist even though the call failed (a lost answer): release by name, then forget it.
-    await releaseRecordedSnapshot(platform, repository, entry).catch(() => undefined);
+    // The snapshot may exist even though the call failed (a lost answer or an abort): release it by name, with
+    // a deadline of its own rather than the (maybe aborted) signal, then forget it.
+    await releaseRecordedSnapshot(platform, repository, entry, {
+      timeoutSeconds: options.releaseTimeoutSeconds,
+    }).catch((releaseError: unknown) => options.onReleaseFailure?.(entry, releaseError));
     throw error;
   }
 }
 
-/** Releases a recorded snapshot on the source (idempotent there) and then removes its ledger entry. */
+/**
+ * Releases a recorded snapshot on the source (idempotent there) and then removes its ledger entry, within
+ * `timeoutSeconds`. On failure the entry stays, for `reconcile()`.
+ *
+ * @throws {@link TimeoutError} past the deadline; `signal.reason` when aborted; the source's or the ledger's error.
+ */
 export async function releaseRecordedSnapshot(
   platform: Platform,
   repository: Repository,
   entry: LedgerEntry,
-  signal?: AbortSignal,
+  options: { timeoutSeconds: number; signal?: AbortSignal },
 ): Promise<void> {
-  await platform.releaseSnapshot?.({ hostId: entry.hostId, name: entry.name, signal });
-  await repository.ledger.remove(entry.id, { signal });
+  await withDeadline(
+    options.timeoutSeconds,
+    `releasing snapshot ${entry.name} of host ${entry.hostId}`,
+    async (signal) => {
+      await platform.releaseSnapshot?.({ hostId: entry.hostId, name: entry.name, signal });
+      await repository.ledger.remove(entry.id, { signal });
+    },
+    options.signal,
+  );
 }
 
 /** Snapshot names the newest point of each disk of a host still needs as its base. */
