@@ -24,6 +24,11 @@ export const ExitCode = {
   invalid: 9,
   /** The source broke its protocol (truncated stream, bad data). */
   source: 10,
+  /**
+   * Every disk of a backup committed its point, but a snapshot drkit took on the source could not be released: it
+   * stays in the ledger (`drkit ledger`) until a reconcile releases it.
+   */
+  snapshotLeft: 11,
   /** Interrupted (SIGINT/SIGTERM). */
   interrupted: 130,
 } as const;

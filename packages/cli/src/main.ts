@@ -12,6 +12,7 @@ import {
   UnreadablePointsError,
 } from '@drkit/core';
 import { createLocalDiskPlatform } from '@drkit/provider-agent';
+import { errorJson, unreadableJson, unreadableText, writeBackupReport } from './backup-report.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { formatBytes, formatRate, formatSeconds, table } from './format.js';
 import { ProgressBar } from './progress-bar.js';
@@ -48,7 +49,8 @@ backup:   --full (read every disk in full)  --chunk-size <bytes> (new disks; def
 prune:    --keep-last N  --keep-daily N  --keep-weekly N  --dry-run
 
 Exit codes: 0 ok, 2 usage, 3 not found, 4 access denied, 5 unreachable, 6 corrupt data,
-            7 repository locked, 8 some disks failed, 9 invalid value, 10 source error, 130 interrupted.
+            7 repository locked, 8 some disks failed, 9 invalid value, 10 source error,
+            11 every disk committed but a source snapshot was not released, 130 interrupted.
 `;
 
 class UsageError extends Error {}
@@ -140,17 +142,6 @@ function parse(argv: readonly string[]) {
 
 type Values = ReturnType<typeof parse>['values'];
 
-function errorJson(error: unknown) {
-  return DrkitError.isInstance(error)
-    ? error.toJSON()
-    : {
-        name: 'Error',
-        code: 'INTERNAL',
-        message: String((error as Error)?.message ?? error),
-        retryable: false,
-      };
-}
-
 function wholeNumber(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value)) throw new UsageError(`${flag} takes a whole number, got "${value}"`);
@@ -186,16 +177,6 @@ function pointJson(p: RecoveryPoint) {
   };
 }
 
-/** An unreadable point in `--json` output: in `points` beside the readable ones, told apart by `status`. */
-function unreadableJson(p: UnreadablePoint) {
-  return { id: p.id, status: 'unreadable' as const, problem: p.problem, detail: p.detail };
-}
-
-/** One line per unreadable point, for humans. */
-function unreadableText(list: readonly UnreadablePoint[], indent = '  '): string {
-  return list.map((p) => `${indent}point ${p.id}: unreadable (${p.problem}): ${p.detail}\n`).join('');
-}
-
 function validityText(p: RecoveryPoint): string {
   return p.validity.kind === 'full' ? `full (${p.validity.reason})` : p.validity.kind;
 }
@@ -219,50 +200,7 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
       });
       bar.finish();
       const seconds = (performance.now() - started) / 1000;
-      if (values.json) {
-        io.stdout.write(
-          `${JSON.stringify({
-            jobId: result.jobId,
-            seconds,
-            unreadablePoints: result.unreadablePoints.map(unreadableJson),
-            tasks: result.tasks.map((t) =>
-              t.status === 'succeeded'
-                ? { status: t.status, diskId: t.diskId, ...t.result }
-                : { status: t.status, diskId: t.diskId, error: errorJson(t.error) },
-            ),
-          })}\n`,
-        );
-      } else {
-        for (const t of result.tasks) {
-          if (t.status === 'succeeded') {
-            const r = t.result;
-            const v =
-              r.validity.kind === 'full'
-                ? `full read (${r.validity.reason}${r.validity.detail ? `: ${r.validity.detail}` : ''})`
-                : `${r.validity.kind} incremental`;
-            io.stdout.write(
-              `${t.diskId}: point ${r.pointId}, ${v}; ${formatBytes(r.capacityBytes)} disk, read ${formatBytes(r.bytesRead)}, ` +
-                `wrote ${formatBytes(r.bytesWritten)}, unchanged ${formatBytes(r.bytesSkippedUnchanged)}, ` +
-                `deduplicated ${formatBytes(r.bytesDeduplicated)}, zero ${formatBytes(r.bytesZero)}; ` +
-                `${formatSeconds(r.seconds)}, ${formatRate(r.bytesDone / Math.max(r.seconds, 1e-9))}\n`,
-            );
-          } else {
-            const message = DrkitError.isInstance(t.error) ? t.error.message : String(t.error);
-            io.stderr.write(`${t.diskId}: FAILED: ${message}\n`);
-          }
-        }
-        if (result.unreadablePoints.length > 0) {
-          io.stderr.write(
-            `warning: ${result.unreadablePoints.length} point(s) cannot be read; a disk whose newest point may be one of them was read in full. Run "drkit verify".\n${unreadableText(result.unreadablePoints)}`,
-          );
-        }
-      }
-      if (result.failed === 0) return ExitCode.ok;
-      if (result.succeeded === 0 && result.tasks.length === 1) {
-        const first = result.tasks[0];
-        return first?.status === 'failed' ? exitCodeFor(first.error) : ExitCode.partial;
-      }
-      return ExitCode.partial;
+      return writeBackupReport(result, { json: values.json ?? false, seconds }, io);
     } finally {
       bar.finish();
       await engine.close();
