@@ -151,6 +151,18 @@ export interface ReconcileReport {
 /** Length of the time stamp that starts a point id (`yyyymmddThhmmssSSS`): ids compare by time on it. */
 const POINT_STAMP = 18;
 
+/** What every host of one running job shares. */
+interface JobRun {
+  readonly id: string;
+  readonly options: BackupJobOptions;
+  /** Chunks `verify` marked damaged, when the job started. */
+  readonly damaged: Set<string>;
+  /** Points whose metadata could not be read, when the job started. */
+  readonly unreadable: readonly UnreadablePoint[];
+  /** Snapshots of the job's hosts that could not be settled (filled as hosts finish). */
+  readonly failures: SnapshotReleaseFailure[];
+}
+
 /** The backup engine. Create it with {@link createBackupEngine}. */
 export interface BackupEngine extends AsyncDisposable {
   /** The proxy registry the engine schedules on. */
@@ -272,16 +284,9 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     return selected;
   }
 
-  async function planTask(
-    jobId: string,
-    platform: Platform,
-    host: Host,
-    diskIndex: number,
-    full: boolean,
-    damaged: Set<string> | undefined,
-    unreadable: readonly UnreadablePoint[],
-    signal: AbortSignal | undefined,
-  ): Promise<DiskTask> {
+  async function planTask(run: JobRun, platform: Platform, host: Host, diskIndex: number): Promise<DiskTask> {
+    const { id: jobId, damaged, unreadable } = run;
+    const { signal, full = false } = run.options;
     const disk = host.disks[diskIndex]!;
     const lineage = await repository.points(
       { platformId: platform.id, hostId: host.id, diskId: disk.id },
@@ -302,7 +307,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     else if (shadowing.length > 0) {
       fullReason = 'parent-point-damaged';
       fullReadDetail = `the metadata of point(s) ${shadowing.map((u) => `${u.id} (${u.problem})`).join(', ')}, not older than the newest readable point ${parent.id}, cannot be read; one may be this disk's newest point`;
-    } else if (damaged && damaged.size > 0 && (await referencesDamaged(parent, damaged, signal))) {
+    } else if (damaged.size > 0 && (await referencesDamaged(parent, damaged, signal))) {
       fullReason = 'parent-point-damaged';
     }
     return {
@@ -328,13 +333,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   }
 
   /** The snapshot of one host for one job, taken by the first of its disk tasks to be admitted. */
-  function hostSnapshot(
-    platform: Platform,
-    host: Host,
-    jobId: string,
-    job: BackupJobOptions,
-    failures: SnapshotReleaseFailure[],
-  ) {
+  function hostSnapshot(run: JobRun, platform: Platform, host: Host) {
     let taking: Promise<SnapshotRef> | undefined;
     let taken: LedgerEntry | undefined;
     return {
@@ -348,10 +347,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       },
       /** Takes it once; every task of the host gets the same reference (or the same error). */
       take(): Promise<SnapshotRef> {
-        taking ??= createRecordedSnapshot(platform, repository, host, jobId, {
-          signal: job.signal,
+        taking ??= createRecordedSnapshot(platform, repository, host, run.id, {
+          signal: run.options.signal,
           releaseTimeoutSeconds,
-          onReleaseFailure: (entry, error) => failures.push(releaseFailure(entry, error)),
+          onReleaseFailure: (entry, error) => run.failures.push(releaseFailure(entry, error)),
         }).then(({ ref, entry }) => {
           taken = entry;
           return ref;
@@ -409,55 +408,40 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   }
 
   /** Backs up one host: waits for the host (one job at a time) and, for a snapshotted host, for a host slot. */
-  async function backupHost(
-    jobId: string,
-    platform: Platform,
-    host: Host,
-    job: BackupJobOptions,
-    damaged: Set<string>,
-    unreadable: readonly UnreadablePoint[],
-    failures: SnapshotReleaseFailure[],
-  ): Promise<DiskTaskOutcome[]> {
+  async function backupHost(run: JobRun, platform: Platform, host: Host): Promise<DiskTaskOutcome[]> {
+    const job = run.options;
     for (const disk of host.disks) {
-      const ids = { taskId: taskIdOf(jobId, host, disk), hostId: host.id, diskId: disk.id };
+      const ids = { taskId: taskIdOf(run.id, host, disk), hostId: host.id, diskId: disk.id };
       new ProgressTracker(ids, job.onProgress).setState('waiting');
     }
     // The host first, then a slot: a job never holds a slot while it waits for a host another job holds.
     const unlock = await hostLocks.lock(`${platform.id}\n${host.id}`, job.signal);
     try {
-      const run = () => runHost(jobId, platform, host, job, damaged, unreadable, failures);
-      if (platform.capabilities.snapshots !== 'host') return await run();
+      if (platform.capabilities.snapshots !== 'host') return await runHost(run, platform, host);
       // The slot is held until the host's snapshot is settled, also after an abort (hence no `signal` option).
       return await hostSlots.add(() => {
         job.signal?.throwIfAborted();
-        return run();
+        return runHost(run, platform, host);
       });
     } finally {
       unlock();
     }
   }
 
-  async function runHost(
-    jobId: string,
-    platform: Platform,
-    host: Host,
-    job: BackupJobOptions,
-    damaged: Set<string>,
-    unreadable: readonly UnreadablePoint[],
-    failures: SnapshotReleaseFailure[],
-  ): Promise<DiskTaskOutcome[]> {
+  async function runHost(run: JobRun, platform: Platform, host: Host): Promise<DiskTaskOutcome[]> {
+    const job = run.options;
     const signal = job.signal;
     const tasks: DiskTask[] = [];
     try {
       // Planned under the host's lock: the parent is the newest point, also one an earlier job just committed.
       for (let i = 0; i < host.disks.length; i++) {
-        tasks.push(await planTask(jobId, platform, host, i, job.full ?? false, damaged, unreadable, signal));
+        tasks.push(await planTask(run, platform, host, i));
       }
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       return host.disks.map((disk) => ({
         status: 'failed' as const,
-        taskId: taskIdOf(jobId, host, disk),
+        taskId: taskIdOf(run.id, host, disk),
         hostId: host.id,
         diskId: disk.id,
         proxyId: undefined,
@@ -465,9 +449,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       }));
     }
     const snapshot =
-      platform.capabilities.snapshots === 'host'
-        ? hostSnapshot(platform, host, jobId, job, failures)
-        : undefined;
+      platform.capabilities.snapshots === 'host' ? hostSnapshot(run, platform, host) : undefined;
     try {
       // Every task ends (also after an abort) before the snapshot they read is settled.
       const settled = await Promise.allSettled(tasks.map((t) => runTask(t, job, snapshot)));
@@ -479,7 +461,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       return outcomes;
     } finally {
       if (snapshot?.entry) {
-        await settleSnapshots(platform, host.id, snapshot.entry, unreadable.length > 0, failures);
+        await settleSnapshots(platform, host.id, snapshot.entry, run.unreadable.length > 0, run.failures);
       }
     }
   }
@@ -546,14 +528,16 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       runningJobs.add(jobId);
       try {
         const hosts = await selectHosts(job);
-        const damaged = await repository.damagedChunks({ signal: job.signal });
-        const unreadablePoints = await repository.unreadablePoints({ signal: job.signal });
-        const releaseFailures: SnapshotReleaseFailure[] = [];
+        const run: JobRun = {
+          id: jobId,
+          options: job,
+          damaged: await repository.damagedChunks({ signal: job.signal }),
+          unreadable: await repository.unreadablePoints({ signal: job.signal }),
+          failures: [],
+        };
         // Settled, not all: after an abort every host still releases its snapshot before the job rejects.
         const perHost = await Promise.allSettled(
-          hosts.map(({ platform, host }) =>
-            backupHost(jobId, platform, host, job, damaged, unreadablePoints, releaseFailures),
-          ),
+          hosts.map(({ platform, host }) => backupHost(run, platform, host)),
         );
         if (job.signal?.aborted) throw job.signal.reason;
         const tasks: DiskTaskOutcome[] = [];
@@ -567,8 +551,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           tasks,
           succeeded,
           failed: tasks.length - succeeded,
-          unreadablePoints,
-          releaseFailures,
+          unreadablePoints: run.unreadable,
+          releaseFailures: run.failures,
         };
       } finally {
         runningJobs.delete(jobId);
