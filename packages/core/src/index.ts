@@ -1,6 +1,8 @@
 /**
  * The drkit core: the provider specification (v1), typed errors, retry and wait helpers, extent math, the
- * backup engine, the Sync Proxy scheduler and the repository with its local-folder store.
+ * backup engine, the Sync Proxy scheduler and the repository with its local-folder store. This entry is what an
+ * embedder, a provider author and a store author need; the engine's own parts (chunk codecs, the worker pool,
+ * the disk task runner) are in `@drkit/core/internal`, which carries no compatibility promise.
  *
  * @packageDocumentation
  */
@@ -16,7 +18,6 @@ export {
   type ReconcileReport,
   type SnapshotReleaseFailure,
 } from './engine/backup-engine.js';
-export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
 export {
   createInProcessSyncProxy,
   type InProcessSyncProxy,
@@ -36,15 +37,6 @@ export {
   MAX_MOUNTED_DISKS_LIMIT,
   resolveSyncProxySettings,
 } from './proxy/sync-proxy-settings.js';
-export { type ChunkBlob, chunkKey, decodeChunkBlob, encodeChunkBlob } from './repository/chunk-blob.js';
-export { chunkIdFromHash, chunkIdToHash, isChunkId } from './repository/chunk-id.js';
-export {
-  createChunkIndex,
-  type DecodedChunkIndex,
-  decodeChunkIndex,
-  encodeChunkIndex,
-  type MutableChunkIndex,
-} from './repository/chunk-index.js';
 export { createLocalFolderStore, type LocalFolderStoreOptions } from './repository/local-folder-store.js';
 export { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './repository/point-metadata.js';
 export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
@@ -72,7 +64,6 @@ export type {
   VerifyReport,
 } from './repository/types.js';
 export * from './spec/v1/index.js';
-export { sleep } from './util/abort.js';
 export { parseCheckpointToken } from './util/checkpoint-token.js';
 export {
   alignExtents,
@@ -86,13 +77,3 @@ export {
 export { abnormalStatus } from './util/platform-status.js';
 export { isRetryableError, type RetryOptions, retry } from './util/retry.js';
 export { type WaitUntilOptions, waitUntil } from './util/wait-until.js';
-export {
-  type ChunkCodec,
-  ChunkWorkerPool,
-  type ChunkWorkerPoolOptions,
-  DEFAULT_CHUNK_CALL_TIMEOUT_MS,
-  type EncodedChunk,
-  type EncodeOptions,
-  type ReturnedBuffers,
-  zstdCompressBound,
-} from './workers/chunk-worker-pool.js';

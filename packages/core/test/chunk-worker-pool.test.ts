@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ChunkWorkerPool, type ChunkWorkerPoolOptions } from '../src/index.js';
+import { ChunkWorkerPool, type ChunkWorkerPoolOptions } from '../src/internal.js';
 
 const faultyWorker = new URL('./fixtures/faulty-chunk-worker.mjs', import.meta.url);
 

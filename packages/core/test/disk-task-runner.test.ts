@@ -5,17 +5,16 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type Change,
   type ChangedBlockSession,
-  ChunkWorkerPool,
   createLocalFolderStore,
   type DiskTask,
   type DiskTaskProgress,
   openRepository,
   type Platform,
   type Repository,
-  runDiskTask,
   SourceProtocolError,
   type Store,
 } from '../src/index.js';
+import { ChunkWorkerPool, runDiskTask } from '../src/internal.js';
 
 const CHUNK = 256 * 1024;
 let dir: string;

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ChunkWorkerPool, openRepository, type Repository } from '../src/index.js';
+import { openRepository, type Repository } from '../src/index.js';
+import { ChunkWorkerPool } from '../src/internal.js';
 import {
   backupImage,
   createRepositoryFixture,

@@ -20,7 +20,13 @@ export interface InProcessSyncProxyOptions {
   readonly platforms: readonly Platform[];
   /** Where chunks and points go. */
   readonly repository: Repository;
-  /** Worker threads for hashing and compression; default: a pool of its own, stopped by `close()`. */
+  /**
+   * Worker threads for hashing and compression. Leave it out: the proxy then starts a pool of its own on its
+   * first task (one thread per core, at most 8) and stops it on `close()`. A pool passed in (a
+   * `ChunkWorkerPool` of `@drkit/core/internal`, for drkit's own tests) is shared and left running.
+   *
+   * @internal
+   */
   readonly workers?: ChunkWorkerPool;
   /**
    * Seconds a disk task may go without progress before it fails with a {@link TaskStalledError}; a `run` call's

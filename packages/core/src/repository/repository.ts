@@ -22,8 +22,11 @@ export interface OpenRepositoryOptions {
   /** Initialise the repository when the store holds none (default false). Opening an existing one is fine. */
   readonly create?: boolean;
   /**
-   * The worker pool that decodes and hashes chunks. When omitted, the repository starts its own on first use
-   * and stops it on {@link Repository.close}; a pool passed in is left running.
+   * The worker pool that decodes and hashes chunks. Leave it out: the repository then starts its own on first
+   * use and stops it on {@link Repository.close}. A pool passed in (a `ChunkWorkerPool` of
+   * `@drkit/core/internal`, for drkit's own tests) is left running.
+   *
+   * @internal
    */
   readonly workers?: ChunkWorkerPool;
   /**

@@ -1,0 +1,32 @@
+/**
+ * Internals of `@drkit/core`, for drkit's own packages and tests only: the disk task runner, the chunk worker
+ * pool, the chunk blob and chunk index codecs, chunk id helpers and small utilities. **No compatibility promise**:
+ * anything here may change or disappear in any release, a patch included. An embedder, a provider author or a
+ * store author needs only the root entry, `@drkit/core`; when something here seems needed, open an issue.
+ *
+ * Classes and errors are the same objects as the root entry's (one build, shared modules).
+ *
+ * @packageDocumentation
+ */
+
+export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
+export { type ChunkBlob, chunkKey, decodeChunkBlob, encodeChunkBlob } from './repository/chunk-blob.js';
+export { chunkIdFromHash, chunkIdToHash, isChunkId } from './repository/chunk-id.js';
+export {
+  createChunkIndex,
+  type DecodedChunkIndex,
+  decodeChunkIndex,
+  encodeChunkIndex,
+  type MutableChunkIndex,
+} from './repository/chunk-index.js';
+export { sleep } from './util/abort.js';
+export {
+  type ChunkCodec,
+  ChunkWorkerPool,
+  type ChunkWorkerPoolOptions,
+  DEFAULT_CHUNK_CALL_TIMEOUT_MS,
+  type EncodedChunk,
+  type EncodeOptions,
+  type ReturnedBuffers,
+  zstdCompressBound,
+} from './workers/chunk-worker-pool.js';
