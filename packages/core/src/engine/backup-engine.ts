@@ -11,7 +11,6 @@ import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
 import type { Host } from '../spec/v1/host.js';
 import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
 import type { DiskTask } from '../spec/v1/sync-proxy.js';
-import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { ProgressTracker } from './progress-tracker.js';
@@ -241,7 +240,6 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     defaultProxy = createInProcessSyncProxy({
       platforms: options.platforms,
       repository,
-      workers: new ChunkWorkerPool(),
       settings: { maxMountedDisks: Math.min(150, concurrency) },
     });
     proxies.register(defaultProxy);

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { NotFoundError } from '../errors/drkit-error.js';
+import { InvalidArgumentError, NotFoundError } from '../errors/drkit-error.js';
 import { resolveSyncProxySettings } from '../proxy/sync-proxy-settings.js';
 import type { Repository } from '../repository/types.js';
 import type { DiskTaskResult } from '../spec/v1/disk-task.js';
@@ -35,14 +35,20 @@ export interface InProcessSyncProxyOptions {
   readonly stallTimeoutSeconds?: number;
 }
 
-/** A Sync Proxy that runs disk tasks in this process. `close()` stops its worker threads if it owns them. */
+/** A Sync Proxy that runs disk tasks in this process. */
 export interface InProcessSyncProxy extends SyncProxy {
+  /**
+   * Stops the proxy's worker threads (it owns them unless a pool was passed in) and resolves when they have
+   * exited. Tasks still running fail. A `run` after `close()` rejects with an {@link InvalidArgumentError}.
+   */
   close(): Promise<void>;
 }
 
 /**
  * The Sync Proxy the engine uses by default: runs disk tasks in the current process with a pool of worker
- * threads for hashing and compression.
+ * threads for hashing and compression, which it starts on its first task and stops on `close()`. An embedder
+ * registers several of them (each with its own `maxMountedDisks`) in a {@link SyncProxyRegistry} to spread
+ * tasks; call `close()` on each when done.
  *
  * @throws {@link InvalidSettingsError} for invalid settings or `stallTimeoutSeconds`.
  * @example
@@ -56,12 +62,15 @@ export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): In
   const platforms = new Map(options.platforms.map((p) => [p.id, p]));
   let pool = options.workers;
   const ownsPool = pool === undefined;
+  let closed = false;
+  const id = options.id ?? 'in-process';
   return {
-    id: options.id ?? 'in-process',
+    id,
     name: options.name ?? hostname(),
     settings,
     async run(task: DiskTask, runOptions: RunDiskTaskOptions = {}): Promise<DiskTaskResult> {
       const platform = platforms.get(task.platformId);
+      if (closed) throw new InvalidArgumentError(`Sync Proxy ${id} is closed: create a new one`);
       if (!platform) throw new NotFoundError(`this Sync Proxy does not know platform ${task.platformId}`);
       pool ??= new ChunkWorkerPool();
       return runDiskTask(task, {
@@ -74,8 +83,10 @@ export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): In
       });
     },
     async close() {
-      if (ownsPool && pool) await pool.close();
+      closed = true;
+      const owned = ownsPool ? pool : undefined;
       pool = undefined;
+      await owned?.close();
     },
   };
 }
