@@ -25,6 +25,7 @@ export interface SyncProxyInfo {
   readonly id: string;
   readonly name: string;
   readonly maxMountedDisks: number;
+  /** The proxy's setting, for display: it bounds no call today (see {@link SyncProxySettings.httpTimeoutSeconds}). */
   readonly httpTimeoutSeconds: number;
   /** Platforms the proxy is bound to. */
   readonly platformIds: readonly string[];

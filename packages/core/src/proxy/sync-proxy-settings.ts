@@ -1,7 +1,10 @@
 import { InvalidSettingsError } from '../errors/drkit-error.js';
 import type { SyncProxySettings } from '../spec/v1/sync-proxy.js';
 
-/** Defaults of the product page: HTTP timeout 600 s, 50 mounted disks. */
+/**
+ * Defaults of the product page: HTTP timeout 600 s (kept and shown, but bounding nothing yet: see
+ * {@link SyncProxySettings.httpTimeoutSeconds}), 50 mounted disks.
+ */
 export const DEFAULT_SYNC_PROXY_SETTINGS: SyncProxySettings = Object.freeze({
   httpTimeoutSeconds: 600,
   maxMountedDisks: 50,

@@ -8,7 +8,14 @@ import type { SnapshotRef } from './platform.js';
 
 /** Settings of one Sync Proxy, as the product page defines them. */
 export interface SyncProxySettings {
-  /** Timeout of the proxy's HTTP calls to source APIs, in seconds. Default 600. */
+  /**
+   * The product page's "HTTP Communication Timeout" of the proxy, in seconds (1–86400, default 600). It is
+   * validated, stored and shown ({@link SyncProxyInfo}), but **today it bounds nothing**: a proxy runs platform
+   * instances that were created before it, each with its own timeout options (the OpenStack + Ceph platform's
+   * `httpTimeoutSeconds` for Keystone, Nova and Cinder, its `ceph[].timeoutSeconds` for `rbd`), and the
+   * specification gives a proxy no way to hand a timeout to them. Set those options on the platform. What bounds
+   * a hung disk task is the stall watchdog: the engine's `stallTimeoutSeconds` (default 600).
+   */
   readonly httpTimeoutSeconds: number;
   /** How many disks the proxy reads (mounts) at once. Default 50, at most 150. */
   readonly maxMountedDisks: number;
