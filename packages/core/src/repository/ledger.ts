@@ -14,18 +14,58 @@ function entryKey(id: string): string {
   return `${LEDGER_PREFIX}${id}.json`;
 }
 
+/** A kind: a short lowercase word or words joined by `-` or `.`, e.g. `snapshot`, `attached-disk`. */
+const KIND = /^[a-z0-9][a-z0-9.-]{0,63}$/;
+
+const KNOWN_FIELDS = new Set([
+  'id',
+  'kind',
+  'platformId',
+  'hostId',
+  'name',
+  'state',
+  'jobId',
+  'createdAt',
+  'providerId',
+  'owner',
+  'leaseExpiresAt',
+]);
+
+/**
+ * Validates an entry and returns a clean copy: the known fields in their order, then every field this version
+ * does not know, as it was (a newer drkit's; kept so that rewriting the entry does not lose it).
+ */
 function checkEntry(entry: LedgerEntry, fail: (field: string, problem: string) => never): LedgerEntry {
-  if (typeof entry !== 'object' || entry === null) return fail('entry', 'must be an object');
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+    return fail('entry', 'must be an object');
   for (const field of ['id', 'platformId', 'hostId', 'name', 'jobId', 'createdAt'] as const) {
     if (typeof entry[field] !== 'string' || entry[field] === '') fail(field, 'must be a non-empty string');
   }
-  if (entry.kind !== 'snapshot') fail('kind', 'must be "snapshot"');
+  if (typeof entry.kind !== 'string' || !KIND.test(entry.kind))
+    fail('kind', 'must be 1-64 lowercase letters, digits, "." or "-" (e.g. "snapshot")');
   if (entry.state !== 'pending' && entry.state !== 'retained')
     fail('state', 'must be "pending" or "retained"');
   if (Number.isNaN(Date.parse(entry.createdAt))) fail('createdAt', 'must be an ISO 8601 time');
   if (entry.providerId !== undefined && typeof entry.providerId !== 'string')
     fail('providerId', 'must be a string');
+  const { owner, leaseExpiresAt } = entry;
+  if (owner !== undefined) {
+    if (typeof owner !== 'object' || owner === null) fail('owner', 'must be an object');
+    if (typeof owner.engineId !== 'string' || owner.engineId === '')
+      fail('owner.engineId', 'must be a non-empty string');
+    if (typeof owner.hostname !== 'string') fail('owner.hostname', 'must be a string');
+    if (!Number.isInteger(owner.pid) || owner.pid < 0) fail('owner.pid', 'must be a whole number');
+  }
+  if (
+    leaseExpiresAt !== undefined &&
+    (typeof leaseExpiresAt !== 'string' || Number.isNaN(Date.parse(leaseExpiresAt)))
+  ) {
+    fail('leaseExpiresAt', 'must be an ISO 8601 time');
+  }
   const { id, kind, platformId, hostId, name, state, jobId, createdAt, providerId } = entry;
+  const unknown = Object.entries(entry).filter(
+    ([field, value]) => !KNOWN_FIELDS.has(field) && value !== undefined,
+  );
   return {
     id,
     kind,
@@ -36,6 +76,9 @@ function checkEntry(entry: LedgerEntry, fail: (field: string, problem: string) =
     jobId,
     createdAt,
     ...(providerId === undefined ? {} : { providerId }),
+    ...(owner === undefined ? {} : { owner: { ...owner } }),
+    ...(leaseExpiresAt === undefined ? {} : { leaseExpiresAt }),
+    ...Object.fromEntries(unknown),
   };
 }
 

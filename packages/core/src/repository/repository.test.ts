@@ -474,6 +474,35 @@ describe('repository', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
     );
   });
 
+  it('keeps the owner and lease of a ledger entry, and refuses malformed ones naming the field', async () => {
+    const entry: LedgerEntry = {
+      id: 'snap-1',
+      kind: 'snapshot',
+      platformId: 'p',
+      hostId: 'h',
+      name: 'drkit-1',
+      state: 'pending',
+      jobId: 'job-1',
+      createdAt: '2024-01-01T00:00:00.000Z',
+      owner: { engineId: 'engine-a', hostname: 'proxy-a', pid: 42 },
+      leaseExpiresAt: '2024-01-01T00:10:00.000Z',
+    };
+    const { ledger } = fixture.repository;
+    await ledger.record(entry);
+    expect(await (await fixture.reopen()).ledger.list()).toEqual([entry]);
+    const bad: [string, Partial<Record<keyof LedgerEntry, unknown>>][] = [
+      ['owner.engineId', { owner: { hostname: 'x', pid: 1 } }],
+      ['owner.pid', { owner: { engineId: 'e', hostname: 'x', pid: -1 } }],
+      ['leaseExpiresAt', { leaseExpiresAt: 'soon' }],
+      ['kind', { kind: 'Snapshot!' }],
+    ];
+    for (const [field, change] of bad) {
+      const error = await rejection(ledger.record({ ...entry, id: 'snap-bad', ...change } as LedgerEntry));
+      expect(InvalidArgumentError.isInstance(error)).toBe(true);
+      expect(String(error)).toContain(field);
+    }
+  });
+
   it('close stops a pool it started, and async dispose closes', async () => {
     const image = diskImage(1, 0, 15);
     await backupImage(fixture.repository, fixture.workers, image);

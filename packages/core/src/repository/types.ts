@@ -214,11 +214,43 @@ export interface RetentionPolicy {
   readonly keepWeekly?: number;
 }
 
-/** A side effect drkit created (or is about to create) on a source, recorded before the call that creates it. */
+/**
+ * What a ledger entry records. The core set: `snapshot` (a host snapshot; the only kind the engine creates and
+ * releases today), `attached-disk` (a disk attached to a Sync Proxy), `temporary-volume` (a volume created to read
+ * from, e.g. a clone), `shadow-copy` (a guest-side shadow copy). Any other non-empty string is allowed, so a
+ * provider can record a side effect of its own without a change of the ledger format; an engine that does not know
+ * how to release a kind reports the entry as `failed` in `reconcile()` and leaves it recorded.
+ */
+export type LedgerEntryKind =
+  | 'snapshot'
+  | 'attached-disk'
+  | 'temporary-volume'
+  | 'shadow-copy'
+  | (string & Record<never, never>);
+
+/** The engine instance that holds a ledger entry. */
+export interface LedgerEntryOwner {
+  /**
+   * Stable id of the engine instance (`createBackupEngine`'s `engineId`, by default a random UUID per engine). An
+   * engine recognises its own entries by it.
+   */
+  readonly engineId: string;
+  /** Host name of the engine's machine, for humans. */
+  readonly hostname: string;
+  /** Process id of the engine, for humans. */
+  readonly pid: number;
+}
+
+/**
+ * A side effect drkit created (or is about to create) on a source, recorded before the call that creates it.
+ *
+ * Readers ignore fields they do not know, and keep them when they rewrite the entry.
+ */
 export interface LedgerEntry {
   /** Unique id of the entry. */
   readonly id: string;
-  readonly kind: 'snapshot';
+  /** What the side effect is; see {@link LedgerEntryKind}. */
+  readonly kind: LedgerEntryKind;
   readonly platformId: string;
   readonly hostId: string;
   /** The name drkit gives the side effect on the source. */
@@ -230,6 +262,17 @@ export interface LedgerEntry {
   readonly createdAt: string;
   /** Provider-specific id once known. */
   readonly providerId?: string;
+  /**
+   * The engine that holds the entry. Absent in entries written before owners were recorded: those count as
+   * held by nobody (their lease has expired).
+   */
+  readonly owner?: LedgerEntryOwner;
+  /**
+   * Until when (ISO 8601) the owner holds a `pending` entry: its engine renews it while the entry's job runs.
+   * Past it (plus a margin for clock skew) another engine's `reconcile()` may release the side effect. Absent
+   * in older entries (treated as expired).
+   */
+  readonly leaseExpiresAt?: string;
 }
 
 /** A repository of recovery points on a {@link Store}. */
