@@ -15,6 +15,8 @@ export {
   createBackupEngine,
   DEFAULT_CHUNK_SIZE,
   type DiskTaskOutcome,
+  type ReconcileKeptEntry,
+  type ReconcileKeptReason,
   type ReconcileReport,
   type SnapshotReleaseFailure,
 } from './engine/backup-engine.js';
@@ -23,6 +25,7 @@ export {
   type InProcessSyncProxy,
   type InProcessSyncProxyOptions,
 } from './engine/in-process-sync-proxy.js';
+export { DEFAULT_LEDGER_LEASE_SECONDS, LEDGER_LEASE_MARGIN_SECONDS } from './engine/ledger-leases.js';
 export { DEFAULT_RELEASE_TIMEOUT_SECONDS, snapshotName } from './engine/side-effects.js';
 export { DEFAULT_STALL_TIMEOUT_SECONDS } from './engine/stall-watchdog.js';
 export * from './errors/index.js';
@@ -52,6 +55,8 @@ export type {
   DiskLineage,
   EncodedChunkBlob,
   LedgerEntry,
+  LedgerEntryKind,
+  LedgerEntryOwner,
   NewPoint,
   PointStats,
   PruneResult,

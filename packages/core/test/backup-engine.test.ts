@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type BackupEngine,
   type BackupJobResult,
@@ -10,9 +10,12 @@ import {
   createInProcessSyncProxy,
   createLocalFolderStore,
   type DiskTaskProgress,
+  LEDGER_LEASE_MARGIN_SECONDS,
+  type LedgerEntry,
   openRepository,
   type Repository,
   SourceProtocolError,
+  type Store,
   SyncProxyRegistry,
   TimeoutError,
   UnreachableError,
@@ -276,7 +279,7 @@ describe('BackupEngine with host snapshots and exact change tracking', { timeout
     await platform.createSnapshot!({ host: platform.host, name: 'drkit-crashed' });
     const report = await engine.reconcile();
     expect(report.released.map((e) => e.name)).toEqual(['drkit-crashed']);
-    expect(report.kept.map((e) => e.name)).toEqual([platform.created[0]]);
+    expect(report.kept.map((k) => [k.entry.name, k.reason])).toEqual([[platform.created[0], 'base']]);
     expect(report.failed).toEqual([]);
     expect(platform.snapshotNames()).toEqual([platform.created[0]]);
     expect((await repository.ledger.list()).map((e) => e.name)).toEqual([platform.created[0]]);
@@ -611,5 +614,275 @@ describe('BackupEngine job lifecycle', { timeout: 60_000 }, () => {
     const result = okTask(await engine.backup(), 'd1');
     expect(result.bytesRead).toBe(10 + CHUNK);
     expect(sha(await restoreBytes(result.pointId))).toBe(sha(platform.content('d1')));
+  });
+});
+
+/** A store whose ledger writes can be counted and waited for. */
+function watchLedgerWrites(store: Store): { store: Store; count: () => number; next: () => Promise<void> } {
+  let pending = gate();
+  let count = 0;
+  return {
+    store: {
+      ...store,
+      async put(key, data, options) {
+        const written = await store.put(key, data, options);
+        if (key.startsWith('ledger/')) {
+          count++;
+          const done = pending;
+          pending = gate();
+          done.open();
+        }
+        return written;
+      },
+    },
+    count: () => count,
+    next: () => pending.promise,
+  };
+}
+
+async function ledgerEntry(name: string): Promise<LedgerEntry | undefined> {
+  return (await repository.ledger.list()).find((e) => e.name === name);
+}
+
+describe('BackupEngine ledger owners and leases', { timeout: 60_000 }, () => {
+  /** A second process on the same repository folder: its own repository handle and engine. */
+  async function secondEngine(platform: MemoryPlatform, now?: () => Date) {
+    const other = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
+    const otherEngine = createBackupEngine({
+      repository: other,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      engineId: 'engine-b',
+      ...(now ? { now } : {}),
+    });
+    return {
+      engine: otherEngine,
+      async close() {
+        await otherEngine.close();
+        await other.close();
+      },
+    };
+  }
+
+  it("another engine's reconcile keeps the snapshot a running job of this engine reads, and its entry", async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }] });
+    fill(platform, 'd1', MiB);
+    engine = createBackupEngine({
+      repository,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      engineId: 'engine-a',
+    });
+    const reads = gate();
+    platform.gates.set('d1', reads.promise);
+    const reading = gate();
+    platform.onChangesStart = () => reading.open();
+    const job = engine.backup();
+    let name: string | undefined;
+    try {
+      await reading.promise; // engine A holds its snapshot and reads d1 (held at the gate)
+      name = platform.created[0];
+      const b = await secondEngine(platform);
+      try {
+        const report = await b.engine.reconcile();
+        expect(report.released).toEqual([]);
+        expect(report.failed).toEqual([]);
+        expect(report.kept.map((k) => [k.entry.name, k.reason])).toEqual([[name, 'held-by-another-engine']]);
+        expect(report.kept[0]!.detail).toContain('engine-a');
+      } finally {
+        await b.close();
+      }
+      expect(platform.snapshotNames()).toEqual([name]);
+      const entry = await ledgerEntry(name!);
+      expect(entry?.state).toBe('pending');
+      expect(entry?.owner).toEqual({ engineId: 'engine-a', hostname: expect.any(String), pid: process.pid });
+      expect(Number.isNaN(Date.parse(entry!.leaseExpiresAt!))).toBe(false);
+    } finally {
+      reads.open(); // also when an expectation failed: the job must end
+    }
+    const result = await job;
+    const point = okTask(result, 'd1');
+    expect(point.validity).toEqual({ kind: 'full', reason: 'first-backup' });
+    expect(sha(await restoreBytes(point.pointId))).toBe(sha(platform.content('d1')));
+    expect((await ledgerEntry(name!))?.state).toBe('retained');
+  });
+
+  it("releases another engine's pending entry once its lease expired (past the margin), not before", async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    const t0 = Date.parse('2030-01-01T00:00:00.000Z');
+    let clock = t0;
+    // What engine A leaves when it dies mid-job: a pending entry with its lease, a live snapshot, no renewal.
+    await repository.ledger.record({
+      id: 'dead-a-1',
+      kind: 'snapshot',
+      platformId: platform.id,
+      hostId: 'vm-1',
+      name: 'drkit-dead-a',
+      state: 'pending',
+      jobId: 'job-of-a',
+      createdAt: new Date(t0).toISOString(),
+      owner: { engineId: 'engine-a', hostname: 'proxy-a', pid: 4242 },
+      leaseExpiresAt: new Date(t0 + 600_000).toISOString(),
+    });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-dead-a' });
+    const b = await secondEngine(platform, () => new Date(clock));
+    try {
+      clock = t0 + 600_000 + LEDGER_LEASE_MARGIN_SECONDS * 1000; // expired, but within the clock-skew margin
+      const early = await b.engine.reconcile();
+      expect(early.released).toEqual([]);
+      expect(early.kept.map((k) => [k.entry.name, k.reason])).toEqual([
+        ['drkit-dead-a', 'held-by-another-engine'],
+      ]);
+      expect(early.kept[0]!.detail).toBe(
+        'held by engine engine-a on proxy-a (pid 4242), lease until 2030-01-01T00:10:00.000Z',
+      );
+      expect(platform.snapshotNames()).toEqual(['drkit-dead-a']);
+
+      clock += 1;
+      const late = await b.engine.reconcile();
+      expect(late.released.map((e) => e.name)).toEqual(['drkit-dead-a']);
+      expect(late.kept).toEqual([]);
+      expect(platform.snapshotNames()).toEqual([]);
+      expect(await repository.ledger.list()).toEqual([]);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('releases at once what its own engine id left pending after a restart, whatever the lease', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    await repository.ledger.record({
+      id: 'before-restart',
+      kind: 'snapshot',
+      platformId: platform.id,
+      hostId: 'vm-1',
+      name: 'drkit-before-restart',
+      state: 'pending',
+      jobId: 'job-before-restart',
+      createdAt: new Date().toISOString(),
+      owner: { engineId: 'proxy-1', hostname: 'proxy-1', pid: 1 },
+      leaseExpiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-before-restart' });
+    engine = createBackupEngine({ repository, platforms: [platform], engineId: 'proxy-1' });
+    const report = await engine.reconcile();
+    expect(report.released.map((e) => e.name)).toEqual(['drkit-before-restart']);
+    expect(platform.snapshotNames()).toEqual([]);
+  });
+
+  it('renews the leases of the entries its running jobs hold every third of the lease, and stops after', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const watched = watchLedgerWrites(createLocalFolderStore({ path: join(dir, 'repo') }));
+    const own = await openRepository({ store: watched.store });
+    try {
+      const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: MiB }] });
+      fill(platform, 'd1', MiB);
+      const t0 = Date.parse('2030-01-01T00:00:00.000Z');
+      let clock = t0;
+      engine = createBackupEngine({
+        repository: own,
+        platforms: [platform],
+        chunkSize: CHUNK,
+        engineId: 'engine-a',
+        ledgerLeaseSeconds: 30,
+        now: () => new Date(clock),
+      });
+      const reads = gate();
+      platform.gates.set('d1', reads.promise);
+      const reading = gate();
+      platform.onChangesStart = () => reading.open();
+      const job = engine.backup();
+      let name: string | undefined;
+      try {
+        await reading.promise;
+        name = platform.created[0];
+        expect(watched.count()).toBe(2); // recorded, then updated with the provider's id
+        expect((await ledgerEntry(name!))?.leaseExpiresAt).toBe('2030-01-01T00:00:30.000Z');
+        for (let beat = 1; beat <= 3; beat++) {
+          clock += 10_000;
+          const written = watched.next();
+          await vi.advanceTimersByTimeAsync(10_000);
+          await written;
+          expect(watched.count()).toBe(2 + beat);
+          expect((await ledgerEntry(name!))?.leaseExpiresAt).toBe(new Date(clock + 30_000).toISOString());
+        }
+        // Past the first lease and its margin, yet renewed: another engine keeps it.
+        const b = await secondEngine(
+          platform,
+          () => new Date(t0 + 30_000 + LEDGER_LEASE_MARGIN_SECONDS * 1000 + 1),
+        );
+        try {
+          const report = await b.engine.reconcile();
+          expect(report.kept.map((k) => k.reason)).toEqual(['held-by-another-engine']);
+          expect(report.released).toEqual([]);
+        } finally {
+          await b.close();
+        }
+      } finally {
+        reads.open();
+      }
+      const result = await job;
+      okTask(result, 'd1');
+      const settled = watched.count(); // the entry became the retained base
+      expect((await ledgerEntry(name!))?.state).toBe('retained');
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(watched.count()).toBe(settled); // no renewal once the job ended
+    } finally {
+      await engine?.close();
+      engine = undefined;
+      await own.close();
+      vi.useRealTimers();
+    }
+  });
+
+  it('reconciles an entry of the older format (no owner, no lease) as expired', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    await repository.store.put(
+      'ledger/old-1.json',
+      new TextEncoder().encode(
+        JSON.stringify({
+          id: 'old-1',
+          kind: 'snapshot',
+          platformId: platform.id,
+          hostId: 'vm-1',
+          name: 'drkit-old',
+          state: 'pending',
+          jobId: 'job-of-an-older-drkit',
+          createdAt: '2024-06-01T10:20:00.000Z',
+        }),
+      ),
+    );
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-old' });
+    engine = createBackupEngine({ repository, platforms: [platform] });
+    const report = await engine.reconcile();
+    expect(report.released.map((e) => e.name)).toEqual(['drkit-old']);
+    expect(platform.snapshotNames()).toEqual([]);
+  });
+
+  it('keeps fields and kinds it does not know, and reports an entry of a kind it cannot release', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    const entry = {
+      id: 'attached-1',
+      kind: 'attached-disk',
+      platformId: platform.id,
+      hostId: 'vm-1',
+      name: 'drkit-attached',
+      state: 'pending',
+      jobId: 'job-of-a-newer-drkit',
+      createdAt: '2030-01-01T00:00:00.000Z',
+      attachedTo: 'proxy-vm-3',
+    };
+    await repository.store.put('ledger/attached-1.json', new TextEncoder().encode(JSON.stringify(entry)));
+    const [listed] = await repository.ledger.list();
+    expect(listed).toEqual(entry);
+    await repository.ledger.update({ ...listed!, providerId: 'disk-7' });
+    const [rewritten] = await repository.ledger.list();
+    expect(rewritten).toEqual({ ...entry, providerId: 'disk-7' }); // the unknown field survived the rewrite
+    engine = createBackupEngine({ repository, platforms: [platform] });
+    const report = await engine.reconcile();
+    expect(report.released).toEqual([]);
+    expect(report.failed.map((f) => f.entry.id)).toEqual(['attached-1']);
+    expect(String(report.failed[0]!.error)).toContain('attached-disk');
+    expect(await repository.ledger.list()).toHaveLength(1);
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import PQueue from 'p-queue';
-import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
+import { InvalidArgumentError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
@@ -13,6 +13,12 @@ import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
 import type { DiskTask } from '../spec/v1/sync-proxy.js';
 import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
 import { KeyedMutex } from './keyed-mutex.js';
+import {
+  LEDGER_LEASE_MARGIN_SECONDS,
+  LedgerLeases,
+  resolveEngineId,
+  resolveLedgerLeaseSeconds,
+} from './ledger-leases.js';
 import { ProgressTracker } from './progress-tracker.js';
 import {
   createRecordedSnapshot,
@@ -60,6 +66,24 @@ export interface BackupEngineOptions {
    * allowed. Default 300 ({@link DEFAULT_RELEASE_TIMEOUT_SECONDS}).
    */
   readonly releaseTimeoutSeconds?: number;
+  /**
+   * Stable id of this engine instance, recorded as the `owner` of every ledger entry it writes (with the host
+   * name and process id, for humans). Default: a random UUID per engine. Give a process a fixed id (e.g. the Sync
+   * Proxy's name) so that after a restart it recognises the entries its previous run left and `reconcile()`
+   * releases them at once instead of waiting for their lease to expire. It must be unique among the engines that
+   * run at the same time on one repository: an engine treats every entry with its id as its own. 1-128
+   * printable ASCII characters, no space.
+   */
+  readonly engineId?: string;
+  /**
+   * Seconds of the lease on the ledger entries this engine's running jobs hold (`leaseExpiresAt`). The engine
+   * renews them every third of it; another engine's {@link BackupEngine.reconcile} releases a pending entry only
+   * once its lease has expired (plus {@link LEDGER_LEASE_MARGIN_SECONDS}). A number above 0, at most 86400;
+   * default 600 ({@link DEFAULT_LEDGER_LEASE_SECONDS}).
+   */
+  readonly ledgerLeaseSeconds?: number;
+  /** The wall clock of ledger times (`createdAt`, `leaseExpiresAt`, and expiry in `reconcile()`). For tests. */
+  readonly now?: () => Date;
 }
 
 /** Options of {@link BackupEngine.backup}. */
@@ -137,12 +161,29 @@ export interface BackupJobResult {
   readonly releaseFailures: readonly SnapshotReleaseFailure[];
 }
 
+/**
+ * Why {@link BackupEngine.reconcile} kept an entry:
+ * - `base`: a newest point needs the snapshot as the base of the next incremental (the entry is `retained`);
+ * - `unreadable-points`: a retained base kept while some point's metadata cannot be read (it may be its base);
+ * - `job-running`: a job of this engine holds it;
+ * - `held-by-another-engine`: its owner is another engine whose lease on it has not expired.
+ */
+export type ReconcileKeptReason = 'base' | 'unreadable-points' | 'job-running' | 'held-by-another-engine';
+
+/** An entry {@link BackupEngine.reconcile} kept, and why. */
+export interface ReconcileKeptEntry {
+  readonly entry: LedgerEntry;
+  readonly reason: ReconcileKeptReason;
+  /** The reason in words, e.g. the owner and lease expiry of an entry held by another engine. */
+  readonly detail: string;
+}
+
 /** What {@link BackupEngine.reconcile} did. */
 export interface ReconcileReport {
   /** Side effects released on their source and removed from the ledger. */
   readonly released: readonly LedgerEntry[];
-  /** Entries kept: snapshots still needed as the base of an incremental, or of a running job. */
-  readonly kept: readonly LedgerEntry[];
+  /** Entries kept, each with its reason. */
+  readonly kept: readonly ReconcileKeptEntry[];
   /** Entries whose release failed; they stay in the ledger for the next reconcile. */
   readonly failed: readonly { entry: LedgerEntry; error: unknown }[];
 }
@@ -164,6 +205,8 @@ interface JobRun {
 
 /** The backup engine. Create it with {@link createBackupEngine}. */
 export interface BackupEngine extends AsyncDisposable {
+  /** The engine's id, the `owner.engineId` of the ledger entries it writes (see {@link BackupEngineOptions.engineId}). */
+  readonly engineId: string;
   /** The proxy registry the engine schedules on. */
   readonly proxies: SyncProxyRegistry;
   /**
@@ -182,9 +225,17 @@ export interface BackupEngine extends AsyncDisposable {
   /** Dry run of the placement of a job's disk tasks on the proxies, with the reason for each. */
   explain(options?: Pick<BackupJobOptions, 'hosts' | 'platformId' | 'signal'>): Promise<Placement[]>;
   /**
-   * Releases source-side snapshots that an earlier crash or a lost proxy left behind (ledger entries of jobs
-   * not running in this engine), snapshots whose release failed after a job, and retained base snapshots no
-   * newest point needs any more. Each release is bounded by `releaseTimeoutSeconds`.
+   * Releases source-side snapshots that an earlier crash or a lost proxy left behind, snapshots whose release
+   * failed after a job, and retained base snapshots no newest point needs any more. Each release is bounded by
+   * `releaseTimeoutSeconds`.
+   *
+   * A `pending` entry is released only when nobody holds it: its owner is this engine and its job is not running,
+   * or its lease (`leaseExpiresAt`) expired more than {@link LEDGER_LEASE_MARGIN_SECONDS} ago by this engine's
+   * clock, or it has no owner or lease (written by an older drkit). An entry another engine holds is reported in
+   * `kept` (`held-by-another-engine`), untouched. Hence the clocks of engines sharing a repository must agree
+   * within {@link LEDGER_LEASE_MARGIN_SECONDS}; an engine whose clock runs ahead by more may release snapshots
+   * another engine still reads. An entry of a kind this engine cannot release (anything but `snapshot`) is
+   * reported in `failed` and left recorded.
    */
   reconcile(options?: { signal?: AbortSignal }): Promise<ReconcileReport>;
   /** Stops the default proxy's worker threads. Does not close the repository. */
@@ -227,6 +278,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     options.releaseTimeoutSeconds,
     'releaseTimeoutSeconds',
   );
+  const engineId = resolveEngineId(options.engineId, 'engineId');
+  const ledgerLeaseSeconds = resolveLedgerLeaseSeconds(options.ledgerLeaseSeconds, 'ledgerLeaseSeconds');
+  const now = options.now ?? (() => new Date());
+  const leases = new LedgerLeases(repository, engineId, ledgerLeaseSeconds, now);
   const platforms = new Map<string, Platform>();
   for (const [i, p] of options.platforms.entries()) {
     if (platforms.has(p.id))
@@ -347,6 +402,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       take(): Promise<SnapshotRef> {
         taking ??= createRecordedSnapshot(platform, repository, host, run.id, {
           signal: run.options.signal,
+          leases,
           releaseTimeoutSeconds,
           onReleaseFailure: (entry, error) => run.failures.push(releaseFailure(entry, error)),
         }).then(({ ref, entry }) => {
@@ -459,6 +515,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       return outcomes;
     } finally {
       if (snapshot?.entry) {
+        // No renewal from here on (the lease has at least two thirds left): a renewal must not race the release.
+        await leases.drop(snapshot.entry.id);
         await settleSnapshots(platform, host.id, snapshot.entry, run.unreadable.length > 0, run.failures);
       }
     }
@@ -499,7 +557,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       return;
     }
     for (const entry of entries) {
-      if (entry.platformId !== platform.id || entry.hostId !== hostId) continue;
+      if (entry.platformId !== platform.id || entry.hostId !== hostId || entry.kind !== 'snapshot') continue;
       if (entry.id !== fresh.id && entry.state === 'pending') continue; // a crashed run's: reconcile() decides
       // While some point is unreadable, a retained base may be its base: keep it until that point is repaired.
       if (keepRetained && entry.id !== fresh.id && entry.state === 'retained') continue;
@@ -517,7 +575,24 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     }
   }
 
+  /** Who holds a pending entry, when someone does. */
+  function holder(entry: LedgerEntry, nowMs: number): Omit<ReconcileKeptEntry, 'entry'> | undefined {
+    if (runningJobs.has(entry.jobId)) {
+      return { reason: 'job-running', detail: `job ${entry.jobId} of this engine is running` };
+    }
+    if (leases.owns(entry) || entry.owner === undefined || entry.leaseExpiresAt === undefined)
+      return undefined;
+    const expiresMs = Date.parse(entry.leaseExpiresAt);
+    if (nowMs > expiresMs + LEDGER_LEASE_MARGIN_SECONDS * 1000) return undefined;
+    const { engineId: other, hostname, pid } = entry.owner;
+    return {
+      reason: 'held-by-another-engine',
+      detail: `held by engine ${other} on ${hostname} (pid ${pid}), lease until ${entry.leaseExpiresAt}`,
+    };
+  }
+
   return {
+    engineId,
     proxies: registry,
 
     async backup(job: BackupJobOptions = {}): Promise<BackupJobResult> {
@@ -567,12 +642,19 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
 
     async reconcile({ signal } = {}): Promise<ReconcileReport> {
       const released: LedgerEntry[] = [];
-      const kept: LedgerEntry[] = [];
+      const kept: ReconcileKeptEntry[] = [];
       const failed: { entry: LedgerEntry; error: unknown }[] = [];
       const inUseCache = new Map<string, Set<string>>();
       // While some point is unreadable, a retained base may be its base: keep every retained entry.
       const keepRetained = (await repository.unreadablePoints({ signal })).length > 0;
-      for (const entry of await repository.ledger.list({ signal })) {
+      const entries = await repository.ledger.list({ signal });
+      const nowMs = now().getTime(); // after the listing: a lease renewed meanwhile is not missed
+      for (const entry of entries) {
+        const held = entry.state === 'pending' ? holder(entry, nowMs) : undefined;
+        if (held) {
+          kept.push({ entry, ...held });
+          continue;
+        }
         const platform = platforms.get(entry.platformId);
         if (!platform) {
           failed.push({
@@ -581,11 +663,21 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           });
           continue;
         }
-        if (
-          (entry.state === 'pending' && runningJobs.has(entry.jobId)) ||
-          (keepRetained && entry.state === 'retained')
-        ) {
-          kept.push(entry);
+        if (entry.kind !== 'snapshot') {
+          failed.push({
+            entry,
+            error: new InvalidArgumentError(
+              `ledger entry ${entry.id} records a side effect of kind ${entry.kind}, which this engine cannot release; release ${entry.name} on ${entry.platformId} by hand (then remove the entry) or with a drkit that knows the kind`,
+            ),
+          });
+          continue;
+        }
+        if (keepRetained && entry.state === 'retained') {
+          kept.push({
+            entry,
+            reason: 'unreadable-points',
+            detail: 'a retained base is kept while some point cannot be read (it may be its base)',
+          });
           continue;
         }
         const key = `${entry.platformId}\n${entry.hostId}`;
@@ -599,7 +691,11 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         if (inUse.has(entry.name)) {
           if (entry.state !== 'retained')
             await repository.ledger.update({ ...entry, state: 'retained' }, { signal });
-          kept.push(entry);
+          kept.push({
+            entry,
+            reason: 'base',
+            detail: 'a newest point needs it as the base of the next incremental',
+          });
           continue;
         }
         try {
@@ -619,6 +715,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     async close() {
       await hostSlots.onIdle();
       await queue.onIdle();
+      leases.stop();
       await defaultProxy?.close();
     },
 

@@ -3,6 +3,7 @@ import { InvalidSettingsError, TimeoutError } from '../errors/drkit-error.js';
 import type { LedgerEntry, Repository } from '../repository/types.js';
 import type { Host } from '../spec/v1/host.js';
 import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
+import type { LedgerLeases } from './ledger-leases.js';
 
 /** A name for a new drkit snapshot: `drkit-<UTC yyyymmddThhmmss>-<6 hex>`, sortable by time. */
 export function snapshotName(now = new Date()): string {
@@ -72,6 +73,8 @@ export async function withDeadline<T>(
 /** Options of {@link createRecordedSnapshot}. */
 export interface CreateRecordedSnapshotOptions {
   readonly signal?: AbortSignal;
+  /** The engine's leases: the entry is recorded with its owner and a lease, which is renewed while it is held. */
+  readonly leases: LedgerLeases;
   /** Time limit of the release that follows a failed create. */
   readonly releaseTimeoutSeconds: number;
   /** Told when that release fails too (its entry then stays in the ledger for `reconcile()`). */
@@ -80,7 +83,8 @@ export interface CreateRecordedSnapshotOptions {
 
 /**
  * Takes the host snapshot through the ledger: the entry is written before the platform is asked, so a crash
- * between the two leaves a record that `reconcile()` can act on.
+ * between the two leaves a record that `reconcile()` can act on. The entry is held (its lease renewed) from then
+ * on; the caller drops it ({@link LedgerLeases.drop}) before it settles the snapshot.
  */
 export async function createRecordedSnapshot(
   platform: Platform,
@@ -89,29 +93,32 @@ export async function createRecordedSnapshot(
   jobId: string,
   options: CreateRecordedSnapshotOptions,
 ): Promise<{ ref: SnapshotRef; entry: LedgerEntry }> {
-  const { signal } = options;
+  const { signal, leases } = options;
   if (!platform.createSnapshot) {
     throw new TypeError(`platform ${platform.id} declares host snapshots but has no createSnapshot()`);
   }
-  let entry: LedgerEntry = {
+  const now = leases.now();
+  let entry = leases.stamp({
     id: randomUUID(),
     kind: 'snapshot',
     platformId: platform.id,
     hostId: host.id,
-    name: snapshotName(),
+    name: snapshotName(now),
     state: 'pending',
     jobId,
-    createdAt: new Date().toISOString(),
-  };
+    createdAt: now.toISOString(),
+  });
   await repository.ledger.record(entry, { signal });
+  leases.hold(entry);
   try {
     const ref = await platform.createSnapshot({ host, name: entry.name, signal });
     if (ref.providerId !== undefined) {
       entry = { ...entry, providerId: ref.providerId };
-      await repository.ledger.update(entry, { signal });
+      await leases.rewrite(entry, signal);
     }
     return { ref, entry };
   } catch (error) {
+    await leases.drop(entry.id);
     // The snapshot may exist even though the call failed (a lost answer or an abort): release it by name, with
     // a deadline of its own rather than the (maybe aborted) signal, then forget it.
     await releaseRecordedSnapshot(platform, repository, entry, {
