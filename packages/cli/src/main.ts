@@ -5,6 +5,7 @@ import {
   createLocalFolderStore,
   DrkitError,
   InvalidArgumentError,
+  type LedgerEntry,
   openRepository,
   type RecoveryPoint,
   type Repository,
@@ -354,18 +355,29 @@ function pruneRefusal(unreadable: readonly UnreadablePoint[]): string {
   return `cannot prune: the metadata of ${unreadable.length} point(s) cannot be read, so the chunks they need are unknown (${unreadable.map((p) => p.id).join(', ')})`;
 }
 
+/** One ledger entry in words: what, where, which job, and who holds it until when. */
+function ledgerLine(e: LedgerEntry, nowMs: number): string {
+  let holder: string;
+  if (e.owner === undefined || e.leaseExpiresAt === undefined) {
+    holder = 'no owner (written by an older drkit; treated as expired)';
+  } else {
+    const expired = Date.parse(e.leaseExpiresAt) < nowMs;
+    holder = `owner ${e.owner.engineId} on ${e.owner.hostname} (pid ${e.owner.pid}), lease ${expired ? 'expired' : 'until'} ${e.leaseExpiresAt}`;
+  }
+  const lease = e.state === 'pending' ? `, ${holder}` : '';
+  return `${e.state} ${e.kind} ${e.name} on ${e.platformId}/${e.hostId} (job ${e.jobId}, created ${e.createdAt}${lease})`;
+}
+
 async function ledger(repository: Repository, json: boolean, io: CliIo): Promise<number> {
   const entries = await repository.ledger.list({ signal: io.signal });
   if (json) io.stdout.write(`${JSON.stringify(entries)}\n`);
   else if (entries.length === 0) io.stdout.write('the ledger is empty: no snapshot left behind\n');
   else {
-    for (const e of entries) {
-      io.stdout.write(
-        `${e.state} ${e.kind} ${e.name} on ${e.platformId}/${e.hostId} (job ${e.jobId}, ${e.createdAt})\n`,
-      );
-    }
+    const nowMs = Date.now();
+    for (const e of entries) io.stdout.write(`${ledgerLine(e, nowMs)}\n`);
     io.stdout.write(
-      "Pending entries of a job that is not running are released by the engine's reconcile().\n",
+      "A pending entry is released by an engine's reconcile() once its own job ended or its lease expired; " +
+        'a retained one is the base of the next incremental.\n',
     );
   }
   return ExitCode.ok;

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
@@ -130,5 +130,54 @@ describe('drkit CLI', () => {
     expect((await runCli(['restore', left[0].id, target, '--repo', repo])).code).toBe(0);
     expect(await sha256File(target)).toBe(await sha256File(image));
     expect((await runCli(['prune', '--repo', repo])).code).toBe(2);
+  });
+
+  it('ledger shows who holds each entry and until when, also in --json', async () => {
+    const base = {
+      kind: 'snapshot',
+      platformId: 'local',
+      hostId: 'vm-1',
+      state: 'pending',
+      jobId: 'job-1',
+      createdAt: '2024-06-01T10:20:00.000Z',
+    };
+    const entries = [
+      {
+        ...base,
+        id: 'a-held',
+        name: 'drkit-held',
+        owner: { engineId: 'proxy-a', hostname: 'host-a', pid: 4242 },
+        leaseExpiresAt: '2999-01-01T00:00:00.000Z',
+      },
+      {
+        ...base,
+        id: 'b-expired',
+        name: 'drkit-expired',
+        owner: { engineId: 'proxy-b', hostname: 'host-b', pid: 7 },
+        leaseExpiresAt: '2024-06-01T10:30:00.000Z',
+      },
+      { ...base, id: 'c-old', name: 'drkit-old' },
+    ];
+    await mkdir(join(repo, 'ledger'), { recursive: true });
+    for (const e of entries) await writeFile(join(repo, 'ledger', `${e.id}.json`), JSON.stringify(e));
+    try {
+      const text = await runCli(['ledger', '--repo', repo]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toContain(
+        'pending snapshot drkit-held on local/vm-1 (job job-1, created 2024-06-01T10:20:00.000Z, owner proxy-a on host-a (pid 4242), lease until 2999-01-01T00:00:00.000Z)',
+      );
+      expect(text.stdout).toContain(
+        'owner proxy-b on host-b (pid 7), lease expired 2024-06-01T10:30:00.000Z',
+      );
+      expect(text.stdout).toContain(
+        'drkit-old on local/vm-1 (job job-1, created 2024-06-01T10:20:00.000Z, no owner',
+      );
+      const json = await runCli(['ledger', '--json', '--repo', repo]);
+      expect(json.code, json.stderr).toBe(0);
+      const listed = JSON.parse(json.stdout) as { id: string }[];
+      expect([...listed].sort((x, y) => x.id.localeCompare(y.id))).toEqual(entries);
+    } finally {
+      for (const e of entries) await rm(join(repo, 'ledger', `${e.id}.json`), { force: true });
+    }
   });
 });
