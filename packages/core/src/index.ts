@@ -54,6 +54,8 @@ export type {
   ChunkIndex,
   DiskLineage,
   EncodedChunkBlob,
+  HostPoint,
+  HostPointFilter,
   LedgerEntry,
   LedgerEntryKind,
   LedgerEntryOwner,

@@ -154,6 +154,10 @@ function describedPoint(value: Record<string, unknown>, fail: Fail): NewPoint {
     point.parentId = value.parentId as string;
   }
   if (value.checkpoint !== undefined) point.checkpoint = checkpoint(value.checkpoint, 'checkpoint', fail);
+  if (value.snapshotAt !== undefined) point.snapshotAt = timestamp(value.snapshotAt, 'snapshotAt', fail);
+  if (value.jobId !== undefined) point.jobId = text(value.jobId, 'jobId', fail);
+  if (value.taskId !== undefined) point.taskId = text(value.taskId, 'taskId', fail);
+  if (value.snapshotName !== undefined) point.snapshotName = text(value.snapshotName, 'snapshotName', fail);
   return point;
 }
 
@@ -170,7 +174,10 @@ export function checkNewPoint(value: NewPoint): NewPoint {
   return describedPoint(value, fail);
 }
 
-/** The committed point built from its description, id and index digest. */
+/**
+ * The committed point built from its description, id and index digest. A description without `snapshotAt` (a
+ * point of an older drkit) gets its `createdAt`.
+ */
 export function recoveryPoint(id: string, point: NewPoint, indexDigest: string): RecoveryPoint {
   const { platformId, hostId, diskId, hostName, diskName, createdAt, capacityBytes, chunkSize } = point;
   return {
@@ -181,6 +188,10 @@ export function recoveryPoint(id: string, point: NewPoint, indexDigest: string):
     hostName,
     diskName,
     createdAt,
+    snapshotAt: point.snapshotAt ?? createdAt,
+    ...(point.jobId === undefined ? {} : { jobId: point.jobId }),
+    ...(point.taskId === undefined ? {} : { taskId: point.taskId }),
+    ...(point.snapshotName === undefined ? {} : { snapshotName: point.snapshotName }),
     capacityBytes,
     chunkSize,
     chunkCount: chunkCountOf(capacityBytes, chunkSize),

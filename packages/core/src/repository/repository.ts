@@ -12,7 +12,7 @@ import { DEFAULT_LOCK_STALE_AFTER_MS } from './repository-lock.js';
 import { restorePoint } from './restore.js';
 import { planRetention } from './retention.js';
 import type { Store } from './store.js';
-import type { DiskLineage, RecoveryPoint, Repository } from './types.js';
+import type { DiskLineage, HostPoint, RecoveryPoint, Repository } from './types.js';
 import { verifyPoints } from './verify.js';
 
 /** Settings of {@link openRepository}. */
@@ -44,6 +44,38 @@ function matches(point: RecoveryPoint, filter: Partial<DiskLineage> | undefined)
     (filter.hostId === undefined || point.hostId === filter.hostId) &&
     (filter.diskId === undefined || point.diskId === filter.diskId)
   );
+}
+
+/** Groups points (in their order) per platform, host and job; a point without a job is a group of its own. */
+function groupHostPoints(points: readonly RecoveryPoint[]): HostPoint[] {
+  const groups = new Map<
+    string,
+    { platformId: string; hostId: string; jobId?: string; points: RecoveryPoint[] }
+  >();
+  const ordered: { platformId: string; hostId: string; jobId?: string; points: RecoveryPoint[] }[] = [];
+  for (const point of points) {
+    const key =
+      point.jobId === undefined ? undefined : JSON.stringify([point.platformId, point.hostId, point.jobId]);
+    const group = key === undefined ? undefined : groups.get(key);
+    if (group) {
+      group.points.push(point);
+      continue;
+    }
+    const created = {
+      platformId: point.platformId,
+      hostId: point.hostId,
+      ...(point.jobId === undefined ? {} : { jobId: point.jobId }),
+      points: [point],
+    };
+    ordered.push(created);
+    if (key !== undefined) groups.set(key, created);
+  }
+  return ordered.map((group) => ({
+    ...group,
+    snapshotAt: group.points
+      .map((p) => p.snapshotAt)
+      .reduce((a, b) => (Date.parse(b) < Date.parse(a) ? b : a)),
+  }));
 }
 
 /**
@@ -85,6 +117,13 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     async points(filter, callOptions = {}) {
       return (await context.listPoints(callOptions.signal)).filter((point) => matches(point, filter));
+    },
+
+    async hostPoints(filter, callOptions = {}) {
+      const lineage = { platformId: filter?.platformId, hostId: filter?.hostId };
+      return groupHostPoints(
+        (await context.listPoints(callOptions.signal)).filter((point) => matches(point, lineage)),
+      );
     },
 
     async unreadablePoints(callOptions = {}) {

@@ -4,7 +4,7 @@ import { isoWeek, planRetention } from './retention.js';
 import type { RecoveryPoint } from './types.js';
 
 let serial = 0;
-function point(createdAt: string, disk = 'disk-1'): RecoveryPoint {
+function point(createdAt: string, disk = 'disk-1', snapshotAt = createdAt): RecoveryPoint {
   serial++;
   return {
     id: `${createdAt.replace(/[-:.Z]/g, '')}-${serial.toString(16).padStart(8, '0')}`,
@@ -14,6 +14,7 @@ function point(createdAt: string, disk = 'disk-1'): RecoveryPoint {
     hostName: 'h',
     diskName: disk,
     createdAt,
+    snapshotAt,
     capacityBytes: 1,
     chunkSize: 262144,
     chunkCount: 1,
@@ -109,5 +110,18 @@ describe('planRetention', () => {
     expect(() => planRetention(series, { keepLast: 0 })).toThrow(InvalidArgumentError);
     expect(() => planRetention(series, { keepDaily: -1 })).toThrow(InvalidArgumentError);
     expect(() => planRetention(series, { keepWeekly: 1.5 })).toThrow(InvalidArgumentError);
+  });
+
+  it('buckets by snapshotAt (when the data is from), not by createdAt (the commit)', () => {
+    // A long backup: its data is from the evening of May 1st, it committed on May 2nd.
+    const long = point('2024-05-02T08:00:00.000Z', 'disk-1', '2024-05-01T22:00:00.000Z');
+    const next = point('2024-05-02T12:00:00.000Z', 'disk-1', '2024-05-02T11:00:00.000Z');
+    const plan = planRetention([long, next], { keepDaily: 2 });
+    expect(plan.kept.map((p) => p.id)).toEqual([long.id, next.id]);
+    expect(plan.removed).toEqual([]);
+    // Newest by data time: a point committed later whose data is older is not the newest.
+    const late = point('2024-05-03T09:00:00.000Z', 'disk-1', '2024-05-02T10:00:00.000Z');
+    const early = point('2024-05-02T23:00:00.000Z', 'disk-1', '2024-05-02T22:00:00.000Z');
+    expect(planRetention([late, early], { keepLast: 1 }).kept.map((p) => p.id)).toEqual([early.id]);
   });
 });

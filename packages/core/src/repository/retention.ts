@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from '../errors/drkit-error.js';
 import type { RecoveryPoint, RetentionPolicy } from './types.js';
 
-/** What {@link planRetention} decides: the points to keep and to remove, each oldest first. */
+/** What {@link planRetention} decides: the points to keep and to remove, each oldest first (by `snapshotAt`). */
 export interface RetentionPlan {
   readonly kept: RecoveryPoint[];
   readonly removed: RecoveryPoint[];
@@ -25,8 +25,9 @@ export function isoWeek(ms: number): string {
   return `${year}-W${String(week).padStart(2, '0')}`;
 }
 
+/** Oldest data first (`snapshotAt`), then by id. */
 function byTime(a: RecoveryPoint, b: RecoveryPoint): number {
-  const delta = Date.parse(a.createdAt) - Date.parse(b.createdAt);
+  const delta = Date.parse(a.snapshotAt) - Date.parse(b.snapshotAt);
   if (delta !== 0) return delta;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
@@ -44,6 +45,10 @@ function checkRule(value: number | undefined, field: string): number {
  * disk): walking a lineage's points newest first, `keepLast` keeps the first N; `keepDaily` keeps a point whenever
  * its UTC day differs from the day of the last point that rule kept, N times; `keepWeekly` likewise with ISO
  * weeks. A point kept by any rule is kept; the others are removed. Pure: reads and writes nothing.
+ *
+ * Times are the points' `snapshotAt` (when their data is from), not `createdAt` (their commit): a backup that
+ * ran past midnight counts for the day its snapshot was taken. Points of an older drkit have `snapshotAt` =
+ * `createdAt`.
  *
  * A point's index names every chunk it needs, so removing a point that a kept point names as `parentId` is safe.
  *
@@ -78,7 +83,7 @@ export function planRetention(points: readonly RecoveryPoint[], policy: Retentio
   for (const group of lineages.values()) {
     const state = rules.map((rule) => ({ left: rule.count, last: undefined as string | undefined }));
     for (const point of [...group].sort(byTime).reverse()) {
-      const ms = Date.parse(point.createdAt);
+      const ms = Date.parse(point.snapshotAt);
       let keep = false;
       rules.forEach((rule, i) => {
         const s = state[i]!;

@@ -31,8 +31,23 @@ export interface RecoveryPoint extends DiskLineage {
   readonly id: string;
   readonly hostName: string;
   readonly diskName: string;
-  /** When the source snapshot was taken (ISO 8601). */
+  /**
+   * When the point was committed (ISO 8601): the end of its backup, which may be hours after its data is from.
+   * The point id starts with this time.
+   */
   readonly createdAt: string;
+  /**
+   * When the point's data is from (ISO 8601): just before the source snapshot was created, for a platform that
+   * takes snapshots, else when the disk's read session was opened. Retention buckets points by it. Points written
+   * before drkit recorded it read with their `createdAt`.
+   */
+  readonly snapshotAt: string;
+  /** The backup job that made the point (`BackupJobResult.jobId`); absent in points of older drkit. */
+  readonly jobId?: string;
+  /** The disk task that made the point (`DiskTaskOutcome.taskId`); absent in points of older drkit. */
+  readonly taskId?: string;
+  /** The name of the source snapshot the data was read from, when there was one (and in points of newer drkit). */
+  readonly snapshotName?: string;
   /** Disk size at the snapshot, in bytes. */
   readonly capacityBytes: number;
   /** Chunk size of the lineage, in bytes. */
@@ -76,7 +91,13 @@ export interface UnreadablePoint {
 export interface NewPoint extends DiskLineage {
   readonly hostName: string;
   readonly diskName: string;
+  /** The commit time (ISO 8601). */
   readonly createdAt: string;
+  /** When the data is from (ISO 8601); default `createdAt`. See {@link RecoveryPoint.snapshotAt}. */
+  readonly snapshotAt?: string;
+  readonly jobId?: string;
+  readonly taskId?: string;
+  readonly snapshotName?: string;
   readonly capacityBytes: number;
   readonly chunkSize: number;
   readonly parentId?: string;
@@ -113,6 +134,28 @@ export interface EncodedChunkBlob {
    * there and the payload is not copied.
    */
   readonly frameInPlace?: boolean;
+}
+
+/** A filter of {@link Repository.hostPoints}. */
+export interface HostPointFilter {
+  readonly platformId?: string;
+  readonly hostId?: string;
+}
+
+/**
+ * The points of one host made by one backup job: the disks of a host backed up together (from one host snapshot,
+ * where the platform takes them), what the restore of a multi-disk machine asks for. A point without a `jobId`
+ * (written by an older drkit) forms a host point of its own.
+ */
+export interface HostPoint {
+  readonly platformId: string;
+  readonly hostId: string;
+  /** The job that made the points; absent for a point of an older drkit (then `points` holds just that one). */
+  readonly jobId?: string;
+  /** The earliest `snapshotAt` of the points (with a host snapshot, all of them have the same). */
+  readonly snapshotAt: string;
+  /** The points, one per disk backed up successfully, in the order of {@link Repository.points} (oldest first). */
+  readonly points: readonly RecoveryPoint[];
 }
 
 /** Options of {@link Repository.beginBackup}. */
@@ -208,9 +251,9 @@ export interface PruneResult {
 export interface RetentionPolicy {
   /** Keep the newest N points. */
   readonly keepLast?: number;
-  /** Keep the newest point of each of the last N days (UTC) that have points. */
+  /** Keep the newest point of each of the last N days (UTC, of the points' `snapshotAt`) that have points. */
   readonly keepDaily?: number;
-  /** Keep the newest point of each of the last N ISO weeks that have points. */
+  /** Keep the newest point of each of the last N ISO weeks (of the points' `snapshotAt`) that have points. */
   readonly keepWeekly?: number;
 }
 
@@ -285,6 +328,18 @@ export interface Repository extends AsyncDisposable {
    * (corrupt, or written by a newer drkit) is skipped, not an error: see {@link Repository.unreadablePoints}.
    */
   points(filter?: Partial<DiskLineage>, options?: { signal?: AbortSignal }): Promise<RecoveryPoint[]>;
+  /**
+   * The committed points grouped per host and job ({@link HostPoint}), oldest first (by the first point of each
+   * group, the order of {@link Repository.points}), optionally of one platform or host. Points whose metadata
+   * cannot be read are skipped as in {@link Repository.points}.
+   *
+   * @example
+   * ```ts
+   * const [latest] = (await repository.hostPoints({ hostId: 'vm-42' })).slice(-1);
+   * for (const point of latest?.points ?? []) console.log(point.diskName, point.snapshotAt, point.id);
+   * ```
+   */
+  hostPoints(filter?: HostPointFilter, options?: { signal?: AbortSignal }): Promise<HostPoint[]>;
   /**
    * The points {@link Repository.points} skips because their metadata blob cannot be read, by id. A console
    * shows them as damaged; `verify` reports them, retention leaves them alone, and `prune` refuses to run
