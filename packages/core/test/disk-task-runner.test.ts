@@ -40,6 +40,7 @@ function scriptedPlatform(
   capacity: number,
   changes: Change[] | (() => AsyncIterable<Change>),
   onClose?: () => void,
+  onOpen?: () => void,
 ): Platform {
   return {
     specificationVersion: 'v1',
@@ -52,6 +53,7 @@ function scriptedPlatform(
     async *hosts() {},
     changedBlockReader: {
       async open(): Promise<ChangedBlockSession> {
+        onOpen?.();
         return {
           capacityBytes: capacity,
           validity: { kind: 'full', reason: 'first-backup' },
@@ -145,6 +147,39 @@ function deferred() {
   });
   return { promise, resolve };
 }
+
+describe('runDiskTask: when the data is from', () => {
+  it("without a host snapshot, snapshotAt is the time the read session was opened; jobId and taskId are the task's", async () => {
+    let openedAt: number | undefined;
+    const platform = scriptedPlatform(
+      CHUNK,
+      [{ kind: 'data', offset: 0, data: new Uint8Array(CHUNK).fill(1) }],
+      undefined,
+      () => {
+        openedAt = Date.now();
+      },
+    );
+    const result = await runDiskTask(task(CHUNK), { platform, repository, pool });
+    const point = await repository.point(result.pointId);
+    expect(Date.parse(point.snapshotAt)).toBeLessThanOrEqual(openedAt!);
+    expect(Date.parse(point.snapshotAt)).toBeLessThanOrEqual(Date.parse(point.createdAt));
+    expect(point.jobId).toBe('job');
+    expect(point.taskId).toBe('job/h/d');
+    expect(point.snapshotName).toBeUndefined();
+  });
+
+  it("takes snapshotAt and the snapshot's name from the task when the engine took a host snapshot", async () => {
+    const platform = scriptedPlatform(CHUNK, [{ kind: 'zero', offset: 0, length: CHUNK }]);
+    const result = await runDiskTask(
+      { ...task(CHUNK), snapshot: { hostId: 'h', name: 'drkit-x' }, snapshotAt: '2020-02-02T02:02:02.002Z' },
+      { platform, repository, pool },
+    );
+    const point = await repository.point(result.pointId);
+    expect(point.snapshotAt).toBe('2020-02-02T02:02:02.002Z');
+    expect(point.snapshotName).toBe('drkit-x');
+    expect(point.createdAt).not.toBe(point.snapshotAt);
+  });
+});
 
 describe('runDiskTask stall watchdog', () => {
   const capacity = CHUNK * 4;

@@ -82,7 +82,10 @@ export interface BackupEngineOptions {
    * default 600 ({@link DEFAULT_LEDGER_LEASE_SECONDS}).
    */
   readonly ledgerLeaseSeconds?: number;
-  /** The wall clock of ledger times (`createdAt`, `leaseExpiresAt`, and expiry in `reconcile()`). For tests. */
+  /**
+   * The wall clock of ledger times (`createdAt`, `leaseExpiresAt`, and expiry in `reconcile()`) and of the time a
+   * host snapshot's data is from (the points' `snapshotAt`, read just before the snapshot is taken). For tests.
+   */
   readonly now?: () => Date;
 }
 
@@ -387,7 +390,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
 
   /** The snapshot of one host for one job, taken by the first of its disk tasks to be admitted. */
   function hostSnapshot(run: JobRun, platform: Platform, host: Host) {
-    let taking: Promise<SnapshotRef> | undefined;
+    let taking: Promise<{ ref: SnapshotRef; snapshotAt: string }> | undefined;
     let taken: LedgerEntry | undefined;
     return {
       /** Whether a task started taking it. */
@@ -398,16 +401,19 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       get entry(): LedgerEntry | undefined {
         return taken;
       },
-      /** Takes it once; every task of the host gets the same reference (or the same error). */
-      take(): Promise<SnapshotRef> {
+      /**
+       * Takes it once; every task of the host gets the same reference and time (or the same error). `snapshotAt`
+       * is the engine's clock just before the platform was asked.
+       */
+      take(): Promise<{ ref: SnapshotRef; snapshotAt: string }> {
         taking ??= createRecordedSnapshot(platform, repository, host, run.id, {
           signal: run.options.signal,
           leases,
           releaseTimeoutSeconds,
           onReleaseFailure: (entry, error) => run.failures.push(releaseFailure(entry, error)),
-        }).then(({ ref, entry }) => {
+        }).then(({ ref, entry, snapshotAt }) => {
           taken = entry;
-          return ref;
+          return { ref, snapshotAt };
         });
         return taking;
       },
@@ -439,13 +445,14 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         proxyId = lease.proxy.id;
         job.onPlacement?.(lease.placement);
         try {
-          let ref: SnapshotRef | undefined;
+          let taken: { ref: SnapshotRef; snapshotAt: string } | undefined;
           if (snapshot) {
             // Admitted: the host's first task takes the snapshot, the others wait for the same one.
             if (!snapshot.started) new ProgressTracker(ids, job.onProgress).setState('snapshotting');
-            ref = await snapshot.take();
+            taken = await snapshot.take();
           }
-          const result = await lease.proxy.run(ref ? { ...task, snapshot: ref } : task, {
+          const run = taken ? { ...task, snapshot: taken.ref, snapshotAt: taken.snapshotAt } : task;
+          const result = await lease.proxy.run(run, {
             signal: job.signal,
             onProgress: job.onProgress,
             stallTimeoutSeconds,

@@ -86,6 +86,8 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     input: new BufferPool(task.chunkSize, maxInFlight + 4),
     output: new BufferPool(CHUNK_BLOB_HEADER_BYTES + zstdCompressBound(task.chunkSize), maxInFlight + 2),
   };
+  // When the data is from: the engine's time just before the host snapshot, else now, as the read session opens.
+  const snapshotAt = task.snapshotAt ?? new Date().toISOString();
   // Opening the source (a snapshot diff that may take a while to start) overlaps reading the parent.
   const opening = platform.changedBlockReader.open({
     disk: task.disk,
@@ -154,6 +156,10 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
       diskId: task.disk.id,
       diskName: task.disk.name,
       createdAt: new Date().toISOString(),
+      snapshotAt,
+      jobId: task.jobId,
+      taskId: task.id,
+      ...(task.snapshot === undefined ? {} : { snapshotName: task.snapshot.name }),
       capacityBytes: session.capacityBytes,
       chunkSize: task.chunkSize,
       parentId: parent?.id,

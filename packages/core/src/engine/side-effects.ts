@@ -85,6 +85,9 @@ export interface CreateRecordedSnapshotOptions {
  * Takes the host snapshot through the ledger: the entry is written before the platform is asked, so a crash
  * between the two leaves a record that `reconcile()` can act on. The entry is held (its lease renewed) from then
  * on; the caller drops it ({@link LedgerLeases.drop}) before it settles the snapshot.
+ *
+ * `snapshotAt` is the leases' clock read just before the entry is recorded and the platform asked: the time the
+ * snapshot's data is from (the entry's `createdAt`), recorded as the points' `snapshotAt`.
  */
 export async function createRecordedSnapshot(
   platform: Platform,
@@ -92,7 +95,7 @@ export async function createRecordedSnapshot(
   host: Host,
   jobId: string,
   options: CreateRecordedSnapshotOptions,
-): Promise<{ ref: SnapshotRef; entry: LedgerEntry }> {
+): Promise<{ ref: SnapshotRef; entry: LedgerEntry; snapshotAt: string }> {
   const { signal, leases } = options;
   if (!platform.createSnapshot) {
     throw new TypeError(`platform ${platform.id} declares host snapshots but has no createSnapshot()`);
@@ -116,7 +119,7 @@ export async function createRecordedSnapshot(
       entry = { ...entry, providerId: ref.providerId };
       await leases.rewrite(entry, signal);
     }
-    return { ref, entry };
+    return { ref, entry, snapshotAt: now.toISOString() };
   } catch (error) {
     await leases.drop(entry.id);
     // The snapshot may exist even though the call failed (a lost answer or an abort): release it by name, with

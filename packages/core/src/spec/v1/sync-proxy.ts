@@ -32,6 +32,12 @@ export interface DiskTask {
   readonly disk: Disk;
   /** The host snapshot taken for this job, when the platform takes snapshots. */
   readonly snapshot?: SnapshotRef;
+  /**
+   * When the data is from (ISO 8601): the engine's time just before it asked the platform for `snapshot`. Recorded
+   * as the point's `snapshotAt`; without it (a platform without snapshots) the proxy records the time it opens
+   * the disk's read session.
+   */
+  readonly snapshotAt?: string;
   /** The checkpoint of the parent point; absent for a full read. */
   readonly base?: Checkpoint;
   /** Why there is no base, when there is none. */
