@@ -169,7 +169,13 @@ function pointJson(p: RecoveryPoint) {
     host: { id: p.hostId, name: p.hostName },
     disk: { id: p.diskId, name: p.diskName },
     platformId: p.platformId,
+    /** The commit time, as before `createdAt` was given its own field. */
     time: p.createdAt,
+    createdAt: p.createdAt,
+    snapshotAt: p.snapshotAt,
+    jobId: p.jobId ?? null,
+    taskId: p.taskId ?? null,
+    snapshotName: p.snapshotName ?? null,
     sizeBytes: p.capacityBytes,
     chunkSize: p.chunkSize,
     parentId: p.parentId ?? null,
@@ -220,10 +226,11 @@ async function points(repository: Repository, json: boolean, io: CliIo): Promise
     io.stdout.write('no recovery points\n');
     return ExitCode.ok;
   }
-  const rows = [['ID', 'TIME', 'HOST', 'DISK', 'SIZE', 'CHANGE SET', 'WRITTEN']];
+  const rows = [['ID', 'SNAPSHOT TIME', 'COMMITTED', 'HOST', 'DISK', 'SIZE', 'CHANGE SET', 'WRITTEN']];
   for (const p of list) {
     rows.push([
       p.id,
+      p.snapshotAt,
       p.createdAt,
       p.hostName,
       p.diskName,
@@ -232,7 +239,7 @@ async function points(repository: Repository, json: boolean, io: CliIo): Promise
       formatBytes(p.stats.bytesWritten),
     ]);
   }
-  for (const p of unreadable) rows.push([p.id, `unreadable (${p.problem})`, '', '', '', '', '']);
+  for (const p of unreadable) rows.push([p.id, `unreadable (${p.problem})`, '', '', '', '', '', '']);
   io.stdout.write(`${table(rows)}\n`);
   if (unreadable.length > 0) {
     io.stderr.write(

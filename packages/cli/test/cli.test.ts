@@ -60,12 +60,27 @@ describe('drkit CLI', () => {
     expect(points).toHaveLength(2);
     for (const p of points) {
       expect(Object.keys(p)).toEqual(
-        expect.arrayContaining(['id', 'host', 'disk', 'time', 'sizeBytes', 'validity']),
+        expect.arrayContaining([
+          'id',
+          'host',
+          'disk',
+          'time',
+          'snapshotAt',
+          'jobId',
+          'taskId',
+          'sizeBytes',
+          'validity',
+        ]),
       );
+      expect(Date.parse(p.snapshotAt)).toBeLessThanOrEqual(Date.parse(p.createdAt));
+      expect(p.time).toBe(p.createdAt);
+      expect(typeof p.taskId).toBe('string');
       expect(p.sizeBytes).toBe(24 * MiB);
       expect(p.disk.id).toBe(image);
     }
     expect(points[1].validity).toEqual({ kind: 'superset' });
+    expect(points[0].jobId).toBe(job.jobId);
+    expect(points[1].jobId).not.toBe(job.jobId);
     for (const [i, p] of points.entries()) {
       const target = join(dir, `restored-${i}.img`);
       const restored = await runCli(['restore', p.id, target, '--repo', repo]);
@@ -73,7 +88,9 @@ describe('drkit CLI', () => {
       expect(await sha256File(target)).toBe(sums[i]);
     }
     const table = await runCli(['points', '--repo', repo]);
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+TIME\s+HOST\s+DISK\s+SIZE\s+CHANGE SET/);
+    expect(table.stdout.split('\n')[0]).toMatch(
+      /^ID\s+SNAPSHOT TIME\s+COMMITTED\s+HOST\s+DISK\s+SIZE\s+CHANGE SET/,
+    );
   });
 
   it('exits 3 for an unknown point and 9 for a malformed point id', async () => {
