@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import type { LedgerEntry, LedgerEntryOwner, Repository } from '../repository/types.js';
+import { resolveSecondsSetting } from '../util/seconds-setting.js';
 import { withDeadline } from './side-effects.js';
 
 /** Default lease of a ledger entry a running job holds, in seconds: renewed every third of it. */
@@ -33,20 +34,13 @@ export function resolveEngineId(value: string | undefined, field: string): strin
 }
 
 /**
- * Validates a ledger lease: a number of seconds above 0 and at most 86400 (fractions allowed).
+ * Validates a ledger lease: seconds above 0, at most 86400 (fractions allowed).
  *
  * @throws {@link InvalidSettingsError} naming `field`.
  * @internal
  */
 export function resolveLedgerLeaseSeconds(value: number | undefined, field: string): number {
-  const seconds = value ?? DEFAULT_LEDGER_LEASE_SECONDS;
-  if (typeof seconds !== 'number' || !(seconds > 0) || seconds > 86_400) {
-    throw new InvalidSettingsError(
-      field,
-      `must be a number of seconds above 0 and at most 86400, got ${seconds}`,
-    );
-  }
-  return seconds;
+  return resolveSecondsSetting(value, DEFAULT_LEDGER_LEASE_SECONDS, field);
 }
 
 /**

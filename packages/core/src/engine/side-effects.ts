@@ -3,6 +3,7 @@ import { InvalidSettingsError, TimeoutError } from '../errors/drkit-error.js';
 import type { LedgerEntry, Repository } from '../repository/types.js';
 import type { Host } from '../spec/v1/host.js';
 import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
+import { resolveSecondsSetting } from '../util/seconds-setting.js';
 import type { LedgerLeases } from './ledger-leases.js';
 
 /** A name for a new drkit snapshot: `drkit-<UTC yyyymmddThhmmss>-<6 hex>`, sortable by time. */
@@ -18,20 +19,13 @@ export function snapshotName(now = new Date()): string {
 export const DEFAULT_RELEASE_TIMEOUT_SECONDS = 300;
 
 /**
- * Validates a release timeout: a number of seconds above 0 and at most 86400 (fractions allowed).
+ * Validates a release timeout: seconds above 0, at most 86400 (fractions allowed).
  *
  * @throws {@link InvalidSettingsError} naming `field`.
  * @internal
  */
 export function resolveReleaseTimeoutSeconds(value: number | undefined, field: string): number {
-  const seconds = value ?? DEFAULT_RELEASE_TIMEOUT_SECONDS;
-  if (typeof seconds !== 'number' || !(seconds > 0) || seconds > 86_400) {
-    throw new InvalidSettingsError(
-      field,
-      `must be a number of seconds above 0 and at most 86400, got ${seconds}`,
-    );
-  }
-  return seconds;
+  return resolveSecondsSetting(value, DEFAULT_RELEASE_TIMEOUT_SECONDS, field);
 }
 
 /**

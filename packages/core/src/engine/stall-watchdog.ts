@@ -1,23 +1,17 @@
 import { InvalidSettingsError, TaskStalledError } from '../errors/drkit-error.js';
+import { resolveSecondsSetting } from '../util/seconds-setting.js';
 
 /** Default stall timeout of a disk task: 600 s, the default `httpTimeoutSeconds` of a Sync Proxy. */
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 600;
 
 /**
- * Validates a stall timeout (whole seconds from 1 to 86400).
+ * Validates a stall timeout: whole seconds from 1 to 86400.
  *
  * @throws {@link InvalidSettingsError} naming `field`.
  * @internal
  */
 export function resolveStallTimeoutSeconds(value: number | undefined, field: string): number {
-  const seconds = value ?? DEFAULT_STALL_TIMEOUT_SECONDS;
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) {
-    throw new InvalidSettingsError(
-      field,
-      `must be a whole number of seconds from 1 to 86400, got ${seconds}`,
-    );
-  }
-  return seconds;
+  return resolveSecondsSetting(value, DEFAULT_STALL_TIMEOUT_SECONDS, field, { wholeSeconds: true });
 }
 
 /**
