@@ -70,7 +70,7 @@ export type {
   UnreadablePoint,
   VerifyReport,
 } from './repository/types.js';
-export * from './spec/v1/index.js';
+export * from './spec/v2/index.js';
 export { parseCheckpointToken } from './util/checkpoint-token.js';
 export {
   alignExtents,

@@ -1,16 +1,29 @@
 import { randomUUID } from 'node:crypto';
 import PQueue from 'p-queue';
-import { InvalidArgumentError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
+import {
+  InvalidArgumentError,
+  InvalidSettingsError,
+  NotFoundError,
+  QuiesceFailedError,
+} from '../errors/drkit-error.js';
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
 import type { LedgerEntry, RecoveryPoint, Repository, UnreadablePoint } from '../repository/types.js';
-import type { FullReadReason } from '../spec/v1/change-set.js';
-import type { Disk } from '../spec/v1/disk.js';
-import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
-import type { Host } from '../spec/v1/host.js';
-import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
-import type { DiskTask } from '../spec/v1/sync-proxy.js';
+import type {
+  Disk,
+  DiskTask,
+  DiskTaskProgress,
+  DiskTaskResult,
+  FullReadReason,
+  Host,
+  HostSnapshot,
+  Logger,
+  Platform,
+  QuiesceMode,
+  SkipReason,
+} from '../spec/v2/index.js';
+import { describeError } from '../util/describe-error.js';
 import { createInProcessSyncProxy, type InProcessSyncProxy } from './in-process-sync-proxy.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import {
@@ -87,6 +100,11 @@ export interface BackupEngineOptions {
    * host snapshot's data is from (the points' `snapshotAt`, read just before the snapshot is taken). For tests.
    */
   readonly now?: () => Date;
+  /**
+   * Where the engine writes what it does (jobs, snapshots, task outcomes), handed on to the proxies and readers of
+   * every task. A pino logger or `console`; default: nothing is logged. No secret is ever logged.
+   */
+  readonly logger?: Logger;
 }
 
 /** Options of {@link BackupEngine.backup}. */
@@ -97,6 +115,13 @@ export interface BackupJobOptions {
   readonly platformId?: string;
   /** Read every disk in full (validity `full`, reason `requested`). */
   readonly full?: boolean;
+  /**
+   * Whether to quiesce the guests before their snapshots (see {@link QuiesceMode}). Default `preferred`: quiesced
+   * where the platform can, crash consistent elsewhere; every point records what was achieved (`consistency`).
+   * With `required`, a host whose snapshot cannot be quiesced fails its tasks with a `QuiesceFailedError`
+   * (a platform without snapshots too: a live read is never application consistent).
+   */
+  readonly quiesce?: QuiesceMode;
   readonly signal?: AbortSignal;
   /**
    * Progress of each disk task: `waiting` when the job starts (for the host, which another job may hold, and for
@@ -125,6 +150,17 @@ export type DiskTaskOutcome =
       readonly proxyId: string | undefined;
       /** The error; a {@link DrkitError} unless something unexpected broke. */
       readonly error: unknown;
+    }
+  | {
+      /** A disk the platform lists as one it cannot protect ({@link Host.skippedDisks}): nothing was read. */
+      readonly status: 'skipped';
+      readonly taskId: string;
+      readonly hostId: string;
+      readonly diskId: string;
+      readonly proxyId: undefined;
+      /** Why, as the platform said. */
+      readonly reason: SkipReason;
+      readonly detail: string;
     };
 
 /**
@@ -157,6 +193,8 @@ export interface BackupJobResult {
   readonly unreadablePoints: readonly UnreadablePoint[];
   readonly succeeded: number;
   readonly failed: number;
+  /** Disks not backed up because their platform cannot protect them (outcomes `skipped`). Not a success. */
+  readonly skipped: number;
   /**
    * Snapshots of this job's hosts (fresh ones, or older bases no point needs any more) whose release failed.
    * Empty when every snapshot was released or kept as a base. Does not change the outcome of any task.
@@ -284,9 +322,22 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   const engineId = resolveEngineId(options.engineId, 'engineId');
   const ledgerLeaseSeconds = resolveLedgerLeaseSeconds(options.ledgerLeaseSeconds, 'ledgerLeaseSeconds');
   const now = options.now ?? (() => new Date());
+  const logger = options.logger;
   const leases = new LedgerLeases(repository, engineId, ledgerLeaseSeconds, now);
   const platforms = new Map<string, Platform>();
   for (const [i, p] of options.platforms.entries()) {
+    if (p.specificationVersion !== 'v2') {
+      throw new InvalidSettingsError(
+        `platforms[${i}].specificationVersion`,
+        `this engine implements specification v2, the platform declares ${String(p.specificationVersion)}`,
+      );
+    }
+    if (typeof p.id !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(p.id)) {
+      throw new InvalidSettingsError(
+        `platforms[${i}].id`,
+        'must be 1-128 printable ASCII characters without spaces, chosen by the user: points are filed under it',
+      );
+    }
     if (platforms.has(p.id))
       throw new InvalidSettingsError(`platforms[${i}].id`, `duplicate platform id ${p.id}`);
     platforms.set(p.id, p);
@@ -299,6 +350,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       platforms: options.platforms,
       repository,
       settings: { maxMountedDisks: Math.min(150, concurrency) },
+      logger: options.logger,
     });
     proxies.register(defaultProxy);
     for (const id of platforms.keys()) proxies.bind(defaultProxy.id, id);
@@ -312,7 +364,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   const hostLocks = new KeyedMutex();
   const runningJobs = new Set<string>();
 
-  const taskIdOf = (jobId: string, host: Host, disk: Disk) => `${jobId}/${host.id}/${disk.id}`;
+  const taskIdOf = (jobId: string, host: Host, disk: { readonly id: string }) =>
+    `${jobId}/${host.id}/${disk.id}`;
 
   async function selectHosts(job: Pick<BackupJobOptions, 'hosts' | 'platformId' | 'signal'>) {
     const wanted = job.hosts ? new Set(job.hosts) : undefined;
@@ -390,7 +443,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
 
   /** The snapshot of one host for one job, taken by the first of its disk tasks to be admitted. */
   function hostSnapshot(run: JobRun, platform: Platform, host: Host) {
-    let taking: Promise<{ ref: SnapshotRef; snapshotAt: string }> | undefined;
+    let taking: Promise<{ snapshot: HostSnapshot; snapshotAt: string }> | undefined;
     let taken: LedgerEntry | undefined;
     return {
       /** Whether a task started taking it. */
@@ -405,19 +458,35 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
        * Takes it once; every task of the host gets the same reference and time (or the same error). `snapshotAt`
        * is the engine's clock just before the platform was asked.
        */
-      take(): Promise<{ ref: SnapshotRef; snapshotAt: string }> {
+      take(): Promise<{ snapshot: HostSnapshot; snapshotAt: string }> {
         taking ??= createRecordedSnapshot(platform, repository, host, run.id, {
           signal: run.options.signal,
+          quiesce: run.options.quiesce ?? 'preferred',
           leases,
           releaseTimeoutSeconds,
           onReleaseFailure: (entry, error) => run.failures.push(releaseFailure(entry, error)),
-        }).then(({ ref, entry, snapshotAt }) => {
+        }).then(({ snapshot, entry, snapshotAt }) => {
           taken = entry;
-          return { ref, snapshotAt };
+          logger?.info(
+            {
+              platformId: platform.id,
+              hostId: host.id,
+              snapshot: snapshot.name,
+              consistency: snapshot.consistency,
+            },
+            'host snapshot taken',
+          );
+          return { snapshot, snapshotAt };
         });
         return taking;
       },
     };
+  }
+
+  function failedOutcome(run: JobRun, host: Host, disk: Disk, error: unknown): DiskTaskOutcome {
+    const ids = { taskId: taskIdOf(run.id, host, disk), hostId: host.id, diskId: disk.id };
+    logger?.warn({ ...ids, error: describeError(error) }, 'disk task failed');
+    return { status: 'failed', ...ids, proxyId: undefined, error };
   }
 
   function releaseFailure(entry: LedgerEntry, error: unknown): SnapshotReleaseFailure {
@@ -445,15 +514,16 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         proxyId = lease.proxy.id;
         job.onPlacement?.(lease.placement);
         try {
-          let taken: { ref: SnapshotRef; snapshotAt: string } | undefined;
+          let taken: { snapshot: HostSnapshot; snapshotAt: string } | undefined;
           if (snapshot) {
             // Admitted: the host's first task takes the snapshot, the others wait for the same one.
             if (!snapshot.started) new ProgressTracker(ids, job.onProgress).setState('snapshotting');
             taken = await snapshot.take();
           }
-          const run = taken ? { ...task, snapshot: taken.ref, snapshotAt: taken.snapshotAt } : task;
+          const run = taken ? { ...task, snapshot: taken.snapshot, snapshotAt: taken.snapshotAt } : task;
           const result = await lease.proxy.run(run, {
             signal: job.signal,
+            ...(logger === undefined ? {} : { logger }),
             onProgress: job.onProgress,
             stallTimeoutSeconds,
           });
@@ -464,6 +534,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       });
     } catch (error) {
       if (job.signal?.aborted) throw job.signal.reason;
+      logger?.warn({ ...ids, proxyId, error: describeError(error) }, 'disk task failed');
       return { status: 'failed', ...ids, proxyId, error };
     }
   }
@@ -476,14 +547,31 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       new ProgressTracker(ids, job.onProgress).setState('waiting');
     }
     // The host first, then a slot: a job never holds a slot while it waits for a host another job holds.
+    const skipped: DiskTaskOutcome[] = (host.skippedDisks ?? []).map((disk) => ({
+      status: 'skipped',
+      taskId: taskIdOf(run.id, host, disk),
+      hostId: host.id,
+      diskId: disk.id,
+      proxyId: undefined,
+      reason: disk.reason,
+      detail: disk.detail,
+    }));
+    if (job.quiesce === 'required' && platform.capabilities.snapshots !== 'host') {
+      const error = new QuiesceFailedError(
+        `host ${host.id}: the job requires a quiesced snapshot, and platform ${platform.id} (${platform.kind}) reads disks live`,
+      );
+      return [...host.disks.map((disk) => failedOutcome(run, host, disk, error)), ...skipped];
+    }
     const unlock = await hostLocks.lock(`${platform.id}\n${host.id}`, job.signal);
     try {
-      if (platform.capabilities.snapshots !== 'host') return await runHost(run, platform, host);
+      if (platform.capabilities.snapshots !== 'host')
+        return [...(await runHost(run, platform, host)), ...skipped];
       // The slot is held until the host's snapshot is settled, also after an abort (hence no `signal` option).
-      return await hostSlots.add(() => {
+      const outcomes = await hostSlots.add(() => {
         job.signal?.throwIfAborted();
         return runHost(run, platform, host);
       });
+      return [...outcomes, ...skipped];
     } finally {
       unlock();
     }
@@ -500,14 +588,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       }
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      return host.disks.map((disk) => ({
-        status: 'failed' as const,
-        taskId: taskIdOf(run.id, host, disk),
-        hostId: host.id,
-        diskId: disk.id,
-        proxyId: undefined,
-        error,
-      }));
+      return host.disks.map((disk) => failedOutcome(run, host, disk, error));
     }
     const snapshot =
       platform.capabilities.snapshots === 'host' ? hostSnapshot(run, platform, host) : undefined;
@@ -626,11 +707,17 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
           tasks.push(...outcome.value);
         }
         const succeeded = tasks.filter((t) => t.status === 'succeeded').length;
+        const skipped = tasks.filter((t) => t.status === 'skipped').length;
+        logger?.info(
+          { jobId, succeeded, failed: tasks.length - succeeded - skipped, skipped },
+          'backup job ended',
+        );
         return {
           jobId,
           tasks,
           succeeded,
-          failed: tasks.length - succeeded,
+          failed: tasks.length - succeeded - skipped,
+          skipped,
           unreadablePoints: run.unreadable,
           releaseFailures: run.failures,
         };

@@ -3,14 +3,23 @@ import { CHUNK_BLOB_HEADER_BYTES } from '../repository/chunk-blob.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { createChunkIndex, type MutableChunkIndex } from '../repository/chunk-index.js';
 import type { BackupSession, ChunkIndex, RecoveryPoint, Repository } from '../repository/types.js';
-import type { Change, ChangeSetValidity } from '../spec/v1/change-set.js';
-import type { ChangedBlockSession } from '../spec/v1/changed-block-reader.js';
-import type { DiskTaskProgress, DiskTaskResult } from '../spec/v1/disk-task.js';
-import type { Platform } from '../spec/v1/platform.js';
-import type { DiskTask } from '../spec/v1/sync-proxy.js';
+import type {
+  AbandonReason,
+  Change,
+  ChangedBlockSession,
+  ChangeSetValidity,
+  DiskTask,
+  DiskTaskProgress,
+  DiskTaskResult,
+  Logger,
+  Platform,
+} from '../spec/v2/index.js';
+import { deadlineAfter } from '../util/call-deadline.js';
+import { describeError } from '../util/describe-error.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { zstdCompressBound } from '../workers/chunk-worker-pool.js';
 import { BufferPool } from './buffer-pool.js';
+import { orderedExtentReads } from './extent-reads.js';
 import { ProgressTracker } from './progress-tracker.js';
 import { resolveStallTimeoutSeconds, StallWatchdog } from './stall-watchdog.js';
 
@@ -27,6 +36,42 @@ export interface DiskTaskContext {
    * watched.
    */
   readonly stallTimeoutSeconds?: number;
+  /**
+   * How long one request to the source may go unanswered, in seconds (the proxy's `httpTimeoutSeconds`): handed to
+   * the reader's `open` as `requestTimeoutSeconds`, and the `deadline` of each call the runner makes to the
+   * session (`open`, `read`, `readRange`, `commit`, `abandon`). Default: none (the reader's own; the stall
+   * watchdog still bounds the task).
+   */
+  readonly requestTimeoutSeconds?: number;
+  /** Where the task writes what it does; handed to the reader's calls. */
+  readonly logger?: Logger;
+  /** Waits between attempts of a throttled read (for tests). */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+/**
+ * What the reader declares must fit the task: a block size that is a power of two dividing the chunk size, a
+ * positive concurrency, a known mode.
+ *
+ * @throws {@link SourceProtocolError} naming what is wrong.
+ */
+function checkReader(platform: Platform, task: DiskTask): void {
+  const { mode, blockSize, maxConcurrentReads } = platform.changedBlockReader;
+  const where = `the reader of platform ${platform.id}`;
+  if (mode !== 'stream' && mode !== 'extents') {
+    throw new SourceProtocolError(`${where} declares an unknown mode ${String(mode)}`);
+  }
+  if (!Number.isSafeInteger(blockSize) || blockSize < 1 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new SourceProtocolError(`${where} declares block size ${blockSize}, not a power of two`);
+  }
+  if (task.chunkSize % blockSize !== 0) {
+    throw new SourceProtocolError(
+      `${where} reads blocks of ${blockSize} bytes, which the lineage's chunk size ${task.chunkSize} is not a multiple of`,
+    );
+  }
+  if (!Number.isSafeInteger(maxConcurrentReads) || maxConcurrentReads < 1) {
+    throw new SourceProtocolError(`${where} declares ${maxConcurrentReads} concurrent reads; at least 1`);
+  }
 }
 
 /** One piece of the chunk being assembled. */
@@ -54,7 +99,15 @@ function recordedValidity(validity: ChangeSetValidity, task: DiskTask): ChangeSe
  * or the repository. Nothing is committed when it throws.
  */
 export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Promise<DiskTaskResult> {
-  const { platform, repository, pool } = context;
+  const { platform, repository, pool, logger } = context;
+  const reader = platform.changedBlockReader;
+  checkReader(platform, task);
+  const callOptions = () => ({
+    ...(context.requestTimeoutSeconds === undefined
+      ? {}
+      : { deadline: deadlineAfter(context.requestTimeoutSeconds) }),
+    ...(logger === undefined ? {} : { logger }),
+  });
   const stallTimeoutSeconds = resolveStallTimeoutSeconds(context.stallTimeoutSeconds, 'stallTimeoutSeconds');
   const started = performance.now();
   const progress = new ProgressTracker(
@@ -89,9 +142,19 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   // When the data is from: the engine's time just before the host snapshot, else now, as the read session opens.
   const snapshotAt = task.snapshotAt ?? new Date().toISOString();
   // Opening the source (a snapshot diff that may take a while to start) overlaps reading the parent.
-  const opening = platform.changedBlockReader.open({
+  const diskSnapshot = task.snapshot?.disks.find((d) => d.diskId === task.disk.id);
+  if (task.snapshot && !diskSnapshot) {
+    throw new SourceProtocolError(
+      `the snapshot ${task.snapshot.name} has no reference for disk ${task.disk.id}`,
+    );
+  }
+  const opening = reader.open({
     disk: task.disk,
-    snapshot: task.snapshot,
+    ...(task.snapshot === undefined ? {} : { snapshot: task.snapshot, diskSnapshot }),
+    ...(context.requestTimeoutSeconds === undefined
+      ? {}
+      : { requestTimeoutSeconds: context.requestTimeoutSeconds }),
+    ...callOptions(),
     base: task.base,
     fullReason: task.fullReason,
     chunkSize: task.chunkSize,
@@ -115,74 +178,145 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     );
     throw error;
   }
-  // A stalled source may hang in close() as it hung in reading: then it is closed in the background, and the
-  // backup session (disposed next) releases its lock at once.
   const session = source;
+  // The session's outcome, told exactly once: `commit` once the point is committed, else `abandon` as the task
+  // ends. Neither uses the job's signal (a source must hear of a point committed just before an abort), each is
+  // bounded by the request timeout.
+  let told = false;
+  let failure: unknown;
+  const abandon = async () => {
+    if (told) return;
+    told = true;
+    const reason: AbandonReason = {
+      kind: context.signal?.aborted ? 'cancelled' : 'failed',
+      error: context.signal?.aborted ? context.signal.reason : failure,
+    };
+    try {
+      await session.abandon(reason, callOptions());
+    } catch (error) {
+      logger?.warn({ taskId: task.id, error: describeError(error) }, 'the read session failed to abandon');
+    }
+  };
+  // A stalled source may hang in abandon() and close() as it hung in reading: then both run in the background,
+  // and the backup session (disposed next) releases its lock at once.
   await using _closeSource = {
     [Symbol.asyncDispose]: async () => {
-      if (!watchdog.fired) return session[Symbol.asyncDispose]();
-      void Promise.resolve()
-        .then(() => session[Symbol.asyncDispose]())
-        .catch(() => undefined);
+      const end = async () => {
+        await abandon();
+        await session[Symbol.asyncDispose]();
+      };
+      if (!watchdog.fired) return end();
+      void end().catch(() => undefined);
     },
   };
   const parent = adopted?.point;
   const parentIndex = adopted?.index;
-
-  const assembler = new ChunkAssembler({
-    task,
-    session,
-    backup,
-    repository,
-    pool,
-    parent,
-    parentIndex,
-    damaged,
-    progress,
-    signal,
-    buffers,
-    maxInFlight,
-  });
-  await watchdog.guard(assembler.run());
+  let assembler: ChunkAssembler;
+  try {
+    if (session.mode !== reader.mode) {
+      throw new SourceProtocolError(
+        `the reader of platform ${platform.id} declares mode ${reader.mode} but opened a ${String(session.mode)} session`,
+      );
+    }
+    assembler = new ChunkAssembler({
+      task,
+      session,
+      backup,
+      repository,
+      pool,
+      parent,
+      parentIndex,
+      damaged,
+      progress,
+      signal,
+      buffers,
+      maxInFlight,
+      requestTimeoutSeconds: context.requestTimeoutSeconds,
+    });
+    const changes =
+      session.mode === 'stream'
+        ? session.changes({ signal })
+        : orderedExtentReads(session.capacityBytes, {
+            session,
+            diskId: task.disk.id,
+            chunkSize: task.chunkSize,
+            blockSize: reader.blockSize,
+            concurrency: reader.maxConcurrentReads,
+            signal,
+            ...(context.requestTimeoutSeconds === undefined
+              ? {}
+              : { requestTimeoutSeconds: context.requestTimeoutSeconds }),
+            ...(logger === undefined ? {} : { logger }),
+            ...(context.sleep === undefined ? {} : { sleep: context.sleep }),
+          });
+    await watchdog.guard(assembler.run(changes));
+  } catch (error) {
+    failure = error;
+    throw error;
+  }
   watchdog.stop();
 
   progress.setState('committing');
   const seconds = (performance.now() - started) / 1000;
-  const point = await backup.commit(
-    {
-      platformId: task.platformId,
-      hostId: task.host.id,
-      hostName: task.host.name,
-      diskId: task.disk.id,
-      diskName: task.disk.name,
-      createdAt: new Date().toISOString(),
-      snapshotAt,
-      jobId: task.jobId,
-      taskId: task.id,
-      ...(task.snapshot === undefined ? {} : { snapshotName: task.snapshot.name }),
-      capacityBytes: session.capacityBytes,
-      chunkSize: task.chunkSize,
-      parentId: parent?.id,
-      validity: recordedValidity(session.validity, task),
-      checkpoint: session.checkpoint(),
-      stats: {
-        bytesRead: c.bytesRead,
-        bytesWritten: c.bytesWritten,
-        bytesSkippedUnchanged: c.bytesSkippedUnchanged,
-        bytesDeduplicated: c.bytesDeduplicated,
-        bytesZero: c.bytesZero,
-        chunksWritten: assembler.chunksWritten,
-        seconds,
+  const consistency = task.snapshot?.consistency ?? 'none';
+  let point: RecoveryPoint;
+  try {
+    point = await backup.commit(
+      {
+        platformId: task.platformId,
+        hostId: task.host.id,
+        hostName: task.host.name,
+        diskId: task.disk.id,
+        diskName: task.disk.name,
+        createdAt: new Date().toISOString(),
+        snapshotAt,
+        jobId: task.jobId,
+        taskId: task.id,
+        ...(task.snapshot === undefined ? {} : { snapshotName: task.snapshot.name }),
+        capacityBytes: session.capacityBytes,
+        chunkSize: task.chunkSize,
+        parentId: parent?.id,
+        validity: recordedValidity(session.validity, task),
+        consistency,
+        checkpoint: session.checkpoint(),
+        stats: {
+          bytesRead: c.bytesRead,
+          bytesWritten: c.bytesWritten,
+          bytesSkippedUnchanged: c.bytesSkippedUnchanged,
+          bytesDeduplicated: c.bytesDeduplicated,
+          bytesZero: c.bytesZero,
+          chunksWritten: assembler.chunksWritten,
+          seconds,
+        },
       },
-    },
-    assembler.index,
-    { signal },
-  );
+      assembler.index,
+      { signal },
+    );
+  } catch (error) {
+    failure = error;
+    throw error;
+  }
+  // The point is durable: the source may now advance its own change tracking.
+  told = true;
+  let sourceCommitError: unknown;
+  try {
+    if (point.checkpoint === undefined)
+      throw new SourceProtocolError('the committed point has no checkpoint');
+    await session.commit({ pointId: point.id, checkpoint: point.checkpoint }, callOptions());
+  } catch (error) {
+    sourceCommitError = error;
+    logger?.warn(
+      { taskId: task.id, pointId: point.id, error: describeError(error) },
+      'the read session failed to commit',
+    );
+  }
   progress.setState('done');
   return {
     taskId: task.id,
     pointId: point.id,
     validity: point.validity,
+    consistency,
+    ...(sourceCommitError === undefined ? {} : { sourceCommitError }),
     capacityBytes: point.capacityBytes,
     chunkCount: point.chunkCount,
     seconds,
@@ -203,6 +337,7 @@ interface AssemblerOptions {
   signal: AbortSignal | undefined;
   buffers: { input: BufferPool; output: BufferPool };
   maxInFlight: number;
+  requestTimeoutSeconds: number | undefined;
 }
 
 /** Turns a stream of changes into chunks, with a bounded number of chunks in flight. */
@@ -265,10 +400,10 @@ class ChunkAssembler {
     }
   }
 
-  async run(): Promise<void> {
-    const { session, signal, progress } = this.o;
+  async run(changes: AsyncIterable<Change>): Promise<void> {
+    const { progress } = this.o;
     let end = 0;
-    for await (const change of session.changes({ signal })) {
+    for await (const change of changes) {
       const length = change.kind === 'data' ? change.data.byteLength : change.length;
       if (!Number.isSafeInteger(change.offset) || change.offset < end || length <= 0) {
         throw new SourceProtocolError(
@@ -425,7 +560,11 @@ class ChunkAssembler {
     const parentLength = this.chunkLength(i, this.parentCapacity);
     if (session.readRange) {
       const offset = i * this.chunkSize;
-      const bytes = await session.readRange({ offset, length }, { signal });
+      const timeout = this.o.requestTimeoutSeconds;
+      const bytes = await session.readRange(
+        { offset, length },
+        { signal, ...(timeout === undefined ? {} : { deadline: deadlineAfter(timeout) }) },
+      );
       if (bytes.byteLength !== length) {
         // Padding a short answer with zeros or cutting a long one would store wrong bytes under a right hash.
         throw new SourceProtocolError(

@@ -2,9 +2,15 @@ import { hostname } from 'node:os';
 import { InvalidArgumentError, NotFoundError } from '../errors/drkit-error.js';
 import { resolveSyncProxySettings } from '../proxy/sync-proxy-settings.js';
 import type { Repository } from '../repository/types.js';
-import type { DiskTaskResult } from '../spec/v1/disk-task.js';
-import type { Platform } from '../spec/v1/platform.js';
-import type { DiskTask, RunDiskTaskOptions, SyncProxy, SyncProxySettings } from '../spec/v1/sync-proxy.js';
+import type {
+  DiskTask,
+  DiskTaskResult,
+  Logger,
+  Platform,
+  RunDiskTaskOptions,
+  SyncProxy,
+  SyncProxySettings,
+} from '../spec/v2/index.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { runDiskTask } from './disk-task-runner.js';
 import { resolveStallTimeoutSeconds } from './stall-watchdog.js';
@@ -33,6 +39,8 @@ export interface InProcessSyncProxyOptions {
    * `stallTimeoutSeconds` overrides it. Default 600.
    */
   readonly stallTimeoutSeconds?: number;
+  /** Where the proxy's tasks write what they do, unless a `run` call passes its own `logger`. Default: nothing. */
+  readonly logger?: Logger;
 }
 
 /** A Sync Proxy that runs disk tasks in this process. */
@@ -80,6 +88,11 @@ export function createInProcessSyncProxy(options: InProcessSyncProxyOptions): In
         signal: runOptions.signal,
         onProgress: runOptions.onProgress,
         stallTimeoutSeconds: runOptions.stallTimeoutSeconds ?? stallTimeoutSeconds,
+        // The proxy's "HTTP Communication Timeout" bounds every request of the task to its source.
+        requestTimeoutSeconds: settings.httpTimeoutSeconds,
+        ...((runOptions.logger ?? options.logger) === undefined
+          ? {}
+          : { logger: runOptions.logger ?? options.logger }),
       });
     },
     async close() {

@@ -1,4 +1,4 @@
-import type { DiskTaskCounters, DiskTaskProgress, DiskTaskState } from '../spec/v1/disk-task.js';
+import type { DiskTaskCounters, DiskTaskProgress, DiskTaskState } from '../spec/v2/index.js';
 
 type MutableCounters = { -readonly [K in keyof DiskTaskCounters]: DiskTaskCounters[K] };
 

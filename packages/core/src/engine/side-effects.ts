@@ -1,8 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { InvalidSettingsError, TimeoutError } from '../errors/drkit-error.js';
+import {
+  InvalidSettingsError,
+  QuiesceFailedError,
+  SourceProtocolError,
+  TimeoutError,
+} from '../errors/drkit-error.js';
 import type { LedgerEntry, Repository } from '../repository/types.js';
-import type { Host } from '../spec/v1/host.js';
-import type { Platform, SnapshotRef } from '../spec/v1/platform.js';
+import type { Host, HostSnapshot, Platform, QuiesceMode } from '../spec/v2/index.js';
 import { resolveSecondsSetting } from '../util/seconds-setting.js';
 import type { LedgerLeases } from './ledger-leases.js';
 
@@ -67,6 +71,8 @@ export async function withDeadline<T>(
 /** Options of {@link createRecordedSnapshot}. */
 export interface CreateRecordedSnapshotOptions {
   readonly signal?: AbortSignal;
+  /** What the job asks for (a platform that cannot quiesce is asked with `none` for `preferred`). */
+  readonly quiesce: QuiesceMode;
   /** The engine's leases: the entry is recorded with its owner and a lease, which is renewed while it is held. */
   readonly leases: LedgerLeases;
   /** Time limit of the release that follows a failed create. */
@@ -89,7 +95,7 @@ export async function createRecordedSnapshot(
   host: Host,
   jobId: string,
   options: CreateRecordedSnapshotOptions,
-): Promise<{ ref: SnapshotRef; entry: LedgerEntry; snapshotAt: string }> {
+): Promise<{ snapshot: HostSnapshot; entry: LedgerEntry; snapshotAt: string }> {
   const { signal, leases } = options;
   if (!platform.createSnapshot) {
     throw new TypeError(`platform ${platform.id} declares host snapshots but has no createSnapshot()`);
@@ -108,12 +114,20 @@ export async function createRecordedSnapshot(
   await repository.ledger.record(entry, { signal });
   leases.hold(entry);
   try {
-    const ref = await platform.createSnapshot({ host, name: entry.name, signal });
-    if (ref.providerId !== undefined) {
-      entry = { ...entry, providerId: ref.providerId };
+    const quiesce =
+      options.quiesce === 'preferred' && !platform.capabilities.quiesce ? 'none' : options.quiesce;
+    if (quiesce === 'required' && !platform.capabilities.quiesce) {
+      throw new QuiesceFailedError(
+        `host ${host.id}: the job requires a quiesced snapshot, and platform ${platform.id} (${platform.kind}) cannot quiesce`,
+      );
+    }
+    const snapshot = await platform.createSnapshot({ host, name: entry.name, quiesce, signal });
+    if (snapshot.providerId !== undefined) {
+      entry = { ...entry, providerId: snapshot.providerId };
       await leases.rewrite(entry, signal);
     }
-    return { ref, entry, snapshotAt: now.toISOString() };
+    checkSnapshot(platform, host, entry.name, snapshot, quiesce);
+    return { snapshot, entry, snapshotAt: now.toISOString() };
   } catch (error) {
     await leases.drop(entry.id);
     // The snapshot may exist even though the call failed (a lost answer or an abort): release it by name, with
@@ -122,6 +136,44 @@ export async function createRecordedSnapshot(
       timeoutSeconds: options.releaseTimeoutSeconds,
     }).catch((releaseError: unknown) => options.onReleaseFailure?.(entry, releaseError));
     throw error;
+  }
+}
+
+/**
+ * What a platform's snapshot must be: of this host, under this name, one reference per disk, quiesced when that was
+ * required.
+ *
+ * @throws {@link SourceProtocolError} for a snapshot that breaks the contract; {@link QuiesceFailedError} for one
+ * that is not application consistent although quiescing was required.
+ */
+function checkSnapshot(
+  platform: Platform,
+  host: Host,
+  name: string,
+  snapshot: HostSnapshot,
+  quiesce: QuiesceMode,
+) {
+  const where = `platform ${platform.id} (${platform.kind}) answered createSnapshot of host ${host.id}`;
+  if (
+    snapshot === null ||
+    typeof snapshot !== 'object' ||
+    snapshot.hostId !== host.id ||
+    snapshot.name !== name
+  ) {
+    throw new SourceProtocolError(`${where} with a snapshot of another host or name`);
+  }
+  if (typeof snapshot.consistency !== 'string' || !Array.isArray(snapshot.disks)) {
+    throw new SourceProtocolError(`${where} without its consistency or its disks`);
+  }
+  const refs = new Set(snapshot.disks.map((d) => d.diskId));
+  const missing = host.disks.filter((d) => !refs.has(d.id)).map((d) => d.id);
+  if (missing.length > 0) {
+    throw new SourceProtocolError(`${where} without a reference for disk(s) ${missing.join(', ')}`);
+  }
+  if (quiesce === 'required' && snapshot.consistency !== 'application') {
+    throw new QuiesceFailedError(
+      `host ${host.id}: the job requires a quiesced snapshot and platform ${platform.id} achieved ${snapshot.consistency}${snapshot.detail ? ` (${snapshot.detail})` : ''}`,
+    );
   }
 }
 

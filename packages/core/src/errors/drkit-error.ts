@@ -19,7 +19,8 @@ export type DrkitErrorCode =
   | 'SOURCE_PROTOCOL'
   | 'TIMEOUT'
   | 'WORKER_CRASHED'
-  | 'TASK_STALLED';
+  | 'TASK_STALLED'
+  | 'QUIESCE_FAILED';
 
 /** Options every drkit error accepts. */
 export interface DrkitErrorOptions {
@@ -322,5 +323,19 @@ export class TaskStalledError extends DrkitError {
   }
   static override isInstance(error: unknown): error is TaskStalledError {
     return hasCode(error, 'TASK_STALLED');
+  }
+}
+
+/**
+ * The guest could not be quiesced (VMware Tools not running, a VSS writer failed, fsfreeze refused) and the job
+ * required an application-consistent snapshot (`quiesce: 'required'`). Nothing of the host was backed up; the
+ * snapshot, if one was created, was removed. Retryable: a writer may be healthy on the next attempt.
+ */
+export class QuiesceFailedError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('QUIESCE_FAILED', message, { ...options, defaultRetryable: true });
+  }
+  static override isInstance(error: unknown): error is QuiesceFailedError {
+    return hasCode(error, 'QUIESCE_FAILED');
   }
 }

@@ -5,7 +5,7 @@ import {
   ProxyBoundError,
   ProxyBusyError,
 } from '../errors/drkit-error.js';
-import type { SyncProxy } from '../spec/v1/sync-proxy.js';
+import type { SyncProxy } from '../spec/v2/index.js';
 import { SyncProxyRegistry } from './sync-proxy-registry.js';
 import { resolveSyncProxySettings } from './sync-proxy-settings.js';
 

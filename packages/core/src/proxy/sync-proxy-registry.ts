@@ -4,7 +4,7 @@ import {
   ProxyBoundError,
   ProxyBusyError,
 } from '../errors/drkit-error.js';
-import type { SyncProxy } from '../spec/v1/sync-proxy.js';
+import type { SyncProxy } from '../spec/v2/index.js';
 
 /** Why a disk task went to a proxy, or why it waits: the scheduler's decision in words and numbers. */
 export interface Placement {

@@ -1,5 +1,5 @@
 import { InvalidSettingsError } from '../errors/drkit-error.js';
-import type { SyncProxySettings } from '../spec/v1/sync-proxy.js';
+import type { SyncProxySettings } from '../spec/v2/index.js';
 
 /**
  * Defaults of the product page: HTTP timeout 600 s (kept and shown, but bounding nothing yet: see

@@ -13,7 +13,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
-import type { CallOptions } from '../spec/v1/options.js';
+import type { CallOptions } from '../spec/v2/index.js';
 import type { Store, StoreEntry, StorePutOptions } from './store.js';
 import { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './store-key.js';
 

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError, RepositoryCorruptError } from '../errors/drkit-error.js';
-import type { ChangeSetValidity, FullReadReason } from '../spec/v1/change-set.js';
-import type { Checkpoint } from '../spec/v1/checkpoint.js';
+import type { ChangeSetValidity, Checkpoint, FullReadReason } from '../spec/v2/index.js';
 import { MAX_CHUNK_BYTES } from './chunk-blob.js';
 import { chunkCountOf } from './chunk-index.js';
 import type { NewPoint, PointStats, RecoveryPoint } from './types.js';
@@ -15,17 +14,8 @@ export const MAX_CHUNK_SIZE: number = MAX_CHUNK_BYTES;
 
 const POINT_ID = /^\d{8}T\d{9}-[0-9a-f]{8}$/;
 const DIGEST = /^[0-9a-f]{64}$/;
-const FULL_READ_REASONS: ReadonlySet<string> = new Set<FullReadReason>([
-  'first-backup',
-  'requested',
-  'tracking-disabled',
-  'tracking-reset',
-  'base-snapshot-missing',
-  'disk-recreated',
-  'disk-resized',
-  'object-map-invalid',
-  'parent-point-damaged',
-]);
+/** A full-read reason or a consistency word: an open vocabulary, so only its shape is checked. */
+const VOCABULARY_WORD = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** Whether a string has the shape of a point id (`yyyymmddThhmmssSSS-xxxxxxxx`). */
 export function isPointId(value: unknown): value is string {
@@ -94,8 +84,9 @@ function validity(value: unknown, field: string, fail: Fail): ChangeSetValidity 
   }
   if (value.kind === 'exact' || value.kind === 'superset') return { kind: value.kind, ...detail };
   if (value.kind !== 'full') return fail(`${field}.kind`, 'must be "exact", "superset" or "full"');
-  if (typeof value.reason !== 'string' || !FULL_READ_REASONS.has(value.reason)) {
-    fail(`${field}.reason`, 'must be a known full-read reason');
+  // Open: a reason this drkit does not know (a newer core word, a provider's own) is kept as it is.
+  if (typeof value.reason !== 'string' || !VOCABULARY_WORD.test(value.reason)) {
+    fail(`${field}.reason`, 'must be a full-read reason (lowercase letters, digits and -, at most 64)');
   }
   const result: ChangeSetValidity = { kind: 'full', reason: value.reason as FullReadReason, ...detail };
   return result;
@@ -158,6 +149,12 @@ function describedPoint(value: Record<string, unknown>, fail: Fail): NewPoint {
   if (value.jobId !== undefined) point.jobId = text(value.jobId, 'jobId', fail);
   if (value.taskId !== undefined) point.taskId = text(value.taskId, 'taskId', fail);
   if (value.snapshotName !== undefined) point.snapshotName = text(value.snapshotName, 'snapshotName', fail);
+  if (value.consistency !== undefined) {
+    if (typeof value.consistency !== 'string' || !VOCABULARY_WORD.test(value.consistency)) {
+      fail('consistency', 'must be a consistency word (application, host, disk, none, or a newer one)');
+    }
+    point.consistency = value.consistency as string;
+  }
   return point;
 }
 
@@ -192,6 +189,7 @@ export function recoveryPoint(id: string, point: NewPoint, indexDigest: string):
     ...(point.jobId === undefined ? {} : { jobId: point.jobId }),
     ...(point.taskId === undefined ? {} : { taskId: point.taskId }),
     ...(point.snapshotName === undefined ? {} : { snapshotName: point.snapshotName }),
+    consistency: point.consistency ?? 'none',
     capacityBytes,
     chunkSize,
     chunkCount: chunkCountOf(capacityBytes, chunkSize),

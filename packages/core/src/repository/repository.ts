@@ -1,4 +1,5 @@
 import { ChecksumMismatchError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
+import type { SnapshotConsistency } from '../spec/v2/index.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { beginBackupSession } from './backup-session.js';
 import { chunkIdFromHash } from './chunk-id.js';
@@ -75,7 +76,20 @@ function groupHostPoints(points: readonly RecoveryPoint[]): HostPoint[] {
     snapshotAt: group.points
       .map((p) => p.snapshotAt)
       .reduce((a, b) => (Date.parse(b) < Date.parse(a) ? b : a)),
+    consistency: weakestConsistency(group.points.map((p) => p.consistency)),
   }));
+}
+
+const CONSISTENCY_RANK: Readonly<Record<string, number>> = { none: 0, disk: 1, host: 2, application: 3 };
+
+/** The weakest of some consistencies; a word this drkit does not know counts as `none`. */
+function weakestConsistency(values: readonly SnapshotConsistency[]): SnapshotConsistency {
+  let weakest: SnapshotConsistency = 'application';
+  for (const value of values) {
+    const rank = CONSISTENCY_RANK[value] ?? 0;
+    if (rank < (CONSISTENCY_RANK[weakest] ?? 0)) weakest = rank === 0 ? 'none' : value;
+  }
+  return weakest;
 }
 
 /**

@@ -19,6 +19,7 @@ function point(createdAt: string, disk = 'disk-1', snapshotAt = createdAt): Reco
     chunkSize: 262144,
     chunkCount: 1,
     validity: { kind: 'exact' },
+    consistency: 'none',
     indexDigest: '0'.repeat(64),
     stats: {
       bytesRead: 0,

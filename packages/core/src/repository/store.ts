@@ -1,4 +1,4 @@
-import type { CallOptions } from '../spec/v1/options.js';
+import type { CallOptions } from '../spec/v2/index.js';
 
 /** One blob listed by {@link Store.list}. */
 export interface StoreEntry {

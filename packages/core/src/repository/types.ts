@@ -1,6 +1,5 @@
 import type { RepositoryCorruptError } from '../errors/drkit-error.js';
-import type { ChangeSetValidity } from '../spec/v1/change-set.js';
-import type { Checkpoint } from '../spec/v1/checkpoint.js';
+import type { ChangeSetValidity, Checkpoint, SnapshotConsistency } from '../spec/v2/index.js';
 import type { Store } from './store.js';
 
 /** Hex SHA-256 of a chunk's plain data (64 lowercase hex digits). */
@@ -48,6 +47,12 @@ export interface RecoveryPoint extends DiskLineage {
   readonly taskId?: string;
   /** The name of the source snapshot the data was read from, when there was one (and in points of newer drkit). */
   readonly snapshotName?: string;
+  /**
+   * What the snapshot achieved (`application`, `host`, `disk`, or `none` for a disk read live); `none` in points
+   * of drkit before it was recorded. A word this drkit does not know (a newer one's) counts as no better than
+   * `none`.
+   */
+  readonly consistency: SnapshotConsistency;
   /** Disk size at the snapshot, in bytes. */
   readonly capacityBytes: number;
   /** Chunk size of the lineage, in bytes. */
@@ -98,6 +103,8 @@ export interface NewPoint extends DiskLineage {
   readonly jobId?: string;
   readonly taskId?: string;
   readonly snapshotName?: string;
+  /** What the snapshot achieved; default `none`. See {@link RecoveryPoint.consistency}. */
+  readonly consistency?: SnapshotConsistency;
   readonly capacityBytes: number;
   readonly chunkSize: number;
   readonly parentId?: string;
@@ -154,6 +161,11 @@ export interface HostPoint {
   readonly jobId?: string;
   /** The earliest `snapshotAt` of the points (with a host snapshot, all of them have the same). */
   readonly snapshotAt: string;
+  /**
+   * The weakest consistency of its points (`application` > `host` > `disk` > `none`; an unknown word counts as
+   * `none`). A multi-disk restore is consistent across disks only when this is `application` or `host`.
+   */
+  readonly consistency: SnapshotConsistency;
   /** The points, one per disk backed up successfully, in the order of {@link Repository.points} (oldest first). */
   readonly points: readonly RecoveryPoint[];
 }

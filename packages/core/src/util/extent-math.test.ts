@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../errors/drkit-error.js';
-import type { Extent } from '../spec/v1/extent.js';
+import type { Extent } from '../spec/v2/index.js';
 import {
   alignExtents,
   assertValidExtents,

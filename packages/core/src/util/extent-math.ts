@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors/drkit-error.js';
-import type { Extent } from '../spec/v1/extent.js';
+import type { Extent } from '../spec/v2/index.js';
 
 /** Returns the extents sorted by offset (a new array; zero-length extents dropped). */
 export function sortExtents(extents: Iterable<Extent>): Extent[] {

@@ -1,5 +1,5 @@
 import { DrkitError } from '../errors/drkit-error.js';
-import type { PlatformStatus } from '../spec/v1/platform.js';
+import type { PlatformStatus } from '../spec/v2/index.js';
 
 /**
  * The `abnormal` status a platform's `verify()` reports for an error: the error's message as the reason and its

@@ -1,4 +1,5 @@
 import type { Disk } from './disk.js';
+import type { SkippedDisk } from './skipped-disk.js';
 
 /** A protected machine: a VM, a cloud instance, a physical server running the agent. */
 export interface Host {
@@ -8,8 +9,10 @@ export interface Host {
   readonly name: string;
   /** The platform the host was listed from. */
   readonly platformId: string;
-  /** The host's disks, in the platform's order. */
+  /** The disks the platform can protect, in the platform's order. */
   readonly disks: readonly Disk[];
+  /** The disks it cannot protect, each with its reason. Absent or empty when there are none. */
+  readonly skippedDisks?: readonly SkippedDisk[];
   /** Provider-specific facts worth showing a user (power state, flavor, OS). Never secrets. */
   readonly attributes?: Readonly<Record<string, string>>;
 }

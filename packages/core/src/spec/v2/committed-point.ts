@@ -1,0 +1,9 @@
+import type { Checkpoint } from './checkpoint.js';
+
+/** What {@link ReadSessionBase.commit} is told: the recovery point that now holds the session's data. */
+export interface CommittedPoint {
+  /** The point's id in the repository. */
+  readonly pointId: string;
+  /** The checkpoint the point recorded (the session's own {@link ReadSessionBase.checkpoint}). */
+  readonly checkpoint: Checkpoint;
+}

@@ -1,0 +1,25 @@
+import type { DiskSnapshot } from './disk-snapshot.js';
+import type { SnapshotConsistency } from './snapshot-consistency.js';
+
+/**
+ * A snapshot drkit created of one host: one reference per disk, and what it achieved. The `name` is chosen by
+ * drkit before the snapshot exists and recorded in the side-effect ledger, so a snapshot can be found and
+ * released after a crash even if the create call's answer was lost.
+ */
+export interface HostSnapshot {
+  /** The host the snapshot covers. */
+  readonly hostId: string;
+  /** The name drkit gave it (`drkit-<timestamp>-<id>`). */
+  readonly name: string;
+  /** Provider-specific id of the snapshot as a whole, when it has one (a VMware snapshot moref). */
+  readonly providerId?: string;
+  /**
+   * One entry per disk of the host that {@link CreateSnapshotOptions.host} lists. A disk without an entry fails
+   * its task with a `SourceProtocolError`.
+   */
+  readonly disks: readonly DiskSnapshot[];
+  /** What the snapshot achieved. `application` only when the guest was actually quiesced. */
+  readonly consistency: SnapshotConsistency;
+  /** Words about the consistency, e.g. why quiescing failed and a crash-consistent snapshot was taken instead. */
+  readonly detail?: string;
+}

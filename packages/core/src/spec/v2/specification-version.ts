@@ -1,0 +1,2 @@
+/** The version of the provider specification a platform implements. */
+export type SpecificationVersion = 'v2';
