@@ -276,7 +276,7 @@ describe('BackupEngine with host snapshots and exact change tracking', { timeout
       jobId: 'job-that-died',
       createdAt: new Date().toISOString(),
     });
-    await platform.createSnapshot!({ host: platform.host, name: 'drkit-crashed' });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-crashed', quiesce: 'none' });
     const report = await engine.reconcile();
     expect(report.released.map((e) => e.name)).toEqual(['drkit-crashed']);
     expect(report.kept.map((k) => [k.entry.name, k.reason])).toEqual([[platform.created[0], 'base']]);
@@ -724,7 +724,7 @@ describe('BackupEngine ledger owners and leases', { timeout: 60_000 }, () => {
       owner: { engineId: 'engine-a', hostname: 'proxy-a', pid: 4242 },
       leaseExpiresAt: new Date(t0 + 600_000).toISOString(),
     });
-    await platform.createSnapshot!({ host: platform.host, name: 'drkit-dead-a' });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-dead-a', quiesce: 'none' });
     const b = await secondEngine(platform, () => new Date(clock));
     try {
       clock = t0 + 600_000 + LEDGER_LEASE_MARGIN_SECONDS * 1000; // expired, but within the clock-skew margin
@@ -763,7 +763,7 @@ describe('BackupEngine ledger owners and leases', { timeout: 60_000 }, () => {
       owner: { engineId: 'proxy-1', hostname: 'proxy-1', pid: 1 },
       leaseExpiresAt: new Date(Date.now() + 3_600_000).toISOString(),
     });
-    await platform.createSnapshot!({ host: platform.host, name: 'drkit-before-restart' });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-before-restart', quiesce: 'none' });
     engine = createBackupEngine({ repository, platforms: [platform], engineId: 'proxy-1' });
     const report = await engine.reconcile();
     expect(report.released.map((e) => e.name)).toEqual(['drkit-before-restart']);
@@ -852,7 +852,7 @@ describe('BackupEngine ledger owners and leases', { timeout: 60_000 }, () => {
         }),
       ),
     );
-    await platform.createSnapshot!({ host: platform.host, name: 'drkit-old' });
+    await platform.createSnapshot!({ host: platform.host, name: 'drkit-old', quiesce: 'none' });
     engine = createBackupEngine({ repository, platforms: [platform] });
     const report = await engine.reconcile();
     expect(report.released.map((e) => e.name)).toEqual(['drkit-old']);

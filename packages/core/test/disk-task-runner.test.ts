@@ -43,18 +43,22 @@ function scriptedPlatform(
   onOpen?: () => void,
 ): Platform {
   return {
-    specificationVersion: 'v1',
+    specificationVersion: 'v2',
     id: 'scripted',
     kind: 'test',
-    capabilities: { snapshots: 'none', retainsSnapshotAsBase: false, changeTracking: 'none' },
+    capabilities: { snapshots: 'none', quiesce: false, retainsSnapshotAsBase: false, changeTracking: 'none' },
     async verify() {
       return { status: 'normal', hostCount: 1, checkedAt: new Date().toISOString() };
     },
     async *hosts() {},
     changedBlockReader: {
+      mode: 'stream',
+      blockSize: 512,
+      maxConcurrentReads: 1,
       async open(): Promise<ChangedBlockSession> {
         onOpen?.();
         return {
+          mode: 'stream',
           capacityBytes: capacity,
           validity: { kind: 'full', reason: 'first-backup' },
           async *changes() {
@@ -66,6 +70,8 @@ function scriptedPlatform(
             capacityBytes: capacity,
             createdAt: new Date().toISOString(),
           }),
+          async commit() {},
+          async abandon() {},
           async close() {
             onClose?.();
           },
@@ -171,7 +177,7 @@ describe('runDiskTask: when the data is from', () => {
   it("takes snapshotAt and the snapshot's name from the task when the engine took a host snapshot", async () => {
     const platform = scriptedPlatform(CHUNK, [{ kind: 'zero', offset: 0, length: CHUNK }]);
     const result = await runDiskTask(
-      { ...task(CHUNK), snapshot: { hostId: 'h', name: 'drkit-x' }, snapshotAt: '2020-02-02T02:02:02.002Z' },
+      { ...task(CHUNK), snapshot: { hostId: 'h', name: 'drkit-x', disks: [{ diskId: 'd', ref: 'd@x' }], consistency: 'host' }, snapshotAt: '2020-02-02T02:02:02.002Z' },
       { platform, repository, pool },
     );
     const point = await repository.point(result.pointId);

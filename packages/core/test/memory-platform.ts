@@ -1,17 +1,26 @@
 // A platform whose disks live in memory, with host snapshots and exact change tracking: the engine's unit tests
 // use it to exercise snapshots, the ledger and incrementals without a real source. Real sources are tested
 // against real peers in their own packages.
+import { createHash } from 'node:crypto';
 import type {
+  AbandonReason,
   Change,
   ChangedBlockSession,
+  ChangedExtent,
   Checkpoint,
+  CommittedPoint,
+  CreateSnapshotOptions,
   Disk,
   Extent,
   Host,
+  HostSnapshot,
   OpenChangedBlocksOptions,
   Platform,
+  ReadRequest,
+  ReadResult,
   ReleaseSnapshotOptions,
-  SnapshotRef,
+  SkippedDisk,
+  SnapshotConsistency,
 } from '../src/index.js';
 import { mergeExtents, NotFoundError } from '../src/index.js';
 
@@ -60,8 +69,28 @@ export interface MemoryPlatform extends Platform {
   onReleaseSnapshot: ((options: ReleaseSnapshotOptions) => void | Promise<void>) | undefined;
   /** Bytes added to (positive) or cut from (negative) every `readRange` answer: a reader that breaks its contract. */
   readRangeDelta: number;
-  /** `open:<disk>:<snapshot>`, `close:<disk>:<snapshot>`, `snapshot:<host>:<name>`, `release:<host>:<name>`. */
+  /**
+   * `open:<disk>:<snapshot>`, `close:<disk>:<snapshot>`, `snapshot:<host>:<name>`, `release:<host>:<name>`,
+   * `commit:<disk>:<pointId>`, `abandon:<disk>:<kind>`.
+   */
   events: string[];
+  /** The options of every `open` call. */
+  opened: OpenChangedBlocksOptions[];
+  /** The options of every `createSnapshot` call. */
+  snapshotCalls: CreateSnapshotOptions[];
+  /** What `createSnapshot` answers: override consistency or drop disks to break the contract. */
+  snapshotAnswer: ((snapshot: HostSnapshot) => HostSnapshot) | undefined;
+  /** Extents mode: reads in flight now and at most, across all sessions. */
+  readsInFlight: { now: number; max: number };
+  /** Extents mode: the offsets of `read` calls, in the order they were issued. */
+  readOffsets: number[];
+  /**
+   * Extents mode: called (and awaited) by `read` before it answers; may change the answer (a short read, a
+   * corrupted byte) or throw (a throttled source).
+   */
+  onRead: ((request: ReadRequest, result: ReadResult) => ReadResult | Promise<ReadResult>) | undefined;
+  /** Called (and awaited) by a session's `commit`; throw to make it fail. */
+  onCommit: ((point: CommittedPoint) => void | Promise<void>) | undefined;
   /** Sessions open now, per host id. */
   openSessions(hostId: string): number;
   released: string[];
@@ -73,7 +102,24 @@ export function createMemoryPlatform(options: {
   /** The disks of a single host `vm-1` (`vm-one`); or use `hosts`. */
   disks?: { id: string; capacity: number }[];
   /** Several hosts; disk ids are unique across the platform. */
-  hosts?: { id: string; name?: string; disks: { id: string; capacity: number }[] }[];
+  hosts?: {
+    id: string;
+    name?: string;
+    disks: { id: string; capacity: number }[];
+    skippedDisks?: SkippedDisk[];
+  }[];
+  /** How sessions deliver changes: `stream` (default) or `extents` (list, then `read` by range). */
+  mode?: 'stream' | 'extents';
+  /** Extents mode: the reader's `maxConcurrentReads`. Default 4. */
+  maxConcurrentReads?: number;
+  /** The reader's `blockSize`. Default 4096. */
+  blockSize?: number;
+  /** Extents mode: `read` answers carry a SHA-256 checksum. */
+  checksums?: boolean;
+  /** Whether the platform can quiesce: its snapshots are then `application` when asked to. Default false. */
+  quiesce?: boolean;
+  /** The consistency of an unquiesced snapshot. Default `host`. */
+  consistency?: SnapshotConsistency;
   retainsSnapshotAsBase?: boolean;
   /** Size of the data pieces `changes()` yields. */
   pieceSize?: number;
@@ -82,10 +128,15 @@ export function createMemoryPlatform(options: {
 }): MemoryPlatform {
   const platformId = options.id ?? 'memory';
   const hostSpecs = options.hosts ?? [{ id: 'vm-1', name: 'vm-one', disks: options.disks ?? [] }];
-  const hosts = new Map<string, MemoryHost>();
+  const hosts = new Map<string, MemoryHost & { skipped: SkippedDisk[] }>();
   const disks = new Map<string, MemoryDisk>();
   for (const h of hostSpecs) {
-    hosts.set(h.id, { id: h.id, name: h.name ?? h.id, diskIds: h.disks.map((d) => d.id) });
+    hosts.set(h.id, {
+      id: h.id,
+      name: h.name ?? h.id,
+      diskIds: h.disks.map((d) => d.id),
+      skipped: h.skippedDisks ?? [],
+    });
     for (const d of h.disks) {
       if (disks.has(d.id)) throw new Error(`duplicate disk id ${d.id}`);
       disks.set(d.id, { id: d.id, hostId: h.id, bytes: new Uint8Array(d.capacity), writesSince: new Map() });
@@ -95,7 +146,8 @@ export function createMemoryPlatform(options: {
   const snapshots = new Map<string, { hostId: string; disks: Map<string, Uint8Array> }>();
   const open = new Map<string, number>();
   const pieceSize = options.pieceSize ?? 256 * 1024;
-  const hostOf = (h: MemoryHost): Host => ({
+  const mode = options.mode ?? 'stream';
+  const hostOf = (h: MemoryHost & { skipped: SkippedDisk[] }): Host => ({
     id: h.id,
     name: h.name,
     platformId,
@@ -103,14 +155,16 @@ export function createMemoryPlatform(options: {
       const d = disks.get(id)!;
       return { id, hostId: h.id, name: id, capacityBytes: d.bytes.byteLength };
     }),
+    ...(h.skipped.length === 0 ? {} : { skippedDisks: h.skipped }),
   });
 
   const platform: MemoryPlatform = {
-    specificationVersion: 'v1',
+    specificationVersion: 'v2',
     id: platformId,
     kind: 'memory',
     capabilities: {
       snapshots: 'host',
+      quiesce: options.quiesce ?? false,
       retainsSnapshotAsBase: options.retainsSnapshotAsBase ?? true,
       changeTracking: 'exact',
     },
@@ -121,6 +175,13 @@ export function createMemoryPlatform(options: {
     onReleaseSnapshot: undefined,
     readRangeDelta: 0,
     events: [],
+    opened: [],
+    snapshotCalls: [],
+    snapshotAnswer: undefined,
+    readsInFlight: { now: 0, max: 0 },
+    readOffsets: [],
+    onRead: undefined,
+    onCommit: undefined,
     released: [],
     created: [],
     get host(): Host {
@@ -135,7 +196,9 @@ export function createMemoryPlatform(options: {
     async *hosts() {
       for (const h of hosts.values()) yield hostOf(h);
     },
-    async createSnapshot({ host, name }): Promise<SnapshotRef> {
+    async createSnapshot(call): Promise<HostSnapshot> {
+      const { host, name } = call;
+      platform.snapshotCalls.push(call);
       const h = hosts.get(host.id);
       if (!h) throw new NotFoundError(`no host ${host.id}`);
       await platform.onCreateSnapshot?.({ hostId: h.id, name });
@@ -148,7 +211,15 @@ export function createMemoryPlatform(options: {
       snapshots.set(name, { hostId: h.id, disks: copy });
       platform.created.push(name);
       platform.events.push(`snapshot:${h.id}:${name}`);
-      return { hostId: h.id, name, providerId: `mem-${name}` };
+      const answer: HostSnapshot = {
+        hostId: h.id,
+        name,
+        providerId: `mem-${name}`,
+        disks: h.diskIds.map((diskId) => ({ diskId, ref: `${diskId}@${name}` })),
+        consistency:
+          call.quiesce !== 'none' && options.quiesce ? 'application' : (options.consistency ?? 'host'),
+      };
+      return platform.snapshotAnswer ? platform.snapshotAnswer(answer) : answer;
     },
     async releaseSnapshot(o) {
       o.signal?.throwIfAborted(); // like a real source's API call
@@ -159,7 +230,11 @@ export function createMemoryPlatform(options: {
       platform.events.push(`release:${o.hostId}:${o.name}`);
     },
     changedBlockReader: {
+      mode,
+      blockSize: options.blockSize ?? 4096,
+      maxConcurrentReads: mode === 'extents' ? (options.maxConcurrentReads ?? 4) : 1,
       async open(o: OpenChangedBlocksOptions): Promise<ChangedBlockSession> {
+        platform.opened.push(o);
         const disk = disks.get(o.disk.id);
         if (!disk) throw new NotFoundError(`no disk ${o.disk.id}`);
         const snap = o.snapshot ? snapshots.get(o.snapshot.name)?.disks.get(disk.id) : undefined;
@@ -191,24 +266,9 @@ export function createMemoryPlatform(options: {
         let closed = false;
         open.set(disk.hostId, (open.get(disk.hostId) ?? 0) + 1);
         platform.events.push(`open:${disk.id}:${snapshotName}`);
-        const session: ChangedBlockSession = {
+        const common = {
           capacityBytes: snap.byteLength,
           validity,
-          async *changes(): AsyncIterable<Change> {
-            platform.onChangesStart?.(disk.id);
-            await platform.gates.get(disk.id);
-            let yielded = 0;
-            const failAt = platform.failAfter.get(disk.id);
-            for (const e of extents) {
-              for (let off = e.offset; off < e.offset + e.length; off += pieceSize) {
-                if (failAt !== undefined && yielded >= failAt)
-                  throw new Error(`injected failure on ${disk.id}`);
-                const end = Math.min(off + pieceSize, e.offset + e.length);
-                yield { kind: 'data', offset: off, data: snap.slice(off, end) };
-                yielded++;
-              }
-            }
-          },
           checkpoint(): Checkpoint {
             return {
               diskId: disk.id,
@@ -217,6 +277,13 @@ export function createMemoryPlatform(options: {
               createdAt: new Date().toISOString(),
               snapshotName,
             };
+          },
+          async commit(point: CommittedPoint) {
+            platform.events.push(`commit:${disk.id}:${point.pointId}`);
+            await platform.onCommit?.(point);
+          },
+          async abandon(reason: AbandonReason) {
+            platform.events.push(`abandon:${disk.id}:${reason.kind}`);
           },
           async close() {
             if (closed) return;
@@ -228,6 +295,71 @@ export function createMemoryPlatform(options: {
             await session.close();
           },
         };
+        const failAt = platform.failAfter.get(disk.id);
+        const session: ChangedBlockSession =
+          mode === 'extents'
+            ? {
+                ...common,
+                mode: 'extents',
+                async *extents(): AsyncIterable<ChangedExtent> {
+                  platform.onChangesStart?.(disk.id);
+                  await platform.gates.get(disk.id);
+                  let listed = 0;
+                  for (const e of extents) {
+                    for (let off = e.offset; off < e.offset + e.length; off += pieceSize) {
+                      if (failAt !== undefined && listed >= failAt)
+                        throw new Error(`injected failure on ${disk.id}`);
+                      const end = Math.min(off + pieceSize, e.offset + e.length);
+                      yield { kind: 'data', offset: off, length: end - off, token: `t${off}` };
+                      listed++;
+                    }
+                  }
+                },
+                async read(request: ReadRequest): Promise<ReadResult> {
+                  if (request.token !== `t${request.offset - (request.offset % pieceSize)}`) {
+                    throw new Error(`read at ${request.offset} with token ${request.token}`);
+                  }
+                  platform.readOffsets.push(request.offset);
+                  const flight = platform.readsInFlight;
+                  flight.now++;
+                  flight.max = Math.max(flight.max, flight.now);
+                  try {
+                    await new Promise((resolve) => setImmediate(resolve)); // let others start
+                    const data = snap.slice(request.offset, request.offset + request.length);
+                    let result: ReadResult = options.checksums
+                      ? {
+                          data,
+                          checksum: {
+                            algorithm: 'sha256',
+                            base64: createHash('sha256').update(data).digest('base64'),
+                          },
+                        }
+                      : { data };
+                    if (platform.onRead) result = await platform.onRead(request, result);
+                    return result;
+                  } finally {
+                    flight.now--;
+                  }
+                },
+              }
+            : {
+                ...common,
+                mode: 'stream',
+                async *changes(): AsyncIterable<Change> {
+                  platform.onChangesStart?.(disk.id);
+                  await platform.gates.get(disk.id);
+                  let yielded = 0;
+                  for (const e of extents) {
+                    for (let off = e.offset; off < e.offset + e.length; off += pieceSize) {
+                      if (failAt !== undefined && yielded >= failAt)
+                        throw new Error(`injected failure on ${disk.id}`);
+                      const end = Math.min(off + pieceSize, e.offset + e.length);
+                      yield { kind: 'data', offset: off, data: snap.slice(off, end) };
+                      yielded++;
+                    }
+                  }
+                },
+              };
         if (options.readRange) {
           session.readRange = async ({ offset, length }) =>
             snap.slice(offset, Math.max(0, offset + length + platform.readRangeDelta));
