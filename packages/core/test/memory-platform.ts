@@ -22,7 +22,7 @@ import type {
   SkippedDisk,
   SnapshotConsistency,
 } from '../src/index.js';
-import { mergeExtents, NotFoundError } from '../src/index.js';
+import { alignExtents, mergeExtents, NotFoundError } from '../src/index.js';
 
 interface MemoryDisk {
   id: string;
@@ -263,6 +263,8 @@ export function createMemoryPlatform(options: {
             reason: base ? 'base-snapshot-missing' : (o.fullReason ?? 'first-backup'),
           };
         }
+        // A list-then-read source reports whole blocks (as CBT and EBS do).
+        if (mode === 'extents') extents = alignExtents(extents, options.blockSize ?? 4096, snap.byteLength);
         let closed = false;
         open.set(disk.hostId, (open.get(disk.hostId) ?? 0) + 1);
         platform.events.push(`open:${disk.id}:${snapshotName}`);
