@@ -1,5 +1,5 @@
 /**
- * The drkit core: the provider specification (v1), typed errors, retry and wait helpers, extent math, the
+ * The drkit core: the provider specification (v2), typed errors, retry and wait helpers, extent math, the
  * backup engine, the Sync Proxy scheduler and the repository with its local-folder store. This entry is what an
  * embedder, a provider author and a store author need; the engine's own parts (chunk codecs, the worker pool,
  * the disk task runner) are in `@drkit/core/internal`, which carries no compatibility promise.
@@ -20,6 +20,7 @@ export {
   type ReconcileReport,
   type SnapshotReleaseFailure,
 } from './engine/backup-engine.js';
+export { MAX_CONCURRENT_READS } from './engine/disk-task-runner.js';
 export {
   createInProcessSyncProxy,
   type InProcessSyncProxy,
@@ -71,6 +72,7 @@ export type {
   VerifyReport,
 } from './repository/types.js';
 export * from './spec/v2/index.js';
+export { type CallScope, withCallDeadline } from './util/call-deadline.js';
 export { parseCheckpointToken } from './util/checkpoint-token.js';
 export {
   alignExtents,

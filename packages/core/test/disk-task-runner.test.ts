@@ -177,7 +177,11 @@ describe('runDiskTask: when the data is from', () => {
   it("takes snapshotAt and the snapshot's name from the task when the engine took a host snapshot", async () => {
     const platform = scriptedPlatform(CHUNK, [{ kind: 'zero', offset: 0, length: CHUNK }]);
     const result = await runDiskTask(
-      { ...task(CHUNK), snapshot: { hostId: 'h', name: 'drkit-x', disks: [{ diskId: 'd', ref: 'd@x' }], consistency: 'host' }, snapshotAt: '2020-02-02T02:02:02.002Z' },
+      {
+        ...task(CHUNK),
+        snapshot: { hostId: 'h', name: 'drkit-x', disks: [{ diskId: 'd', ref: 'd@x' }], consistency: 'host' },
+        snapshotAt: '2020-02-02T02:02:02.002Z',
+      },
       { platform, repository, pool },
     );
     const point = await repository.point(result.pointId);

@@ -389,7 +389,11 @@ describe('open vocabularies', () => {
     await repository.close();
     repository = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
     const [point] = await repository.points();
-    expect(point?.validity).toEqual({ kind: 'full', reason: 'vmware-cbt-epoch-changed', detail: 'a newer word' });
+    expect(point?.validity).toEqual({
+      kind: 'full',
+      reason: 'vmware-cbt-epoch-changed',
+      detail: 'a newer word',
+    });
     expect(point?.consistency).toBe('group-consistent');
     expect(await repository.unreadablePoints()).toEqual([]);
     const [hostPoint] = await repository.hostPoints();

@@ -50,6 +50,12 @@ export interface DiskTaskContext {
 }
 
 /**
+ * The most reads the engine keeps in flight on one list-then-read session, whatever its reader declares: with
+ * 1 MiB chunks, 64 MiB of answers per disk task at most.
+ */
+export const MAX_CONCURRENT_READS = 64;
+
+/**
  * What the reader declares must fit the task: a block size that is a power of two dividing the chunk size, a
  * positive concurrency, a known mode.
  *
@@ -135,8 +141,11 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   using _watch = { [Symbol.dispose]: () => watchdog.stop() };
   const { signal } = watchdog;
   const maxInFlight = pool.size * 2 + 2;
+  // A list-then-read source's answers in flight: each at most one chunk, so memory stays bounded.
+  const readConcurrency =
+    reader.mode === 'extents' ? Math.min(reader.maxConcurrentReads, MAX_CONCURRENT_READS) : 0;
   const buffers = {
-    input: new BufferPool(task.chunkSize, maxInFlight + 4),
+    input: new BufferPool(task.chunkSize, maxInFlight + 4 + readConcurrency),
     output: new BufferPool(CHUNK_BLOB_HEADER_BYTES + zstdCompressBound(task.chunkSize), maxInFlight + 2),
   };
   // When the data is from: the engine's time just before the host snapshot, else now, as the read session opens.
@@ -241,7 +250,7 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
             diskId: task.disk.id,
             chunkSize: task.chunkSize,
             blockSize: reader.blockSize,
-            concurrency: reader.maxConcurrentReads,
+            concurrency: readConcurrency,
             signal,
             ...(context.requestTimeoutSeconds === undefined
               ? {}
