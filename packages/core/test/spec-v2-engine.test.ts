@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type BackupEngine,
   type BackupJobResult,
@@ -20,6 +20,7 @@ import {
   type Repository,
   SourceProtocolError,
   SyncProxyRegistry,
+  TaskStalledError,
   ThrottledError,
 } from '../src/index.js';
 import { createMemoryPlatform } from './memory-platform.js';
@@ -226,6 +227,24 @@ describe('the session outcome', () => {
     await expect(engine.backup({ signal: controller.signal })).rejects.toThrow('stop');
     expect(platform.events.filter((e) => /^(commit|abandon):/.test(e))).toEqual(['abandon:d1:cancelled']);
     expect(platform.liveSnapshots()).toEqual([]);
+  });
+
+  it('is abandon once when the task stalls, and the job still releases its snapshot and ledger entry', async () => {
+    const platform = createMemoryPlatform({ mode: 'extents', disks: [{ id: 'd1', capacity: CHUNK }] });
+    platform.gates.set('d1', new Promise<void>(() => undefined)); // a source that never answers
+    engine = createBackupEngine({
+      repository,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      stallTimeoutSeconds: 1,
+    });
+    const error = errorOf(await engine.backup());
+    expect(TaskStalledError.isInstance(error)).toBe(true);
+    await vi.waitFor(() => expect(platform.events).toContain('abandon:d1:failed'));
+    expect(platform.events.filter((e) => /^(commit|abandon):/.test(e))).toEqual(['abandon:d1:failed']);
+    expect(platform.liveSnapshots()).toEqual([]);
+    expect(await repository.ledger.list()).toEqual([]);
+    expect(await repository.points()).toEqual([]);
   });
 
   it('keeps the point when the session fails to commit, and reports it as sourceCommitError', async () => {

@@ -181,8 +181,18 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     if (adopted) damaged = await watchdog.guard(repository.damagedChunks({ signal }));
     source = await watchdog.guard(opening);
   } catch (error) {
+    // A session that opened after all is abandoned (the task failed before it read) and closed, in the background.
     void opening.then(
-      (session) => session.close(),
+      async (session) => {
+        const cancelled = context.signal?.aborted === true;
+        await session
+          .abandon(
+            { kind: cancelled ? 'cancelled' : 'failed', error: cancelled ? context.signal?.reason : error },
+            callOptions(),
+          )
+          .catch(() => undefined);
+        await session.close();
+      },
       () => undefined,
     );
     throw error;
