@@ -22,6 +22,7 @@ import {
   SyncProxyRegistry,
   TaskStalledError,
   ThrottledError,
+  TimeoutError,
 } from '../src/index.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
@@ -179,16 +180,39 @@ describe('list-then-read sessions', () => {
     expect((error as Error).message).toMatch(/crc32c/);
   });
 
-  it('refuses a lineage chunk size that is not a multiple of the reader block size', async () => {
-    const platform = createMemoryPlatform({
+  it("starts a new lineage at the reader's block size when it is larger, and refuses an old lineage it does not divide", async () => {
+    const wide = createMemoryPlatform({
+      mode: 'extents',
+      blockSize: 512 * 1024,
+      pieceSize: 512 * 1024,
+      disks: [{ id: 'd1', capacity: 2 * 512 * 1024 }],
+    });
+    wide.write('d1', 0, randomBytes(2 * 512 * 1024));
+    engine = createBackupEngine({ repository, platforms: [wide], chunkSize: CHUNK });
+    const point = pointOf(await engine.backup());
+    expect((await repository.point(point.pointId)).chunkSize).toBe(512 * 1024);
+    expect(sha(await restored(point.pointId))).toBe(sha(wide.content('d1')));
+    await engine.close();
+
+    // The same disk id on another platform id, first read with 4 KiB blocks: its lineage has 256 KiB chunks.
+    const narrow = createMemoryPlatform({
+      id: 'other',
+      mode: 'extents',
+      disks: [{ id: 'd1', capacity: CHUNK }],
+    });
+    engine = createBackupEngine({ repository, platforms: [narrow], chunkSize: CHUNK });
+    pointOf(await engine.backup());
+    await engine.close();
+    const widened = createMemoryPlatform({
+      id: 'other',
       mode: 'extents',
       blockSize: 512 * 1024,
       disks: [{ id: 'd1', capacity: CHUNK }],
     });
-    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    engine = createBackupEngine({ repository, platforms: [widened], chunkSize: CHUNK });
     const error = errorOf(await engine.backup());
     expect(SourceProtocolError.isInstance(error)).toBe(true);
-    expect((error as Error).message).toMatch(/block/);
+    expect((error as Error).message).toMatch(/not a multiple/);
   });
 });
 
@@ -320,6 +344,44 @@ describe('host snapshots', () => {
     expect(lying.liveSnapshots()).toEqual([]);
     expect(await repository.ledger.list()).toEqual([]);
     expect(await repository.points()).toEqual([]);
+  });
+
+  it('gives up a createSnapshot that ignores its deadline, releases the snapshot by name and fails the host', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    let release!: () => void;
+    platform.onCreateSnapshot = () => new Promise<void>((resolve) => (release = resolve)); // hangs, ignores signals
+    engine = createBackupEngine({
+      repository,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      snapshotTimeoutSeconds: 0.05,
+    });
+    const error = errorOf(await engine.backup());
+    expect(TimeoutError.isInstance(error)).toBe(true);
+    expect(platform.snapshotCalls[0]?.deadline).toBeTypeOf('number');
+    expect(platform.released).toHaveLength(1); // released by the name recorded in the ledger
+    expect(await repository.ledger.list()).toEqual([]);
+    release();
+  });
+
+  it('gives up a commit that ignores its deadline: the point stays, the error is reported', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+    platform.write('d1', 0, randomBytes(CHUNK));
+    platform.onCommit = () => new Promise<void>(() => undefined);
+    const proxy = createInProcessSyncProxy({
+      platforms: [platform],
+      repository,
+      settings: { httpTimeoutSeconds: 1 },
+    });
+    const proxies = new SyncProxyRegistry();
+    proxies.register(proxy);
+    proxies.bind(proxy.id, platform.id);
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK, proxies });
+    const result = pointOf(await engine.backup());
+    expect(TimeoutError.isInstance(result.sourceCommitError)).toBe(true);
+    expect(sha(await restored(result.pointId))).toBe(sha(platform.content('d1')));
+    expect(platform.liveSnapshots().map((s) => s.name)).toEqual(platform.created); // kept as the base
+    await proxy.close();
   });
 
   it('fails the host when the snapshot lacks a disk reference, and releases the snapshot', async () => {

@@ -37,6 +37,7 @@ import {
   createRecordedSnapshot,
   releaseRecordedSnapshot,
   resolveReleaseTimeoutSeconds,
+  resolveSnapshotTimeoutSeconds,
   snapshotsInUse,
   withDeadline,
 } from './side-effects.js';
@@ -79,6 +80,12 @@ export interface BackupEngineOptions {
    * allowed. Default 300 ({@link DEFAULT_RELEASE_TIMEOUT_SECONDS}).
    */
   readonly releaseTimeoutSeconds?: number;
+  /**
+   * Seconds the platform's `createSnapshot` may take (its `deadline`; past it the call is given up with a
+   * {@link TimeoutError}, the snapshot released by name and the host's tasks failed). A number above 0, at most
+   * 86400; default 14400 ({@link DEFAULT_SNAPSHOT_TIMEOUT_SECONDS}: a first EBS snapshot of a large volume).
+   */
+  readonly snapshotTimeoutSeconds?: number;
   /**
    * Stable id of this engine instance, recorded as the `owner` of every ledger entry it writes (with the host
    * name and process id, for humans). Default: a random UUID per engine. Give a process a fixed id (e.g. the Sync
@@ -319,6 +326,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     options.releaseTimeoutSeconds,
     'releaseTimeoutSeconds',
   );
+  const snapshotTimeoutSeconds = resolveSnapshotTimeoutSeconds(
+    options.snapshotTimeoutSeconds,
+    'snapshotTimeoutSeconds',
+  );
   const engineId = resolveEngineId(options.engineId, 'engineId');
   const ledgerLeaseSeconds = resolveLedgerLeaseSeconds(options.ledgerLeaseSeconds, 'ledgerLeaseSeconds');
   const now = options.now ?? (() => new Date());
@@ -429,8 +440,22 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       fullReason,
       ...(fullReadDetail === undefined ? {} : { fullReadDetail }),
       parentPointId: parent?.id,
-      chunkSize: parent?.chunkSize ?? chunkSize,
+      chunkSize: parent?.chunkSize ?? newLineageChunkSize(platform),
     };
+  }
+
+  /**
+   * The chunk size of a new lineage: the engine's, or the reader's block size when that is larger (EBS reads
+   * 512 KiB blocks); a block size past {@link MAX_CHUNK_SIZE} is left for the task to refuse.
+   */
+  function newLineageChunkSize(platform: Platform): number {
+    const block = platform.changedBlockReader.blockSize;
+    return Number.isSafeInteger(block) &&
+      block > chunkSize &&
+      block <= MAX_CHUNK_SIZE &&
+      (block & (block - 1)) === 0
+      ? block
+      : chunkSize;
   }
 
   async function referencesDamaged(point: RecoveryPoint, damaged: Set<string>, signal?: AbortSignal) {
@@ -462,6 +487,8 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         taking ??= createRecordedSnapshot(platform, repository, host, run.id, {
           signal: run.options.signal,
           quiesce: run.options.quiesce ?? 'preferred',
+          snapshotTimeoutSeconds,
+          ...(logger === undefined ? {} : { logger }),
           leases,
           releaseTimeoutSeconds,
           onReleaseFailure: (entry, error) => run.failures.push(releaseFailure(entry, error)),
@@ -623,7 +650,10 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   ): Promise<void> {
     const release = async (entry: LedgerEntry) => {
       try {
-        await releaseRecordedSnapshot(platform, repository, entry, { timeoutSeconds: releaseTimeoutSeconds });
+        await releaseRecordedSnapshot(platform, repository, entry, {
+          timeoutSeconds: releaseTimeoutSeconds,
+          ...(logger === undefined ? {} : { logger }),
+        });
       } catch (error) {
         failures.push(releaseFailure(entry, error));
       }
@@ -795,6 +825,7 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         try {
           await releaseRecordedSnapshot(platform, repository, entry, {
             timeoutSeconds: releaseTimeoutSeconds,
+            ...(logger === undefined ? {} : { logger }),
             signal,
           });
           released.push(entry);

@@ -2,6 +2,7 @@ import { SourceProtocolError } from '../errors/drkit-error.js';
 import { CHUNK_BLOB_HEADER_BYTES } from '../repository/chunk-blob.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { createChunkIndex, type MutableChunkIndex } from '../repository/chunk-index.js';
+import { VOCABULARY_WORD } from '../repository/point-metadata.js';
 import type { BackupSession, ChunkIndex, RecoveryPoint, Repository } from '../repository/types.js';
 import type {
   AbandonReason,
@@ -21,6 +22,7 @@ import { zstdCompressBound } from '../workers/chunk-worker-pool.js';
 import { BufferPool } from './buffer-pool.js';
 import { orderedExtentReads } from './extent-reads.js';
 import { ProgressTracker } from './progress-tracker.js';
+import { withDeadline } from './side-effects.js';
 import { resolveStallTimeoutSeconds, StallWatchdog } from './stall-watchdog.js';
 
 /** Everything {@link runDiskTask} needs besides the task. */
@@ -80,6 +82,29 @@ function checkReader(platform: Platform, task: DiskTask): void {
   }
 }
 
+/**
+ * A session's validity must be one the engine can record: a known kind, and for `full` a reason of the open
+ * vocabulary's shape. Checked when the session opens, so a bad word fails the task before the disk is read.
+ *
+ * @throws {@link SourceProtocolError}
+ */
+function checkValidity(validity: ChangeSetValidity, task: DiskTask): void {
+  const where = `the reader of disk ${task.disk.id} opened a session with validity ${JSON.stringify(validity)}`;
+  if (validity === null || typeof validity !== 'object') throw new SourceProtocolError(where);
+  if (validity.kind !== 'exact' && validity.kind !== 'superset' && validity.kind !== 'full') {
+    throw new SourceProtocolError(`${where}: the kind must be exact, superset or full`);
+  }
+  if (
+    validity.kind === 'full' &&
+    (typeof validity.reason !== 'string' || !VOCABULARY_WORD.test(validity.reason))
+  ) {
+    throw new SourceProtocolError(`${where}: a full read's reason must be lowercase letters, digits and -`);
+  }
+  if (validity.detail !== undefined && typeof validity.detail !== 'string') {
+    throw new SourceProtocolError(`${where}: the detail must be a string`);
+  }
+}
+
 /** One piece of the chunk being assembled. */
 type Piece = { start: number; end: number; data?: Uint8Array };
 
@@ -108,6 +133,11 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   const { platform, repository, pool, logger } = context;
   const reader = platform.changedBlockReader;
   checkReader(platform, task);
+  // The bound of the calls that end a session (`commit`, `abandon`, `close`), which no signal or watchdog covers:
+  // the request timeout, else the stall timeout. A reader that ignores its deadline is given up on past it.
+  const endSeconds = () => context.requestTimeoutSeconds ?? stallTimeoutSeconds;
+  const bounded = <T>(what: string, operation: () => Promise<T>) =>
+    withDeadline(endSeconds(), what, () => operation());
   const callOptions = () => ({
     ...(context.requestTimeoutSeconds === undefined
       ? {}
@@ -185,13 +215,13 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     void opening.then(
       async (session) => {
         const cancelled = context.signal?.aborted === true;
-        await session
-          .abandon(
+        await bounded(`abandoning the read session of disk ${task.disk.id}`, () =>
+          session.abandon(
             { kind: cancelled ? 'cancelled' : 'failed', error: cancelled ? context.signal?.reason : error },
             callOptions(),
-          )
-          .catch(() => undefined);
-        await session.close();
+          ),
+        ).catch(() => undefined);
+        await bounded(`closing the read session of disk ${task.disk.id}`, () => session.close());
       },
       () => undefined,
     );
@@ -211,7 +241,9 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
       error: context.signal?.aborted ? context.signal.reason : failure,
     };
     try {
-      await session.abandon(reason, callOptions());
+      await bounded(`abandoning the read session of disk ${task.disk.id}`, () =>
+        session.abandon(reason, callOptions()),
+      );
     } catch (error) {
       logger?.warn({ taskId: task.id, error: describeError(error) }, 'the read session failed to abandon');
     }
@@ -222,7 +254,7 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     [Symbol.asyncDispose]: async () => {
       const end = async () => {
         await abandon();
-        await session[Symbol.asyncDispose]();
+        await bounded(`closing the read session of disk ${task.disk.id}`, () => session.close());
       };
       if (!watchdog.fired) return end();
       void end().catch(() => undefined);
@@ -237,6 +269,7 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
         `the reader of platform ${platform.id} declares mode ${reader.mode} but opened a ${String(session.mode)} session`,
       );
     }
+    checkValidity(session.validity, task);
     assembler = new ChunkAssembler({
       task,
       session,
@@ -321,7 +354,10 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
   try {
     if (point.checkpoint === undefined)
       throw new SourceProtocolError('the committed point has no checkpoint');
-    await session.commit({ pointId: point.id, checkpoint: point.checkpoint }, callOptions());
+    const checkpoint = point.checkpoint;
+    await bounded(`committing the read session of disk ${task.disk.id}`, () =>
+      session.commit({ pointId: point.id, checkpoint }, callOptions()),
+    );
   } catch (error) {
     sourceCommitError = error;
     logger?.warn(

@@ -5,8 +5,9 @@ import {
   SourceProtocolError,
   TimeoutError,
 } from '../errors/drkit-error.js';
+import { VOCABULARY_WORD } from '../repository/point-metadata.js';
 import type { LedgerEntry, Repository } from '../repository/types.js';
-import type { Host, HostSnapshot, Platform, QuiesceMode } from '../spec/v2/index.js';
+import type { Host, HostSnapshot, Logger, Platform, QuiesceMode } from '../spec/v2/index.js';
 import { resolveSecondsSetting } from '../util/seconds-setting.js';
 import type { LedgerLeases } from './ledger-leases.js';
 
@@ -17,6 +18,19 @@ export function snapshotName(now = new Date()): string {
     .replace(/[-:]/g, '')
     .replace(/\.\d+Z$/, '');
   return `drkit-${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Default time limit of taking one host snapshot, in seconds: 4 hours (a first EBS snapshot of a large volume). */
+export const DEFAULT_SNAPSHOT_TIMEOUT_SECONDS = 4 * 3600;
+
+/**
+ * Validates a snapshot timeout: seconds above 0, at most 86400 (fractions allowed).
+ *
+ * @throws {@link InvalidSettingsError} naming `field`.
+ * @internal
+ */
+export function resolveSnapshotTimeoutSeconds(value: number | undefined, field: string): number {
+  return resolveSecondsSetting(value, DEFAULT_SNAPSHOT_TIMEOUT_SECONDS, field);
 }
 
 /** Default time limit of releasing one snapshot (the source's call and the ledger's update), in seconds. */
@@ -73,6 +87,10 @@ export interface CreateRecordedSnapshotOptions {
   readonly signal?: AbortSignal;
   /** What the job asks for (a platform that cannot quiesce is asked with `none` for `preferred`). */
   readonly quiesce: QuiesceMode;
+  /** Time limit of the platform's `createSnapshot`, in seconds (its `deadline`, and given up past it). */
+  readonly snapshotTimeoutSeconds: number;
+  /** Handed to the platform's `createSnapshot`. */
+  readonly logger?: Logger;
   /** The engine's leases: the entry is recorded with its owner and a lease, which is renewed while it is held. */
   readonly leases: LedgerLeases;
   /** Time limit of the release that follows a failed create. */
@@ -100,6 +118,14 @@ export async function createRecordedSnapshot(
   if (!platform.createSnapshot) {
     throw new TypeError(`platform ${platform.id} declares host snapshots but has no createSnapshot()`);
   }
+  // Before anything is recorded: a platform that cannot quiesce is never asked for a required quiesced snapshot.
+  const quiesce =
+    options.quiesce === 'preferred' && !platform.capabilities.quiesce ? 'none' : options.quiesce;
+  if (quiesce === 'required' && !platform.capabilities.quiesce) {
+    throw new QuiesceFailedError(
+      `host ${host.id}: the job requires a quiesced snapshot, and platform ${platform.id} (${platform.kind}) cannot quiesce`,
+    );
+  }
   const now = leases.now();
   let entry = leases.stamp({
     id: randomUUID(),
@@ -114,14 +140,23 @@ export async function createRecordedSnapshot(
   await repository.ledger.record(entry, { signal });
   leases.hold(entry);
   try {
-    const quiesce =
-      options.quiesce === 'preferred' && !platform.capabilities.quiesce ? 'none' : options.quiesce;
-    if (quiesce === 'required' && !platform.capabilities.quiesce) {
-      throw new QuiesceFailedError(
-        `host ${host.id}: the job requires a quiesced snapshot, and platform ${platform.id} (${platform.kind}) cannot quiesce`,
-      );
-    }
-    const snapshot = await platform.createSnapshot({ host, name: entry.name, quiesce, signal });
+    const create = platform.createSnapshot.bind(platform);
+    const logger = options.logger;
+    // Bounded also when the platform ignores its deadline: past it the snapshot is released by name below.
+    const snapshot = await withDeadline(
+      options.snapshotTimeoutSeconds,
+      `creating snapshot ${entry.name} of host ${host.id}`,
+      (bounded) =>
+        create({
+          host,
+          name: entry.name,
+          quiesce,
+          signal: bounded,
+          deadline: Date.now() + options.snapshotTimeoutSeconds * 1000,
+          ...(logger === undefined ? {} : { logger }),
+        }),
+      signal,
+    );
     if (snapshot.providerId !== undefined) {
       entry = { ...entry, providerId: snapshot.providerId };
       await leases.rewrite(entry, signal);
@@ -134,6 +169,7 @@ export async function createRecordedSnapshot(
     // a deadline of its own rather than the (maybe aborted) signal, then forget it.
     await releaseRecordedSnapshot(platform, repository, entry, {
       timeoutSeconds: options.releaseTimeoutSeconds,
+      ...(options.logger === undefined ? {} : { logger: options.logger }),
     }).catch((releaseError: unknown) => options.onReleaseFailure?.(entry, releaseError));
     throw error;
   }
@@ -165,6 +201,11 @@ function checkSnapshot(
   if (typeof snapshot.consistency !== 'string' || !Array.isArray(snapshot.disks)) {
     throw new SourceProtocolError(`${where} without its consistency or its disks`);
   }
+  if (!VOCABULARY_WORD.test(snapshot.consistency)) {
+    throw new SourceProtocolError(
+      `${where} with consistency ${JSON.stringify(snapshot.consistency)}: not a word of lowercase letters, digits and -`,
+    );
+  }
   const refs = new Set(snapshot.disks.map((d) => d.diskId));
   const missing = host.disks.filter((d) => !refs.has(d.id)).map((d) => d.id);
   if (missing.length > 0) {
@@ -187,13 +228,19 @@ export async function releaseRecordedSnapshot(
   platform: Platform,
   repository: Repository,
   entry: LedgerEntry,
-  options: { timeoutSeconds: number; signal?: AbortSignal },
+  options: { timeoutSeconds: number; signal?: AbortSignal; logger?: Logger },
 ): Promise<void> {
+  const logger = options.logger;
   await withDeadline(
     options.timeoutSeconds,
     `releasing snapshot ${entry.name} of host ${entry.hostId}`,
     async (signal) => {
-      await platform.releaseSnapshot?.({ hostId: entry.hostId, name: entry.name, signal });
+      await platform.releaseSnapshot?.({
+        hostId: entry.hostId,
+        name: entry.name,
+        signal,
+        ...(logger === undefined ? {} : { logger }),
+      });
       await repository.ledger.remove(entry.id, { signal });
     },
     options.signal,

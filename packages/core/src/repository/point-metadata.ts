@@ -15,7 +15,7 @@ export const MAX_CHUNK_SIZE: number = MAX_CHUNK_BYTES;
 const POINT_ID = /^\d{8}T\d{9}-[0-9a-f]{8}$/;
 const DIGEST = /^[0-9a-f]{64}$/;
 /** A full-read reason or a consistency word: an open vocabulary, so only its shape is checked. */
-const VOCABULARY_WORD = /^[a-z0-9][a-z0-9-]{0,63}$/;
+export const VOCABULARY_WORD: RegExp = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** Whether a string has the shape of a point id (`yyyymmddThhmmssSSS-xxxxxxxx`). */
 export function isPointId(value: unknown): value is string {

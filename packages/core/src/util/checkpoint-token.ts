@@ -1,12 +1,12 @@
 /**
  * Reads a checkpoint token that a provider wrote as JSON `{ "format": F, "version": V, ... }`, checking the format,
  * the version and that the named fields are strings. Returns `undefined` for another provider's token, another
- * version, or anything malformed: the provider then reads in full (reason `tracking-reset`) rather than trust it.
+ * version, or anything malformed: the provider then reads in full (reason `checkpoint-invalid`) rather than trust it.
  *
  * @example
  * ```ts
  * const token = parseCheckpointToken(base.token, 'drkit-ceph-rbd', 1, ['pool', 'image', 'snapshot']);
- * if (!token) return { kind: 'full', reason: 'tracking-reset' };
+ * if (!token) return { kind: 'full', reason: 'checkpoint-invalid' };
  * ```
  */
 export function parseCheckpointToken<const K extends string>(

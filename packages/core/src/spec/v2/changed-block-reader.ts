@@ -18,7 +18,9 @@ export interface ChangedBlockReader {
   readonly mode: 'stream' | 'extents';
   /**
    * The source's natural block size in bytes, a power of two (EBS: 512 KiB; a file: 4 KiB; `rbd`: 512). Every
-   * listed extent starts on it; a lineage's chunk size must be a multiple of it (the engine picks one that is).
+   * listed extent starts on it; a lineage's chunk size must be a multiple of it: a new lineage gets the engine's
+   * `chunkSize` or this block size, whichever is larger (at most 4 MiB); an existing lineage whose chunk size is
+   * not a multiple fails its task with a `SourceProtocolError` (back it up to a new lineage).
    */
   readonly blockSize: number;
   /**

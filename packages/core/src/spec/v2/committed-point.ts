@@ -4,6 +4,9 @@ import type { Checkpoint } from './checkpoint.js';
 export interface CommittedPoint {
   /** The point's id in the repository. */
   readonly pointId: string;
-  /** The checkpoint the point recorded (the session's own {@link ReadSessionBase.checkpoint}). */
+  /**
+   * The checkpoint as the point recorded it: the session's own {@link ReadSessionBase.checkpoint}, read back, so
+   * fields a checkpoint does not define are dropped.
+   */
   readonly checkpoint: Checkpoint;
 }

@@ -23,7 +23,9 @@ export interface ExtentReadSession extends ReadSessionBase {
   /**
    * Reads one piece of a listed `data` extent. Called concurrently; valid until the session is closed.
    *
-   * @throws the source's errors; a `ThrottledError` is retried by the engine after its delay.
+   * @throws the source's errors. The engine tries a read up to 4 times in all when it fails with a
+   * `ThrottledError`, a `TimeoutError` or a `ChecksumMismatchError` (the answer's bytes did not match its
+   * checksum); any other error fails the task.
    */
   read(request: ReadRequest, options?: CallOptions): Promise<ReadResult>;
 }

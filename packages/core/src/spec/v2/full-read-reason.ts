@@ -1,7 +1,7 @@
 /**
  * The core set of {@link FullReadReason}s: words every drkit knows. A provider may use its own word for a case
- * this set does not name (`rbd-object-map-invalid`, `cbt-reset-after-restore`); prefix it with the provider's
- * kind so it cannot collide with a future core word.
+ * this set does not name (`vmware-change-tracking-enabled`, `aws-unrelated-snapshots`); prefix it with the
+ * provider's kind so it cannot collide with a future core word.
  */
 export const CORE_FULL_READ_REASONS = [
   /** No earlier point of this disk exists. */
@@ -31,7 +31,7 @@ export const CORE_FULL_READ_REASONS = [
  * reason in the recovery point, so a full read is never silent.
  *
  * An open vocabulary: one of {@link CORE_FULL_READ_REASONS}, or a provider's own word (lowercase letters,
- * digits and `-`, at most 64 characters). A point that records a word an older drkit does not know is still
- * readable by it.
+ * digits and `-`, at most 64 characters, checked when the session opens). A point that records a word a drkit of
+ * specification v2 or later does not know is still readable by it.
  */
 export type FullReadReason = (typeof CORE_FULL_READ_REASONS)[number] | (string & {});

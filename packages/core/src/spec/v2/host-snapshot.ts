@@ -14,11 +14,15 @@ export interface HostSnapshot {
   /** Provider-specific id of the snapshot as a whole, when it has one (a VMware snapshot moref). */
   readonly providerId?: string;
   /**
-   * One entry per disk of the host that {@link CreateSnapshotOptions.host} lists. A disk without an entry fails
-   * its task with a `SourceProtocolError`.
+   * One entry per disk of the host that {@link CreateSnapshotOptions.host} lists. A snapshot without an entry for
+   * one of them breaks the contract: every task of the host fails with a `SourceProtocolError` and the snapshot is
+   * released.
    */
   readonly disks: readonly DiskSnapshot[];
-  /** What the snapshot achieved. `application` only when the guest was actually quiesced. */
+  /**
+   * What the snapshot achieved. `application` only when the guest was actually quiesced. A word of the shape of
+   * the open vocabularies (lowercase letters, digits, `-`); another fails the host with a `SourceProtocolError`.
+   */
   readonly consistency: SnapshotConsistency;
   /** Words about the consistency, e.g. why quiescing failed and a crash-consistent snapshot was taken instead. */
   readonly detail?: string;
