@@ -27,7 +27,11 @@ export {
   type InProcessSyncProxyOptions,
 } from './engine/in-process-sync-proxy.js';
 export { DEFAULT_LEDGER_LEASE_SECONDS, LEDGER_LEASE_MARGIN_SECONDS } from './engine/ledger-leases.js';
-export { DEFAULT_RELEASE_TIMEOUT_SECONDS, snapshotName } from './engine/side-effects.js';
+export {
+  DEFAULT_RELEASE_TIMEOUT_SECONDS,
+  DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
+  snapshotName,
+} from './engine/side-effects.js';
 export { DEFAULT_STALL_TIMEOUT_SECONDS } from './engine/stall-watchdog.js';
 export * from './errors/index.js';
 export {
