@@ -9,7 +9,13 @@ import {
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
 import { chunkIdFromHash } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
-import type { LedgerEntry, RecoveryPoint, Repository, UnreadablePoint } from '../repository/types.js';
+import type {
+  HostLock,
+  LedgerEntry,
+  RecoveryPoint,
+  Repository,
+  UnreadablePoint,
+} from '../repository/types.js';
 import type {
   Disk,
   DiskTask,
@@ -107,6 +113,11 @@ export interface BackupEngineOptions {
    * host snapshot's data is from (the points' `snapshotAt`, read just before the snapshot is taken). For tests.
    */
   readonly now?: () => Date;
+  /**
+   * Milliseconds between attempts to take a host that a job of another engine (process) on the same repository
+   * holds ({@link Repository.lockHost}). Default 5000.
+   */
+  readonly hostLockPollIntervalMs?: number;
   /**
    * Where the engine writes what it does (jobs, snapshots, task outcomes), handed on to the proxies and readers of
    * every task. A pino logger or `console`; default: nothing is logged. No secret is ever logged.
@@ -334,6 +345,13 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   const ledgerLeaseSeconds = resolveLedgerLeaseSeconds(options.ledgerLeaseSeconds, 'ledgerLeaseSeconds');
   const now = options.now ?? (() => new Date());
   const logger = options.logger;
+  const hostLockPollIntervalMs = options.hostLockPollIntervalMs ?? 5000;
+  if (!Number.isFinite(hostLockPollIntervalMs) || hostLockPollIntervalMs < 1) {
+    throw new InvalidSettingsError(
+      'hostLockPollIntervalMs',
+      `must be a positive number of milliseconds, got ${hostLockPollIntervalMs}`,
+    );
+  }
   const leases = new LedgerLeases(repository, engineId, ledgerLeaseSeconds, now);
   const platforms = new Map<string, Platform>();
   for (const [i, p] of options.platforms.entries()) {
@@ -590,7 +608,18 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       return [...host.disks.map((disk) => failedOutcome(run, host, disk, error)), ...skipped];
     }
     const unlock = await hostLocks.lock(`${platform.id}\n${host.id}`, job.signal);
+    let hostLock: HostLock | undefined;
     try {
+      // And across processes: another engine on this repository may be backing up the host.
+      hostLock = await repository.lockHost(
+        { platformId: platform.id, hostId: host.id },
+        {
+          signal: job.signal,
+          pollIntervalMs: hostLockPollIntervalMs,
+          onWait: (heldBy) =>
+            logger?.info({ platformId: platform.id, hostId: host.id, heldBy }, 'waiting for the host'),
+        },
+      );
       if (platform.capabilities.snapshots !== 'host')
         return [...(await runHost(run, platform, host)), ...skipped];
       // The slot is held until the host's snapshot is settled, also after an abort (hence no `signal` option).
@@ -600,6 +629,14 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       });
       return [...outcomes, ...skipped];
     } finally {
+      await hostLock
+        ?.release()
+        .catch((error: unknown) =>
+          logger?.warn(
+            { hostId: host.id, error: describeError(error) },
+            'the host lock could not be removed',
+          ),
+        );
       unlock();
     }
   }

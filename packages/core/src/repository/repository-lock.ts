@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { NotFoundError, RepositoryLockedError } from '../errors/drkit-error.js';
@@ -9,13 +9,15 @@ import type { DiskLineage } from './types.js';
 export const BACKUP_LOCK_PREFIX = 'locks/backup-';
 /** Key of the exclusive prune lock. */
 export const PRUNE_LOCK_KEY = 'locks/prune.json';
+/** Key prefix of host locks: one per host being backed up (`locks/host-<32 hex>.json`). */
+export const HOST_LOCK_PREFIX = 'locks/host-';
 /** Default age of a heartbeat after which a lock is stale: 10 minutes. */
 export const DEFAULT_LOCK_STALE_AFTER_MS: number = 10 * 60 * 1000;
 
 /** The JSON content of a lock blob. */
 export interface LockRecord {
   readonly formatVersion: 1;
-  readonly kind: 'backup' | 'prune';
+  readonly kind: 'backup' | 'prune' | 'host';
   /** Random id of the session or prune run (16 lowercase hex digits). */
   readonly sessionId: string;
   readonly repositoryId: string;
@@ -27,6 +29,8 @@ export interface LockRecord {
   readonly heartbeatAt: string;
   /** The disk a backup session writes (backup locks only). */
   readonly lineage?: DiskLineage;
+  /** The host a job backs up (host locks only). */
+  readonly host?: { readonly platformId: string; readonly hostId: string };
 }
 
 /** A lock blob as another process sees it. */
@@ -45,7 +49,7 @@ function parseLock(bytes: Uint8Array): LockRecord | undefined {
     if (
       typeof value === 'object' &&
       value !== null &&
-      (value.kind === 'backup' || value.kind === 'prune') &&
+      (value.kind === 'backup' || value.kind === 'prune' || value.kind === 'host') &&
       typeof value.sessionId === 'string' &&
       typeof value.heartbeatAt === 'string' &&
       !Number.isNaN(Date.parse(value.heartbeatAt))
@@ -64,7 +68,9 @@ function describe(record: LockRecord | undefined, key: string, heartbeatMs: numb
   }
   const what = record.lineage
     ? `backing up disk ${record.lineage.diskId} of host ${record.lineage.hostId} (platform ${record.lineage.platformId})`
-    : record.kind;
+    : record.host
+      ? `backing up host ${record.host.hostId} (platform ${record.host.platformId})`
+      : record.kind;
   return `${record.kind} session ${record.sessionId} on ${record.hostname} (pid ${record.pid}) ${what}, since ${record.startedAt}, last heartbeat ${record.heartbeatAt}`;
 }
 
@@ -232,7 +238,12 @@ function encodeLock(record: LockRecord): Uint8Array {
   return new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
 }
 
-function newRecord(kind: 'backup' | 'prune', repositoryId: string, lineage?: DiskLineage): LockRecord {
+function newRecord(
+  kind: 'backup' | 'prune' | 'host',
+  repositoryId: string,
+  lineage?: DiskLineage,
+  host?: { platformId: string; hostId: string },
+): LockRecord {
   const now = new Date().toISOString();
   return {
     formatVersion: 1,
@@ -246,6 +257,7 @@ function newRecord(kind: 'backup' | 'prune', repositoryId: string, lineage?: Dis
     ...(lineage === undefined
       ? {}
       : { lineage: { platformId: lineage.platformId, hostId: lineage.hostId, diskId: lineage.diskId } }),
+    ...(host === undefined ? {} : { host: { platformId: host.platformId, hostId: host.hostId } }),
   };
 }
 
@@ -360,4 +372,46 @@ export async function acquirePruneLock(
     await lock.release().catch(() => undefined);
     throw error;
   }
+}
+
+/** The key of one host's lock: a digest of the platform and host ids (any characters, fixed length). */
+export function hostLockKey(platformId: string, hostId: string): string {
+  const digest = createHash('sha256').update(`${platformId}\n${hostId}`).digest('hex').slice(0, 32);
+  return `${HOST_LOCK_PREFIX}${digest}.json`;
+}
+
+/**
+ * Tries once to take the lock of one host, held by the job that backs it up so that two jobs (in two processes
+ * sharing the repository) never work on one host at once. Writes the blob create-only; a stale one (its heartbeat
+ * older than `staleAfterMs`) is taken over, but only if it is still the blob judged stale.
+ *
+ * @returns the held lock, or the description of the live holder.
+ */
+export async function tryAcquireHostLock(
+  store: Store,
+  repositoryId: string,
+  host: { platformId: string; hostId: string },
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ lock: HeldLock } | { heldBy: string }> {
+  const key = hostLockKey(host.platformId, host.hostId);
+  const record = newRecord('host', repositoryId, undefined, host);
+  let started = performance.now();
+  if (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal }))) {
+    const other = await observeLock(store, key, staleAfterMs, signal);
+    if (other?.live) return { heldBy: other.description };
+    const again = await observeLock(store, key, staleAfterMs, signal);
+    if (again !== undefined && (again.live || again.record?.sessionId !== other?.record?.sessionId)) {
+      return { heldBy: again.description };
+    }
+    if (again !== undefined) await store.delete(key, { signal });
+    started = performance.now();
+    if (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal }))) {
+      const taken = await observeLock(store, key, staleAfterMs, signal);
+      return { heldBy: taken?.description ?? 'another job that took it at the same time' };
+    }
+  }
+  const lock = new HeldLock(store, key, record, staleAfterMs, started);
+  lock.start();
+  return { lock };
 }

@@ -1,5 +1,6 @@
 import { ChecksumMismatchError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import type { SnapshotConsistency } from '../spec/v2/index.js';
+import { sleep } from '../util/abort.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { beginBackupSession } from './backup-session.js';
 import { chunkIdFromHash } from './chunk-id.js';
@@ -9,7 +10,7 @@ import { indexKey, pointKey } from './point-metadata.js';
 import { pruneRepository } from './prune.js';
 import { loadRepositoryConfig } from './repository-config.js';
 import { RepositoryContext } from './repository-context.js';
-import { DEFAULT_LOCK_STALE_AFTER_MS } from './repository-lock.js';
+import { DEFAULT_LOCK_STALE_AFTER_MS, tryAcquireHostLock } from './repository-lock.js';
 import { restorePoint } from './restore.js';
 import { planRetention } from './retention.js';
 import type { Store } from './store.js';
@@ -164,6 +165,28 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     beginBackup(backupOptions) {
       return beginBackupSession(context, backupOptions);
+    },
+
+    async lockHost(host, lockOptions = {}) {
+      const pollMs = lockOptions.pollIntervalMs ?? 5000;
+      let told = false;
+      for (;;) {
+        lockOptions.signal?.throwIfAborted();
+        const attempt = await tryAcquireHostLock(
+          context.store,
+          context.config.id,
+          host,
+          lockStaleAfterMs,
+          lockOptions.signal,
+        );
+        if ('lock' in attempt) {
+          const { lock } = attempt;
+          return { release: () => lock.release(), [Symbol.asyncDispose]: () => lock.release() };
+        }
+        if (!told) lockOptions.onWait?.(attempt.heldBy);
+        told = true;
+        await sleep(pollMs, lockOptions.signal);
+      }
     },
 
     async restore(pointId, target, restoreOptions = {}) {

@@ -170,6 +170,21 @@ export interface HostPoint {
   readonly points: readonly RecoveryPoint[];
 }
 
+/** Options of {@link Repository.lockHost}. */
+export interface LockHostOptions {
+  readonly signal?: AbortSignal;
+  /** Milliseconds between attempts while another job holds the host. Default 5000. */
+  readonly pollIntervalMs?: number;
+  /** Told once, when the host is held by another job (its description: session, machine, pid, since when). */
+  readonly onWait?: (heldBy: string) => void;
+}
+
+/** A host's lock, held by one backup job; see {@link Repository.lockHost}. */
+export interface HostLock extends AsyncDisposable {
+  /** Stops the heartbeat and removes the lock. Idempotent. */
+  release(): Promise<void>;
+}
+
 /** Options of {@link Repository.beginBackup}. */
 export interface BeginBackupOptions extends DiskLineage {
   readonly signal?: AbortSignal;
@@ -403,6 +418,16 @@ export interface Repository extends AsyncDisposable {
    * {@link RepositoryCorruptError} when a point's index cannot be read.
    */
   prune(options?: { signal?: AbortSignal }): Promise<PruneResult>;
+  /**
+   * Takes the lock of one host for a backup job, so that two jobs never work on one host at once, also from two
+   * processes (Sync Proxies) sharing the repository: the later one would otherwise plan from points the earlier
+   * one is about to supersede, and the first to finish could release the other's base snapshot. Waits while
+   * another job holds it, polling every `pollIntervalMs`; a holder whose heartbeat is older than the repository's
+   * `lockStaleAfterMs` (a crashed process) is taken over. The lock does not block a prune.
+   *
+   * @throws `signal.reason` when aborted while waiting.
+   */
+  lockHost(host: { platformId: string; hostId: string }, options?: LockHostOptions): Promise<HostLock>;
   /** The side-effect ledger, kept in the repository so every proxy sees it. */
   readonly ledger: {
     record(entry: LedgerEntry, options?: { signal?: AbortSignal }): Promise<void>;
