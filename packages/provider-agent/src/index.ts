@@ -6,7 +6,8 @@
  * @packageDocumentation
  */
 export {
-  DEFAULT_READ_SIZE_BYTES,
+  LOCAL_DISK_BLOCK_SIZE,
+  LOCAL_DISK_MAX_CONCURRENT_READS,
   type LocalDiskChangedBlockReader,
   type LocalDiskChangedBlockSession,
   type LocalDiskHoleDetection,

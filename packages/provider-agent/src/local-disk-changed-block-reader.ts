@@ -1,25 +1,40 @@
 import { type BigIntStats, fstatSync } from 'node:fs';
 import { type FileHandle, open, readFile, realpath } from 'node:fs/promises';
 import {
+  type AbandonReason,
   type CallOptions,
-  type Change,
   type ChangedBlockReader,
-  type ChangedBlockSession,
+  type ChangedExtent,
   type ChangeSetValidity,
   type Checkpoint,
+  type CommittedPoint,
   type Extent,
+  type ExtentReadSession,
   InvalidArgumentError,
   InvalidSettingsError,
+  type Logger,
   NotFoundError,
   type OpenChangedBlocksOptions,
   PermissionError,
   parseCheckpointToken,
+  type ReadRequest,
+  type ReadResult,
   SourceProtocolError,
+  TimeoutError,
 } from '@drkit/core';
 import { type NativeSeek, resolveNativeSeek } from './native-seek.js';
 
-/** Default largest data change: 4 MiB, large sequential reads for a full scan. */
-export const DEFAULT_READ_SIZE_BYTES = 4 * 1024 * 1024;
+/**
+ * The block size of the local-disk reader: 4 KiB, the page size and file system block size of nearly every Linux
+ * system. Listed extents start and end on it (the last one may end at an unaligned capacity).
+ */
+export const LOCAL_DISK_BLOCK_SIZE = 4096;
+
+/** How many reads the engine keeps in flight on a local disk: 4 `pread`s, enough to keep an NVMe queue busy. */
+export const LOCAL_DISK_MAX_CONCURRENT_READS = 4;
+
+/** Largest listed data extent the platform's `readSizeBytes` allows. @internal */
+export const MAX_READ_SIZE_BYTES = 256 * 1024 * 1024;
 
 /** A disk of a local-disk platform after validation: absolute path, ids resolved. @internal */
 export interface LocalDiskSource {
@@ -34,7 +49,7 @@ export interface LocalDiskSource {
 /** @internal */
 export interface LocalDiskChangedBlockReaderOptions {
   readonly disks: readonly LocalDiskSource[];
-  /** Explicit read size; default: the engine's chunk size when it is a multiple of 4096, else 4 MiB. */
+  /** Explicit largest listed data extent; default: the session's chunk size. */
   readonly readSizeBytes: number | undefined;
   /** Replaces the addon (tests of the fallback paths only); `null` acts as if it were missing. */
   readonly nativeSeek?: NativeSeek | null;
@@ -42,44 +57,93 @@ export interface LocalDiskChangedBlockReaderOptions {
 
 /**
  * How a session finds the holes of the disk:
- * - `seek-data`: with `lseek(SEEK_DATA / SEEK_HOLE)`; holes become zero changes and are not read;
- * - `unsupported`: the filesystem does not support `SEEK_DATA` (`EINVAL`), so the whole disk is read as data.
+ * - `seek-data`: with `lseek(SEEK_DATA / SEEK_HOLE)`; holes are not listed as data and not read (an incremental
+ *   lists them as `zero` extents);
+ * - `unsupported`: the filesystem does not support `SEEK_DATA` (`EINVAL`), so the whole disk is listed as data.
  *   Block devices answer `SEEK_DATA` with "all data" and are read in full either way;
- * - `no-addon`: the package's lseek addon is missing on this platform (see the README), so the whole disk is read
- *   as data; a `DrkitWarning` with code `DRKIT_SEEK_DATA_UNAVAILABLE` was emitted once.
+ * - `no-addon`: the package's lseek addon is missing on this platform (see the README), so the whole disk is
+ *   listed as data; a `DrkitWarning` with code `DRKIT_SEEK_DATA_UNAVAILABLE` was emitted once.
  */
 export type LocalDiskHoleDetection = 'seek-data' | 'unsupported' | 'no-addon';
 
 /**
- * A read of one local disk image or block device. Its changes cover `[0, capacityBytes)` exactly: every
- * allocated extent as `data` changes of at most the platform's read size (cut at multiples of it), every hole
- * as a `zero` change. `changes()` can be iterated once; the file is closed when that iteration ends, also when
- * the consumer breaks out of it or it throws.
+ * A list-then-read session on one local disk image or block device, read live (there is no snapshot).
+ *
+ * `extents()` lists the allocated ranges as `data` extents of at most the read size (cut at multiples of it), found
+ * with `SEEK_DATA` / `SEEK_HOLE` as it goes, so an 8 TiB sparse file holding 64 MiB costs a few `lseek`s per
+ * allocated range and 64 MiB of reads, and its list is never held whole. A full read lists only the data (the
+ * rest reads as zeros); an incremental (`superset`) read also lists every hole as a `zero` extent, so a range
+ * trimmed or punched since the base reads as zeros. Extents are aligned to {@link LOCAL_DISK_BLOCK_SIZE} (a
+ * file system with smaller blocks has its data ranges rounded out; the extra bytes are holes and read as
+ * zeros). `read()` `pread`s exactly the bytes asked, into the engine's `allocate` buffers when it passed one,
+ * several at once. The file stays open until `close()`: `read()` and `readRange()` answer until then, also
+ * after the listing ended.
+ *
+ * Deadlines and timeouts: a `pread` of a local file or device is not a request that can go unanswered and cannot
+ * be abandoned half way, so `requestTimeoutSeconds` does not apply (a hung device is the engine's stall
+ * watchdog's case). A call started after its `deadline` rejects with a `TimeoutError`; one under way finishes.
+ * Every call honours `signal` and rejects with `signal.reason`, unwrapped.
  */
-export interface LocalDiskChangedBlockSession extends ChangedBlockSession {
+export interface LocalDiskChangedBlockSession extends ExtentReadSession {
   /** Absolute path of the image or device, as configured. */
   readonly path: string;
-  /** Whether holes are detected; when `unsupported` or `no-addon`, the whole disk reads as data. */
+  /** Whether holes are detected; when `unsupported` or `no-addon`, the whole disk is listed as data. */
   readonly holeDetection: LocalDiskHoleDetection;
   /**
-   * Reads `extent` from the disk, as it is now (there is no snapshot).
+   * The allocated ranges (and, for an incremental, the holes as `zero` extents), sorted, disjoint, aligned to
+   * 4 KiB, found as the listing goes. Can be iterated once.
    *
-   * @throws {@link @drkit/core!InvalidArgumentError} when the extent is malformed, lies past the capacity, or the session is
-   * closed; {@link @drkit/core!SourceProtocolError} when the disk shrank below it while it was read.
+   * @throws {@link @drkit/core!InvalidArgumentError} when called a second time or after `close()`;
+   * {@link @drkit/core!SourceProtocolError} (retryable) when the disk shrank below the capacity measured at open.
+   */
+  extents(options?: CallOptions): AsyncIterable<ChangedExtent>;
+  /**
+   * Reads `request` from the disk, as it is now, into a buffer of the session's `allocate` when it was given one
+   * (else a fresh buffer that owns its memory, transferable to a worker thread). No checksum: the bytes come from
+   * the local kernel.
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} when the request is malformed, lies past the capacity, or
+   * the session is closed; {@link @drkit/core!SourceProtocolError} (retryable) when the disk shrank below it while
+   * it was read; {@link @drkit/core!TimeoutError} when called past its `deadline`.
+   */
+  read(request: ReadRequest, options?: CallOptions): Promise<ReadResult>;
+  /**
+   * Reads `extent` from the disk, as it is now, into a fresh buffer.
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} when the extent is malformed, lies past the capacity, or the
+   * session is closed; {@link @drkit/core!SourceProtocolError} when the disk shrank below it while it was read.
    */
   readRange(extent: Extent, options?: CallOptions): Promise<Uint8Array>;
+  /**
+   * A no-op that ends the session's bookkeeping: a local file has no change tracking of its own, so there is
+   * nothing to advance (every incremental reads every allocated range again). An agent that tracks changes with a
+   * dirty-block bitmap would clear, here, the blocks this session read. Second calls are harmless.
+   */
+  commit(point: CommittedPoint, options?: CallOptions): Promise<void>;
+  /**
+   * A no-op, for the same reason: there is no tracking to keep. An agent with a dirty-block bitmap would keep its
+   * bits here, so that the next backup reads those blocks again. Second calls are harmless.
+   */
+  abandon(reason: AbandonReason, options?: CallOptions): Promise<void>;
 }
 
-/** The {@link @drkit/core!ChangedBlockReader} of a local-disk platform. */
+/** The {@link @drkit/core!ChangedBlockReader} of a local-disk platform: list-then-read, 4 KiB blocks, 4 reads in flight. */
 export interface LocalDiskChangedBlockReader extends ChangedBlockReader {
+  readonly mode: 'extents';
+  readonly blockSize: typeof LOCAL_DISK_BLOCK_SIZE;
+  readonly maxConcurrentReads: typeof LOCAL_DISK_MAX_CONCURRENT_READS;
   /**
    * Opens the disk's image or device for reading. Without `base` the change set is `full` (`fullReason`, or
    * `first-backup`); with a `base` of the same disk it is a `superset` (there is no change tracking: every
-   * allocated extent is read), or `full` with reason `disk-recreated` when the file or device was replaced.
+   * allocated extent is listed), or `full` with reason `disk-recreated` when the file or device was replaced, or
+   * `checkpoint-invalid` when the base is not a checkpoint this source wrote for this disk (garbled, another
+   * provider's, another disk's). `logger` gets a debug line when the session opens, when its listing ends and
+   * when it closes (with counts), never one per read.
    *
    * @throws {@link @drkit/core!NotFoundError} when the disk is not one of the platform's or its path does not exist;
-   * {@link @drkit/core!PermissionError} when it cannot be read; {@link @drkit/core!InvalidSettingsError} when the path is not a regular
-   * file or a block device; {@link @drkit/core!InvalidArgumentError} when `base` belongs to another disk. Rejects with
+   * {@link @drkit/core!PermissionError} when it cannot be read; {@link @drkit/core!InvalidSettingsError} when the
+   * path is not a regular file or a block device; {@link @drkit/core!InvalidArgumentError} when `chunkSize` is not
+   * a positive multiple of 4096; {@link @drkit/core!TimeoutError} when called past its `deadline`. Rejects with
    * `signal.reason` when aborted.
    */
   open(options: OpenChangedBlocksOptions): Promise<LocalDiskChangedBlockSession>;
@@ -228,18 +292,22 @@ export function createLocalDiskChangedBlockReader(
 ): LocalDiskChangedBlockReader {
   const byId = new Map(options.disks.map((disk) => [disk.id, disk]));
   return {
+    mode: 'extents',
+    blockSize: LOCAL_DISK_BLOCK_SIZE,
+    maxConcurrentReads: LOCAL_DISK_MAX_CONCURRENT_READS,
     async open(openOptions: OpenChangedBlocksOptions): Promise<LocalDiskChangedBlockSession> {
-      const { disk, base, fullReason, signal } = openOptions;
+      const { disk, base, fullReason, signal, chunkSize, logger } = openOptions;
       signal?.throwIfAborted();
+      checkDeadline(openOptions, `opening disk ${disk.id}`);
       const source = byId.get(disk.id);
       if (!source) {
         throw new NotFoundError(
           `disk ${disk.id} is not one of this local-disk platform's disks: add its path to the platform's disks`,
         );
       }
-      if (base && base.diskId !== disk.id) {
+      if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0 || chunkSize % LOCAL_DISK_BLOCK_SIZE !== 0) {
         throw new InvalidArgumentError(
-          `the base checkpoint belongs to disk ${base.diskId}, not ${disk.id}: pass the checkpoint of this disk`,
+          `chunkSize must be a positive multiple of the reader's block size ${LOCAL_DISK_BLOCK_SIZE}, got ${String(chunkSize)}`,
         );
       }
       const opened = await openLocalDisk(source, {
@@ -250,15 +318,30 @@ export function createLocalDiskChangedBlockReader(
         const native = resolveNativeSeek(options.nativeSeek);
         const holeDetection = native ? probeHoleDetection(native, opened) : 'no-addon';
         const validity: ChangeSetValidity = base
-          ? validityAgainst(base, opened)
+          ? validityAgainst(base, source.id, opened)
           : { kind: 'full', reason: fullReason ?? 'first-backup' };
-        return new LocalDiskSession(source, opened, {
+        const readSizeBytes = options.readSizeBytes ?? Math.min(chunkSize, MAX_READ_SIZE_BYTES);
+        const session = new LocalDiskSession(source, opened, {
           native,
           holeDetection,
           validity,
-          readSizeBytes: options.readSizeBytes ?? readSizeFor(openOptions.chunkSize),
+          readSizeBytes,
           allocate: openOptions.allocate,
+          logger,
         });
+        logger?.debug(
+          {
+            diskId: source.id,
+            path: source.path,
+            capacityBytes: opened.capacityBytes,
+            validity: validity.kind,
+            ...(validity.kind === 'full' ? { reason: validity.reason } : {}),
+            holeDetection,
+            readSizeBytes,
+          },
+          'local disk session opened',
+        );
+        return session;
       } catch (error) {
         await opened.handle.close();
         throw error;
@@ -267,12 +350,17 @@ export function createLocalDiskChangedBlockReader(
   };
 }
 
-/** The engine's chunk size as the read size when it is a usable one (a multiple of 4096 up to 256 MiB). */
-function readSizeFor(chunkSize: number | undefined): number {
-  if (chunkSize !== undefined && Number.isSafeInteger(chunkSize) && chunkSize > 0 && chunkSize % 4096 === 0) {
-    return Math.min(chunkSize, 256 * 1024 * 1024);
+/**
+ * Rejects a call started past its `deadline` with a {@link TimeoutError}. A local call is short and cannot be cut
+ * short once started, so this is all a deadline means here.
+ *
+ * @internal
+ */
+export function checkDeadline(options: CallOptions, what: string): void {
+  const { deadline } = options;
+  if (deadline !== undefined && Date.now() > deadline) {
+    throw new TimeoutError(`${what} was called after its deadline ${new Date(deadline).toISOString()}`);
   }
-  return DEFAULT_READ_SIZE_BYTES;
 }
 
 /** Whether `SEEK_DATA` works here: `EINVAL` means the filesystem does not support it. */
@@ -287,12 +375,19 @@ function probeHoleDetection(native: NativeSeek, opened: OpenedLocalDisk): LocalD
   }
 }
 
-function validityAgainst(base: Checkpoint, opened: OpenedLocalDisk): ChangeSetValidity {
+function validityAgainst(base: Checkpoint, diskId: string, opened: OpenedLocalDisk): ChangeSetValidity {
+  if (base.diskId !== diskId) {
+    return {
+      kind: 'full',
+      reason: 'checkpoint-invalid',
+      detail: `the base checkpoint belongs to disk ${base.diskId}, not ${diskId}; reading in full`,
+    };
+  }
   const token = parseToken(base.token);
   if (!token) {
     return {
       kind: 'full',
-      reason: 'tracking-reset',
+      reason: 'checkpoint-invalid',
       detail: 'the base checkpoint was not written by this version of the local-disk source; reading in full',
     };
   }
@@ -311,12 +406,11 @@ function parseToken(text: string): LocalDiskToken | undefined {
   return token as LocalDiskToken | undefined;
 }
 
-/** One planned change: a hole, or a piece of allocated data still to read. */
-type PlannedChange =
-  | { readonly kind: 'zero'; readonly offset: number; readonly length: number }
-  | { readonly kind: 'data'; readonly offset: number; readonly length: number };
+const alignDown = (offset: number) => Math.floor(offset / LOCAL_DISK_BLOCK_SIZE) * LOCAL_DISK_BLOCK_SIZE;
+const alignUp = (offset: number) => Math.ceil(offset / LOCAL_DISK_BLOCK_SIZE) * LOCAL_DISK_BLOCK_SIZE;
 
 class LocalDiskSession implements LocalDiskChangedBlockSession {
+  readonly mode = 'extents';
   readonly path: string;
   readonly capacityBytes: number;
   readonly validity: ChangeSetValidity;
@@ -326,10 +420,14 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
   readonly #native: NativeSeek | undefined;
   readonly #readSizeBytes: number;
   readonly #allocate: ((length: number) => Uint8Array) | undefined;
+  readonly #logger: Logger | undefined;
   readonly #openedAt: string;
-  #iterated = false;
+  #listed = false;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #outcome: 'committed' | 'abandoned' | undefined;
+  #reads = 0;
+  #bytesRead = 0;
 
   constructor(
     source: LocalDiskSource,
@@ -340,6 +438,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
       validity: ChangeSetValidity;
       readSizeBytes: number;
       allocate?: ((length: number) => Uint8Array) | undefined;
+      logger?: Logger | undefined;
     },
   ) {
     this.#source = source;
@@ -347,6 +446,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     this.#native = settings.native;
     this.#readSizeBytes = settings.readSizeBytes;
     this.#allocate = settings.allocate;
+    this.#logger = settings.logger;
     this.#openedAt = new Date().toISOString();
     this.path = source.path;
     this.capacityBytes = opened.capacityBytes;
@@ -354,68 +454,62 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     this.holeDetection = settings.holeDetection;
   }
 
-  changes(options: CallOptions = {}): AsyncIterable<Change> {
-    return this.#changes(options.signal);
+  extents(options: CallOptions = {}): AsyncIterable<ChangedExtent> {
+    return this.#extents(options);
   }
 
-  async *#changes(signal: AbortSignal | undefined): AsyncGenerator<Change> {
-    if (this.#iterated) {
+  async *#extents(options: CallOptions): AsyncGenerator<ChangedExtent> {
+    if (this.#listed) {
       throw new InvalidArgumentError(
-        `changes() of disk ${this.#source.id} was already iterated: open a new session to read it again`,
+        `extents() of disk ${this.#source.id} was already listed: open a new session to list it again`,
       );
     }
-    this.#iterated = true;
-    // Reads run one piece ahead of the consumer, so the disk is busy while the consumer hashes the last piece.
-    // At most two buffers are in flight besides the ones the consumer holds.
-    let inFlight: Promise<Uint8Array> | undefined;
+    this.#listed = true;
+    const { signal } = options;
+    const logger = options.logger ?? this.#logger;
+    const counts = { dataExtents: 0, zeroExtents: 0, dataBytes: 0, zeroBytes: 0 };
+    let complete = false;
     try {
-      const plan = this.#plan();
-      const start = (change: PlannedChange | undefined): Promise<Uint8Array> | undefined => {
-        if (change?.kind !== 'data') return undefined;
-        const promise = this.#readExactly(change.offset, change.length, this.#allocate);
-        // Handled below when awaited; this only keeps an abandoned read from becoming an unhandled rejection.
-        promise.catch(() => {});
-        return promise;
-      };
-      signal?.throwIfAborted();
-      let current = plan.next();
-      inFlight = current.done ? undefined : start(current.value);
-      while (!current.done) {
+      for (const extent of this.#plan()) {
         signal?.throwIfAborted();
+        checkDeadline(options, `listing the extents of disk ${this.#source.id}`);
         this.#assertOpen();
-        const change = current.value;
-        const read = inFlight;
-        current = plan.next();
-        inFlight = current.done ? undefined : start(current.value);
-        if (change.kind === 'zero') {
-          yield { kind: 'zero', offset: change.offset, length: change.length };
+        if (extent.kind === 'data') {
+          counts.dataExtents++;
+          counts.dataBytes += extent.length;
         } else {
-          const data = await read!;
-          signal?.throwIfAborted();
-          yield { kind: 'data', offset: change.offset, data };
+          counts.zeroExtents++;
+          counts.zeroBytes += extent.length;
         }
+        yield extent;
       }
+      complete = true;
     } finally {
-      await this.close();
+      logger?.debug({ diskId: this.#source.id, ...counts, complete }, 'local disk extents listed');
     }
   }
 
   /**
-   * The changes to produce, lazily: holes from `SEEK_DATA` / `SEEK_HOLE`, data cut at multiples of the read
-   * size. Clamped to the capacity measured at open, so a disk that grows meanwhile is read up to that size.
+   * The extents, lazily: holes from `SEEK_DATA` / `SEEK_HOLE`, data rounded out to 4 KiB and cut at multiples of
+   * the read size, holes listed as zeros only for an incremental. Clamped to the capacity measured at open, so a
+   * disk that grows meanwhile is read up to that size.
    */
-  *#plan(): Generator<PlannedChange> {
+  *#plan(): Generator<ChangedExtent> {
     const capacity = this.capacityBytes;
     const readSize = this.#readSizeBytes;
+    const overBase = this.validity.kind !== 'full';
     let position = 0;
     while (position < capacity) {
-      const dataStart = this.#nextData(position);
+      // The data's own start (maybe off the 4 KiB grid), and where its extent starts on the grid.
+      const next = this.#nextData(position);
+      const dataStart = next >= capacity ? capacity : Math.max(position, alignDown(next));
       if (dataStart > position) {
-        yield { kind: 'zero', offset: position, length: dataStart - position };
+        if (overBase) yield { kind: 'zero', offset: position, length: dataStart - position };
         position = dataStart;
         if (position >= capacity) return;
       }
-      const dataEnd = this.#nextHole(position);
+      // The hole after the data, asked from the data itself: the grid's start may lie in the hole before it.
+      const dataEnd = Math.min(capacity, alignUp(this.#nextHole(Math.max(next, position))));
       while (position < dataEnd) {
         const pieceEnd = Math.min(dataEnd, (Math.floor(position / readSize) + 1) * readSize);
         yield { kind: 'data', offset: position, length: pieceEnd - position };
@@ -446,7 +540,7 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     if (!native) return this.capacityBytes;
     this.#assertOpen();
     const offset = native.seek(this.#opened.handle.fd, position, native.SEEK_HOLE);
-    // A hole at or before `position` (or none) can only come from a concurrent truncate: read the rest as data,
+    // A hole at or before `position` (or none) can only come from a concurrent truncate: list the rest as data,
     // which is always correct, and let a short read report a disk that shrank.
     if (offset <= position || offset > this.capacityBytes) return this.capacityBytes;
     return offset;
@@ -467,6 +561,39 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     );
   }
 
+  async read(request: ReadRequest, options: CallOptions = {}): Promise<ReadResult> {
+    options.signal?.throwIfAborted();
+    checkDeadline(options, `reading disk ${this.#source.id}`);
+    this.#checkRange(request, 'read');
+    const data = await this.#readExactly(request.offset, request.length, this.#allocate);
+    options.signal?.throwIfAborted();
+    this.#reads++;
+    this.#bytesRead += request.length;
+    return { data };
+  }
+
+  async readRange(extent: Extent, options: CallOptions = {}): Promise<Uint8Array> {
+    options.signal?.throwIfAborted();
+    checkDeadline(options, `reading a range of disk ${this.#source.id}`);
+    this.#checkRange(extent, 'readRange');
+    const data = await this.#readExactly(extent.offset, extent.length);
+    options.signal?.throwIfAborted();
+    return data;
+  }
+
+  #checkRange(extent: Extent, what: string): void {
+    this.#assertOpen();
+    const { offset, length } = extent;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      throw new InvalidArgumentError(`${what}: malformed extent (offset ${offset}, length ${length})`);
+    }
+    if (offset + length > this.capacityBytes) {
+      throw new InvalidArgumentError(
+        `${what}: extent ends at ${offset + length}, past the disk's capacity of ${this.capacityBytes} bytes`,
+      );
+    }
+  }
+
   /**
    * Reads `length` bytes at `offset` into a buffer that owns its `ArrayBuffer` (transferable): the consumer's
    * `allocate` when it gave one, else a new one.
@@ -476,9 +603,8 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     length: number,
     allocate?: (length: number) => Uint8Array,
   ): Promise<Uint8Array> {
-    this.#assertOpen();
     // Not from Buffer's shared pool: the consumer may transfer the ArrayBuffer to a worker thread.
-    const buffer = allocate ? allocate(length) : Buffer.allocUnsafeSlow(length);
+    const buffer = allocate ? allocate(length).subarray(0, length) : Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.#opened.handle.read(buffer, done, length - done, offset + done);
@@ -486,22 +612,6 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
       done += bytesRead;
     }
     return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
-  }
-
-  async readRange(extent: Extent, options: CallOptions = {}): Promise<Uint8Array> {
-    options.signal?.throwIfAborted();
-    const { offset, length } = extent;
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
-      throw new InvalidArgumentError(`readRange: malformed extent (offset ${offset}, length ${length})`);
-    }
-    if (offset + length > this.capacityBytes) {
-      throw new InvalidArgumentError(
-        `readRange: extent ends at ${offset + length}, past the disk's capacity of ${this.capacityBytes} bytes`,
-      );
-    }
-    const data = await this.#readExactly(offset, length);
-    options.signal?.throwIfAborted();
-    return data;
   }
 
   checkpoint(): Checkpoint {
@@ -521,6 +631,14 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
     };
   }
 
+  async commit(_point: CommittedPoint, _options?: CallOptions): Promise<void> {
+    this.#outcome ??= 'committed';
+  }
+
+  async abandon(_reason: AbandonReason, _options?: CallOptions): Promise<void> {
+    this.#outcome ??= 'abandoned';
+  }
+
   #assertOpen(): void {
     if (this.#closed) {
       throw new InvalidArgumentError(`the session of disk ${this.#source.id} is closed: open a new one`);
@@ -528,9 +646,20 @@ class LocalDiskSession implements LocalDiskChangedBlockSession {
   }
 
   close(): Promise<void> {
-    this.#closed = true;
-    // FileHandle.close waits for reads still in flight, so the descriptor is never reused under them.
-    this.#closing ??= this.#opened.handle.close();
+    if (!this.#closing) {
+      this.#closed = true;
+      this.#logger?.debug(
+        {
+          diskId: this.#source.id,
+          reads: this.#reads,
+          bytesRead: this.#bytesRead,
+          outcome: this.#outcome ?? 'none',
+        },
+        'local disk session closed',
+      );
+      // FileHandle.close waits for reads still in flight, so the descriptor is never reused under them.
+      this.#closing = this.#opened.handle.close();
+    }
     return this.#closing;
   }
 

@@ -49,17 +49,20 @@ describe('createLocalDiskPlatform: settings', () => {
 
   it('names the offending field', () => {
     invalid(undefined, 'options');
-    invalid({}, 'disks');
-    invalid({ disks: [] }, 'disks');
-    invalid({ disks: 'disk.img' }, 'disks');
-    invalid({ disks: [{ path: image }, null] }, 'disks[1]');
-    invalid({ disks: [{ path: image }, { path: '' }] }, 'disks[1].path');
-    invalid({ disks: [{ path: image }, { path: 42 }] }, 'disks[1].path');
-    invalid({ disks: [{ path: 'a\0b' }] }, 'disks[0].path');
-    invalid({ disks: [{ path: image, id: '' }] }, 'disks[0].id');
-    invalid({ disks: [{ path: image, name: 7 }] }, 'disks[0].name');
+    invalid({}, 'id');
+    invalid({ disks: [{ path: image }] }, 'id');
+    invalid({ id: 'local' }, 'disks');
+    invalid({ id: 'local', disks: [] }, 'disks');
+    invalid({ id: 'local', disks: 'disk.img' }, 'disks');
+    invalid({ id: 'local', disks: [{ path: image }, null] }, 'disks[1]');
+    invalid({ id: 'local', disks: [{ path: image }, { path: '' }] }, 'disks[1].path');
+    invalid({ id: 'local', disks: [{ path: image }, { path: 42 }] }, 'disks[1].path');
+    invalid({ id: 'local', disks: [{ path: 'a\0b' }] }, 'disks[0].path');
+    invalid({ id: 'local', disks: [{ path: image, id: '' }] }, 'disks[0].id');
+    invalid({ id: 'local', disks: [{ path: image, name: 7 }] }, 'disks[0].name');
     invalid(
       {
+        id: 'local',
         disks: [
           { path: image, id: 'x' },
           { path: second, id: 'x' },
@@ -67,33 +70,41 @@ describe('createLocalDiskPlatform: settings', () => {
       },
       'disks[1].id',
     );
-    invalid({ disks: [{ path: image, id: second }, { path: second }] }, 'disks[1].path');
-    invalid({ disks: [{ path: image }, { path: relative(process.cwd(), image) }] }, 'disks[1].path');
-    invalid({ disks: [{ path: image }], readSizeBytes: 1000 }, 'readSizeBytes');
-    invalid({ disks: [{ path: image }], readSizeBytes: 0 }, 'readSizeBytes');
-    invalid({ disks: [{ path: image }], readSizeBytes: 512 * 1024 * 1024 }, 'readSizeBytes');
-    invalid({ disks: [{ path: image }], id: '' }, 'id');
-    invalid({ disks: [{ path: image }], hostId: 3 }, 'hostId');
-    invalid({ disks: [{ path: image }], hostName: ' ' }, 'hostName');
+    invalid({ id: 'local', disks: [{ path: image, id: second }, { path: second }] }, 'disks[1].path');
+    invalid(
+      { id: 'local', disks: [{ path: image }, { path: relative(process.cwd(), image) }] },
+      'disks[1].path',
+    );
+    invalid({ id: 'local', disks: [{ path: image }], readSizeBytes: 1000 }, 'readSizeBytes');
+    invalid({ id: 'local', disks: [{ path: image }], readSizeBytes: 0 }, 'readSizeBytes');
+    invalid({ id: 'local', disks: [{ path: image }], readSizeBytes: 512 * 1024 * 1024 }, 'readSizeBytes');
+    invalid({ id: '', disks: [{ path: image }] }, 'id');
+    invalid({ id: '  ', disks: [{ path: image }] }, 'id');
+    invalid({ id: 7, disks: [{ path: image }] }, 'id');
+    invalid({ id: 'local', disks: [{ path: image }], hostId: 3 }, 'hostId');
+    invalid({ id: 'local', disks: [{ path: image }], hostName: ' ' }, 'hostName');
   });
 
-  it('declares the local kind, v1, superset change tracking and no snapshots', () => {
-    const platform = createLocalDiskPlatform({ disks: [{ path: image }] });
-    expect(platform.specificationVersion).toBe('v1');
+  it('declares the local kind, v2, superset change tracking, no snapshots and no quiescing', () => {
+    const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: image }] });
+    expect(platform.specificationVersion).toBe('v2');
     expect(platform.kind).toBe('local');
-    expect(platform.id).toBe(`local-${hostname()}`);
+    expect(platform.id).toBe('local');
     expect(platform.capabilities).toEqual({
       snapshots: 'none',
+      quiesce: false,
       changeTracking: 'superset',
       retainsSnapshotAsBase: false,
     });
     expect(platform.createSnapshot).toBeUndefined();
+    expect(platform.releaseSnapshot).toBeUndefined();
   });
 });
 
 describe('createLocalDiskPlatform: inventory', () => {
   it('lists one host, named after this machine by default, with one disk per path', async () => {
     const platform = createLocalDiskPlatform({
+      id: 'local',
       disks: [{ path: relative(process.cwd(), image) }, { path: second, id: 'data', name: 'Data disk' }],
     });
     const hosts = [];
@@ -134,14 +145,17 @@ describe('createLocalDiskPlatform: inventory', () => {
   });
 
   it('verifies normal with one host when every disk can be read', async () => {
-    const status = await createLocalDiskPlatform({ disks: [{ path: image }, { path: second }] }).verify();
+    const status = await createLocalDiskPlatform({
+      id: 'local',
+      disks: [{ path: image }, { path: second }],
+    }).verify();
     expect(status).toMatchObject({ status: 'normal', hostCount: 1 });
     expect(Number.isNaN(Date.parse(status.checkedAt))).toBe(false);
   });
 
   it('verifies abnormal, saying what to do, for a missing path; hosts() and open() throw NotFoundError', async () => {
     const missing = join(directory, 'missing.img');
-    const platform = createLocalDiskPlatform({ disks: [{ path: image }, { path: missing }] });
+    const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: image }, { path: missing }] });
     const status = await platform.verify();
     expect(status).toMatchObject({ status: 'abnormal', code: 'NOT_FOUND' });
     expect(status.status === 'abnormal' && status.reason).toMatch(
@@ -152,19 +166,23 @@ describe('createLocalDiskPlatform: inventory', () => {
     })();
     await expect(listing).rejects.toSatisfy(NotFoundError.isInstance);
     const disk = { id: missing, hostId: 'h', name: missing, capacityBytes: 0 };
-    await expect(platform.changedBlockReader.open({ disk })).rejects.toSatisfy(NotFoundError.isInstance);
+    await expect(platform.changedBlockReader.open({ disk, chunkSize: 1024 * 1024 })).rejects.toSatisfy(
+      NotFoundError.isInstance,
+    );
     await expect(
-      platform.changedBlockReader.open({ disk: { ...disk, id: 'not-configured' } }),
+      platform.changedBlockReader.open({ disk: { ...disk, id: 'not-configured' }, chunkSize: 1024 * 1024 }),
     ).rejects.toSatisfy(NotFoundError.isInstance);
   });
 
   it('reports a path that is not a disk (a directory) as invalid settings', async () => {
     const folder = join(directory, 'a-folder');
     await mkdir(folder, { recursive: true });
-    const platform = createLocalDiskPlatform({ disks: [{ path: folder }] });
+    const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: folder }] });
     expect(await platform.verify()).toMatchObject({ status: 'abnormal', code: 'INVALID_SETTINGS' });
     const disk = { id: folder, hostId: 'h', name: folder, capacityBytes: 0 };
-    const failure = await platform.changedBlockReader.open({ disk }).catch((error: unknown) => error);
+    const failure = await platform.changedBlockReader
+      .open({ disk, chunkSize: 1024 * 1024 })
+      .catch((error: unknown) => error);
     expect(InvalidSettingsError.isInstance(failure)).toBe(true);
     expect((failure as InvalidSettingsError).field).toBe('disks[0].path');
     expect((failure as Error).message).toMatch(/is a directory/);
@@ -179,11 +197,13 @@ describe('createLocalDiskPlatform: inventory', () => {
     const locked = join(directory, 'locked.img');
     await writeFile(locked, pattern(4096, 3));
     await chmod(locked, 0o000);
-    const platform = createLocalDiskPlatform({ disks: [{ path: locked }] });
+    const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: locked }] });
     const disk = { id: locked, hostId: 'h', name: locked, capacityBytes: 0 };
     const attempt = async () => {
       const status = await platform.verify();
-      const failure = await platform.changedBlockReader.open({ disk }).catch((error: unknown) => error);
+      const failure = await platform.changedBlockReader
+        .open({ disk, chunkSize: 1024 * 1024 })
+        .catch((error: unknown) => error);
       return { status, failure };
     };
     // Root reads any file: drop to nobody for the attempt (the effective uid only, restored after).
@@ -194,7 +214,7 @@ describe('createLocalDiskPlatform: inventory', () => {
   });
 
   it('honours an aborted signal in verify() and hosts()', async () => {
-    const platform = createLocalDiskPlatform({ disks: [{ path: image }] });
+    const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: image }] });
     const reason = new Error('aborted');
     await expect(platform.verify({ signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
     const listing = (async () => {

@@ -11,9 +11,11 @@ import {
   type PlatformStatus,
 } from '@drkit/core';
 import {
+  checkDeadline,
   createLocalDiskChangedBlockReader,
   type LocalDiskChangedBlockReader,
   type LocalDiskSource,
+  MAX_READ_SIZE_BYTES,
   openLocalDisk,
 } from './local-disk-changed-block-reader.js';
 import type { NativeSeek } from './native-seek.js';
@@ -30,8 +32,12 @@ export interface LocalDiskOptions {
 
 /** Settings of {@link createLocalDiskPlatform}. */
 export interface LocalDiskPlatformOptions {
-  /** Identity of the platform, unique in the engine. Default: `local-<hostname>`. */
-  readonly id?: string;
+  /**
+   * Identity of the platform, unique among the platforms of one engine and chosen by you (`local`, `lab-host-3`):
+   * points are filed under it, so changing it restarts every disk's history. Required; there is no default,
+   * because one derived from the host name would change with it.
+   */
+  readonly id: string;
   /** Identity of the one host the platform lists. Default: `os.hostname()`. */
   readonly hostId?: string;
   /** Name of the host. Default: `os.hostname()`. */
@@ -39,9 +45,9 @@ export interface LocalDiskPlatformOptions {
   /** The disks to protect, at least one; ids and paths must be unique. */
   readonly disks: readonly LocalDiskOptions[];
   /**
-   * Largest data change, in bytes; data is also cut at multiples of it. A multiple of 4096 from 4 KiB to
-   * 256 MiB. Default: the engine's chunk size when it passes one (so each piece is one chunk and reaches the
-   * hashing threads without a copy), else 4 MiB.
+   * Largest data extent a session lists, in bytes; data is also cut at multiples of it, so that no read spans two.
+   * A multiple of 4096 from 4 KiB to 256 MiB. Default: the session's chunk size (each read is then one chunk and
+   * reaches the hashing threads without a copy).
    */
   readonly readSizeBytes?: number;
 }
@@ -51,32 +57,35 @@ export interface LocalDiskPlatform extends Platform {
   readonly kind: 'local';
   readonly capabilities: PlatformCapabilities & {
     readonly snapshots: 'none';
+    readonly quiesce: false;
     readonly changeTracking: 'superset';
   };
   readonly changedBlockReader: LocalDiskChangedBlockReader;
 }
 
-const MAX_READ_SIZE_BYTES = 256 * 1024 * 1024;
-
 /**
- * Creates a platform whose one host is this machine and whose disks are raw image files or block devices.
- * There is no change tracking and no snapshot: every backup reads the allocated extents of each disk (holes are
- * found with `SEEK_DATA` / `SEEK_HOLE` and not read), so an incremental is a `superset`; the engine keeps only
- * the chunks whose hash changed. Disks are read live: a point is crash-consistent only if the disk is quiet
- * while it is read (unmounted, or a filesystem or LVM snapshot).
+ * Creates a platform (provider specification v2) whose one host is this machine and whose disks are raw image
+ * files or block devices. There is no change tracking and no snapshot (`snapshots: 'none'`, `quiesce: false`):
+ * every backup lists the allocated extents of each disk (holes are found with `SEEK_DATA` / `SEEK_HOLE` and not
+ * read) and the engine reads them, four at a time, so an incremental is a `superset`; the engine keeps only the
+ * chunks whose hash changed. Disks are read live: a point is crash-consistent only if the disk is quiet while it
+ * is read (unmounted, or a filesystem or LVM snapshot).
  *
- * @throws {@link @drkit/core!InvalidSettingsError} naming the field (`disks[1].path`) when the options are invalid.
+ * @throws {@link @drkit/core!InvalidSettingsError} naming the field (`id`, `disks[1].path`) when the options are
+ * invalid.
  *
  * @example
  * ```ts
  * import { createLocalDiskPlatform } from '@drkit/provider-agent';
  *
- * const platform = createLocalDiskPlatform({ disks: [{ path: '/var/lib/images/vm1.raw', id: 'vm1-root' }] });
+ * const platform = createLocalDiskPlatform({ id: 'local', disks: [{ path: '/var/lib/images/vm1.raw', id: 'vm1-root' }] });
  * console.log(await platform.verify()); // { status: 'normal', hostCount: 1, ... }
  * for await (const host of platform.hosts()) {
  *   const disk = host.disks[0]!;
- *   await using session = await platform.changedBlockReader.open({ disk });
- *   for await (const change of session.changes()) console.log(change.kind, change.offset);
+ *   await using session = await platform.changedBlockReader.open({ disk, chunkSize: 1024 * 1024 });
+ *   for await (const extent of session.extents()) {
+ *     if (extent.kind === 'data') console.log(extent.offset, (await session.read(extent)).data.length);
+ *   }
  * }
  * ```
  */
@@ -94,7 +103,7 @@ export function createLocalDiskPlatformWith(
   const localHostName = settings.hostId === undefined || settings.hostName === undefined ? hostname() : '';
   const hostId = settings.hostId ?? localHostName;
   const hostName = settings.hostName ?? localHostName;
-  const platformId = settings.id ?? `local-${hostId}`;
+  const platformId = settings.id;
   const seekOption = internals.nativeSeek !== undefined ? { nativeSeek: internals.nativeSeek } : {};
   const changedBlockReader = createLocalDiskChangedBlockReader({
     disks: sources,
@@ -105,6 +114,7 @@ export function createLocalDiskPlatformWith(
   async function verify(callOptions: CallOptions = {}): Promise<PlatformStatus> {
     const { signal } = callOptions;
     signal?.throwIfAborted();
+    checkDeadline(callOptions, 'verifying the local-disk platform');
     for (const source of sources) {
       try {
         const opened = await openLocalDisk(source, { ...(signal ? { signal } : {}), ...seekOption });
@@ -123,6 +133,7 @@ export function createLocalDiskPlatformWith(
   async function* hosts(callOptions: CallOptions = {}): AsyncGenerator<Host> {
     const { signal } = callOptions;
     signal?.throwIfAborted();
+    checkDeadline(callOptions, 'listing the hosts of the local-disk platform');
     const disks = [];
     for (const source of sources) {
       const opened = await openLocalDisk(source, { ...(signal ? { signal } : {}), ...seekOption });
@@ -140,10 +151,15 @@ export function createLocalDiskPlatformWith(
   }
 
   return {
-    specificationVersion: 'v1',
+    specificationVersion: 'v2',
     id: platformId,
     kind: 'local',
-    capabilities: { snapshots: 'none', changeTracking: 'superset', retainsSnapshotAsBase: false },
+    capabilities: {
+      snapshots: 'none',
+      quiesce: false,
+      changeTracking: 'superset',
+      retainsSnapshotAsBase: false,
+    },
     changedBlockReader,
     verify,
     hosts,
@@ -151,7 +167,7 @@ export function createLocalDiskPlatformWith(
 }
 
 interface ValidatedOptions {
-  readonly id: string | undefined;
+  readonly id: string;
   readonly hostId: string | undefined;
   readonly hostName: string | undefined;
   readonly sources: LocalDiskSource[];
@@ -162,7 +178,13 @@ function validateOptions(options: LocalDiskPlatformOptions): ValidatedOptions {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidSettingsError('options', 'pass an object with at least `disks: [{ path }]`');
   }
-  const id = optionalName(options.id, 'id');
+  const id = options.id;
+  if (typeof id !== 'string' || id.trim() === '') {
+    throw new InvalidSettingsError(
+      'id',
+      'give the platform a stable id of your choosing, e.g. `id: "local"`: its points are filed under it',
+    );
+  }
   const hostId = optionalName(options.hostId, 'hostId');
   const hostName = optionalName(options.hostName, 'hostName');
   const readSizeBytes = options.readSizeBytes;

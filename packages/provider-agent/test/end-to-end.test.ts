@@ -33,6 +33,7 @@ describe('end to end on the local-disk source', () => {
     const image = join(dir, 'disk.img');
     await writeDiskImage(image, { size: 40 * MiB + 12_345, seed: 'e2e' });
     const platform = createLocalDiskPlatform({
+      id: 'local',
       disks: [{ path: image, id: 'disk-0' }],
       hostName: 'e2e-host',
     });

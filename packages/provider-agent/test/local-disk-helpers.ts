@@ -2,7 +2,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import type { Change, ChangedBlockSession } from '@drkit/core';
+import type { Change, ChangedExtent, ExtentReadSession } from '@drkit/core';
 
 const run = promisify(execFile);
 
@@ -64,19 +64,35 @@ export function pattern(length: number, seed: number): Uint8Array {
   return bytes;
 }
 
-/** Reads every change of a session. */
-export async function collect(session: ChangedBlockSession, signal?: AbortSignal): Promise<Change[]> {
+/** Lists every extent of a session. */
+export async function listExtents(
+  session: ExtentReadSession,
+  signal?: AbortSignal,
+): Promise<ChangedExtent[]> {
+  const extents: ChangedExtent[] = [];
+  for await (const extent of session.extents(signal ? { signal } : {})) extents.push(extent);
+  return extents;
+}
+
+/**
+ * Reads a session's whole change set, one listed extent after another (each `data` extent in one read, which the
+ * local-disk reader allows since it lists at most its read size): `zero` extents as zero changes.
+ */
+export async function collect(session: ExtentReadSession, signal?: AbortSignal): Promise<Change[]> {
   const changes: Change[] = [];
-  for await (const change of session.changes(signal ? { signal } : {})) changes.push(change);
+  const options = signal ? { signal } : {};
+  for await (const extent of session.extents(options)) {
+    if (extent.kind === 'zero') changes.push({ kind: 'zero', offset: extent.offset, length: extent.length });
+    else
+      changes.push({ kind: 'data', offset: extent.offset, data: (await session.read(extent, options)).data });
+  }
   return changes;
 }
 
-/** The changes as `kind offset length` lines, to compare layouts at a glance. */
-export function layoutOf(changes: readonly Change[]): string[] {
-  return changes.map((change) =>
-    change.kind === 'data'
-      ? `data ${change.offset} ${change.data.length}`
-      : `zero ${change.offset} ${change.length}`,
+/** The changes or extents as `kind offset length` lines, to compare layouts at a glance. */
+export function layoutOf(items: readonly (Change | ChangedExtent)[]): string[] {
+  return items.map((item) =>
+    'data' in item ? `data ${item.offset} ${item.data.length}` : `${item.kind} ${item.offset} ${item.length}`,
   );
 }
 

@@ -27,7 +27,9 @@ it('the README example runs against the built package and prints what it says', 
     const { stdout } = await promisify(execFile)(process.execPath, [script], { cwd });
     expect(stdout).toMatch(/status: 'normal'/);
     expect(stdout).toMatch(/hostCount: 1/);
-    expect(stdout).toContain('data 0 4096\nzero 4096 67104768\n');
+    expect(stdout).toContain(
+      'full data 0 4096 hello, disk\nincremental data 0 4096 hello, disk\nincremental zero 4096 67104768\n',
+    );
   } finally {
     await rm(script, { force: true });
     await rmdir(scratch).catch(() => {});
