@@ -53,6 +53,7 @@ try {
     create: true,
   });
   const platform = createLocalDiskPlatform({
+    id: 'local',
     hostName: 'demo-host',
     disks: [{ path: image, name: 'disk.img' }],
   });
