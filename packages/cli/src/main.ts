@@ -192,6 +192,7 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
   if (paths.length === 0) throw new UsageError('backup needs at least one disk path');
   const chunkSize = wholeNumber(values['chunk-size'], '--chunk-size');
   const platform = createLocalDiskPlatform({
+    id: 'local',
     hostName: values['host-name'],
     disks: paths.map((path) => ({ path: resolve(path) })),
   });
