@@ -53,8 +53,11 @@ export function emptyExtentReadStats(): ExtentReadStats {
   return { dataExtents: 0, zeroExtents: 0, reads: 0, bytesRead: 0, peakInFlight: 0, succeededAfterAbort: 0 };
 }
 
-/** How many zero extents may wait behind the reads in flight before the driver stops listing ahead. */
-const QUEUED_ZERO_EXTENTS = 64;
+/**
+ * How many zero extents may wait behind the reads in flight before the driver stops listing ahead: small objects,
+ * and enough that the first reads of a listing are issued together even after a run of zero extents.
+ */
+const QUEUED_ZERO_EXTENTS = 1024;
 
 /**
  * Reads a list-then-read session the way the engine does, independently of the engine's code, and yields its
