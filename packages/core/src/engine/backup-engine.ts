@@ -320,7 +320,7 @@ function validateChunkSize(size: number): number {
  * @example
  * ```ts
  * const repository = await openRepository({ store: createLocalFolderStore({ path: './repo' }), create: true });
- * const engine = createBackupEngine({ repository, platforms: [createLocalDiskPlatform({ disks: [{ path }] })] });
+ * const engine = createBackupEngine({ repository, platforms: [createLocalDiskPlatform({ id: 'local', disks: [{ path }] })] });
  * const job = await engine.backup({ onProgress: (p) => console.log(p.diskId, p.bytesDone) });
  * await engine.close();
  * ```
