@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Projects named `<package>:<peer>` need a real peer their global setup starts (Ceph, OpenStack); the others
+// Projects named `<package>:<peer>` need a real peer their global setup starts (Ceph, OpenStack, vcsim); the others
 // need nothing but this machine. scripts/test-oldest-node.sh runs the latter again on the oldest Node.js line.
 export default defineConfig({
   test: {
@@ -9,6 +9,7 @@ export default defineConfig({
       'examples',
       'packages/provider-openstack-ceph/vitest.ceph.config.ts',
       'packages/provider-openstack-ceph/vitest.openstack.config.ts',
+      'packages/provider-vmware/vitest.vcsim.config.ts',
       'test/packaging',
     ],
   },

@@ -1,5 +1,10 @@
-import { defineProject } from 'vitest/config';
+import { configDefaults, defineProject } from 'vitest/config';
 
+// The package's unit tests: no peer. The tests against vcsim (govmomi's simulator with the project's launcher,
+// scripts/peers/vcsim.sh) are the `provider-vmware:vcsim` project (vitest.vcsim.config.ts).
 export default defineProject({
-  test: { name: 'provider-vmware' },
+  test: {
+    name: 'provider-vmware',
+    exclude: [...configDefaults.exclude, 'test/integration/**'],
+  },
 });

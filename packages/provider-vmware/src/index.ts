@@ -1,2 +1,21 @@
-// Not built yet: see the README. Exports nothing until the implementation lands.
-export {};
+/**
+ * drkit's source for VMware vCenter and ESXi: a SOAP session (vim25 over HTTPS, TLS always verified), inventory of
+ * VMs and their virtual disks through the PropertyCollector, and the disks drkit cannot protect with the reason.
+ * The data path (NBD or HTTPS ranges) is not built yet: see the README.
+ *
+ * @packageDocumentation
+ */
+
+export type { VmwareTlsOptions } from './soap/vmware-tls.js';
+export type { ManagedObjectReference } from './soap/xml-writer.js';
+export { VmwareDataPathNotBuiltError } from './vmware-changed-block-reader.js';
+export type { VirtualDeviceBacking, VirtualDeviceInfo, VmwareDiskSkipReason } from './vmware-devices.js';
+export { missingPrivilegeOf, type VmwareFaultInfo, vmwareFaultOf } from './vmware-errors.js';
+export { diskIdOf, type VmwareInventory, type VmwareInventoryObject } from './vmware-inventory.js';
+export type { VmwarePlatformOptions, VmwareTransport } from './vmware-options.js';
+export {
+  createVmwarePlatform,
+  type VmwareConnectionInfo,
+  type VmwarePlatform,
+  type VmwarePlatformStatus,
+} from './vmware-platform.js';

@@ -1,0 +1,149 @@
+import { InvalidSettingsError, type Logger } from '@drkit/core';
+import { type ResolvedTls, resolveTls, type VmwareTlsOptions } from './soap/vmware-tls.js';
+
+/** How the disk data of a snapshot is read (see the README: which works where). */
+export type VmwareTransport = 'nbd' | 'https';
+
+/** Settings of {@link createVmwarePlatform}: the console's VMware table, plus transport settings. */
+export interface VmwarePlatformOptions {
+  /** Identity of the platform, unique in the engine, chosen by the user (points are filed under it). Required. */
+  readonly id: string;
+  /**
+   * The vCenter or ESXi host: `https://vcenter.example.com` (port 443, path `/sdk`), or with a port or the
+   * `/sdk` path spelled out. Only HTTPS; never credentials in the URL.
+   */
+  readonly url: string;
+  /** The vSphere user, e.g. `backup@vsphere.local` (see the README for the role it needs). */
+  readonly username: string;
+  /** Its password. Never logged, never part of an error or a URL. */
+  readonly password: string;
+  /** How the server's certificate is trusted. Default: Node's trust store. Verification is never turned off. */
+  readonly tls?: VmwareTlsOptions;
+  /**
+   * The data path: `nbd` (nbdkit with VMware's VDDK plugin on the proxy, port 902 to every ESXi host) or `https`
+   * (datastore file ranges through vCenter/ESXi on port 443). Default `nbd`. Neither is built yet: opening a read
+   * session throws (see the README).
+   */
+  readonly transport?: VmwareTransport;
+  /**
+   * The Sync Proxy's HTTP timeout: no answer to a SOAP request for this long fails it. Whole seconds from 1 to
+   * 86400; default 600.
+   */
+  readonly httpTimeoutSeconds?: number;
+  /** Objects per PropertyCollector page (`maxObjects` of RetrievePropertiesEx). 1 to 10000; default 100. */
+  readonly pageSize?: number;
+  /** The vim25 API version requested (`SOAPAction: urn:vim25/<version>`). Default `6.7`, which vSphere 6.7 to 8 serve. */
+  readonly apiVersion?: string;
+  /** Where the platform logs what it does when a call passes no logger of its own. Default: nothing. */
+  readonly logger?: Logger;
+}
+
+/** The options after validation. @internal */
+export interface ResolvedVmwareOptions {
+  readonly id: string;
+  readonly sdkUrl: URL;
+  readonly username: string;
+  readonly password: string;
+  readonly tls: ResolvedTls;
+  readonly transport: VmwareTransport;
+  readonly httpTimeoutSeconds: number;
+  readonly pageSize: number;
+  readonly apiVersion: string;
+  readonly logger: Logger | undefined;
+}
+
+function requiredText(value: unknown, field: string, example: string, secret = false): string {
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new InvalidSettingsError(
+      field,
+      value === undefined
+        ? `is required${secret ? '' : `, e.g. "${example}"`}`
+        : `must be a non-empty string${secret ? '' : `, e.g. "${example}"`}`,
+    );
+  }
+  return secret ? value : value.trim();
+}
+
+function integer(value: unknown, field: string, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidSettingsError(
+      field,
+      `must be a whole number from ${min} to ${max}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Turns `url` into the SDK endpoint `https://host[:port]/sdk`.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} for `url`. A URL with credentials is refused without echoing it.
+ * @internal
+ */
+export function sdkUrlOf(value: unknown): URL {
+  const text = requiredText(value, 'url', 'https://vcenter.example.com');
+  let url: URL;
+  try {
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `https://${text}`);
+  } catch {
+    throw new InvalidSettingsError('url', 'is not a URL; e.g. "https://vcenter.example.com"');
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new InvalidSettingsError(
+      'url',
+      'must not contain a user name or password: use `username` and `password`',
+    );
+  }
+  if (url.protocol !== 'https:') {
+    throw new InvalidSettingsError(
+      'url',
+      `must be https:// (vCenter and ESXi serve the API on 443), got ${url.protocol}`,
+    );
+  }
+  if (url.search !== '' || url.hash !== '') {
+    throw new InvalidSettingsError('url', 'must not have a query or fragment');
+  }
+  const path = url.pathname.replace(/\/+$/, '');
+  if (path !== '' && path !== '/sdk') {
+    throw new InvalidSettingsError('url', `must name the host (and optionally /sdk), not the path ${path}`);
+  }
+  url.pathname = '/sdk';
+  return url;
+}
+
+/**
+ * Validates the options.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} naming the field. The password is never part of a message.
+ * @internal
+ */
+export function resolveVmwareOptions(options: VmwarePlatformOptions): ResolvedVmwareOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidSettingsError('options', 'must be an object with id, url, username and password');
+  }
+  const id = requiredText(options.id, 'id', 'vcenter-prod');
+  const transport = options.transport ?? 'nbd';
+  if (transport !== 'nbd' && transport !== 'https') {
+    throw new InvalidSettingsError('transport', `must be "nbd" or "https", got ${JSON.stringify(transport)}`);
+  }
+  const apiVersion = options.apiVersion ?? '6.7';
+  if (typeof apiVersion !== 'string' || !/^\d+\.\d+(\.\d+){0,2}$/.test(apiVersion)) {
+    throw new InvalidSettingsError(
+      'apiVersion',
+      `must be a vim25 version such as "7.0", got ${String(apiVersion)}`,
+    );
+  }
+  return {
+    id,
+    sdkUrl: sdkUrlOf(options.url),
+    username: requiredText(options.username, 'username', 'backup@vsphere.local'),
+    password: requiredText(options.password, 'password', '', true),
+    tls: resolveTls(options.tls),
+    transport,
+    httpTimeoutSeconds: integer(options.httpTimeoutSeconds, 'httpTimeoutSeconds', 1, 86_400, 600),
+    pageSize: integer(options.pageSize, 'pageSize', 1, 10_000, 100),
+    apiVersion,
+    logger: options.logger,
+  };
+}
