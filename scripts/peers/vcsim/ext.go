@@ -384,3 +384,50 @@ func resizeFirstDisks(kb int64) {
 		})
 	}
 }
+
+// addRawDeviceMapping gives the last VM (by name) a physical-mode RDM disk, straight in the model: vcsim's
+// ReconfigVM_Task panics on one (its disk layout code assumes VMDK backings), so it cannot be added through the
+// API. Only for inventory: a snapshot or reconfiguration of that VM would hit the same code.
+func addRawDeviceMapping() {
+	var last *simulator.VirtualMachine
+	for _, entity := range simulator.Map.All("VirtualMachine") {
+		if vm, ok := entity.(*simulator.VirtualMachine); ok && (last == nil || vm.Name > last.Name) {
+			last = vm
+		}
+	}
+	if last == nil {
+		return
+	}
+	simulator.Map.WithLock(last, func() {
+		var controller int32
+		var datastore *types.ManagedObjectReference
+		for _, device := range last.Config.Hardware.Device {
+			if disk, ok := device.(*types.VirtualDisk); ok {
+				controller = disk.ControllerKey
+				if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+					datastore = b.Datastore
+				}
+			}
+		}
+		unit := int32(7)
+		last.Config.Hardware.Device = append(last.Config.Hardware.Device, &types.VirtualDisk{
+			VirtualDevice: types.VirtualDevice{
+				Key:           2099,
+				DeviceInfo:    &types.Description{Label: "Hard disk 99", Summary: "RDM"},
+				ControllerKey: controller,
+				UnitNumber:    &unit,
+				Backing: &types.VirtualDiskRawDiskMappingVer1BackingInfo{
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
+						FileName:  "[LocalDS_0] " + last.Name + "/rdm-disk.vmdk",
+						Datastore: datastore,
+					},
+					LunUuid:           "0200000000600000000000000000000001",
+					DeviceName:        "/vmfs/devices/disks/naa.600000000000000000000001",
+					CompatibilityMode: "physicalMode",
+					DiskMode:          "independent_persistent",
+				},
+			},
+			CapacityInKB: 1024,
+		})
+	})
+}

@@ -3,7 +3,7 @@
 // read-only user that gets NoPermission faults, and a certificate made fresh at every start.
 //
 //	drkit-vcsim -mode vpx|esx [-username U -password P] [-readonly-username U -readonly-password P]
-//	            [-vms N] [-disk-mib N] [-cbt-page-bytes N]
+//	            [-vms N] [-disk-mib N] [-cbt-page-bytes N] [-rdm]
 //
 // It listens on 127.0.0.1 on a free port and prints one line of JSON on stdout when it is ready:
 // {"url":"https://127.0.0.1:PORT/sdk","mode":"vpx","certificate":"-----BEGIN...","sha256":"AB:CD:...","pid":N}.
@@ -41,6 +41,7 @@ func main() {
 	readonlyPassword := flag.String("readonly-password", "", "the second user's password")
 	vms := flag.Int("vms", 2, "virtual machines per host (vpx) or on the host (esx)")
 	diskMiB := flag.Int("disk-mib", 0, "capacity of every VM's first disk in MiB (0: the simulator's 1 MiB)")
+	rdm := flag.Bool("rdm", false, "give the last VM (by name) a physical-mode RDM disk (vcsim cannot add one: its disk layout code assumes VMDK backings)")
 	pageBytes := flag.Int64("cbt-page-bytes", 4<<20, "at most this many bytes of the disk are covered by one QueryChangedDiskAreas answer")
 	flag.Parse()
 
@@ -63,6 +64,9 @@ func main() {
 	defer model.Remove()
 	if *diskMiB > 0 {
 		resizeFirstDisks(int64(*diskMiB) << 10)
+	}
+	if *rdm {
+		addRawDeviceMapping()
 	}
 
 	cert, pemText, fingerprint, err := newCertificate()
