@@ -19,3 +19,4 @@ export {
   type VmwarePlatform,
   type VmwarePlatformStatus,
 } from './vmware-platform.js';
+export type { VmwareDiskSnapshotRef } from './vmware-snapshots.js';

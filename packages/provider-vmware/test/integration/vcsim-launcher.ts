@@ -34,6 +34,8 @@ export interface StartVcsimOptions {
   readonly diskMiB?: number;
   /** Bytes one QueryChangedDiskAreas answer covers at most. */
   readonly cbtPageBytes?: number;
+  /** Give the last VM (by name) a physical-mode RDM disk (vcsim cannot add one through the API). */
+  readonly rdm?: boolean;
 }
 
 export interface RunningVcsim extends VcsimReady {
@@ -77,6 +79,7 @@ export async function startVcsim(options: StartVcsimOptions = {}): Promise<Runni
   }
   if (options.diskMiB !== undefined) args.push('-disk-mib', String(options.diskMiB));
   if (options.cbtPageBytes !== undefined) args.push('-cbt-page-bytes', String(options.cbtPageBytes));
+  if (options.rdm) args.push('-rdm');
   const started = performance.now();
   const child = spawn(binary, args, {
     env: { ...process.env, TMPDIR: dir },
