@@ -1,2 +1,26 @@
-// Not built yet: see the README. Exports nothing until the implementation lands.
-export {};
+/**
+ * drkit's agentless source for AWS EC2: instances and their EBS volumes, crash-consistent multi-volume snapshots
+ * (`CreateSnapshots`), and the changed blocks through the EBS direct APIs (`ListSnapshotBlocks`,
+ * `ListChangedBlocks`, `GetSnapshotBlock`).
+ *
+ * @packageDocumentation
+ */
+
+export type { AwsChangedBlockReader, AwsEbsReadSession } from './aws-changed-block-reader.js';
+export { EBS_BLOCK_SIZE } from './aws-changed-block-reader.js';
+export type {
+  AwsCredentials,
+  AwsCredentialsProvider,
+  AwsEndpoints,
+  AwsPlatformOptions,
+} from './aws-options.js';
+export {
+  AWS_BACKUP_ACTIONS,
+  AWS_HOST_TAG,
+  AWS_PLATFORM_TAG,
+  AWS_SNAPSHOT_TAG,
+  type AwsPermissionReport,
+  type AwsPlatform,
+  createAwsPlatform,
+} from './aws-platform.js';
+export { type AwsRegion, type ListAwsRegionsOptions, listAwsRegions } from './aws-regions.js';
