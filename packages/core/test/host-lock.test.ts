@@ -1,11 +1,12 @@
 // Two engines (as two Sync Proxy processes would) sharing one repository never back up one host at once.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { createBackupEngine, createLocalFolderStore, openRepository, type Repository } from '../src/index.js';
-import { hostLockKey } from '../src/repository/repository-lock.js';
+import { hostLockKey, processScope } from '../src/repository/repository-lock.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
 const CHUNK = 256 * 1024;
@@ -106,4 +107,59 @@ it("takes over a crashed process's host lock once its heartbeat is stale", async
   await expect(
     repository.lockHost({ platformId: platform.id, hostId: 'vm-1' }, { pollIntervalMs: 1 }),
   ).resolves.toBeDefined();
+});
+
+it('takes over at once the fresh lock of a process that no longer exists on this machine, and waits for a live one', async () => {
+  const repository = await open();
+  const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
+  const scope = processScope();
+  if (scope === null) return; // not Linux: only the heartbeat's age tells
+  const lockFor = async (pid: number) => {
+    const path = join(dir, 'repo', hostLockKey(platform.id, 'vm-1'));
+    await mkdir(dirname(path), { recursive: true });
+    const now = new Date().toISOString();
+    await writeFile(
+      path,
+      JSON.stringify({
+        formatVersion: 1,
+        kind: 'host',
+        sessionId: 'fedcba9876543210',
+        repositoryId: 'x',
+        hostname: hostname(),
+        pid,
+        scope,
+        startedAt: now,
+        heartbeatAt: now,
+        host: { platformId: platform.id, hostId: 'vm-1' },
+      }),
+    );
+  };
+  const dead = spawn(process.execPath, ['-e', '']);
+  await new Promise((resolve) => dead.on('exit', resolve));
+  await lockFor(dead.pid!);
+  const engine = createBackupEngine({
+    repository,
+    platforms: [platform],
+    chunkSize: CHUNK,
+    hostLockPollIntervalMs: 3_600_000, // a wait would outlast the test
+  });
+  expect((await engine.backup()).succeeded).toBe(1);
+
+  const alive = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  try {
+    await lockFor(alive.pid!);
+    const controller = new AbortController();
+    const waiting = repository.lockHost(
+      { platformId: platform.id, hostId: 'vm-1' },
+      {
+        signal: controller.signal,
+        pollIntervalMs: 3_600_000,
+        onWait: (heldBy) => controller.abort(new Error(heldBy)),
+      },
+    );
+    await expect(waiting).rejects.toThrow(`pid ${alive.pid}`);
+  } finally {
+    alive.kill('SIGKILL');
+  }
+  await engine.close();
 });

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { NotFoundError, RepositoryLockedError } from '../errors/drkit-error.js';
@@ -29,6 +30,11 @@ export interface LockRecord {
   readonly heartbeatAt: string;
   /** The disk a backup session writes (backup locks only). */
   readonly lineage?: DiskLineage;
+  /**
+   * Where `pid` means something: the boot id and the pid namespace of the holder (Linux only). A process that
+   * finds the same scope and no process `pid` knows the holder is gone, without waiting for its heartbeat to age.
+   */
+  readonly scope?: string;
   /** The host a job backs up (host locks only). */
   readonly host?: { readonly platformId: string; readonly hostId: string };
 }
@@ -96,13 +102,45 @@ async function observeLock(
   }
   const record = parseLock(bytes);
   const heartbeatMs = record ? Date.parse(record.heartbeatAt) : await modifiedAt(store, key, signal);
+  const gone = record !== undefined && holderIsGone(record);
   return {
     key,
     record,
     heartbeatMs,
-    live: Date.now() - heartbeatMs <= staleAfterMs,
-    description: describe(record, key, heartbeatMs),
+    live: !gone && Date.now() - heartbeatMs <= staleAfterMs,
+    description: `${describe(record, key, heartbeatMs)}${gone ? ' (its process no longer exists)' : ''}`,
   };
+}
+
+let localScope: string | null | undefined;
+
+/**
+ * This process's scope (see {@link LockRecord.scope}): the kernel's boot id and the pid namespace, on Linux; null
+ * elsewhere or when they cannot be read.
+ */
+export function processScope(): string | null {
+  if (localScope !== undefined) return localScope;
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const namespace = readlinkSync('/proc/self/ns/pid');
+    localScope = boot && namespace ? `${boot}/${namespace}` : null;
+  } catch {
+    localScope = null;
+  }
+  return localScope;
+}
+
+/** Whether the lock's holder is known to be dead: same boot and pid namespace, and no such process. */
+function holderIsGone(record: LockRecord): boolean {
+  const scope = processScope();
+  if (scope === null || record.scope !== scope || record.hostname !== hostname()) return false;
+  if (!Number.isSafeInteger(record.pid) || record.pid <= 0 || record.pid === process.pid) return false;
+  try {
+    process.kill(record.pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 function seconds(ms: number): string {
@@ -252,6 +290,7 @@ function newRecord(
     repositoryId,
     hostname: hostname(),
     pid: process.pid,
+    ...(processScope() === null ? {} : { scope: processScope() as string }),
     startedAt: now,
     heartbeatAt: now,
     ...(lineage === undefined
