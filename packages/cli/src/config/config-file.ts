@@ -1,0 +1,307 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, extname, resolve } from 'node:path';
+import {
+  InvalidSettingsError,
+  NotFoundError,
+  PermissionError,
+  resolveSyncProxySettings,
+  type SyncProxySettings,
+} from '@drkit/core';
+import { parseDocument } from 'yaml';
+import { PROVIDER_ALIASES, type ProviderReference } from './providers.js';
+import { checkNoLiteralSecrets, childField } from './secrets.js';
+
+/** Where points go: a local folder (the only store the CLI has today). */
+export interface RepositoryConfig {
+  readonly type: 'local';
+  /** Absolute path (a relative one in the file is relative to the file's folder). */
+  readonly path: string;
+}
+
+/** One platform of the configuration, not created yet. */
+export interface PlatformConfig {
+  /** The user's id of the platform: points are filed under it. */
+  readonly id: string;
+  readonly provider: ProviderReference;
+  /** The alias the file named the provider by, if it did. */
+  readonly alias: string | undefined;
+  /** The factory's options as written: secret references not resolved yet. */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** `platforms[i]`, for messages. */
+  readonly field: string;
+}
+
+/** One Sync Proxy of the configuration (an in-process proxy). */
+export interface ProxyConfig {
+  readonly id: string;
+  readonly name: string | undefined;
+  readonly settings: SyncProxySettings;
+  /** The platform ids it is bound to. */
+  readonly platformIds: readonly string[];
+}
+
+/** A configuration file, validated. */
+export interface DrkitConfig {
+  /** Absolute path of the file. */
+  readonly file: string;
+  /** Its folder: relative paths in it are relative to this. */
+  readonly dir: string;
+  readonly repository: RepositoryConfig | undefined;
+  readonly platforms: readonly PlatformConfig[];
+  /** Absent: one in-process proxy bound to every platform. */
+  readonly proxies: readonly ProxyConfig[] | undefined;
+  /** Disk tasks at once (the engine's `concurrency`); absent: the engine's default. */
+  readonly concurrency: number | undefined;
+}
+
+const TOP_LEVEL_KEYS = ['version', 'repository', 'platforms', 'proxies', 'concurrency'];
+const PLATFORM_KEYS = ['id', 'provider', 'options'];
+const PROXY_KEYS = ['id', 'name', 'maxMountedDisks', 'httpTimeoutSeconds', 'platforms'];
+/** The engine's rule for platform ids. */
+const PLATFORM_ID = /^[\x21-\x7e]{1,128}$/;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkKeys(value: Record<string, unknown>, allowed: readonly string[], field: string): void {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      throw new InvalidSettingsError(
+        childField(field, key),
+        `is not a setting drkit knows (known: ${allowed.join(', ')})`,
+      );
+    }
+  }
+}
+
+function requiredText(value: unknown, field: string, example: string): string {
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new InvalidSettingsError(field, `must be a non-empty string, e.g. ${JSON.stringify(example)}`);
+  }
+  return value;
+}
+
+/** The configuration file to use: `--config`, else `DRKIT_CONFIG`, else none. */
+export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  if (flag !== undefined) return flag;
+  const fromEnv = env.DRKIT_CONFIG;
+  return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv;
+}
+
+/** A parser's complaint without the quoted text of the file (which could be a mistyped secret). */
+function withoutQuotes(message: string): string {
+  return (message.split(':\n')[0] ?? message).replace(/"[^"\n]*"/g, '"…"');
+}
+
+/** Parses JSON (a `.json` file) or YAML (any other name); errors give the line and column, never the text. */
+function parseConfigText(text: string, file: string): unknown {
+  const json = extname(file).toLowerCase() === '.json';
+  if (json) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // V8's message quotes the text around the error: locate it with the YAML parser instead.
+      const document = parseDocument(text, { schema: 'json', prettyErrors: true });
+      const position = document.errors[0]?.linePos?.[0];
+      throw new InvalidSettingsError(
+        file,
+        `is not valid JSON${position ? ` (line ${position.line}, column ${position.col})` : ''}`,
+      );
+    }
+  }
+  const document = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const error = document.errors[0];
+  if (error) throw new InvalidSettingsError(file, `is not valid YAML: ${withoutQuotes(error.message)}`);
+  return document.toJS({ maxAliasCount: 100 });
+}
+
+function parseRepository(value: unknown, dir: string): RepositoryConfig | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string')
+    return { type: 'local', path: resolve(dir, requiredText(value, 'repository', '/backup/repo')) };
+  if (!isPlainObject(value)) {
+    throw new InvalidSettingsError('repository', 'must be the path of a folder, or { path: /backup/repo }');
+  }
+  const type = value.type ?? 'local';
+  if (type !== 'local') {
+    throw new InvalidSettingsError(
+      'repository.type',
+      `${JSON.stringify(type)} is not available: the CLI keeps repositories in a local folder only (@drkit/store-s3 has no store yet); use { path: /backup/repo }`,
+    );
+  }
+  checkKeys(value, ['type', 'path'], 'repository');
+  return { type: 'local', path: resolve(dir, requiredText(value.path, 'repository.path', '/backup/repo')) };
+}
+
+function parseProvider(
+  value: unknown,
+  field: string,
+): { provider: ProviderReference; alias: string | undefined } {
+  if (typeof value === 'string') {
+    const provider = PROVIDER_ALIASES[value];
+    if (!provider) {
+      throw new InvalidSettingsError(
+        field,
+        `${JSON.stringify(value)} is not a provider drkit knows (${Object.keys(PROVIDER_ALIASES).join(', ')}); for another provider give { package, factory }`,
+      );
+    }
+    return { provider, alias: value };
+  }
+  if (!isPlainObject(value)) {
+    throw new InvalidSettingsError(
+      field,
+      `is required: a name (${Object.keys(PROVIDER_ALIASES).join(', ')}) or { package, factory }`,
+    );
+  }
+  checkKeys(value, ['package', 'factory'], field);
+  return {
+    provider: {
+      package: requiredText(value.package, `${field}.package`, '@acme/drkit-provider'),
+      factory: requiredText(value.factory, `${field}.factory`, 'createAcmePlatform'),
+    },
+    alias: undefined,
+  };
+}
+
+function parsePlatforms(value: unknown): PlatformConfig[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    throw new InvalidSettingsError('platforms', 'must be a list of { id, provider, options }');
+  }
+  const seen = new Map<string, string>();
+  return value.map((entry: unknown, index) => {
+    const field = `platforms[${index}]`;
+    if (!isPlainObject(entry))
+      throw new InvalidSettingsError(field, 'must be an object { id, provider, options }');
+    checkKeys(entry, PLATFORM_KEYS, field);
+    const id = entry.id;
+    if (typeof id !== 'string' || !PLATFORM_ID.test(id)) {
+      throw new InvalidSettingsError(
+        `${field}.id`,
+        'is required: 1-128 printable ASCII characters without spaces, chosen by you (points are filed under it, so keep it)',
+      );
+    }
+    const other = seen.get(id);
+    if (other !== undefined)
+      throw new InvalidSettingsError(`${field}.id`, `${id} is already the id of ${other}`);
+    seen.set(id, field);
+    const { provider, alias } = parseProvider(entry.provider, `${field}.provider`);
+    const options = entry.options ?? {};
+    if (!isPlainObject(options))
+      throw new InvalidSettingsError(`${field}.options`, "must be an object: the factory's options");
+    if (options.id !== undefined) {
+      throw new InvalidSettingsError(`${field}.options.id`, `leave it out: the platform's id is ${field}.id`);
+    }
+    checkNoLiteralSecrets(options, `${field}.options`);
+    return { id, provider, alias, options, field };
+  });
+}
+
+function parseProxies(value: unknown, platforms: readonly PlatformConfig[]): ProxyConfig[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new InvalidSettingsError(
+      'proxies',
+      'must be a list of at least one { id, platforms }, or left out',
+    );
+  }
+  const platformIds = new Set(platforms.map((p) => p.id));
+  const ids = new Set<string>();
+  const bound = new Set<string>();
+  const proxies = value.map((entry: unknown, index): ProxyConfig => {
+    const field = `proxies[${index}]`;
+    if (!isPlainObject(entry)) throw new InvalidSettingsError(field, 'must be an object { id, platforms }');
+    checkKeys(entry, PROXY_KEYS, field);
+    const id = requiredText(entry.id, `${field}.id`, 'proxy-1');
+    if (ids.has(id)) throw new InvalidSettingsError(`${field}.id`, `duplicate Sync Proxy id ${id}`);
+    ids.add(id);
+    const name =
+      entry.name === undefined ? undefined : requiredText(entry.name, `${field}.name`, 'proxy-1.example.com');
+    const settings = resolveSyncProxySettings(
+      {
+        ...(entry.maxMountedDisks === undefined ? {} : { maxMountedDisks: entry.maxMountedDisks as number }),
+        ...(entry.httpTimeoutSeconds === undefined
+          ? {}
+          : { httpTimeoutSeconds: entry.httpTimeoutSeconds as number }),
+      },
+      field,
+    );
+    const list = entry.platforms;
+    if (!Array.isArray(list) || list.length === 0) {
+      throw new InvalidSettingsError(
+        `${field}.platforms`,
+        'list the ids of the platforms the proxy is bound to',
+      );
+    }
+    list.forEach((platformId: unknown, i) => {
+      if (typeof platformId !== 'string' || !platformIds.has(platformId)) {
+        throw new InvalidSettingsError(
+          `${field}.platforms[${i}]`,
+          `${JSON.stringify(platformId)} is not the id of a platform of this file (${[...platformIds].join(', ') || 'none'})`,
+        );
+      }
+      bound.add(platformId);
+    });
+    return { id, name, settings, platformIds: [...new Set(list as string[])] };
+  });
+  for (const platform of platforms) {
+    if (!bound.has(platform.id)) {
+      throw new InvalidSettingsError(
+        'proxies',
+        `no Sync Proxy is bound to platform ${platform.id}: add it to the platforms of a proxy`,
+      );
+    }
+  }
+  return proxies;
+}
+
+/**
+ * Validates a parsed configuration. Secret references are checked for shape, not resolved.
+ *
+ * @throws {@link InvalidSettingsError} naming the field; {@link SecretInConfigError} for a literal secret.
+ */
+export function parseConfig(raw: unknown, file: string): DrkitConfig {
+  const dir = dirname(file);
+  if (!isPlainObject(raw)) {
+    throw new InvalidSettingsError(file, 'must hold an object with repository, platforms and proxies');
+  }
+  checkKeys(raw, TOP_LEVEL_KEYS, '(top level)');
+  if (raw.version !== undefined && raw.version !== 1) {
+    throw new InvalidSettingsError(
+      'version',
+      `this drkit reads configuration version 1, the file says ${JSON.stringify(raw.version)}`,
+    );
+  }
+  const repository = parseRepository(raw.repository, dir);
+  const platforms = parsePlatforms(raw.platforms);
+  const proxies = parseProxies(raw.proxies, platforms);
+  const concurrency = raw.concurrency;
+  if (concurrency !== undefined && (!Number.isInteger(concurrency) || (concurrency as number) < 1)) {
+    throw new InvalidSettingsError(
+      'concurrency',
+      `must be a whole number above 0, got ${JSON.stringify(concurrency)}`,
+    );
+  }
+  return { file, dir, repository, platforms, proxies, concurrency: concurrency as number | undefined };
+}
+
+/**
+ * Reads and validates a configuration file (JSON when its name ends in `.json`, else YAML).
+ *
+ * @throws {@link NotFoundError} when it does not exist; {@link PermissionError}; {@link InvalidSettingsError}.
+ */
+export async function readConfig(path: string): Promise<DrkitConfig> {
+  const file = resolve(path);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`no configuration file ${file}`);
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new PermissionError(`cannot read the configuration file ${file}`);
+    throw new InvalidSettingsError(file, `cannot be read (${code ?? String(error)})`);
+  }
+  return parseConfig(parseConfigText(text, file), file);
+}
