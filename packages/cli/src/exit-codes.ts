@@ -29,6 +29,12 @@ export const ExitCode = {
    * stays in the ledger (`drkit ledger`) until a reconcile releases it.
    */
   snapshotLeft: 11,
+  /**
+   * A backup completed with skipped disks: every disk that could be read committed its point, but the platform
+   * lists disks of the hosts it cannot protect (an independent disk, a volume on a cluster drkit has no access
+   * to). Failed disks take precedence (8); a snapshot left behind comes after (11).
+   */
+  skipped: 12,
   /** Interrupted (SIGINT/SIGTERM). */
   interrupted: 130,
 } as const;
@@ -36,7 +42,38 @@ export const ExitCode = {
 /** Maps an error to the exit code that tells its kind. */
 export function exitCodeFor(error: unknown): number {
   if (!DrkitError.isInstance(error)) return ExitCode.internal;
-  switch (error.code) {
+  return exitCodeForCode(error.code) ?? ExitCode.internal;
+}
+
+/**
+ * The exit code of a platform that `verify()` reported abnormal, from the status's `code`: a drkit error code or a
+ * system one (`ENOENT`); 10 (`source`) when there is none or it is unknown.
+ */
+export function exitCodeForStatusCode(code: string | undefined): number {
+  switch (code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return ExitCode.notFound;
+    case 'EACCES':
+    case 'EPERM':
+      return ExitCode.accessDenied;
+    case 'ETIMEDOUT':
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return ExitCode.unreachable;
+    default: {
+      const mapped = code === undefined ? undefined : exitCodeForCode(code);
+      return mapped === undefined || mapped === ExitCode.internal ? ExitCode.source : mapped;
+    }
+  }
+}
+
+function exitCodeForCode(code: string): number | undefined {
+  switch (code) {
     case 'NOT_FOUND':
       return ExitCode.notFound;
     case 'AUTHENTICATION_FAILED':
@@ -59,8 +96,13 @@ export function exitCodeFor(error: unknown): number {
     case 'SOURCE_PROTOCOL':
     case 'CHANGE_TRACKING_UNAVAILABLE':
     case 'CHECKPOINT_INVALID':
+    case 'QUIESCE_FAILED':
       return ExitCode.source;
-    default:
+    case 'TASK_STALLED':
+      return ExitCode.unreachable;
+    case 'WORKER_CRASHED':
       return ExitCode.internal;
+    default:
+      return undefined;
   }
 }

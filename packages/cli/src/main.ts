@@ -1,12 +1,11 @@
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   createBackupEngine,
-  createLocalFolderStore,
   DrkitError,
   InvalidArgumentError,
   type LedgerEntry,
-  openRepository,
   type RecoveryPoint,
   type Repository,
   type UnreadablePoint,
@@ -14,47 +13,64 @@ import {
 } from '@drkit/core';
 import { createLocalDiskPlatform } from '@drkit/provider-agent';
 import { errorJson, unreadableJson, unreadableText, writeBackupReport } from './backup-report.js';
+import {
+  type CliIo,
+  type CommandContext,
+  requireRepositoryPath,
+  UsageError,
+  withRepository,
+} from './command-context.js';
+import { configPath, type DrkitConfig, readConfig } from './config/config-file.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { formatBytes, formatRate, formatSeconds, table } from './format.js';
+import { hostPointId, listHostPoints, restoreHostPoint } from './host-points.js';
+import { hostsCommand, platformBackupCommand, platformsCommand } from './platform-commands.js';
 import { ProgressBar } from './progress-bar.js';
+import { redactingStream, SecretRedactor } from './secret-redactor.js';
 
-/** Where the command writes and what it reads from its environment. */
-export interface CliIo {
-  readonly stdout: NodeJS.WriteStream;
-  readonly stderr: NodeJS.WriteStream;
-  readonly env: NodeJS.ProcessEnv;
-  /** Aborted on SIGINT/SIGTERM. */
-  readonly signal?: AbortSignal;
-}
+export type { CliIo } from './command-context.js';
 
 const HELP = `drkit — block-level backup and restore of disks, incremental, verified
 
 Usage: drkit <command> [options]
 
 Commands:
-  backup <disk-path>...      back up disk images or block devices (one host, one disk per path)
+  backup <disk-path>...      back up disk images or block devices of this machine (one host, one disk per path)
+  backup --platform P --host H [--host H2...]
+                             back up hosts of a platform of the configuration file
+  platforms                  each configured platform's status (Normal / Abnormal and why) and host count
+  hosts                      the hosts of the configured platforms, their disks, and the disks they skip
   points                     list recovery points
+  host-points                list host points: the points of one host from one backup job
   restore <point-id> <dest>  restore a point to a file, a block device, or "-" for standard output
+  restore --host-point <id> --to <dir>
+                             restore every disk of a host point into <dir>, one file per disk
   verify [point-id...]       re-hash every chunk of every point (or of the given points)
   prune                      apply retention, then delete chunks no point references
   ledger                     list source-side snapshots drkit created and has not released yet
 
 Options for every command:
-  --repo <dir>               repository folder (or DRKIT_REPO)
+  --config <file>            configuration file, JSON or YAML (or DRKIT_CONFIG): repository, platforms,
+                             Sync Proxies; secrets only as { env: VAR } or { file: PATH }
+  --repo <dir>               repository folder (else the configuration's repository, else DRKIT_REPO)
   --json                     machine-readable output on stdout
   -h, --help                 this help
   --version                  the version
 
-backup:   --full (read every disk in full)  --chunk-size <bytes> (new disks; default 1048576)
-          --host-name <name> (default: this machine's host name)
-prune:    --keep-last N  --keep-daily N  --keep-weekly N  --dry-run
+backup:      --full (read every disk in full)  --chunk-size <bytes> (new disks; default 1048576)
+             --host-name <name> (disk paths: default this machine's host name)
+             --platform <id> (default: the only platform)  --host <id or name> (repeatable)
+             --quiesce required|preferred|none (default preferred)
+platforms, hosts:  --platform <id> (only that one)
+host-points: --platform <id>  --host <id>
+prune:       --keep-last N  --keep-daily N  --keep-weekly N  --dry-run
 
 Exit codes: 0 ok, 2 usage, 3 not found, 4 access denied, 5 unreachable, 6 corrupt data,
             7 repository locked, 8 some disks failed, 9 invalid value, 10 source error,
-            11 every disk committed but a source snapshot was not released, 130 interrupted.
+            11 every disk committed but a source snapshot was not released,
+            12 the backup skipped disks the platform cannot protect, 130 interrupted.
+            platforms exits with the code of the first Abnormal platform's error (10 if it has none).
 `;
-
-class UsageError extends Error {}
 
 /**
  * Runs the `drkit` command line and returns its exit code. Never calls `process.exit`.
@@ -64,7 +80,15 @@ class UsageError extends Error {}
  * const code = await main(['points', '--repo', './repo', '--json'], { stdout: process.stdout, stderr: process.stderr, env: process.env });
  * ```
  */
-export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+export async function main(argv: readonly string[], rawIo: CliIo): Promise<number> {
+  // Every text written from here on goes through the redactor: a secret the configuration resolves never
+  // reaches the terminal, even when a provider's error quotes it.
+  const redactor = new SecretRedactor();
+  const io: CliIo = {
+    ...rawIo,
+    stdout: redactingStream(rawIo.stdout, redactor),
+    stderr: redactingStream(rawIo.stderr, redactor),
+  };
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse(argv);
@@ -84,19 +108,42 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   }
   const json = values.json ?? false;
   try {
-    const repoPath = values.repo ?? io.env.DRKIT_REPO;
-    if (!repoPath) throw new UsageError('no repository: pass --repo <dir> or set DRKIT_REPO');
-    const commands: Record<string, () => Promise<number>> = {
-      backup: () => backup(repoPath, args, values, io),
-      points: () => withRepository(repoPath, false, (r) => points(r, json, io)),
-      restore: () => withRepository(repoPath, false, (r) => restore(r, args, json, io)),
-      verify: () => withRepository(repoPath, false, (r) => verify(r, args, json, io)),
-      prune: () => withRepository(repoPath, false, (r) => prune(r, values, json, io)),
-      ledger: () => withRepository(repoPath, false, (r) => ledger(r, json, io)),
+    const commands: Record<string, (context: CommandContext) => Promise<number>> = {
+      backup: (c) => backup(c, args, values),
+      platforms: (c) => {
+        noArguments('platforms', args);
+        return platformsCommand(c, values.platform);
+      },
+      hosts: (c) => {
+        noArguments('hosts', args);
+        return hostsCommand(c, values.platform);
+      },
+      points: (c) => onRepository(c, (r) => points(r, json, io)),
+      'host-points': (c) => {
+        noArguments('host-points', args);
+        const hosts = values.host ?? [];
+        if (hosts.length > 1) throw new UsageError('host-points takes one --host');
+        return onRepository(c, (r) =>
+          listHostPoints(r, { platformId: values.platform, hostId: hosts[0] }, json, io),
+        );
+      },
+      restore: (c) => restore(c, args, values),
+      verify: (c) => onRepository(c, (r) => verify(r, args, json, io)),
+      prune: (c) => onRepository(c, (r) => prune(r, values, json, io)),
+      ledger: (c) => onRepository(c, (r) => ledger(r, json, io)),
     };
     const run = commands[command];
     if (!run) throw new UsageError(`unknown command "${command}"`);
-    return await run();
+    const file = configPath(values.config, io.env);
+    const config: DrkitConfig | undefined = file === undefined ? undefined : await readConfig(file);
+    return await run({
+      io,
+      rawIo,
+      json,
+      config,
+      redactor,
+      repositoryPath: values.repo ?? config?.repository?.path ?? io.env.DRKIT_REPO,
+    });
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr.write(`drkit: ${error.message}\nRun "drkit --help" for usage.\n`);
@@ -117,6 +164,14 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   }
 }
 
+function noArguments(command: string, args: readonly string[]): void {
+  if (args.length > 0) throw new UsageError(`${command} takes no arguments, got "${args.join(' ')}"`);
+}
+
+function onRepository<T>(context: CommandContext, body: (r: Repository) => Promise<T>): Promise<T> {
+  return withRepository(requireRepositoryPath(context), false, body);
+}
+
 declare const __DRKIT_VERSION__: string | undefined;
 const VERSION = typeof __DRKIT_VERSION__ === 'string' ? __DRKIT_VERSION__ : '0.0.0';
 
@@ -126,6 +181,7 @@ function parse(argv: readonly string[]) {
     allowPositionals: true,
     strict: true,
     options: {
+      config: { type: 'string' },
       repo: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -137,6 +193,11 @@ function parse(argv: readonly string[]) {
       'keep-daily': { type: 'string' },
       'keep-weekly': { type: 'string' },
       'dry-run': { type: 'boolean' },
+      platform: { type: 'string' },
+      host: { type: 'string', multiple: true },
+      quiesce: { type: 'string' },
+      'host-point': { type: 'string' },
+      to: { type: 'string' },
     },
   });
 }
@@ -149,23 +210,11 @@ function wholeNumber(value: string | undefined, flag: string): number | undefine
   return Number(value);
 }
 
-async function withRepository<T>(
-  path: string,
-  create: boolean,
-  body: (r: Repository) => Promise<T>,
-): Promise<T> {
-  const repository = await openRepository({ store: createLocalFolderStore({ path: resolve(path) }), create });
-  try {
-    return await body(repository);
-  } finally {
-    await repository.close();
-  }
-}
-
-function pointJson(p: RecoveryPoint) {
+function pointJson(p: RecoveryPoint, hostPointOf: ReadonlyMap<string, string>) {
   return {
     id: p.id,
     status: 'ok' as const,
+    hostPointId: hostPointOf.get(p.id) ?? null,
     host: { id: p.hostId, name: p.hostName },
     disk: { id: p.diskId, name: p.diskName },
     platformId: p.platformId,
@@ -188,15 +237,35 @@ function validityText(p: RecoveryPoint): string {
   return p.validity.kind === 'full' ? `full (${p.validity.reason})` : p.validity.kind;
 }
 
-async function backup(repoPath: string, paths: string[], values: Values, io: CliIo): Promise<number> {
-  if (paths.length === 0) throw new UsageError('backup needs at least one disk path');
+async function backup(context: CommandContext, paths: string[], values: Values): Promise<number> {
+  const { io, json } = context;
   const chunkSize = wholeNumber(values['chunk-size'], '--chunk-size');
+  if (values.platform !== undefined || values.host !== undefined || values.quiesce !== undefined) {
+    if (paths.length > 0) {
+      throw new UsageError('backup takes disk paths, or --platform and --host, not both');
+    }
+    if (values['host-name'] !== undefined) throw new UsageError('--host-name is for disk paths; use --host');
+    return platformBackupCommand(context, {
+      platformId: values.platform,
+      hosts: values.host ?? [],
+      full: values.full ?? false,
+      quiesce: values.quiesce,
+      chunkSize,
+    });
+  }
+  if (paths.length === 0)
+    throw new UsageError('backup needs at least one disk path, or --platform and --host');
+  // The platform of this machine's disks. Its id and host id are the ones drkit always gave it (the defaults
+  // of the local-disk provider before ids became required): points are filed under them, so every earlier
+  // point stays the parent of the next backup.
+  const localHost = hostname();
   const platform = createLocalDiskPlatform({
-    id: 'local',
-    hostName: values['host-name'],
-    disks: paths.map((path) => ({ path: resolve(path) })),
+    id: `local-${localHost}`,
+    hostId: localHost,
+    hostName: values['host-name'] ?? localHost,
+    disks: paths.map((path) => ({ path: resolve(path), id: resolve(path), name: resolve(path) })),
   });
-  return withRepository(repoPath, true, async (repository) => {
+  return withRepository(requireRepositoryPath(context), true, async (repository) => {
     const engine = createBackupEngine({ repository, platforms: [platform], chunkSize });
     const bar = new ProgressBar(io.stderr);
     const started = performance.now();
@@ -204,11 +273,11 @@ async function backup(repoPath: string, paths: string[], values: Values, io: Cli
       const result = await engine.backup({
         full: values.full ?? false,
         signal: io.signal,
-        onProgress: values.json ? undefined : (p) => bar.update(p),
+        onProgress: json ? undefined : (p) => bar.update(p),
       });
       bar.finish();
       const seconds = (performance.now() - started) / 1000;
-      return writeBackupReport(result, { json: values.json ?? false, seconds }, io);
+      return writeBackupReport(result, { json, seconds }, io);
     } finally {
       bar.finish();
       await engine.close();
@@ -220,7 +289,13 @@ async function points(repository: Repository, json: boolean, io: CliIo): Promise
   const list = await repository.points({}, { signal: io.signal });
   const unreadable = await repository.unreadablePoints({ signal: io.signal });
   if (json) {
-    io.stdout.write(`${JSON.stringify([...list.map(pointJson), ...unreadable.map(unreadableJson)])}\n`);
+    const hostPointOf = new Map<string, string>();
+    for (const hp of await repository.hostPoints({}, { signal: io.signal })) {
+      for (const p of hp.points) hostPointOf.set(p.id, hostPointId(hp));
+    }
+    io.stdout.write(
+      `${JSON.stringify([...list.map((p) => pointJson(p, hostPointOf)), ...unreadable.map(unreadableJson)])}\n`,
+    );
     return ExitCode.ok;
   }
   if (list.length === 0 && unreadable.length === 0) {
@@ -250,19 +325,40 @@ async function points(repository: Repository, json: boolean, io: CliIo): Promise
   return ExitCode.ok;
 }
 
-async function restore(repository: Repository, args: string[], json: boolean, io: CliIo): Promise<number> {
+async function restore(context: CommandContext, args: string[], values: Values): Promise<number> {
+  const json = context.json;
+  const hostPoint = values['host-point'];
+  if (hostPoint !== undefined) {
+    if (args.length > 0)
+      throw new UsageError('restore --host-point takes no point id or destination; use --to <dir>');
+    const to = values.to;
+    if (to === undefined || to === '') throw new UsageError('restore --host-point <id> needs --to <dir>');
+    return onRepository(context, (r) => restoreHostPoint(r, hostPoint, to, json, context.io));
+  }
+  if (values.to !== undefined)
+    throw new UsageError('--to is for --host-point; restore <point-id> <dest> otherwise');
+  return onRepository(context, (r) => restorePoint(r, args, json, context));
+}
+
+async function restorePoint(
+  repository: Repository,
+  args: string[],
+  json: boolean,
+  context: CommandContext,
+): Promise<number> {
+  const { io, rawIo } = context;
   const [pointId, dest] = args;
   if (!pointId || !dest || args.length > 2) throw new UsageError('restore takes <point-id> <dest>');
   const point = await repository.point(pointId, { signal: io.signal });
   const bar = new ProgressBar(io.stderr);
   const started = performance.now();
   const toStdout = dest === '-';
-  if (toStdout && io.stdout.isTTY)
+  if (toStdout && rawIo.stdout.isTTY)
     throw new InvalidArgumentError('refusing to write disk data to a terminal');
   try {
     const { bytes } = await repository.restore(
       point.id,
-      toStdout ? { stream: io.stdout } : { path: resolve(dest) },
+      toStdout ? { stream: rawIo.stdout } : { path: resolve(dest) },
       {
         signal: io.signal,
         onProgress: json ? undefined : (p) => bar.updateBytes('restore', p.bytesDone, p.totalBytes, started),

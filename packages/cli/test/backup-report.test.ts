@@ -18,6 +18,7 @@ const committed = {
     taskId: 'job-1/vm-1/d1',
     pointId: '20261201T101500123-1a2b3c4d',
     validity: { kind: 'exact' as const },
+    consistency: 'host',
     capacityBytes: 1024,
     chunkCount: 1,
     seconds: 1,
@@ -44,6 +45,7 @@ function job(overrides: Partial<BackupJobResult>): BackupJobResult {
     tasks: [committed],
     succeeded: 1,
     failed: 0,
+    skipped: 0,
     unreadablePoints: [],
     releaseFailures: [],
     ...overrides,
@@ -103,5 +105,54 @@ describe('the backup report', () => {
         job({ tasks: [committed, failed], succeeded: 1, failed: 1, releaseFailures: [leftBehind] }),
       ),
     ).toBe(ExitCode.partial);
+  });
+
+  it('exits 12 for skipped disks, after failed disks and before a snapshot left behind, and lists them', () => {
+    const skipped = {
+      status: 'skipped' as const,
+      taskId: 'job-1/vm-1/cdrom',
+      hostId: 'vm-1',
+      diskId: 'cdrom',
+      proxyId: undefined,
+      reason: 'unsupported-disk',
+      detail: 'an ISO image is not a disk',
+    };
+    const failed = {
+      status: 'failed' as const,
+      taskId: 'job-1/vm-1/d2',
+      hostId: 'vm-1',
+      diskId: 'd2',
+      proxyId: undefined,
+      error: new UnreachableError('gone'),
+    };
+    const withSkipped = job({ tasks: [committed, skipped], skipped: 1, releaseFailures: [leftBehind] });
+    expect(backupExitCode(withSkipped)).toBe(ExitCode.skipped);
+    expect(ExitCode.skipped).toBe(12);
+    expect(backupExitCode(job({ tasks: [skipped], succeeded: 0, skipped: 1 }))).toBe(12);
+    // The one disk read failed: its own code, whatever was skipped.
+    expect(backupExitCode(job({ tasks: [failed, skipped], succeeded: 0, failed: 1, skipped: 1 }))).toBe(
+      ExitCode.unreachable,
+    );
+    expect(
+      backupExitCode(job({ tasks: [committed, failed, skipped], succeeded: 1, failed: 1, skipped: 1 })),
+    ).toBe(ExitCode.partial);
+
+    const stdout = sink();
+    const stderr = sink();
+    writeBackupReport(withSkipped, { json: false, seconds: 1, hostInLabels: true }, { stdout, stderr });
+    expect(stdout.text()).toContain('vm-1/d1: point 20261201T101500123-1a2b3c4d');
+    expect(stderr.text()).toContain('vm-1/cdrom: SKIPPED (unsupported-disk): an ISO image is not a disk');
+    const json = sink();
+    writeBackupReport(withSkipped, { json: true, seconds: 1 }, { stdout: json, stderr: sink() });
+    const document = JSON.parse(json.text());
+    expect(document.skipped).toBe(1);
+    expect(document.tasks[1]).toEqual({
+      status: 'skipped',
+      taskId: 'job-1/vm-1/cdrom',
+      hostId: 'vm-1',
+      diskId: 'cdrom',
+      reason: 'unsupported-disk',
+      detail: 'an ISO image is not a disk',
+    });
   });
 });

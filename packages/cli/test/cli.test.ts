@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,7 +25,17 @@ describe('drkit CLI', () => {
   it('--help lists every command and exits 0; no command is a usage error', async () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
-    for (const command of ['backup', 'points', 'restore', 'verify', 'prune', 'ledger']) {
+    for (const command of [
+      'backup',
+      'platforms',
+      'hosts',
+      'points',
+      'host-points',
+      'restore',
+      'verify',
+      'prune',
+      'ledger',
+    ]) {
       expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     }
     expect((await runCli([])).code).toBe(2);
@@ -77,6 +87,9 @@ describe('drkit CLI', () => {
       expect(typeof p.taskId).toBe('string');
       expect(p.sizeBytes).toBe(24 * MiB);
       expect(p.disk.id).toBe(image);
+      // The id drkit always filed this machine's disks under: later backups keep building on earlier points.
+      expect(p.platformId).toBe(`local-${hostname()}`);
+      expect(p.host.id).toBe(hostname());
     }
     expect(points[1].validity).toEqual({ kind: 'superset' });
     expect(points[0].jobId).toBe(job.jobId);

@@ -1,0 +1,65 @@
+import { resolve } from 'node:path';
+import { createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
+import type { DrkitConfig } from './config/config-file.js';
+import type { SecretRedactor } from './secret-redactor.js';
+
+/** Where the command writes and what it reads from its environment. */
+export interface CliIo {
+  readonly stdout: NodeJS.WriteStream;
+  readonly stderr: NodeJS.WriteStream;
+  readonly env: NodeJS.ProcessEnv;
+  /** Aborted on SIGINT/SIGTERM. */
+  readonly signal?: AbortSignal;
+}
+
+/** A mistake on the command line: exit 2, with a pointer to `--help`. */
+export class UsageError extends Error {}
+
+/** What every command gets. */
+export interface CommandContext {
+  /** Text output: its streams redact every secret the configuration resolved. */
+  readonly io: CliIo;
+  /** The streams as given, for bytes (a restore to standard output). */
+  readonly rawIo: CliIo;
+  readonly json: boolean;
+  /** The configuration file, when one was named (`--config`, `DRKIT_CONFIG`). */
+  readonly config: DrkitConfig | undefined;
+  readonly redactor: SecretRedactor;
+  /** The repository folder: `--repo`, else the configuration's `repository`, else `DRKIT_REPO`. */
+  readonly repositoryPath: string | undefined;
+}
+
+/** The repository folder of the command. @throws {@link UsageError} when none is given. */
+export function requireRepositoryPath(context: CommandContext): string {
+  if (context.repositoryPath === undefined || context.repositoryPath === '') {
+    throw new UsageError(
+      'no repository: pass --repo <dir>, set DRKIT_REPO, or name one in the configuration file (repository: { path })',
+    );
+  }
+  return context.repositoryPath;
+}
+
+/** The configuration file of a command that needs one. @throws {@link UsageError} when none is named. */
+export function requireConfig(context: CommandContext, command: string): DrkitConfig {
+  if (!context.config) {
+    throw new UsageError(`${command} needs a configuration file: pass --config <file> or set DRKIT_CONFIG`);
+  }
+  if (context.config.platforms.length === 0) {
+    throw new UsageError(`${command}: the configuration file ${context.config.file} lists no platforms`);
+  }
+  return context.config;
+}
+
+/** Opens the local-folder repository at `path`, runs `body`, closes it. */
+export async function withRepository<T>(
+  path: string,
+  create: boolean,
+  body: (repository: Repository) => Promise<T>,
+): Promise<T> {
+  const repository = await openRepository({ store: createLocalFolderStore({ path: resolve(path) }), create });
+  try {
+    return await body(repository);
+  } finally {
+    await repository.close();
+  }
+}
