@@ -1,13 +1,8 @@
 import { createHash } from 'node:crypto';
-import {
-  ChecksumMismatchError,
-  SourceProtocolError,
-  ThrottledError,
-  TimeoutError,
-} from '../errors/drkit-error.js';
+import { ChecksumMismatchError, SourceProtocolError } from '../errors/drkit-error.js';
 import type { Change, ChangedExtent, ExtentReadSession, Logger, ReadRequest } from '../spec/v2/index.js';
 import { deadlineAfter } from '../util/call-deadline.js';
-import { retry } from '../util/retry.js';
+import { isRetryableError, retry } from '../util/retry.js';
 
 /** What {@link orderedExtentReads} needs. */
 export interface ExtentReadsOptions {
@@ -25,15 +20,16 @@ export interface ExtentReadsOptions {
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
-/** Attempts of one read when the source throttles, times out or returns bytes that do not match its checksum. */
+/** Attempts of one read that fails with a retryable error or returns bytes that do not match their checksum. */
 const READ_ATTEMPTS = 4;
 
+/**
+ * A read worth another attempt: a drkit error that says it is retryable (throttled, timed out, unreachable for a
+ * moment) or bytes that did not match their checksum (damaged on the way). A provider that retries on its own
+ * should then give up with a non-retryable error, or attempts multiply.
+ */
 function isTransientReadError(error: unknown): boolean {
-  return (
-    ThrottledError.isInstance(error) ||
-    TimeoutError.isInstance(error) ||
-    ChecksumMismatchError.isInstance(error)
-  );
+  return isRetryableError(error) || ChecksumMismatchError.isInstance(error);
 }
 
 /**

@@ -23,9 +23,10 @@ export interface ExtentReadSession extends ReadSessionBase {
   /**
    * Reads one piece of a listed `data` extent. Called concurrently; valid until the session is closed.
    *
-   * @throws the source's errors. The engine tries a read up to 4 times in all when it fails with a
-   * `ThrottledError`, a `TimeoutError` or a `ChecksumMismatchError` (the answer's bytes did not match its
-   * checksum); any other error fails the task.
+   * @throws the source's errors. The engine tries a read up to 4 times in all when it fails with a drkit error
+   * that is `retryable` (`ThrottledError`, `TimeoutError`, a retryable `UnreachableError`, ...) or with a
+   * `ChecksumMismatchError` (the answer's bytes did not match its checksum); any other error fails the task. A
+   * reader that retries on its own should give up with a non-retryable error, or the attempts multiply.
    */
   read(request: ReadRequest, options?: CallOptions): Promise<ReadResult>;
 }
