@@ -55,6 +55,8 @@ interface ReadState {
   readonly targetOffset: number;
   readonly coverage: ByteCoverage;
   error: DrkitError | undefined;
+  /** Nobody waits for the outcome any more (the caller aborted). */
+  abandoned: boolean;
   readonly settle: (error: DrkitError | undefined) => void;
 }
 
@@ -67,6 +69,7 @@ interface StatusState {
   described: number;
   chunks: number;
   error: DrkitError | undefined;
+  abandoned: boolean;
   readonly settle: (error: DrkitError | undefined) => void;
 }
 
@@ -185,6 +188,7 @@ export class NbdConnection {
       targetOffset,
       coverage: new ByteCoverage(),
       error: undefined,
+      abandoned: false,
       settle,
     };
     this.#send(CMD_READ, 0, offset, length, state);
@@ -192,7 +196,7 @@ export class NbdConnection {
       done,
       abandon: () => {
         state.target = undefined;
-        done.catch(() => undefined);
+        this.#abandon(state, done);
       },
     };
   }
@@ -208,25 +212,48 @@ export class NbdConnection {
       described: 0,
       chunks: 0,
       error: undefined,
+      abandoned: false,
       settle: (error) => settle(error),
     };
     const done = new Promise<RawExtent[]>((resolve, reject) => {
       settle = (error) => (error ? reject(error) : resolve(state.extents));
     });
     this.#send(CMD_BLOCK_STATUS, 0, offset, length, state);
-    return { done, abandon: () => void done.catch(() => undefined) };
+    return { done, abandon: () => this.#abandon(state, done) };
+  }
+
+  #abandon(state: RequestState, done: Promise<unknown>): void {
+    done.catch(() => undefined);
+    if (state.abandoned) return;
+    state.abandoned = true;
+    this.#wakeIfIdle();
+  }
+
+  /** Requests in flight someone still waits for. */
+  #awaited(): number {
+    let count = 0;
+    for (const request of this.#pending.values()) if (!request.abandoned) count++;
+    return count;
+  }
+
+  #wakeIfIdle(): void {
+    if (this.#awaited() > 0) return;
+    const idle = this.#onIdle;
+    this.#onIdle = undefined;
+    idle?.();
   }
 
   /**
-   * Soft disconnect: waits for the requests in flight, sends `NBD_CMD_DISC` and half-closes; the server then
-   * closes. An aborted `signal` drops the connection at once.
+   * Soft disconnect: waits for the requests in flight that a caller still waits for, sends `NBD_CMD_DISC` and
+   * half-closes; the server then closes. When only abandoned requests are left (a server that never answered
+   * them), it does not wait for the server. An aborted `signal` drops the connection at once.
    */
   async close(signal?: AbortSignal): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     if (this.#lost) return;
     try {
-      if (this.#pending.size > 0) {
+      if (this.#awaited() > 0) {
         await new Promise<void>((resolve, reject) => {
           const onAbort = () => reject(signal?.reason);
           signal?.addEventListener('abort', onAbort, { once: true });
@@ -237,7 +264,7 @@ export class NbdConnection {
         });
       }
       if (this.#lost) return;
-      await this.#disconnect(signal);
+      await this.#disconnect(signal, this.#pending.size === 0);
     } finally {
       this.#socket.destroy();
     }
@@ -248,10 +275,14 @@ export class NbdConnection {
     this.#fail(error);
   }
 
-  async #disconnect(signal: AbortSignal | undefined): Promise<void> {
+  async #disconnect(signal: AbortSignal | undefined, waitForServer: boolean): Promise<void> {
     const request = Buffer.alloc(28);
     request.writeUInt32BE(REQUEST_MAGIC, 0);
     request.writeUInt16BE(CMD_DISC, 6);
+    if (!waitForServer) {
+      await new Promise<void>((resolve) => this.#socket.end(request, () => resolve()));
+      return;
+    }
     const closed = new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, 2000);
       timer.unref?.();
@@ -645,12 +676,8 @@ export class NbdConnection {
     if (request.kind === 'read') request.target = undefined;
     request.settle(error);
     this.onSettled?.();
-    if (this.#pending.size === 0) {
-      const idle = this.#onIdle;
-      this.#onIdle = undefined;
-      idle?.();
-      if (this.#draining && !this.#closing) void this.close();
-    }
+    this.#wakeIfIdle();
+    if (this.#draining && !this.#closing && this.#awaited() === 0) void this.close();
   }
 }
 
