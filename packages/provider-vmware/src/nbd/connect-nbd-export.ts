@@ -67,7 +67,14 @@ export async function connectNbdExport(options: NbdConnectOptions): Promise<NbdE
   const settings = resolveSettings(options);
   using scope = withCallDeadline(options, `connecting to the NBD server ${settings.handshake.server}`);
   const first = await NbdConnection.open(settings.endpoint, settings.handshake, scope.signal);
-  return new NbdConnectionPool(settings, first, options.logger);
+  const pool = new NbdConnectionPool(settings, first, options.logger);
+  try {
+    await pool.fill(scope.signal);
+  } catch (error) {
+    await pool.close();
+    throw error;
+  }
+  return pool;
 }
 
 interface PoolSettings {
@@ -235,6 +242,17 @@ class NbdConnectionPool implements NbdExport {
       );
     }
     this.#adopt(first);
+  }
+
+  /**
+   * Opens the connections the pool may use, all at once (as libnbd's nbdcopy does): they are ready before the
+   * first reads, and a server that refuses the extra ones is known at once. Those it cannot open lower the
+   * pool's size (with a warning); only an abort fails it.
+   */
+  async fill(signal: AbortSignal | undefined): Promise<void> {
+    const missing = this.#target - 1 - this.#opening;
+    await Promise.all(Array.from({ length: Math.max(0, missing) }, () => this.#open(signal)));
+    signal?.throwIfAborted();
   }
 
   stats(): NbdExportStats {
@@ -477,21 +495,22 @@ class NbdConnectionPool implements NbdExport {
   }
 
   /**
-   * Opens one more connection. It is not bound to the signal of the call that needed it (another caller may get
-   * it); callers leave the queue by their own signals, and closing the export aborts it.
+   * Opens one more connection. When a read needs it, it is not bound to that read's signal (another caller may
+   * get it): callers leave the queue by their own signals, and closing the export aborts it. `signal` is the
+   * connect call's, while the pool is filled.
    */
-  async #open(): Promise<void> {
+  async #open(signal?: AbortSignal): Promise<void> {
     this.#opening++;
     let connection: Connection;
     try {
       connection = await NbdConnection.open(
         this.#settings.endpoint,
         this.#settings.handshake,
-        this.#lifetime.signal,
+        signal ? AbortSignal.any([this.#lifetime.signal, signal]) : this.#lifetime.signal,
       );
     } catch (error) {
       this.#opening--;
-      if (!this.#closed) this.#onOpenFailed(error);
+      if (!this.#closed && !signal?.aborted) this.#onOpenFailed(error);
       return;
     }
     this.#opening--;

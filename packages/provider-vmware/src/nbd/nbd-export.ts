@@ -23,8 +23,9 @@ export interface NbdConnectOptions extends CallOptions {
   readonly exportName?: string;
   /**
    * How many connections to open to the export, 1 to 16. Default 1. More than one are opened only when the
-   * server sets `NBD_FLAG_CAN_MULTI_CONN` (see {@link NbdConnectOptions.multiConn}); the pool opens them as reads
-   * need them and opens them again after one is lost.
+   * server sets `NBD_FLAG_CAN_MULTI_CONN` (see {@link NbdConnectOptions.multiConn}). The pool opens them all when
+   * it connects (one the server refuses makes the pool smaller, with a warning), and opens a lost one again when
+   * a read needs it.
    */
   readonly connections?: number;
   /**

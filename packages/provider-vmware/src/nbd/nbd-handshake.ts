@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { DrkitError, SourceProtocolError } from '@drkit/core';
@@ -168,9 +169,12 @@ class Handshake {
       );
     }
     const plain = this.#socket;
+    // The name checked against the certificate; sent as SNI unless it is an IP address (RFC 6066 forbids that).
+    const name = tls.servername ?? tls.host ?? 'localhost';
     const secure = tlsConnect({
       socket: plain,
-      servername: tls.servername ?? tls.host ?? 'localhost',
+      host: name,
+      ...(isIP(name) === 0 ? { servername: name } : {}),
       ...(tls.ca !== undefined ? { ca: tls.ca as string | Buffer | (string | Buffer)[] } : {}),
       ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
       ...(tls.key !== undefined ? { key: tls.key } : {}),
