@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Projects named `<package>:<peer>` need a real peer their global setup starts (Ceph, OpenStack, vcsim); the others
-// need nothing but this machine. scripts/test-oldest-node.sh runs the latter again on the oldest Node.js line.
+// Projects named `<package>:<peer>` need a real peer their global setup starts or checks (Ceph, OpenStack, vcsim,
+// NBD servers); the others need nothing but this machine. scripts/test-oldest-node.sh runs the latter again on the
+// oldest Node.js line.
 export default defineConfig({
   test: {
     projects: [
@@ -10,6 +11,7 @@ export default defineConfig({
       'packages/provider-openstack-ceph/vitest.ceph.config.ts',
       'packages/provider-openstack-ceph/vitest.openstack.config.ts',
       'packages/provider-vmware/vitest.vcsim.config.ts',
+      'packages/provider-vmware/vitest.nbd.config.ts',
       'test/packaging',
     ],
   },

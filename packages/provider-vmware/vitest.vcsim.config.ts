@@ -6,7 +6,7 @@ import { defineProject } from 'vitest/config';
 export default defineProject({
   test: {
     name: 'provider-vmware:vcsim',
-    include: ['test/integration/**/*.test.ts'],
+    include: ['test/integration/*.test.ts'],
     globalSetup: ['test/integration/vcsim-global-setup.ts'],
     testTimeout: 60_000,
     // A cold build of the launcher takes about a minute on 2 cores.
