@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { SocketInput } from './socket-input.js';
 
 /** How many bytes the handshake reader keeps before it pauses the socket (TCP then pushes back on the server). */
 const HIGH_WATER_BYTES = 64 * 1024;
@@ -15,12 +16,19 @@ export class HandshakeReader {
   #ended: Error | undefined;
   #waiter: { length: number; resolve: (data: Buffer) => void; reject: (error: Error) => void } | undefined;
   readonly #closedError: () => Error;
+  readonly #input: SocketInput | undefined;
 
-  /** `closedError` makes the error a read rejects with when the socket ends before the bytes arrive. */
-  constructor(socket: Duplex, closedError: () => Error) {
+  /**
+   * `closedError` makes the error a read rejects with when the socket ends before the bytes arrive. With `input`
+   * (a socket read through `onread`) the bytes come from it, else from `data` events.
+   */
+  constructor(socket: Duplex, closedError: () => Error, input?: SocketInput) {
     this.#socket = socket;
     this.#closedError = closedError;
-    socket.on('data', this.#onData);
+    this.#input = input;
+    // The input's scratch buffer is reused by the next read: keep a copy.
+    if (input) input.sink = (chunk) => this.#onData(Buffer.from(chunk));
+    else socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
     socket.on('error', this.#onError);
@@ -56,7 +64,8 @@ export class HandshakeReader {
   /** Stops reading and returns the bytes received but not read (normally none), with the socket paused. */
   detach(): Buffer {
     this.#socket.pause();
-    this.#socket.off('data', this.#onData);
+    if (this.#input) this.#input.sink = () => undefined;
+    else this.#socket.off('data', this.#onData);
     this.#socket.off('end', this.#onEnd);
     this.#socket.off('close', this.#onEnd);
     this.#socket.off('error', this.#onError);

@@ -25,6 +25,7 @@ import {
   STATE_ZERO,
   STRUCTURED_REPLY_MAGIC,
 } from './nbd-protocol.js';
+import { SocketInput } from './socket-input.js';
 
 /** Where the server listens. */
 export type NbdEndpoint =
@@ -90,6 +91,9 @@ enum Fixed {
   Error,
 }
 
+/** Reads of at least this much data go straight into the read's buffer (see SocketInput). */
+const DIRECT_READ_MIN_BYTES = 16 * 1024;
+
 /** Bytes of the largest fixed part this client reads at once: an error chunk with the longest message. */
 const MAX_FIXED_BYTES = 14 + MAX_STRING_BYTES + 2048;
 
@@ -146,16 +150,19 @@ export class NbdConnection {
     signal: AbortSignal | undefined,
   ): Promise<NbdConnection> {
     signal?.throwIfAborted();
-    const socket = await connectSocket(endpoint, settings.server, signal);
+    // A plain socket is read through `onread` (reply data straight into the reads' buffers); TLS wraps the
+    // socket's handle, so a socket that will carry TLS is read through `data` events.
+    const input = settings.tls ? undefined : new SocketInput();
+    const socket = await connectSocket(endpoint, settings.server, signal, input);
     let result: Awaited<ReturnType<typeof negotiate>>;
     try {
-      result = await negotiate(socket, settings, signal);
+      result = await negotiate(socket, settings, signal, input);
     } catch (error) {
       socket.destroy();
       throw error;
     }
     const connection = new NbdConnection(result.socket, result.negotiated, settings.server);
-    connection.#start(result.leftover);
+    connection.#start(result.leftover, input);
     return connection;
   }
 
@@ -298,9 +305,15 @@ export class NbdConnection {
     await closed;
   }
 
-  #start(leftover: Buffer): void {
+  #start(leftover: Buffer, input: SocketInput | undefined): void {
     const socket = this.#socket;
-    socket.on('data', this.#onData);
+    if (input) {
+      input.sink = this.#onData;
+      input.direct = this.#directView;
+      input.advance = this.#onDirect;
+    } else {
+      socket.on('data', this.#onData);
+    }
     socket.on('error', (error: Error) => this.#fail(socketError(error, this.#server, 'while reading')));
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onEnd);
@@ -385,6 +398,29 @@ export class NbdConnection {
           if (this.#fixedLength === this.#fixedNeed) this.#onFixed();
         }
       }
+    } catch (error) {
+      this.#fail(
+        SourceProtocolError.isInstance(error)
+          ? error
+          : this.#protocolError(error instanceof Error ? error.message : String(error)),
+      );
+    }
+  };
+
+  /** Where the socket may read next, straight into a read's buffer: when at least 16 KiB of its data are due. */
+  readonly #directView = (): Uint8Array | undefined => {
+    if (this.#parse !== Parse.Data || this.#dataLeft < DIRECT_READ_MIN_BYTES || this.#lost) return undefined;
+    const target = this.#dataTarget?.target;
+    return target?.subarray(this.#dataAt, this.#dataAt + this.#dataLeft);
+  };
+
+  /** `bytes` of data landed in the view {@link NbdConnection.#directView} gave. */
+  readonly #onDirect = (bytes: number): void => {
+    if (this.#lost || this.#parse !== Parse.Data) return;
+    try {
+      this.#dataAt += bytes;
+      this.#dataLeft -= bytes;
+      if (this.#dataLeft === 0) this.#endOfChunk();
     } catch (error) {
       this.#fail(
         SourceProtocolError.isInstance(error)
@@ -686,12 +722,14 @@ function connectSocket(
   endpoint: NbdEndpoint,
   server: string,
   signal: AbortSignal | undefined,
+  input: SocketInput | undefined,
 ): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    const onread = input ? { onread: input.onread } : {};
     const socket =
       endpoint.kind === 'tcp'
-        ? netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true })
-        : netConnect({ path: endpoint.path });
+        ? netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true, ...onread })
+        : netConnect({ path: endpoint.path, ...onread });
     const cleanup = () => {
       socket.off('connect', onConnect);
       socket.off('error', onError);

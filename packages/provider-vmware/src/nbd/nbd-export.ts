@@ -90,8 +90,10 @@ export interface NbdExtent extends Extent {
 /** Options of {@link NbdExport.read}. */
 export interface NbdReadOptions extends CallOptions {
   /**
-   * Returns the buffer to read into, of exactly `length` bytes (a pool's buffer); default a new one. The client
-   * never writes into it after the read has settled, also when it was aborted.
+   * Returns the buffer to read into, of exactly `length` bytes (a pool's buffer); default a new one. The socket
+   * reads reply data straight into it. After a read that was aborted (or failed), late data of that read may
+   * still land in its buffer until the server's reply is through: reuse only the buffers of reads that resolved
+   * (the engine's pool does just that).
    */
   readonly allocate?: (length: number) => Uint8Array;
 }

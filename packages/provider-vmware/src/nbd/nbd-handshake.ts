@@ -37,6 +37,7 @@ import {
   REP_INFO,
   REP_META_CONTEXT,
 } from './nbd-protocol.js';
+import type { SocketInput } from './socket-input.js';
 
 /** The longest option reply this client reads; every reply it asks for is far shorter. */
 const MAX_OPTION_REPLY_BYTES = 64 * 1024;
@@ -84,8 +85,9 @@ export async function negotiate(
   socket: Duplex,
   settings: HandshakeSettings,
   signal: AbortSignal | undefined,
+  input?: SocketInput,
 ): Promise<HandshakeResult> {
-  const session = new Handshake(socket, settings, signal);
+  const session = new Handshake(socket, settings, signal, input);
   return session.run();
 }
 
@@ -96,15 +98,24 @@ class Handshake {
   readonly #signal: AbortSignal | undefined;
   #tls = false;
 
-  constructor(socket: Duplex, settings: HandshakeSettings, signal: AbortSignal | undefined) {
+  constructor(
+    socket: Duplex,
+    settings: HandshakeSettings,
+    signal: AbortSignal | undefined,
+    input: SocketInput | undefined,
+  ) {
     this.#socket = socket;
     this.#settings = settings;
     this.#signal = signal;
-    this.#reader = this.#newReader(socket);
+    this.#reader = this.#newReader(socket, input);
   }
 
-  #newReader(socket: Duplex): HandshakeReader {
-    return new HandshakeReader(socket, () => closedError(this.#settings.server, 'during the handshake'));
+  #newReader(socket: Duplex, input?: SocketInput): HandshakeReader {
+    return new HandshakeReader(
+      socket,
+      () => closedError(this.#settings.server, 'during the handshake'),
+      input,
+    );
   }
 
   async run(): Promise<HandshakeResult> {
