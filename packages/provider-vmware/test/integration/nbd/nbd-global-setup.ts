@@ -1,5 +1,6 @@
 // Checks once, before the NBD integration tests, that the real NBD servers from Debian are installed (nbdkit with
-// its memory and file plugins, qemu-nbd) and records their versions. When one is missing, every test of the
+// its memory and file plugins, qemu-nbd; nbdinfo as the reference client, openssl for the TLS test) and records
+// their versions. When one is missing, every test of the
 // project fails with the reason (never a silent skip): install them with `sh scripts/peers/nbd.sh install`.
 // Each test file starts the servers it needs itself (nbd-servers.ts).
 import { execFile } from 'node:child_process';
@@ -18,15 +19,15 @@ function version(command: string, args: string[]): Promise<string> {
 export default async function setup(project: TestProject): Promise<void> {
   let provided: ProvidedNbdPeers;
   try {
-    const [nbdkit, memory, file, qemuNbd] = await Promise.all([
+    const [nbdkit, qemuNbd, nbdinfo] = await Promise.all([
       version('nbdkit', ['--version']),
+      version('qemu-nbd', ['--version']),
+      version('nbdinfo', ['--version']),
       version('nbdkit', ['memory', '--dump-plugin']),
       version('nbdkit', ['file', '--dump-plugin']),
-      version('qemu-nbd', ['--version']),
+      version('openssl', ['version']),
     ]);
-    void memory;
-    void file;
-    provided = { ok: true, versions: { nbdkit, qemuNbd } };
+    provided = { ok: true, versions: { nbdkit, qemuNbd, nbdinfo } };
   } catch (error) {
     provided = {
       ok: false,
