@@ -276,12 +276,19 @@ class NbdConnectionPool implements NbdExport {
     );
     const outer = scope.signal;
     outer?.throwIfAborted();
-    const target = options.allocate ? options.allocate(length) : Buffer.allocUnsafeSlow(length);
-    if (!(target instanceof Uint8Array) || target.length !== length) {
-      throw new InvalidArgumentError(
-        `allocate(${length}) returned ${describeBuffer(target)}, not ${length} bytes`,
-      );
-    }
+    // The buffer is taken when the first piece has a place on a connection: a read still queued holds no memory.
+    let target: Uint8Array | undefined;
+    const buffer = (): Uint8Array => {
+      if (target) return target;
+      const taken = options.allocate ? options.allocate(length) : Buffer.allocUnsafeSlow(length);
+      if (!(taken instanceof Uint8Array) || taken.length !== length) {
+        throw new InvalidArgumentError(
+          `allocate(${length}) returned ${describeBuffer(taken)}, not ${length} bytes`,
+        );
+      }
+      target = taken;
+      return taken;
+    };
     const failed = new AbortController();
     const signal = outer ? AbortSignal.any([outer, failed.signal]) : failed.signal;
     const sent: SentRequest<void>[] = [];
@@ -294,7 +301,7 @@ class NbdConnectionPool implements NbdExport {
           let request: SentRequest<void>;
           try {
             signal.throwIfAborted();
-            request = slot.connection.read(offset + at, pieceLength, target, at);
+            request = slot.connection.read(offset + at, pieceLength, buffer(), at);
             sent.push(request);
           } finally {
             slot.release();
@@ -310,7 +317,7 @@ class NbdConnectionPool implements NbdExport {
       if (outer?.aborted) throw outer.reason;
       throw error;
     }
-    return target;
+    return target!;
   }
 
   async *extents(options: NbdExtentsOptions = {}): AsyncGenerator<NbdExtent> {

@@ -737,6 +737,9 @@ function connectSocket(
     };
     const onConnect = () => {
       cleanup();
+      // The handshake and the connection listen for errors while they run; between them (and after a hard
+      // disconnect) an error must not go unheard: 'close' follows it, and that is what they act on.
+      socket.on('error', () => undefined);
       resolve(socket);
     };
     const onError = (error: Error) => {

@@ -217,6 +217,7 @@ class Handshake {
       secure.destroy();
       throw error;
     });
+    secure.on('error', () => undefined);
     this.#socket = secure;
     this.#reader = this.#newReader(secure);
     this.#tls = true;

@@ -135,6 +135,31 @@ describe('NBD reads', () => {
     expect(disk.stats()).toMatchObject({ connectionsOpened: 1, requestsInFlight: 0 });
   });
 
+  it('takes a buffer from allocate only when the read has a place on a connection, and checks its size', async () => {
+    const held: { request: FakeRequest; connection: FakeConnection }[] = [];
+    const server = await fake({
+      onRequest: (request, connection) => void held.push({ request, connection }),
+    });
+    await using disk = await connectNbdExport({ ...server.address, maxRequestsInFlight: 1 });
+    const allocate = vi.fn((length: number) => new Uint8Array(length));
+    const reads = [0, 1, 2, 3].map((index) =>
+      disk.read({ offset: index * 4096, length: 4096 }, { allocate }),
+    );
+    await until(() => held.length === 1);
+    expect(allocate).toHaveBeenCalledTimes(1);
+    for (let answered = 0; answered < 4; answered++) {
+      await until(() => held.length > answered);
+      held[answered]!.connection.answer(held[answered]!.request);
+    }
+    await Promise.all(reads);
+    expect(allocate).toHaveBeenCalledTimes(4);
+    const wrong = await disk
+      .read({ offset: 0, length: 4096 }, { allocate: () => new Uint8Array(100) })
+      .catch((caught) => caught);
+    expect(InvalidArgumentError.isInstance(wrong)).toBe(true);
+    expect(wrong.message).toMatch(/returned 100 bytes/);
+  });
+
   it("honours the server's block sizes: splits by its maximum payload, refuses unaligned ranges", async () => {
     const server = await fake({ blockSize: [4096, 8192, 24 * KiB] });
     await using disk = await connectNbdExport({ ...server.address });
