@@ -59,7 +59,8 @@ const MAX_LENGTH_FIELD = 0xffffffff;
  * ```ts
  * await using disk = await connectNbdExport({ socketPath: '/run/nbdkit/disk.sock', connections: 4 });
  * for await (const extent of disk.extents()) {
- *   if (!extent.zero) console.log(extent.offset, (await disk.read(extent)).length);
+ *   if (extent.zero) continue; // reads as zeros
+ *   const first = await disk.read({ offset: extent.offset, length: Math.min(extent.length, 1 << 20) });
  * }
  * ```
  */
