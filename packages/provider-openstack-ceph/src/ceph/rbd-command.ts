@@ -8,6 +8,7 @@ import {
   type DrkitError,
   InvalidArgumentError,
   InvalidSettingsError,
+  type Logger,
   NotFoundError,
   PermissionError,
   SourceProtocolError,
@@ -45,10 +46,24 @@ export interface RbdConnection {
 export interface RbdCallOptions {
   readonly signal?: AbortSignal | undefined;
   /**
+   * How long the call may go unanswered, in seconds (a read session's `requestTimeoutSeconds`, the Sync Proxy's
+   * HTTP communication timeout). When given it replaces the connection's `timeoutSeconds`: Ceph's
+   * `--client-mount-timeout`, `--rados-mon-op-timeout` and `--rados-osd-op-timeout` are set to it (rounded up to
+   * whole seconds), and the process is killed with a `TimeoutError` once it went unanswered that long (see
+   * `hardTimeoutMs`).
+   */
+  readonly requestTimeoutSeconds?: number | undefined;
+  /**
    * Kills the process after this many milliseconds (non-streaming calls), or after this long without output
-   * while the reader waits for some (streams). Default: three times the connection's timeout plus 5 s.
+   * while the reader waits for some (streams). Default: `requestTimeoutSeconds` when given, else three times the
+   * connection's timeout plus 5 s.
    */
   readonly hardTimeoutMs?: number;
+  /**
+   * Told at debug level of each command (its operation's argv, never the conf, keyring or key) and of how it
+   * ended (exit code, milliseconds).
+   */
+  readonly logger?: Logger | undefined;
 }
 
 /** How an rbd process ended. @internal */
@@ -134,6 +149,64 @@ function defaultHardTimeoutMs(connection: RbdConnection): number {
   return (connection.timeoutSeconds * 3 + 5) * 1000;
 }
 
+/**
+ * The connection and the hard timeout one call uses: `requestTimeoutSeconds`, when given, replaces the
+ * connection's own timeout (Ceph's timeouts and the kill timer); else the connection's timeout with the kill timer
+ * at three times it plus 5 s. `hardTimeoutMs` wins over both.
+ */
+function callLimits(
+  connection: RbdConnection,
+  options: RbdCallOptions,
+): { connection: RbdConnection; hardTimeoutMs: number } {
+  const request = options.requestTimeoutSeconds;
+  if (request === undefined) {
+    return { connection, hardTimeoutMs: options.hardTimeoutMs ?? defaultHardTimeoutMs(connection) };
+  }
+  if (typeof request !== 'number' || !Number.isFinite(request) || request <= 0) {
+    throw new InvalidArgumentError(
+      `requestTimeoutSeconds must be a number of seconds above 0, got ${String(request)}`,
+    );
+  }
+  return {
+    connection: { ...connection, timeoutSeconds: Math.max(1, Math.ceil(request)) },
+    hardTimeoutMs: options.hardTimeoutMs ?? Math.round(request * 1000),
+  };
+}
+
+/** Logs the start of an rbd command: the cluster, the user and the operation's argv (no conf, keyring or key). */
+function logStart(logger: Logger | undefined, connection: RbdConnection, args: readonly string[]): number {
+  logger?.debug(
+    {
+      cluster: connection.name,
+      user: connection.auth ? `client.${connection.auth.user}` : undefined,
+      argv: ['rbd', ...args],
+    },
+    'rbd command started',
+  );
+  return performance.now();
+}
+
+/** Logs how an rbd command ended: exit code or signal, milliseconds. Never its output. */
+function logEnd(
+  logger: Logger | undefined,
+  connection: RbdConnection,
+  args: readonly string[],
+  started: number,
+  exit: Pick<RbdExit, 'code' | 'signal' | 'timedOut'> | undefined,
+): void {
+  logger?.debug(
+    {
+      cluster: connection.name,
+      argv: ['rbd', ...args],
+      exitCode: exit?.code ?? null,
+      signal: exit?.signal ?? null,
+      timedOut: exit?.timedOut ?? false,
+      ms: Math.round(performance.now() - started),
+    },
+    'rbd command ended',
+  );
+}
+
 /** One running rbd process with its stderr collected and its end awaited. */
 class RbdProcess {
   readonly child: ChildProcess;
@@ -204,26 +277,30 @@ export async function runRbd(
   args: readonly string[],
   options: RbdCallOptions = {},
 ): Promise<string> {
-  const { signal } = options;
+  const { signal, logger } = options;
   signal?.throwIfAborted();
-  const files = await prepareFiles(connection);
+  const limits = callLimits(connection, options);
+  const effective = limits.connection;
+  const files = await prepareFiles(effective);
   let rbd: RbdProcess | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let started = 0;
+  let exit: RbdExit | undefined;
   const onAbort = () => rbd?.kill('abort');
   try {
     signal?.throwIfAborted();
-    rbd = new RbdProcess(connection, [...files.args, ...args]);
+    started = logStart(logger, effective, args);
+    rbd = new RbdProcess(effective, [...files.args, ...args]);
     const running = rbd;
     signal?.addEventListener('abort', onAbort, { once: true });
-    timer = setTimeout(
-      () => running.kill('timeout'),
-      options.hardTimeoutMs ?? defaultHardTimeoutMs(connection),
-    );
+    timer = setTimeout(() => running.kill('timeout'), limits.hardTimeoutMs);
     const stdout: Buffer[] = [];
     running.child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
-    const exit = await running.exited;
+    exit = await running.exited;
     if (signal?.aborted) throw signal.reason;
-    if (exit.code !== 0 || exit.signal !== null) throw rbdError(connection, args, exit, options);
+    if (exit.code !== 0 || exit.signal !== null) {
+      throw rbdError(effective, args, exit, { hardTimeoutMs: limits.hardTimeoutMs });
+    }
     return Buffer.concat(stdout).toString('utf8');
   } finally {
     clearTimeout(timer);
@@ -232,6 +309,7 @@ export async function runRbd(
       rbd.kill('close');
       await rbd.settle();
     }
+    if (rbd) logEnd(logger, effective, args, started, exit);
     await files.remove();
   }
 }
@@ -297,18 +375,26 @@ export async function openRbdStream(
   args: readonly string[],
   options: RbdCallOptions = {},
 ): Promise<RbdStream> {
-  const { signal } = options;
+  const { signal, logger } = options;
   signal?.throwIfAborted();
-  const files = await prepareFiles(connection);
+  const limits = callLimits(connection, options);
+  const effective = limits.connection;
+  const files = await prepareFiles(effective);
   let running: RbdProcess;
+  let started: number;
   try {
     signal?.throwIfAborted();
-    running = new RbdProcess(connection, [...files.args, ...args]);
+    started = logStart(logger, effective, args);
+    running = new RbdProcess(effective, [...files.args, ...args]);
   } catch (error) {
     await files.remove();
     throw error;
   }
-  const idleMs = options.hardTimeoutMs ?? defaultHardTimeoutMs(connection);
+  void running.exited.then(
+    (exit) => logEnd(logger, effective, args, started, exit),
+    () => logEnd(logger, effective, args, started, undefined),
+  );
+  const idleMs = limits.hardTimeoutMs;
   // Listen from the start: Node drains (and loses) a child's stdout that nobody listens to when the child exits,
   // which a stream started ahead of its reader may do. A 'readable' listener that reads nothing keeps the data
   // and still fills only the stream's buffer, so backpressure holds.
@@ -317,7 +403,7 @@ export async function openRbdStream(
   const iterator = stdout[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let iterated = false;
   let closing: Promise<void> | undefined;
-  const failure = (exit: RbdExit) => rbdError(connection, args, exit, { hardTimeoutMs: idleMs });
+  const failure = (exit: RbdExit) => rbdError(effective, args, exit, { hardTimeoutMs: idleMs });
 
   async function* read(readSignal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
     if (iterated) throw new InvalidArgumentError('the stdout of an rbd stream can be read only once');
