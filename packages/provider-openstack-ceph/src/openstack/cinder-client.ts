@@ -40,6 +40,23 @@ export interface CinderVolume {
   readonly attachments: readonly CinderAttachment[];
 }
 
+/**
+ * A pool of a Cinder backend as the scheduler reports it (`GET /scheduler-stats/get_pools?detail=true`, admins
+ * only): which storage its volumes live on.
+ */
+export interface CinderBackendPool {
+  /** `host@backend#pool`, the value volumes carry in `os-vol-host-attr:host`. */
+  readonly name: string;
+  /** `ceph` for Cinder's RBD driver; `iSCSI`, `NFS`, `FC`, ... for others; undefined when not reported. */
+  readonly storageProtocol: string | undefined;
+  readonly volumeBackendName: string | undefined;
+  /**
+   * For an RBD backend, the Ceph pool and cluster name of its `location_info`
+   * (`cluster:conf:fsid:user:pool`); undefined otherwise.
+   */
+  readonly ceph: { readonly cluster: string; readonly fsid: string; readonly pool: string } | undefined;
+}
+
 /** Settings of {@link createCinderClient}. */
 export interface CinderClientOptions {
   /** The session to call through. */
@@ -74,6 +91,13 @@ export interface CinderClient {
    * @throws {@link @drkit/core!NotFoundError} when it does not exist; the errors of {@link CinderClient.listVolumes}.
    */
   getVolume(options: GetVolumeOptions): Promise<CinderVolume>;
+  /**
+   * Lists the pools of every backend with their capabilities (`GET /scheduler-stats/get_pools?detail=true`).
+   *
+   * @throws {@link @drkit/core!PermissionError} for a user without the admin role (the API's default policy);
+   * the errors of {@link KeystoneClient.request}.
+   */
+  listBackendPools(options?: CallOptions): Promise<CinderBackendPool[]>;
 }
 
 /**
@@ -91,32 +115,44 @@ export function createCinderClient(options: CinderClientOptions): CinderClient {
   const { keystone } = options;
 
   /** The endpoint's path prefix: the catalog URL names the project (`/v3/<project>`) or not (`/v3`). */
-  async function prefix(signal: AbortSignal | undefined): Promise<string> {
-    const token = await keystone.authenticate(signal ? { signal } : {});
-    const endpoint = await keystone.endpoint('volumev3', signal ? { signal } : {});
+  async function prefix(call: CallOptions): Promise<string> {
+    const token = await keystone.authenticate(call);
+    const endpoint = await keystone.endpoint('volumev3', call);
     return /\/v3$/.test(endpoint) ? `/${token.projectId}` : '';
+  }
+
+  /** Only the call options of `options` (signal, deadline, logger). */
+  function callOf(options: CallOptions): CallOptions {
+    return {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
+      ...(options.logger ? { logger: options.logger } : {}),
+    };
   }
 
   return {
     async *listVolumes(listOptions: ListVolumesOptions = {}) {
+      const call = callOf(listOptions);
       const items = paginate({
         keystone,
         serviceType: 'volumev3',
         serviceName: 'Cinder',
-        path: `${await prefix(listOptions.signal)}/volumes/detail`,
+        path: `${await prefix(call)}/volumes/detail`,
         key: 'volumes',
         query: listOptions.allProjects === false ? {} : { all_tenants: '1' },
         pageSize,
-        signal: listOptions.signal,
+        ...call,
       });
       for await (const item of items) yield parseVolume(item);
     },
-    async getVolume({ id, signal }: GetVolumeOptions) {
+    async getVolume(getOptions: GetVolumeOptions) {
+      const { id } = getOptions;
+      const call = callOf(getOptions);
       const body = await keystone.request({
         serviceType: 'volumev3',
         serviceName: 'Cinder',
-        path: `${await prefix(signal)}/volumes/${encodeURIComponent(id)}`,
-        ...(signal ? { signal } : {}),
+        path: `${await prefix(call)}/volumes/${encodeURIComponent(id)}`,
+        ...call,
       });
       const volume = body.volume as Record<string, unknown> | undefined;
       if (!volume || typeof volume.id !== 'string') {
@@ -124,6 +160,55 @@ export function createCinderClient(options: CinderClientOptions): CinderClient {
       }
       return parseVolume(volume);
     },
+    async listBackendPools(callOptions: CallOptions = {}) {
+      const call = callOf(callOptions);
+      const body = await keystone.request({
+        serviceType: 'volumev3',
+        serviceName: 'Cinder',
+        path: `${await prefix(call)}/scheduler-stats/get_pools?detail=true`,
+        ...call,
+      });
+      const pools = body.pools;
+      if (!Array.isArray(pools)) {
+        throw new SourceProtocolError(
+          'Cinder GET /scheduler-stats/get_pools answered without a "pools" list',
+        );
+      }
+      return pools.flatMap((pool: unknown) => {
+        const parsed = parseBackendPool(pool);
+        return parsed ? [parsed] : [];
+      });
+    },
+  };
+}
+
+/**
+ * Reads one pool of `get_pools?detail=true`; undefined for an entry without a name.
+ * @internal
+ */
+export function parseBackendPool(entry: unknown): CinderBackendPool | undefined {
+  const pool = entry as { name?: unknown; capabilities?: unknown } | null;
+  if (typeof pool?.name !== 'string' || pool.name === '') return undefined;
+  const capabilities = (
+    pool.capabilities && typeof pool.capabilities === 'object' ? pool.capabilities : {}
+  ) as Record<string, unknown>;
+  const text = (value: unknown) => (typeof value === 'string' && value !== '' ? value : undefined);
+  const storageProtocol = text(capabilities.storage_protocol);
+  let ceph: CinderBackendPool['ceph'];
+  const location = text(capabilities.location_info);
+  if (storageProtocol?.toLowerCase() === 'ceph' && location) {
+    // Cinder's RBD driver: `cluster_name:ceph_conf:fsid:rbd_user:rbd_pool` (read from both ends: the conf path
+    // could hold a colon).
+    const parts = location.split(':');
+    if (parts.length >= 5 && parts.at(-1) !== '') {
+      ceph = { cluster: parts[0]!, fsid: parts.at(-3)!, pool: parts.at(-1)! };
+    }
+  }
+  return {
+    name: pool.name,
+    storageProtocol,
+    volumeBackendName: text(capabilities.volume_backend_name),
+    ceph,
   };
 }
 

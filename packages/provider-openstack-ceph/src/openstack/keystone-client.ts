@@ -2,11 +2,13 @@ import {
   AuthenticationError,
   type CallOptions,
   InvalidSettingsError,
+  type Logger,
   NotFoundError,
   type RetryOptions,
   retry,
   SourceProtocolError,
 } from '@drkit/core';
+import { withCallDeadline } from '../with-call-deadline.js';
 import {
   createOpenStackHttp,
   describeUrl,
@@ -85,7 +87,11 @@ export interface KeystoneTokenInfo {
   readonly endpoints: Readonly<Record<string, string>>;
 }
 
-/** One call through {@link KeystoneClient.request}. */
+/**
+ * One call through {@link KeystoneClient.request}. `deadline` bounds the call as a whole (its retries and a
+ * re-authentication included; each request is also bounded by `httpTimeoutSeconds`); `logger` is told of each
+ * HTTP request at debug level (method, host, path, status; never headers or bodies).
+ */
 export interface KeystoneRequestOptions extends CallOptions {
   /** The service type in the catalog: `compute`, `volumev3`. */
   readonly serviceType: string;
@@ -102,7 +108,8 @@ export interface KeystoneClient {
   /** The Keystone URL in use (`.../v3`). */
   readonly authUrl: string;
   /**
-   * Returns a valid token's facts, authenticating when there is none or it is due for renewal.
+   * Returns a valid token's facts, authenticating when there is none or it is due for renewal. `deadline` bounds
+   * the wait; `logger` is told of the authentication request at debug level (never the password or the token).
    *
    * @throws {@link @drkit/core!AuthenticationError} when Keystone refuses the credentials (401);
    * {@link @drkit/core!UnreachableError} when Keystone cannot be reached; {@link @drkit/core!InvalidSettingsError}
@@ -251,7 +258,7 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
   ): Promise<OpenStackHttpResponse> {
     return retry(
       async () => {
-        const response = await http.send(request);
+        const response = await http.send({ ...request, service });
         if (response.statusCode === 429 || response.statusCode >= 500) {
           throw statusError(service, request, response);
         }
@@ -264,7 +271,10 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
     );
   }
 
-  async function authenticateNow(signal: AbortSignal | undefined): Promise<CurrentToken> {
+  async function authenticateNow(
+    signal: AbortSignal | undefined,
+    logger: Logger | undefined,
+  ): Promise<CurrentToken> {
     const request: OpenStackHttpRequest = {
       method: 'POST',
       url: `${authUrl}/auth/tokens`,
@@ -286,6 +296,7 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
         },
       },
       signal,
+      logger,
     };
     const sentAt = now();
     const response = await sendWithRetry('Keystone', request, signal);
@@ -334,13 +345,16 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
     return next;
   }
 
-  async function currentToken(signal: AbortSignal | undefined): Promise<CurrentToken> {
+  async function currentToken(
+    signal: AbortSignal | undefined,
+    logger: Logger | undefined,
+  ): Promise<CurrentToken> {
     signal?.throwIfAborted();
     if (current && now() < current.renewAt) return current;
     if (!pending) {
       // One authentication at a time; its own signal is not the caller's, so that one caller's abort does not
-      // fail the others waiting for the same token.
-      pending = authenticateNow(undefined).then(
+      // fail the others waiting for the same token. It logs to the logger of the call that started it.
+      pending = authenticateNow(undefined, logger).then(
         (token) => {
           current = token;
           pending = undefined;
@@ -355,8 +369,12 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
     return abortable(pending, signal);
   }
 
-  async function endpointOf(serviceType: string, signal: AbortSignal | undefined): Promise<string> {
-    const { info } = await currentToken(signal);
+  async function endpointOf(
+    serviceType: string,
+    signal: AbortSignal | undefined,
+    logger: Logger | undefined,
+  ): Promise<string> {
+    const { info } = await currentToken(signal, logger);
     const url = info.endpoints[serviceType];
     if (url === undefined) {
       throw new NotFoundError(
@@ -368,15 +386,18 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
   }
 
   async function request(call: KeystoneRequestOptions): Promise<Record<string, unknown>> {
-    const { signal } = call;
+    using scope = withCallDeadline(call, `${call.serviceName} GET ${describeUrl(call.path)}`);
+    const { signal } = scope;
+    const { logger } = call;
     for (let attempt = 1; ; attempt++) {
-      const token = await currentToken(signal);
-      const base = await endpointOf(call.serviceType, signal);
+      const token = await currentToken(signal, logger);
+      const base = await endpointOf(call.serviceType, signal, logger);
       const httpRequest: OpenStackHttpRequest = {
         method: 'GET',
         url: `${base}${call.path}`,
         headers: { ...call.headers, 'x-auth-token': token.token },
         signal,
+        logger,
       };
       const response = await sendWithRetry(call.serviceName, httpRequest, signal);
       if (response.statusCode === 401 && attempt === 1) {
@@ -401,10 +422,12 @@ export function createKeystoneClient(options: KeystoneClientOptions): KeystoneCl
   return {
     authUrl,
     async authenticate(callOptions: CallOptions = {}) {
-      return (await currentToken(callOptions.signal)).info;
+      using scope = withCallDeadline(callOptions, `authenticating to Keystone at ${authUrl}`);
+      return (await currentToken(scope.signal, callOptions.logger)).info;
     },
-    endpoint(serviceType: string, callOptions: CallOptions = {}) {
-      return endpointOf(serviceType, callOptions.signal);
+    async endpoint(serviceType: string, callOptions: CallOptions = {}) {
+      using scope = withCallDeadline(callOptions, `reading the catalog of Keystone at ${authUrl}`);
+      return await endpointOf(serviceType, scope.signal, callOptions.logger);
     },
     request,
     invalidate() {

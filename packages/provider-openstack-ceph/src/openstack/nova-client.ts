@@ -97,6 +97,8 @@ export function createNovaClient(options: NovaClientOptions): NovaClient {
         },
         pageSize,
         signal: listOptions.signal,
+        deadline: listOptions.deadline,
+        logger: listOptions.logger,
       });
       for await (const item of items) yield parseServer(item);
     },

@@ -2,6 +2,7 @@ import { rootCertificates } from 'node:tls';
 import {
   AuthenticationError,
   type DrkitError,
+  type Logger,
   NotFoundError,
   PermissionError,
   SourceProtocolError,
@@ -15,9 +16,13 @@ export interface OpenStackHttpRequest {
   readonly method: 'GET' | 'POST' | 'DELETE' | 'HEAD';
   readonly url: string;
   readonly headers?: Readonly<Record<string, string>>;
-  /** A JSON body. Never part of an error message or cause (it may hold the password). */
+  /** A JSON body. Never part of an error message or cause (it may hold the password), never logged. */
   readonly json?: unknown;
   readonly signal?: AbortSignal | undefined;
+  /** Told at debug level of the request: service, method, host, path (no query), status, milliseconds. */
+  readonly logger?: Logger | undefined;
+  /** Name of the service in logs: `Keystone`, `Nova`, `Cinder`. */
+  readonly service?: string | undefined;
 }
 
 /** The parts of a response the clients use. @internal */
@@ -88,6 +93,7 @@ export function createOpenStackHttp(options: OpenStackHttpOptions): OpenStackHtt
   async function send(request: OpenStackHttpRequest): Promise<OpenStackHttpResponse> {
     const { signal } = request;
     signal?.throwIfAborted();
+    const started = performance.now();
     try {
       const response = await client(request.url, {
         method: request.method,
@@ -95,14 +101,53 @@ export function createOpenStackHttp(options: OpenStackHttpOptions): OpenStackHtt
         ...(request.json === undefined ? {} : { json: request.json }),
         ...(signal ? { signal } : {}),
       });
+      logRequest(request, started, { status: response.statusCode });
       return { statusCode: response.statusCode, headers: response.headers, body: response.body };
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      throw transportError(error, request, options.timeoutMs);
+      if (signal?.aborted) {
+        logRequest(request, started, { error: 'aborted' });
+        throw signal.reason;
+      }
+      const failure = transportError(error, request, options.timeoutMs);
+      logRequest(request, started, { error: failure.code });
+      throw failure;
     }
   }
 
   return { send };
+}
+
+/**
+ * Logs one request at debug level: the service, method, host and path of its URL (no query string, no headers, no
+ * body), and its status or the code of its failure.
+ */
+function logRequest(
+  request: OpenStackHttpRequest,
+  started: number,
+  outcome: { status: number } | { error: string },
+): void {
+  const { logger } = request;
+  if (!logger) return;
+  let host = '';
+  let path = '';
+  try {
+    const url = new URL(request.url);
+    host = url.host;
+    path = url.pathname;
+  } catch {
+    path = describeUrl(request.url);
+  }
+  logger.debug(
+    {
+      ...(request.service ? { service: request.service } : {}),
+      method: request.method,
+      host,
+      path,
+      ...outcome,
+      ms: Math.round(performance.now() - started),
+    },
+    'openstack request',
+  );
 }
 
 /**

@@ -1,4 +1,4 @@
-import { InvalidSettingsError, SourceProtocolError } from '@drkit/core';
+import { type CallOptions, InvalidSettingsError, SourceProtocolError } from '@drkit/core';
 import type { KeystoneClient } from './keystone-client.js';
 
 /** The largest page most clouds serve (Nova's and Cinder's default `max_limit` is 1000). @internal */
@@ -32,6 +32,9 @@ export interface PagedCollection {
   readonly headers?: Readonly<Record<string, string>>;
   readonly pageSize: number;
   readonly signal?: AbortSignal | undefined;
+  /** When the whole listing must be over (every page), as {@link @drkit/core!CallOptions.deadline}. */
+  readonly deadline?: number | undefined;
+  readonly logger?: CallOptions['logger'];
 }
 
 /**
@@ -55,6 +58,8 @@ export async function* paginate(collection: PagedCollection): AsyncGenerator<Rec
       path: `${collection.path}?${query.toString()}`,
       ...(collection.headers ? { headers: collection.headers } : {}),
       ...(collection.signal ? { signal: collection.signal } : {}),
+      ...(collection.deadline === undefined ? {} : { deadline: collection.deadline }),
+      ...(collection.logger ? { logger: collection.logger } : {}),
     });
     const items = body[collection.key];
     if (!Array.isArray(items)) {
