@@ -18,7 +18,6 @@ export type {
   CephHostOptions,
   CephImageRef,
   CephIncrementalMode,
-  CephMissingImage,
   CephRbdPlatformOptions,
   CephxCredentials,
 } from './ceph/ceph-rbd-options.js';
@@ -38,6 +37,7 @@ export {
 // OpenStack (Keystone v3, Nova, Cinder) on top of Ceph RBD
 export {
   type CinderAttachment,
+  type CinderBackendPool,
   type CinderClient,
   type CinderClientOptions,
   type CinderVolume,
@@ -75,5 +75,7 @@ export {
   type OpenStackCephPlatformStatus,
   type OpenStackConnectionInfo,
   type OpenStackInventory,
-  type SkippedVolume,
+  type OpenStackSkippedDisk,
+  SKIP_CLUSTER_AMBIGUOUS,
+  SKIP_VOLUME_UNAVAILABLE,
 } from './openstack/openstack-ceph-platform.js';

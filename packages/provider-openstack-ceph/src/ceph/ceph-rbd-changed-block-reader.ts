@@ -1,23 +1,33 @@
 import {
+  type AbandonReason,
   type CallOptions,
   type Change,
   type ChangedBlockReader,
-  type ChangedBlockSession,
   type ChangeSetValidity,
   type Checkpoint,
+  type CommittedPoint,
   type Disk,
+  type DiskSnapshot,
+  type HostSnapshot,
   InvalidArgumentError,
+  type Logger,
   NotFoundError,
   type OpenChangedBlocksOptions,
   parseCheckpointToken,
   SourceProtocolError,
+  type StreamReadSession,
 } from '@drkit/core';
+import { withCallDeadline } from '../with-call-deadline.js';
 import type { CephImageRef, ResolvedCluster } from './ceph-rbd-options.js';
 import { parseExportDiff } from './export-diff-parser.js';
-import { openRbdStream, type RbdStream, runRbdJson } from './rbd-command.js';
+import { openRbdStream, type RbdCallOptions, type RbdStream, runRbdJson } from './rbd-command.js';
 
-/** Default piece size when the engine passes no chunk size: one 4 MiB RBD object. */
+/** Default piece size when the engine passes no usable chunk size: one 4 MiB RBD object. */
 const DEFAULT_PIECE_SIZE = 4 * 1024 * 1024;
+/** `rbd export-diff` cuts nothing finer than a 512-byte sector: the reader's block size. */
+const RBD_BLOCK_SIZE = 512;
+/** The name of this reader's checkpoint token format. */
+const TOKEN_FORMAT = 'drkit-ceph-rbd';
 /** Snapshot names drkit passes to rbd: no spaces, `/` or `@`, not starting with `-`. */
 const SNAPSHOT_PATTERN = /^[A-Za-z0-9_.][A-Za-z0-9_.+:-]{0,254}$/;
 
@@ -61,9 +71,9 @@ export function assertSnapshotName(name: unknown): asserts name is string {
 export async function rbdInfo(
   cluster: ResolvedCluster,
   spec: string,
-  signal: AbortSignal | undefined,
+  options: RbdCallOptions,
 ): Promise<RbdImageInfo> {
-  const value = await runRbdJson(cluster.connection, ['info', spec], { signal });
+  const value = await runRbdJson(cluster.connection, ['info', spec], options);
   const info = value as Partial<Record<keyof RbdImageInfo, unknown>> | null;
   if (
     typeof info !== 'object' ||
@@ -82,8 +92,10 @@ export async function rbdInfo(
   return { id: info.id, size: info.size, features: strings(info.features), flags: strings(info.flags) };
 }
 
+/** The token, when this reader wrote it (format and version 1, every field); else undefined. */
 function parseToken(text: string): CephRbdToken | undefined {
-  const token = parseCheckpointToken(text, 'drkit-ceph-rbd', 1, [
+  if (typeof text !== 'string') return undefined;
+  const token = parseCheckpointToken(text, TOKEN_FORMAT, 1, [
     'cluster',
     'pool',
     'image',
@@ -123,10 +135,19 @@ export interface CephRbdReaderContext {
 }
 
 /**
- * An open read of one RBD image at one drkit snapshot. `changes()` runs `rbd export-diff` and parses its stream;
- * data comes in buffers of at most one chunk, cut at multiples of the engine's chunk size.
+ * An open read of one RBD image at one drkit snapshot, a {@link @drkit/core!StreamReadSession}: `changes()` runs
+ * `rbd export-diff` and parses its stream; data comes in buffers of at most one chunk, cut at multiples of the
+ * engine's chunk size.
+ *
+ * It offers no `readRange`: `rbd` has no cheap random read of a snapshot (no `rbd-nbd`, no librbd binding for
+ * Node), so the engine completes partly changed chunks from the parent point.
+ *
+ * `commit` and `abandon` have nothing to advance on the source: the base of the next incremental is the RBD
+ * snapshot this session reads, which the engine keeps or releases through its ledger. Both only record the
+ * session's {@link CephRbdChangedBlockSession.outcome}: the first of them (or `close`) decides it; a second call of
+ * either, or a call after `close`, changes nothing and resolves.
  */
-export interface CephRbdChangedBlockSession extends ChangedBlockSession {
+export interface CephRbdChangedBlockSession extends StreamReadSession {
   /** The image read, `pool/image`, and the drkit cluster name. */
   readonly image: CephImageRef;
   /** The RBD image id at the snapshot. */
@@ -135,24 +156,117 @@ export interface CephRbdChangedBlockSession extends ChangedBlockSession {
   readonly snapshotName: string;
   /** The snapshot the diff starts from, for an incremental. */
   readonly fromSnapshotName: string | undefined;
+  /**
+   * How the session ended: `committed` once `commit` was told, `abandoned` once `abandon` was told or it was
+   * closed with neither; undefined while it is open without an outcome.
+   */
+  readonly outcome: 'committed' | 'abandoned' | undefined;
+  /**
+   * Records that the point holding this read is committed. A no-op on the source (see the interface); only the
+   * first outcome counts, and a call after `close` is harmless. Never rejects.
+   */
+  commit(point: CommittedPoint, options?: CallOptions): Promise<void>;
+  /**
+   * Records that the task ended without a point. A no-op on the source: the snapshot the engine releases or
+   * keeps is the only state, so nothing is advanced. Only the first outcome counts; a call after `close` is
+   * harmless. Never rejects.
+   */
+  abandon(reason: AbandonReason, options?: CallOptions): Promise<void>;
 }
 
-/** The {@link @drkit/core!ChangedBlockReader} of a Ceph RBD platform. */
+/**
+ * The {@link @drkit/core!ChangedBlockReader} of a Ceph RBD platform: a `stream` reader (`rbd export-diff` is one
+ * ordered stream), of 512-byte blocks (a sector, the finest unit export-diff reports), one read at a time.
+ */
 export interface CephRbdChangedBlockReader extends ChangedBlockReader {
+  readonly mode: 'stream';
+  readonly blockSize: 512;
+  readonly maxConcurrentReads: 1;
   /**
-   * Opens a read of the disk's image at the host snapshot `snapshot` (required). Without `base`: a full read
-   * (`fullReason`, or `first-backup`) of `rbd export-diff IMAGE@SNAP`. With a base: `rbd export-diff --from-snap
-   * BASE` when the base snapshot still exists on the same image — `exact` in `exact` mode; in `fast` mode a
-   * `superset` from `--whole-object` when the object maps of both snapshots are valid, else `exact` with a
-   * `detail` saying why. A full read instead, with the reason, when the image was recreated (another RBD id:
+   * Opens a read of the disk's image at the host snapshot: the snapshot named by `diskSnapshot.ref`
+   * (`<cluster>/<pool>/<image>@<snapshot>`, as {@link CephRbdPlatform.createSnapshot} returns it), or without
+   * one `snapshot.name`. Without `base`: a full read (`fullReason`, or `first-backup`) of
+   * `rbd export-diff IMAGE@SNAP`. With a base: `rbd export-diff --from-snap BASE` when the base snapshot still
+   * exists on the same image — `exact` in `exact` mode; in `fast` mode a `superset` from `--whole-object` when
+   * the object maps of both snapshots are valid, else `exact` with a `detail` naming the object map problem (an
+   * exact diff does not depend on the object map, so no full read is needed: `tracking-unreliable` is never
+   * returned). A full read instead, with the reason, when the base checkpoint is not one this reader wrote (garbled,
+   * another version, another provider's: `checkpoint-invalid`), the image was recreated (another RBD id:
    * `disk-recreated`) or the base snapshot is gone (`base-snapshot-missing`).
    *
-   * @throws {@link @drkit/core!InvalidArgumentError} without a snapshot, or with the base of another disk;
+   * Timeouts: each `rbd` command of the session (the `rbd info` calls here, the `export-diff` that `changes()`
+   * reads) is bounded by `requestTimeoutSeconds` when it is given — the Sync Proxy's HTTP communication timeout,
+   * which then replaces the cluster's `timeoutSeconds` for Ceph's own timeouts too — and by the cluster's
+   * `timeoutSeconds` otherwise. A command unanswered that long fails with a `TimeoutError` (a stream: no output
+   * for that long while it is read). `deadline` bounds `open` as a whole; `signal` aborts it.
+   *
+   * `logger` (here, or later in `changes()`) is told at debug level of each rbd command (its argv, never the key)
+   * and of the read decided.
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} without a snapshot, with a `diskSnapshot` of another image or
+   * disk, with the base of another disk, or with an invalid `requestTimeoutSeconds`;
    * {@link @drkit/core!NotFoundError} when the image or the snapshot does not exist;
    * {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError} for
-   * access problems. Rejects with `signal.reason` when aborted.
+   * access problems; {@link @drkit/core!TimeoutError} past `deadline` or a request timeout. Rejects with
+   * `signal.reason` when aborted.
    */
   open(options: OpenChangedBlocksOptions): Promise<CephRbdChangedBlockSession>;
+}
+
+/** Parses a snapshot reference `<cluster>/<pool>/<image>@<snapshot>`. @internal */
+export function parseSnapshotRef(ref: string): (CephImageRef & { readonly snapshot: string }) | undefined {
+  const match = /^([^/@]+)\/([^/@]+)\/([^/@]+)@([^/@]+)$/.exec(ref);
+  if (!match) return undefined;
+  return { cluster: match[1]!, pool: match[2]!, image: match[3]!, snapshot: match[4]! };
+}
+
+/** The reference of an image's snapshot, `<cluster>/<pool>/<image>@<snapshot>`. @internal */
+export function snapshotRef(ref: CephImageRef, snapshot: string): string {
+  return `${ref.cluster}/${ref.pool}/${ref.image}@${snapshot}`;
+}
+
+/**
+ * The snapshot to read: the one `diskSnapshot` names (checked against the disk's image), else `snapshot.name`.
+ *
+ * @throws {@link @drkit/core!InvalidArgumentError} when there is none, or it is of another disk or image.
+ */
+function snapshotToRead(
+  disk: Disk,
+  ref: CephImageRef,
+  snapshot: HostSnapshot | undefined,
+  diskSnapshot: DiskSnapshot | undefined,
+): string {
+  if (diskSnapshot) {
+    if (diskSnapshot.diskId !== disk.id) {
+      throw new InvalidArgumentError(
+        `the disk snapshot given is of disk ${diskSnapshot.diskId}, not ${disk.id}: pass this disk's entry of ` +
+          'snapshot.disks',
+      );
+    }
+    const parsed = parseSnapshotRef(diskSnapshot.ref);
+    if (!parsed || parsed.cluster !== ref.cluster || parsed.pool !== ref.pool || parsed.image !== ref.image) {
+      throw new InvalidArgumentError(
+        `disk ${disk.id}: the snapshot reference ${JSON.stringify(diskSnapshot.ref)} is not of its image ` +
+          `${ref.cluster}/${ref.pool}/${ref.image} (expected "${snapshotRef(ref, '<snapshot>')}")`,
+      );
+    }
+    assertSnapshotName(parsed.snapshot);
+    if (snapshot && snapshot.name !== parsed.snapshot) {
+      throw new InvalidArgumentError(
+        `disk ${disk.id}: the snapshot reference names snapshot ${parsed.snapshot}, the host snapshot is ` +
+          `${snapshot.name}`,
+      );
+    }
+    return parsed.snapshot;
+  }
+  if (!snapshot) {
+    throw new InvalidArgumentError(
+      `disk ${disk.id}: a Ceph RBD read needs the host snapshot of this backup (the platform takes host ` +
+        'snapshots): pass `snapshot` and `diskSnapshot`',
+    );
+  }
+  assertSnapshotName(snapshot.name);
+  return snapshot.name;
 }
 
 /**
@@ -162,46 +276,69 @@ export interface CephRbdChangedBlockReader extends ChangedBlockReader {
  */
 export function createCephRbdChangedBlockReader(context: CephRbdReaderContext): CephRbdChangedBlockReader {
   return {
+    mode: 'stream',
+    blockSize: RBD_BLOCK_SIZE,
+    maxConcurrentReads: 1,
     async open(options: OpenChangedBlocksOptions): Promise<CephRbdChangedBlockSession> {
-      const { disk, snapshot, base, signal } = options;
-      signal?.throwIfAborted();
+      const { disk, snapshot, diskSnapshot, base } = options;
+      options.signal?.throwIfAborted();
       const ref = context.imageOf(disk);
       const cluster = context.clusters.get(ref.cluster);
       if (!cluster) throw new NotFoundError(`disk ${disk.id}: no Ceph cluster is named ${ref.cluster}`);
-      if (!snapshot) {
-        throw new InvalidArgumentError(
-          `disk ${disk.id}: a Ceph RBD read needs the host snapshot of this backup (the platform takes host ` +
-            'snapshots): pass `snapshot`',
-        );
-      }
-      assertSnapshotName(snapshot.name);
+      const snapshotName = snapshotToRead(disk, ref, snapshot, diskSnapshot);
       if (base && base.diskId !== disk.id) {
         throw new InvalidArgumentError(
           `the base checkpoint belongs to disk ${base.diskId}, not ${disk.id}: pass the checkpoint of this disk`,
         );
       }
+      const requestTimeoutSeconds = options.requestTimeoutSeconds;
+      if (
+        requestTimeoutSeconds !== undefined &&
+        (typeof requestTimeoutSeconds !== 'number' ||
+          !Number.isFinite(requestTimeoutSeconds) ||
+          requestTimeoutSeconds <= 0)
+      ) {
+        throw new InvalidArgumentError(
+          `requestTimeoutSeconds must be a number of seconds above 0, got ${String(requestTimeoutSeconds)}`,
+        );
+      }
       const spec = `${ref.pool}/${ref.image}`;
+      using scope = withCallDeadline(options, `opening the read of ${spec}@${snapshotName}`);
+      const rbd: RbdCallOptions = {
+        signal: scope.signal,
+        requestTimeoutSeconds,
+        logger: options.logger,
+      };
       const token = base ? parseToken(base.token) : undefined;
       // Start the export-diff this read most likely needs while rbd info runs: it connects meanwhile, then waits
       // on a full pipe until changes() reads it. It is replaced when the checks decide on another read.
       const guess = !base
-        ? exportDiffArgs(spec, snapshot.name, undefined, false)
+        ? exportDiffArgs(spec, snapshotName, undefined, false)
         : token
-          ? exportDiffArgs(spec, snapshot.name, token.snapshot, cluster.incrementalMode === 'fast')
-          : undefined;
-      const early = guess ? openRbdStream(cluster.connection, guess, { signal }) : undefined;
-      early?.catch(() => undefined);
+          ? exportDiffArgs(spec, snapshotName, token.snapshot, cluster.incrementalMode === 'fast')
+          : exportDiffArgs(spec, snapshotName, undefined, false);
+      const early = openRbdStream(cluster.connection, guess, rbd);
+      early.catch(() => undefined);
       try {
-        const read = await decideRead(cluster, ref, spec, snapshot.name, token, options);
+        const read = await decideRead(cluster, ref, spec, snapshotName, token, options, rbd);
+        const started = await early;
         let stream: RbdStream | undefined;
-        if (early && guess) {
-          const started = await early;
-          if (guess.join('\n') === read.args.join('\n')) stream = started;
-          else await started.close();
-        }
+        if (guess.join('\n') === read.args.join('\n')) stream = started;
+        else await started.close();
+        options.logger?.debug(
+          {
+            diskId: disk.id,
+            cluster: cluster.name,
+            image: spec,
+            snapshot: snapshotName,
+            fromSnapshot: read.fromSnapshot,
+            validity: read.validity,
+          },
+          'ceph rbd read opened',
+        );
         return new CephRbdSession({ ...read, stream });
       } catch (error) {
-        if (early) await early.then((started) => started.close()).catch(() => undefined);
+        await early.then((started) => started.close()).catch(() => undefined);
         throw error;
       }
     },
@@ -230,10 +367,12 @@ async function decideRead(
   snapshotName: string,
   token: CephRbdToken | undefined,
   options: OpenChangedBlocksOptions,
+  rbd: RbdCallOptions,
 ): Promise<Omit<SessionSettings, 'stream'>> {
-  const { disk, base, fullReason, signal } = options;
+  const { disk, base, fullReason } = options;
+  const { signal } = rbd;
   const [info, baseInfo] = await Promise.all([
-    rbdInfo(cluster, `${spec}@${snapshotName}`, signal).catch((error: unknown) => {
+    rbdInfo(cluster, `${spec}@${snapshotName}`, rbd).catch((error: unknown) => {
       if (NotFoundError.isInstance(error)) {
         throw new NotFoundError(
           `disk ${disk.id}: image ${spec} or its snapshot ${snapshotName} does not exist on Ceph cluster ` +
@@ -244,7 +383,7 @@ async function decideRead(
       throw error;
     }),
     token
-      ? rbdInfo(cluster, `${spec}@${token.snapshot}`, signal).catch((error: unknown) => {
+      ? rbdInfo(cluster, `${spec}@${token.snapshot}`, rbd).catch((error: unknown) => {
           if (NotFoundError.isInstance(error)) return undefined;
           throw error;
         })
@@ -260,8 +399,8 @@ async function decideRead(
   } else if (!token) {
     validity = {
       kind: 'full',
-      reason: 'tracking-reset',
-      detail: "the base checkpoint was not written by drkit's Ceph RBD reader (format 1); reading in full",
+      reason: 'checkpoint-invalid',
+      detail: `${describeForeignToken(base.token)}: reading ${spec} in full`,
     };
   } else if (token.imageId !== info.id || token.pool !== ref.pool || token.image !== ref.image) {
     validity = {
@@ -314,7 +453,30 @@ async function decideRead(
     validity,
     pieceSize,
     allocate: options.allocate,
+    requestTimeoutSeconds: rbd.requestTimeoutSeconds,
+    logger: rbd.logger,
   };
+}
+
+/** Why a checkpoint token is not one of this reader's, in words (never the whole token). */
+function describeForeignToken(text: unknown): string {
+  const prefix = "the base checkpoint was not written by drkit's Ceph RBD reader";
+  if (typeof text !== 'string') return `${prefix} (its token is not text)`;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return `${prefix} (its token is not JSON)`;
+  }
+  const format = (value as { format?: unknown } | null)?.format;
+  const version = (value as { version?: unknown } | null)?.version;
+  if (typeof format === 'string' && format !== TOKEN_FORMAT) {
+    return `${prefix} (its token is of format ${JSON.stringify(format.slice(0, 64))}, not ${TOKEN_FORMAT})`;
+  }
+  if (format === TOKEN_FORMAT && version !== 1) {
+    return `${prefix} version 1 (its token is of version ${JSON.stringify(version)})`;
+  }
+  return `${prefix} (format ${TOKEN_FORMAT} version 1 with cluster, pool, image, imageId and snapshot)`;
 }
 
 interface SessionSettings {
@@ -331,9 +493,14 @@ interface SessionSettings {
   readonly validity: ChangeSetValidity;
   readonly pieceSize: number;
   readonly allocate: ((length: number) => Uint8Array) | undefined;
+  /** Bounds each rbd command of the session, when given (see {@link RbdCallOptions.requestTimeoutSeconds}). */
+  readonly requestTimeoutSeconds: number | undefined;
+  /** The logger `open` was given; `changes()` may pass its own. */
+  readonly logger: Logger | undefined;
 }
 
 class CephRbdSession implements CephRbdChangedBlockSession {
+  readonly mode = 'stream' as const;
   readonly capacityBytes: number;
   readonly validity: ChangeSetValidity;
   readonly image: CephImageRef;
@@ -344,6 +511,7 @@ class CephRbdSession implements CephRbdChangedBlockSession {
   readonly #openedAt = new Date().toISOString();
   #iterated = false;
   #closed = false;
+  #outcome: 'committed' | 'abandoned' | undefined;
   #stream: RbdStream | undefined;
 
   constructor(settings: SessionSettings) {
@@ -357,11 +525,15 @@ class CephRbdSession implements CephRbdChangedBlockSession {
     this.#stream = settings.stream;
   }
 
-  changes(options: CallOptions = {}): AsyncIterable<Change> {
-    return this.#changes(options.signal);
+  get outcome(): 'committed' | 'abandoned' | undefined {
+    return this.#outcome;
   }
 
-  async *#changes(signal: AbortSignal | undefined): AsyncGenerator<Change> {
+  changes(options: CallOptions = {}): AsyncIterable<Change> {
+    return this.#changes(options.signal, options.logger ?? this.#settings.logger);
+  }
+
+  async *#changes(signal: AbortSignal | undefined, logger: Logger | undefined): AsyncGenerator<Change> {
     const s = this.#settings;
     const spec = `${s.ref.pool}/${s.ref.image}`;
     if (this.#closed) throw new InvalidArgumentError(`the session on ${spec}@${s.snapshotName} is closed`);
@@ -372,7 +544,13 @@ class CephRbdSession implements CephRbdChangedBlockSession {
     }
     this.#iterated = true;
     signal?.throwIfAborted();
-    const stream = this.#stream ?? (await openRbdStream(s.cluster.connection, s.args, { signal }));
+    const stream =
+      this.#stream ??
+      (await openRbdStream(s.cluster.connection, s.args, {
+        signal,
+        requestTimeoutSeconds: s.requestTimeoutSeconds,
+        logger,
+      }));
     this.#stream = stream;
     try {
       try {
@@ -430,7 +608,7 @@ class CephRbdSession implements CephRbdChangedBlockSession {
   checkpoint(): Checkpoint {
     const s = this.#settings;
     const token: CephRbdToken = {
-      format: 'drkit-ceph-rbd',
+      format: TOKEN_FORMAT,
       version: 1,
       cluster: s.ref.cluster,
       pool: s.ref.pool,
@@ -447,8 +625,17 @@ class CephRbdSession implements CephRbdChangedBlockSession {
     };
   }
 
+  async commit(_point: CommittedPoint, _options?: CallOptions): Promise<void> {
+    this.#outcome ??= 'committed';
+  }
+
+  async abandon(_reason: AbandonReason, _options?: CallOptions): Promise<void> {
+    this.#outcome ??= 'abandoned';
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    this.#outcome ??= 'abandoned';
     const stream = this.#stream;
     this.#stream = undefined;
     await stream?.close();

@@ -57,12 +57,13 @@ describe('parseMonitors', () => {
 
 describe('createCephRbdPlatform options', () => {
   it('builds a platform with the declared capabilities and no secret in its description', () => {
-    const platform = createCephRbdPlatform({ clusters: [cluster] });
-    expect(platform.specificationVersion).toBe('v1');
+    const platform = createCephRbdPlatform({ id: 'ceph-prod', clusters: [cluster] });
+    expect(platform.specificationVersion).toBe('v2');
     expect(platform.kind).toBe('ceph-rbd');
-    expect(platform.id).toBe('ceph-rbd-ceph-1');
+    expect(platform.id).toBe('ceph-prod');
     expect(platform.capabilities).toEqual({
       snapshots: 'host',
+      quiesce: false,
       retainsSnapshotAsBase: true,
       changeTracking: 'exact',
     });
@@ -84,6 +85,11 @@ describe('createCephRbdPlatform options', () => {
   });
 
   it.each([
+    [{ clusters: [cluster] }, 'id', /is required: a stable name you choose/],
+    [{ id: '', clusters: [cluster] }, 'id', /must be a non-empty string/],
+    [{ id: '  ', clusters: [cluster] }, 'id', /must be a non-empty string/],
+    [{ id: 42, clusters: [cluster] }, 'id', /must be a non-empty string/],
+    [{ id: ' ceph ', clusters: [cluster] }, 'id', /must not start or end with whitespace/],
     [{}, 'clusters', /list at least one Ceph cluster/],
     [{ clusters: [] }, 'clusters', /list at least one/],
     [{ clusters: [{ ...cluster, name: 'a/b' }] }, 'clusters[0].name', /"a\/b" is not valid/],
@@ -157,13 +163,16 @@ describe('createCephRbdPlatform options', () => {
     [{ clusters: [cluster], listHosts: 'nope' }, 'listHosts', /must be a function/],
     [{ clusters: [cluster], rbdPath: '' }, 'rbdPath', /non-empty/],
   ])('rejects %j naming %s', (options, field, message) => {
-    const error = settingsError(() => resolveCephRbdOptions(options as never));
+    // Every case but the id's own has a valid id, so that the field named is the one the case breaks.
+    const withId = field === 'id' ? options : { id: 'p', ...options };
+    const error = settingsError(() => resolveCephRbdOptions(withId as never));
     expect(error.field).toBe(field);
     expect(error.message).toMatch(message);
   });
 
   it('resolves image refs with and without the cluster prefix', () => {
     const resolved = resolveCephRbdOptions({
+      id: 'p',
       clusters: [cluster, { ...cluster, name: 'ceph-2', cephx: false }],
       hosts: [{ name: 'vm-100', images: ['ceph-1:rbd/vm-100-disk-0', 'ceph-2:volumes/volume-1'] }],
     });

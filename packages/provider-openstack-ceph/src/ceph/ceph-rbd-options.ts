@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { InvalidSettingsError } from '@drkit/core';
+import { type CallOptions, InvalidSettingsError, type SkippedDisk } from '@drkit/core';
 import { normalizeCephUser, parseCephKey } from './ceph-key.js';
 import type { RbdConnection } from './rbd-command.js';
 
@@ -79,6 +79,12 @@ export interface CephHostDefinition {
   readonly attributes?: Readonly<Record<string, string>>;
   /** The host's disks, each an RBD image, in the host's order. */
   readonly disks: readonly CephDiskDefinition[];
+  /**
+   * The host's disks the inventory already knows the platform cannot protect (a volume of another backend, a
+   * Nova ephemeral root disk), each with its reason. The platform adds the disks whose image does not exist
+   * (`backing-missing`) and reports them all in {@link @drkit/core!Host.skippedDisks}.
+   */
+  readonly skippedDisks?: readonly SkippedDisk[];
 }
 
 /** A host named in {@link CephRbdPlatformOptions.hosts}: a group of images snapshotted together. */
@@ -96,8 +102,12 @@ export interface CephHostOptions {
 
 /** Settings of {@link createCephRbdPlatform}. */
 export interface CephRbdPlatformOptions {
-  /** Identity of the platform, unique in the engine. Default: `ceph-rbd-` and the cluster names. */
-  readonly id?: string;
+  /**
+   * Identity of the platform, unique among the platforms of one engine, chosen by you (`ceph-prod`): recovery
+   * points are filed under it, so changing it restarts every disk's history. Required; never derived from the
+   * cluster names, which may change.
+   */
+  readonly id: string;
   /** The platform's `kind`. Default `ceph-rbd` (the OpenStack platform sets `openstack-ceph`). */
   readonly kind?: string;
   /** The Ceph clusters, at least one; names must be unique. */
@@ -108,26 +118,16 @@ export interface CephRbdPlatformOptions {
    */
   readonly hosts?: readonly CephHostOptions[];
   /**
-   * Lists the hosts from another inventory (OpenStack builds on this): each disk names its image. Not together
-   * with `hosts`. Capacities are read from Ceph.
+   * Lists the hosts from another inventory (OpenStack builds on this): each disk names its image, and a host may
+   * name the disks it already knows cannot be protected (`skippedDisks`). Not together with `hosts`. Capacities
+   * are read from Ceph; a disk whose image does not exist is reported in the host's `skippedDisks`
+   * (`backing-missing`). It gets the call's `signal` (which also carries the call's `deadline`) and `logger`.
    */
-  readonly listHosts?: (options: { signal?: AbortSignal }) => AsyncIterable<CephHostDefinition>;
-  /**
-   * Called for a listed disk whose image does not exist (e.g. a volume of another backend that a cluster without
-   * `volumeTypes` claimed): with it, the disk is left out of its host and the listing goes on; without it, the
-   * listing throws a `NotFoundError`.
-   */
-  readonly onMissingImage?: (missing: CephMissingImage) => void;
+  readonly listHosts?: (
+    options: Pick<CallOptions, 'signal' | 'logger'>,
+  ) => AsyncIterable<CephHostDefinition> | Iterable<CephHostDefinition>;
   /** The rbd command. Default `rbd` (from the `ceph-common` package), found on `PATH`. */
   readonly rbdPath?: string;
-}
-
-/** A listed disk whose RBD image does not exist, as {@link CephRbdPlatformOptions.onMissingImage} is told. */
-export interface CephMissingImage {
-  readonly host: { readonly id: string; readonly name: string };
-  readonly disk: CephDiskDefinition;
-  /** Why, in words. */
-  readonly reason: string;
 }
 
 /** A cluster after validation. @internal */
@@ -148,7 +148,6 @@ export interface ResolvedOptions {
   readonly clusters: ReadonlyMap<string, ResolvedCluster>;
   readonly hosts: readonly CephHostDefinition[] | undefined;
   readonly listHosts: CephRbdPlatformOptions['listHosts'];
-  readonly onMissingImage: CephRbdPlatformOptions['onMissingImage'];
 }
 
 const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
@@ -413,7 +412,7 @@ export function resolveCephRbdOptions(options: CephRbdPlatformOptions): Resolved
     });
   });
 
-  const id = optionalText(options.id, 'id') ?? `ceph-rbd-${[...clusters.keys()].join('+')}`;
+  const id = requirePlatformId(options.id);
   const kind = optionalText(options.kind, 'kind') ?? 'ceph-rbd';
   if (options.listHosts !== undefined && typeof options.listHosts !== 'function') {
     throw new InvalidSettingsError('listHosts', 'must be a function returning an async iterable of hosts');
@@ -466,8 +465,31 @@ export function resolveCephRbdOptions(options: CephRbdPlatformOptions): Resolved
       return { id: hostId, name, disks };
     });
   }
-  if (options.onMissingImage !== undefined && typeof options.onMissingImage !== 'function') {
-    throw new InvalidSettingsError('onMissingImage', 'must be a function');
+  return { id, kind, clusters, hosts, listHosts: options.listHosts };
+}
+
+/**
+ * Checks the platform's `id`: required, a non-empty string without surrounding whitespace.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} naming `id`.
+ * @internal
+ */
+export function requirePlatformId(value: unknown): string {
+  if (value === undefined || value === null) {
+    throw new InvalidSettingsError(
+      'id',
+      'is required: a stable name you choose for this platform, unique in the engine (e.g. "ceph-prod"); ' +
+        'points are filed under it, so it must not change when an address or a cluster name does',
+    );
   }
-  return { id, kind, clusters, hosts, listHosts: options.listHosts, onMissingImage: options.onMissingImage };
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new InvalidSettingsError('id', 'must be a non-empty string, e.g. "ceph-prod"');
+  }
+  if (value.trim() !== value) {
+    throw new InvalidSettingsError(
+      'id',
+      `must not start or end with whitespace, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
 }

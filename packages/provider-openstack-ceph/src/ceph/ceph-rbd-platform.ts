@@ -4,19 +4,24 @@ import {
   type CreateSnapshotOptions,
   type Disk,
   type Host,
+  type HostSnapshot,
   InvalidArgumentError,
+  type Logger,
   NotFoundError,
   type Platform,
   type PlatformCapabilities,
   type PlatformStatus,
+  QuiesceFailedError,
   type ReleaseSnapshotOptions,
-  type SnapshotRef,
+  type SkippedDisk,
   SourceProtocolError,
 } from '@drkit/core';
+import { withCallDeadline } from '../with-call-deadline.js';
 import {
   assertSnapshotName,
   type CephRbdChangedBlockReader,
   createCephRbdChangedBlockReader,
+  snapshotRef,
 } from './ceph-rbd-changed-block-reader.js';
 import {
   type CephHostDefinition,
@@ -29,7 +34,7 @@ import {
   type ResolvedCluster,
   resolveCephRbdOptions,
 } from './ceph-rbd-options.js';
-import { runRbd, runRbdJson } from './rbd-command.js';
+import { type RbdCallOptions, runRbd, runRbdJson } from './rbd-command.js';
 
 /** A configured Ceph cluster as the platform reports it: no secrets. */
 export interface CephClusterInfo {
@@ -46,10 +51,17 @@ export interface CephClusterInfo {
   readonly user: string | undefined;
 }
 
-/** A {@link @drkit/core!Platform} over the RBD images of one or more Ceph clusters. */
+/** A {@link @drkit/core!Platform} over the RBD images of one or more Ceph clusters (specification v2). */
 export interface CephRbdPlatform extends Platform {
+  readonly specificationVersion: 'v2';
+  /**
+   * Host snapshots kept as the base of the next incremental, exact diffs, and no quiescing: Ceph cannot reach
+   * into a guest (the engine then asks `quiesce: 'none'` for a job that prefers quiescing, and fails a job that
+   * requires it without calling {@link CephRbdPlatform.createSnapshot}).
+   */
   readonly capabilities: PlatformCapabilities & {
     readonly snapshots: 'host';
+    readonly quiesce: false;
     readonly retainsSnapshotAsBase: true;
     readonly changeTracking: 'exact';
   };
@@ -57,23 +69,59 @@ export interface CephRbdPlatform extends Platform {
   /** The configured clusters, without their keys. */
   readonly clusters: readonly CephClusterInfo[];
   /**
-   * Takes an RBD snapshot named `name` of every image of the host, all started at once. RBD has no atomic
-   * snapshot across images outside of RBD groups, so the images' snapshots are a few milliseconds apart: the
-   * host's point is crash-consistent per disk, and across disks only if the guest is quiet or frozen meanwhile.
-   * When one image fails, the snapshots already taken are removed and the error is thrown.
+   * Lists the hosts with their disks (capacity read from Ceph), and in `skippedDisks` the disks it cannot
+   * protect: an image that does not exist (`backing-missing`), an image whose name drkit cannot pass to `rbd`
+   * (`unsupported-disk`), and those the host source named (the OpenStack inventory's). `deadline` bounds the whole
+   * listing; `logger` is told of every rbd command at debug level.
    *
-   * @throws {@link @drkit/core!PermissionError} when the user may not create snapshots (its caps lack
-   * `osd 'profile rbd'` on the pool); {@link @drkit/core!NotFoundError} for a missing image;
-   * {@link @drkit/core!InvalidArgumentError} when a snapshot of that name exists; the errors of the rbd command.
+   * @throws {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError},
+   * {@link @drkit/core!PermissionError} for access problems; {@link @drkit/core!TimeoutError} past `deadline`;
+   * {@link @drkit/core!InvalidArgumentError} for a host source that lists a malformed host.
    */
-  createSnapshot(options: CreateSnapshotOptions): Promise<SnapshotRef>;
+  hosts(options?: CallOptions): AsyncIterable<Host>;
+  /**
+   * Takes an RBD snapshot named `name` of every image of the host, all started at once, and returns one
+   * {@link @drkit/core!DiskSnapshot} per disk (`ref`: `<cluster>/<pool>/<image>@<name>`). RBD has no atomic
+   * snapshot across images outside of RBD groups, so the images' snapshots are a few milliseconds apart:
+   * `consistency` is `disk` (each disk crash-consistent on its own; across disks only if the guest is quiet or
+   * frozen meanwhile). When one image fails, the snapshots already taken are removed and the error is thrown.
+   *
+   * `quiesce`: `none` (and `preferred`, which the engine never sends to a platform that cannot quiesce) takes a
+   * crash-consistent snapshot; `required` throws a `QuiesceFailedError` before anything is created.
+   *
+   * @throws {@link @drkit/core!QuiesceFailedError} when `quiesce` is `required`;
+   * {@link @drkit/core!PermissionError} when the user may not create snapshots (its caps lack
+   * `osd 'profile rbd'` on the pool); {@link @drkit/core!NotFoundError} for a missing image;
+   * {@link @drkit/core!InvalidArgumentError} when a snapshot of that name exists; the errors of the rbd command;
+   * {@link @drkit/core!TimeoutError} past `deadline`.
+   */
+  createSnapshot(options: CreateSnapshotOptions): Promise<HostSnapshot>;
   /**
    * Removes the snapshot `name` from every image of the host. A snapshot or image already gone is fine.
    *
    * @throws {@link @drkit/core!PermissionError} when the snapshot is protected (it has clones) or the user may not
-   * remove it; the errors of the rbd command.
+   * remove it; the errors of the rbd command; {@link @drkit/core!TimeoutError} past `deadline`.
    */
   releaseSnapshot(options: ReleaseSnapshotOptions): Promise<void>;
+}
+
+/**
+ * The platform and the parts of it the OpenStack platform builds on.
+ *
+ * @internal
+ */
+export interface CephRbdPlatformParts {
+  readonly platform: CephRbdPlatform;
+  /**
+   * Turns host definitions into hosts: each disk's capacity and image id from Ceph, a disk whose image is missing
+   * moved to `skippedDisks` (`backing-missing`). `signal` is the call's (deadline included).
+   */
+  resolveHosts(
+    definitions: AsyncIterable<CephHostDefinition> | Iterable<CephHostDefinition>,
+    options: { signal?: AbortSignal | undefined; logger?: Logger | undefined },
+  ): AsyncGenerator<Host>;
+  /** Checks that every cluster answers and its pool can be listed, also those no host uses. */
+  checkClusters(options: { signal?: AbortSignal | undefined; logger?: Logger | undefined }): Promise<void>;
 }
 
 /** An image as `rbd ls --long --format json` lists it. */
@@ -87,8 +135,8 @@ const ATTRIBUTE_CLUSTER = 'ceph.cluster';
 const ATTRIBUTE_POOL = 'ceph.pool';
 const ATTRIBUTE_IMAGE = 'ceph.image';
 const ATTRIBUTE_IMAGE_ID = 'ceph.imageId';
-/** Host attribute: the disks left out because their image is missing, with why (see `onMissingImage`). */
-const ATTRIBUTE_SKIPPED_DISKS = 'ceph.skippedDisks';
+/** A provider's own skip reason: lowercase letters, digits and `-`. */
+const SKIP_REASON_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 /** How many rbd commands run at once for one snapshot or release. */
 const MAX_PARALLEL = 16;
 
@@ -101,7 +149,7 @@ const MAX_PARALLEL = 16;
  * snapshot as the next base; the engine releases older ones through its ledger.
  *
  * @throws {@link @drkit/core!InvalidSettingsError} naming the field (`clusters[0].cephx.keyring`) when the options are
- * invalid. The key is never part of a message.
+ * invalid, or `id` when it is missing or empty. The key is never part of a message.
  *
  * @example
  * ```ts
@@ -109,6 +157,7 @@ const MAX_PARALLEL = 16;
  * import { createCephRbdPlatform } from '@drkit/provider-openstack-ceph';
  *
  * const platform = createCephRbdPlatform({
+ *   id: 'ceph-prod', // yours to choose, and to keep: points are filed under it
  *   clusters: [{
  *     name: 'ceph-1',
  *     monitors: '10.0.0.201,10.0.0.202,10.0.0.203',
@@ -125,6 +174,16 @@ const MAX_PARALLEL = 16;
  * ```
  */
 export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdPlatform {
+  return createCephRbdPlatformParts(options).platform;
+}
+
+/**
+ * {@link createCephRbdPlatform}, with the parts the OpenStack platform builds on.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} as {@link createCephRbdPlatform}.
+ * @internal
+ */
+export function createCephRbdPlatformParts(options: CephRbdPlatformOptions): CephRbdPlatformParts {
   const resolved = resolveCephRbdOptions(options);
   const { clusters } = resolved;
   const platformId = resolved.id;
@@ -184,9 +243,9 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
   async function listImages(
     cluster: ResolvedCluster,
     pool: string,
-    signal: AbortSignal | undefined,
+    rbd: RbdCallOptions,
   ): Promise<Map<string, ListedImage>> {
-    const value = await runRbdJson(cluster.connection, ['ls', '--long', pool], { signal });
+    const value = await runRbdJson(cluster.connection, ['ls', '--long', pool], rbd);
     if (!Array.isArray(value)) {
       throw new SourceProtocolError(
         `rbd ls --long ${pool} on Ceph cluster ${cluster.name} did not print a list`,
@@ -210,35 +269,73 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
     return images;
   }
 
-  async function* perImageHosts(signal: AbortSignal | undefined): AsyncGenerator<CephHostDefinition> {
+  async function* perImageHosts(rbd: RbdCallOptions): AsyncGenerator<CephHostDefinition> {
     for (const cluster of clusters.values()) {
-      const images = await listImages(cluster, cluster.pool, signal);
+      const images = await listImages(cluster, cluster.pool, rbd);
       for (const image of [...images.keys()].sort()) {
-        if (!isValidImageName(image)) continue;
         const ref = { cluster: cluster.name, pool: cluster.pool, image };
         const id = defaultDiskId(ref);
+        if (!isValidImageName(image)) {
+          // Not left out in silence: the host is listed with the disk it cannot protect.
+          yield {
+            id,
+            name: image,
+            disks: [],
+            skippedDisks: [
+              {
+                id,
+                name: image,
+                reason: 'unsupported-disk',
+                detail:
+                  `the name of image ${cluster.pool}/${JSON.stringify(image)} on Ceph cluster ${cluster.name} ` +
+                  'cannot be passed to rbd safely (it starts with "-" or holds whitespace, "/", "@" or "\\"): ' +
+                  'rename it with `rbd rename` to back it up',
+              },
+            ],
+          };
+          continue;
+        }
         yield { id, name: image, disks: [{ id, name: image, image: ref }] };
       }
     }
   }
 
-  async function* hosts(callOptions: CallOptions = {}): AsyncGenerator<Host> {
-    const { signal } = callOptions;
+  /** Checks a host source's skipped disk and copies it (so later changes to the source's object change nothing). */
+  function checkedSkippedDisk(disk: SkippedDisk, where: string): SkippedDisk {
+    if (
+      typeof disk?.id !== 'string' ||
+      disk.id === '' ||
+      typeof disk.name !== 'string' ||
+      typeof disk.reason !== 'string' ||
+      !SKIP_REASON_PATTERN.test(disk.reason) ||
+      typeof disk.detail !== 'string'
+    ) {
+      throw new InvalidArgumentError(
+        `${where}: every skipped disk needs a string id, name and detail, and a reason of lowercase letters, ` +
+          'digits and "-"',
+      );
+    }
+    return { id: disk.id, name: disk.name, reason: disk.reason, detail: disk.detail };
+  }
+
+  async function* resolveHosts(
+    source: AsyncIterable<CephHostDefinition> | Iterable<CephHostDefinition>,
+    callOptions: { signal?: AbortSignal | undefined; logger?: Logger | undefined },
+  ): AsyncGenerator<Host> {
+    const { signal, logger } = callOptions;
     signal?.throwIfAborted();
+    const rbd: RbdCallOptions = { signal, logger };
     const listings = new Map<string, Promise<Map<string, ListedImage>>>();
     const listing = (cluster: ResolvedCluster, pool: string) => {
       const key = `${cluster.name}\n${pool}`;
       let promise = listings.get(key);
       if (!promise) {
-        promise = listImages(cluster, pool, signal);
+        promise = listImages(cluster, pool, rbd);
         promise.catch(() => undefined);
         listings.set(key, promise);
       }
       return promise;
     };
-    const source: AsyncIterable<CephHostDefinition> | Iterable<CephHostDefinition> = resolved.listHosts
-      ? resolved.listHosts(signal ? { signal } : {})
-      : (resolved.hosts ?? perImageHosts(signal));
     for await (const definition of source) {
       signal?.throwIfAborted();
       const where = `host ${JSON.stringify(definition?.id)}`;
@@ -246,9 +343,14 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
         throw new InvalidArgumentError(`${where}: a listed host needs a string id and name`);
       }
       if (!Array.isArray(definition.disks)) throw new InvalidArgumentError(`${where}: disks must be a list`);
+      if (definition.skippedDisks !== undefined && !Array.isArray(definition.skippedDisks)) {
+        throw new InvalidArgumentError(`${where}: skippedDisks must be a list`);
+      }
       const disks: Disk[] = [];
       const refs: CephImageRef[] = [];
-      const skipped: string[] = [];
+      const skipped: SkippedDisk[] = (definition.skippedDisks ?? []).map((disk) =>
+        checkedSkippedDisk(disk, where),
+      );
       for (const disk of definition.disks) {
         if (typeof disk?.id !== 'string' || disk.id === '' || typeof disk.name !== 'string') {
           throw new InvalidArgumentError(`${where}: every disk needs a string id and name`);
@@ -257,13 +359,15 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
         const cluster = clusterOf(ref);
         const listed = (await listing(cluster, ref.pool)).get(ref.image);
         if (!listed) {
-          const reason = `image ${ref.pool}/${ref.image} does not exist on Ceph cluster ${cluster.name}`;
-          if (resolved.onMissingImage) {
-            resolved.onMissingImage({ host: { id: definition.id, name: definition.name }, disk, reason });
-            skipped.push(`${disk.id}: ${reason}`);
-            continue;
-          }
-          throw new NotFoundError(`${where}, disk ${disk.id}: ${reason}`);
+          skipped.push({
+            id: disk.id,
+            name: disk.name,
+            reason: 'backing-missing',
+            detail:
+              `the RBD image ${ref.pool}/${ref.image} does not exist on Ceph cluster ${cluster.name} ` +
+              `(\`rbd ls ${ref.pool}\` does not list it)`,
+          });
+          continue;
         }
         refs.push(ref);
         diskImages.set(disk.id, ref);
@@ -287,30 +391,47 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
         name: definition.name,
         platformId,
         disks,
-        ...(definition.attributes || skipped.length > 0
-          ? {
-              attributes: {
-                ...definition.attributes,
-                ...(skipped.length > 0 ? { [ATTRIBUTE_SKIPPED_DISKS]: skipped.join('; ') } : {}),
-              },
-            }
-          : {}),
+        ...(skipped.length > 0 ? { skippedDisks: skipped } : {}),
+        ...(definition.attributes ? { attributes: { ...definition.attributes } } : {}),
       };
     }
+  }
+
+  async function* hosts(callOptions: CallOptions = {}): AsyncGenerator<Host> {
+    callOptions.signal?.throwIfAborted();
+    using scope = withCallDeadline(callOptions, `listing the hosts of platform ${platformId}`);
+    const call = { signal: scope.signal, logger: callOptions.logger };
+    const source: AsyncIterable<CephHostDefinition> | Iterable<CephHostDefinition> = resolved.listHosts
+      ? resolved.listHosts({
+          ...(call.signal ? { signal: call.signal } : {}),
+          ...(call.logger ? { logger: call.logger } : {}),
+        })
+      : (resolved.hosts ?? perImageHosts(call));
+    yield* resolveHosts(source, call);
+  }
+
+  async function checkClusters(callOptions: {
+    signal?: AbortSignal | undefined;
+    logger?: Logger | undefined;
+  }): Promise<void> {
+    await Promise.all(
+      [...clusters.values()].map((cluster) => runRbd(cluster.connection, ['ls', cluster.pool], callOptions)),
+    );
   }
 
   async function verify(callOptions: CallOptions = {}): Promise<PlatformStatus> {
     const { signal } = callOptions;
     signal?.throwIfAborted();
+    using scope = withCallDeadline(callOptions, `verifying platform ${platformId}`);
+    const call = { signal: scope.signal, logger: callOptions.logger };
     try {
       // Every cluster answers and its pool can be listed, also those no host uses.
-      await Promise.all(
-        [...clusters.values()].map((cluster) => runRbd(cluster.connection, ['ls', cluster.pool], { signal })),
-      );
+      await checkClusters(call);
       let hostCount = 0;
-      for await (const _host of hosts({ signal })) hostCount++;
+      for await (const _host of hosts(call)) hostCount++;
       return { status: 'normal', hostCount, checkedAt: new Date().toISOString() };
     } catch (error) {
+      // Past the deadline (the scope's TimeoutError) the platform is abnormal; only the caller's abort throws.
       return abnormalStatus(error, signal ? { signal } : {});
     }
   }
@@ -319,56 +440,66 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
     verb: 'create' | 'rm',
     ref: CephImageRef,
     name: string,
-    signal: AbortSignal | undefined,
+    rbd: RbdCallOptions,
   ): Promise<void> {
     await runRbd(
       clusterOf(ref).connection,
       ['snap', verb, '--no-progress', `${ref.pool}/${ref.image}@${name}`],
-      {
-        signal,
-      },
+      rbd,
     );
   }
 
-  async function createSnapshot(snapshotOptions: CreateSnapshotOptions): Promise<SnapshotRef> {
-    const { host, name, signal } = snapshotOptions;
-    signal?.throwIfAborted();
+  async function createSnapshot(snapshotOptions: CreateSnapshotOptions): Promise<HostSnapshot> {
+    const { host, name, quiesce } = snapshotOptions;
+    snapshotOptions.signal?.throwIfAborted();
+    if (quiesce === 'required') {
+      // Before anything is created: there is nothing to remove afterwards.
+      throw new QuiesceFailedError(
+        `host ${host.id}: the job requires a quiesced snapshot, and platform ${platformId} (${resolved.kind}) ` +
+          'cannot quiesce a guest (RBD snapshots are crash-consistent): freeze the guest yourself (fsfreeze, the ' +
+          "QEMU guest agent) or run the job with quiesce 'preferred' or 'none'",
+      );
+    }
     assertSnapshotName(name);
     const refs = host.disks.map((disk) => imageOf(disk));
     if (refs.length === 0) throw new InvalidArgumentError(`host ${host.id} has no disks to snapshot`);
+    using scope = withCallDeadline(snapshotOptions, `snapshotting host ${host.id}`);
+    const signal = scope.signal;
+    const logger = snapshotOptions.logger;
     // All at once: the snapshots of a host's images should be as close in time as rbd allows.
-    const results = await mapLimited(refs, (ref) => snapshotCommand('create', ref, name, signal));
+    const results = await mapLimited(refs, (ref) => snapshotCommand('create', ref, name, { signal, logger }));
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failures.length === 0) {
       snapshotImages.set(name, refs);
       hostImages.set(host.id, refs);
-      return { hostId: host.id, name };
+      return {
+        hostId: host.id,
+        name,
+        disks: host.disks.map((disk, i) => ({ diskId: disk.id, ref: snapshotRef(refs[i]!, name) })),
+        consistency: 'disk',
+      };
     }
     // Remove what was created (without the signal: an aborted job must not leave half a host snapshot).
     const created = refs.filter((_, i) => results[i]?.status === 'fulfilled');
-    await mapLimited(created, (ref) => removeSnapshot(ref, name, undefined));
+    await mapLimited(created, (ref) => removeSnapshot(ref, name, { logger }));
     if (signal?.aborted) throw signal.reason;
     throw failures[0]!.reason;
   }
 
-  async function removeSnapshot(
-    ref: CephImageRef,
-    name: string,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
+  async function removeSnapshot(ref: CephImageRef, name: string, rbd: RbdCallOptions): Promise<void> {
     try {
-      await snapshotCommand('rm', ref, name, signal);
+      await snapshotCommand('rm', ref, name, rbd);
     } catch (error) {
-      if (NotFoundError.isInstance(error) && !signal?.aborted) return; // image or snapshot already gone
+      if (NotFoundError.isInstance(error) && !rbd.signal?.aborted) return; // image or snapshot already gone
       throw error;
     }
   }
 
   /** Images that hold a snapshot of this name, by listing every cluster's pool. */
-  async function findSnapshot(name: string, signal: AbortSignal | undefined): Promise<CephImageRef[]> {
+  async function findSnapshot(name: string, rbd: RbdCallOptions): Promise<CephImageRef[]> {
     const found: CephImageRef[] = [];
     for (const cluster of clusters.values()) {
-      const images = await listImages(cluster, cluster.pool, signal);
+      const images = await listImages(cluster, cluster.pool, rbd);
       for (const [image, listed] of images) {
         if (listed.snapshots.includes(name)) found.push({ cluster: cluster.name, pool: cluster.pool, image });
       }
@@ -377,16 +508,18 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
   }
 
   async function releaseSnapshot(releaseOptions: ReleaseSnapshotOptions): Promise<void> {
-    const { hostId, name, signal } = releaseOptions;
-    signal?.throwIfAborted();
+    const { hostId, name } = releaseOptions;
+    releaseOptions.signal?.throwIfAborted();
     assertSnapshotName(name);
+    using scope = withCallDeadline(releaseOptions, `releasing snapshot ${name} of host ${hostId}`);
+    const rbd: RbdCallOptions = { signal: scope.signal, logger: releaseOptions.logger };
     let refs = snapshotImages.get(name) ?? hostImages.get(hostId);
     if (!refs) {
       const single = resolved.hosts === undefined && !resolved.listHosts ? refFromId(hostId) : undefined;
-      refs = single ? [single] : await findSnapshot(name, signal);
+      refs = single ? [single] : await findSnapshot(name, rbd);
     }
-    const results = await mapLimited(refs, (ref) => removeSnapshot(ref, name, signal));
-    if (signal?.aborted) throw signal.reason;
+    const results = await mapLimited(refs, (ref) => removeSnapshot(ref, name, rbd));
+    if (rbd.signal?.aborted) throw rbd.signal.reason;
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) throw failure.reason;
     snapshotImages.delete(name);
@@ -394,11 +527,11 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
 
   const changedBlockReader = createCephRbdChangedBlockReader({ clusters, imageOf });
 
-  return {
-    specificationVersion: 'v1',
+  const platform: CephRbdPlatform = {
+    specificationVersion: 'v2',
     id: platformId,
     kind: resolved.kind,
-    capabilities: { snapshots: 'host', retainsSnapshotAsBase: true, changeTracking: 'exact' },
+    capabilities: { snapshots: 'host', quiesce: false, retainsSnapshotAsBase: true, changeTracking: 'exact' },
     changedBlockReader,
     clusters: [...clusters.values()].map((c) => ({
       name: c.name,
@@ -414,6 +547,7 @@ export function createCephRbdPlatform(options: CephRbdPlatformOptions): CephRbdP
     createSnapshot,
     releaseSnapshot,
   };
+  return { platform, resolveHosts, checkClusters };
 }
 
 /** Runs `task` on every item, at most {@link MAX_PARALLEL} at once, and settles them all. */

@@ -18,8 +18,12 @@ export interface OpenStackConnectionOptions extends KeystoneCredentials {
 
 /** Settings of {@link createOpenStackCephPlatform}. */
 export interface OpenStackCephPlatformOptions {
-  /** Identity of the platform, unique in the engine. Default `openstack-ceph-<Keystone host:port>`. */
-  readonly id?: string;
+  /**
+   * Identity of the platform, unique among the platforms of one engine, chosen by you (`openstack-prod`):
+   * recovery points are filed under it, so changing it restarts every disk's history. Required; never derived
+   * from the Keystone URL, which may change.
+   */
+  readonly id: string;
   /** Keystone v3 credentials, region and interface of the endpoints. */
   readonly openstack: OpenStackConnectionOptions;
   /**

@@ -2,7 +2,12 @@
 // servers and Cinder volumes to RBD images. The platform against real peers: test/integration/openstack.
 import { InvalidSettingsError } from '@drkit/core';
 import { describe, expect, it } from 'vitest';
-import { type CinderVolume, parseVolumeHost } from './cinder-client.js';
+import {
+  type CinderBackendPool,
+  type CinderVolume,
+  parseBackendPool,
+  parseVolumeHost,
+} from './cinder-client.js';
 import type { NovaServer } from './nova-client.js';
 import type { OpenStackCephPlatformOptions } from './openstack-ceph-options.js';
 import {
@@ -16,6 +21,7 @@ const KEY = 'AQBBY9hfBc0+AxAAzyym+6l+MeTpMlgNTbye/A==';
 
 function validOptions(): OpenStackCephPlatformOptions {
   return {
+    id: 'openstack-prod',
     openstack: {
       authUrl: 'http://192.168.10.201:5000/v3',
       userDomainId: 'default',
@@ -77,8 +83,9 @@ const cluster = (index: number, patch: Record<string, unknown>) => (o: Record<st
 describe('createOpenStackCephPlatform options', () => {
   it("accepts both of the console's tables and reports the connection without the password", () => {
     const platform = createOpenStackCephPlatform(validOptions());
+    expect(platform.specificationVersion).toBe('v2');
     expect(platform.kind).toBe('openstack-ceph');
-    expect(platform.id).toBe('openstack-ceph-192.168.10.201:5000');
+    expect(platform.id).toBe('openstack-prod');
     expect(platform.openstack).toEqual({
       authUrl: 'http://192.168.10.201:5000/v3',
       userDomainId: 'default',
@@ -95,8 +102,14 @@ describe('createOpenStackCephPlatform options', () => {
     ]);
     expect(platform.capabilities).toEqual({
       snapshots: 'host',
+      quiesce: false,
       retainsSnapshotAsBase: true,
       changeTracking: 'exact',
+    });
+    expect(platform.changedBlockReader).toMatchObject({
+      mode: 'stream',
+      blockSize: 512,
+      maxConcurrentReads: 1,
     });
   });
 
@@ -129,6 +142,21 @@ describe('createOpenStackCephPlatform options', () => {
     expect(fieldOf(cluster(1, { name: 'ceph-1' }))).toBe('ceph[1].name');
     expect(fieldOf(cluster(1, { volumeTypes: ['ssd'] }))).toBe('ceph[1].volumeTypes');
     expect(fieldOf((o) => ({ ...o, id: '' }))).toBe('id');
+    expect(fieldOf((o) => ({ ...o, id: undefined }))).toBe('id');
+    expect(fieldOf((o) => ({ ...o, id: 7 }))).toBe('id');
+  });
+
+  it('requires the id: none is derived from the Keystone URL', () => {
+    const { id: _id, ...withoutId } = validOptions();
+    let error: unknown;
+    try {
+      createOpenStackCephPlatform(withoutId as OpenStackCephPlatformOptions);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(InvalidSettingsError.isInstance(error)).toBe(true);
+    expect((error as InvalidSettingsError).field).toBe('id');
+    expect((error as Error).message).toMatch(/^id: is required: a stable name you choose/);
   });
 });
 
@@ -167,6 +195,15 @@ const server: NovaServer = {
   computeHost: undefined,
 };
 
+/** What Cinder's RBD driver reports for a backend writing into `pool`. */
+function rbdCapabilities(pool: string): Record<string, unknown> {
+  return {
+    storage_protocol: 'ceph',
+    volume_backend_name: 'ceph',
+    location_info: `ceph:/etc/ceph/ceph.conf:f-1:cinder:${pool}`,
+  };
+}
+
 describe('mapping servers and volumes to RBD images', () => {
   it('parses host@backend#pool', () => {
     expect(parseVolumeHost('node-1@ceph#ceph')).toEqual({
@@ -182,7 +219,10 @@ describe('mapping servers and volumes to RBD images', () => {
   it('picks the cluster by volume type; the backend names one of several clusters without types', () => {
     expect(chooseCluster(volume('v', { volumeType: 'sata' }), clusters)).toEqual({ cluster: clusters[1] });
     expect(chooseCluster(volume('v', { volumeType: 'lvm' }), clusters)).toEqual({
-      reason: 'volume type "lvm" is held by no configured Ceph cluster (ceph-1: ceph, ssd; ceph-2: sata)',
+      reason: 'backing-unreachable',
+      detail:
+        'volume type "lvm" is held by no configured Ceph cluster (ceph-1: ceph, ssd; ceph-2: sata): add the ' +
+        "cluster that holds it, or its type to a cluster's volumeTypes",
     });
     const open: ClusterChoice[] = [
       { name: 'rbd-a', pool: 'volumes', volumeTypes: [] },
@@ -192,7 +232,8 @@ describe('mapping servers and volumes to RBD images', () => {
       cluster: open[1],
     });
     expect(chooseCluster(volume('v', { host: parseVolumeHost('n@other#other') }), open)).toMatchObject({
-      reason: expect.stringMatching(/could be in several Ceph clusters/),
+      reason: 'openstack-ceph-cluster-ambiguous',
+      detail: expect.stringMatching(/could be in several Ceph clusters/),
     });
     expect(chooseCluster(volume('v', { volumeType: undefined }), [open[0]!])).toEqual({ cluster: open[0] });
   });
@@ -231,23 +272,114 @@ describe('mapping servers and volumes to RBD images', () => {
       'openstack.backendHost': 'node-1@ceph#ceph',
       'openstack.device': '/dev/vda',
     });
-    expect(skipped.map((s) => [s.volumeId, s.reason])).toEqual([
-      ['lvm', 'volume type "lvm" is held by no configured Ceph cluster (ceph-1: ceph, ssd; ceph-2: sata)'],
-      ['gone', 'Cinder does not list this volume (deleted meanwhile, or not visible to this user)'],
-      ['broken', 'the volume is error'],
+    expect(skipped.map((s) => [s.volumeId, s.reason, s.detail])).toEqual([
+      [
+        'lvm',
+        'backing-unreachable',
+        expect.stringMatching(
+          /^volume type "lvm" is held by no configured Ceph cluster \(ceph-1: ceph, ssd;/,
+        ),
+      ],
+      [
+        'gone',
+        'backing-missing',
+        'Cinder does not list volume gone (deleted meanwhile, or not visible to this user)',
+      ],
+      ['broken', 'openstack-ceph-volume-unavailable', expect.stringMatching(/^the volume is error: /)],
     ]);
-    expect(host.attributes).toMatchObject({
+    expect(skipped[0]).toMatchObject({
+      id: 'lvm',
+      name: '/dev/vdd',
+      serverId: 's1',
+      serverName: 'web-1',
+      device: '/dev/vdd',
+      volumeType: 'lvm',
+    });
+    // The host carries them as v2 skipped disks, and no attribute repeats them.
+    expect(host.skippedDisks).toEqual(
+      skipped.map(({ id, name, reason, detail }) => ({ id, name, reason, detail })),
+    );
+    expect(host.skippedDisks?.map((d) => d.name)).toEqual(['/dev/vdd', 'gone', 'vol-broken']);
+    expect(host.attributes).toEqual({
       'openstack.projectId': 'p1',
       'openstack.status': 'ACTIVE',
       'openstack.flavor': 'm1.small',
       'openstack.availabilityZone': 'nova',
     });
-    expect(host.attributes?.['openstack.skippedVolumes']).toMatch(/^lvm \(\/dev\/vdd\): volume type "lvm"/);
   });
 
-  it("says when a server's root disk is Nova's ephemeral disk (booted from an image), not a volume", () => {
-    const { host } = mapServer({ ...server, attachedVolumes: [], imageId: 'img-1' }, new Map(), clusters);
+  it("lists Nova's ephemeral root disk of a server booted from an image as a skipped disk (unsupported-disk)", () => {
+    const { host, skipped } = mapServer(
+      { ...server, attachedVolumes: [], imageId: 'img-1' },
+      new Map(),
+      clusters,
+    );
     expect(host.disks).toEqual([]);
-    expect(host.attributes?.['openstack.ephemeralRootDisk']).toMatch(/booted from image img-1/);
+    expect(host.skippedDisks).toEqual([
+      {
+        id: 's1_disk',
+        name: 'ephemeral root disk',
+        reason: 'unsupported-disk',
+        detail: expect.stringMatching(/booted from image img-1: its root disk is Nova's ephemeral disk/),
+      },
+    ]);
+    expect(skipped[0]).toMatchObject({ volumeId: undefined, serverName: 'web-1' });
+  });
+
+  it("tells a non-RBD backend (unsupported-disk) and an RBD pool no cluster is configured for (backing-unreachable) from Cinder's pools", () => {
+    const pools = new Map<string, CinderBackendPool>(
+      [
+        { name: 'node-1@ceph#ceph', capabilities: rbdCapabilities('volumes') },
+        { name: 'node-1@ssd#ssd', capabilities: rbdCapabilities('volumes-ssd') },
+        { name: 'node-2@lvm#lvm', capabilities: { storage_protocol: 'iSCSI', volume_backend_name: 'lvm' } },
+        { name: 'node-3@other#other', capabilities: rbdCapabilities('elsewhere') },
+      ].map((entry) => [entry.name, parseBackendPool(entry)!]),
+    );
+    const volumes = new Map(
+      [
+        volume('data'),
+        // A type ceph-1 holds, but Cinder keeps it in another pool than ceph-1's.
+        volume('fast', { volumeType: 'ssd', host: parseVolumeHost('node-1@ssd#ssd') }),
+        // A type a cluster claims, on a backend that is not RBD at all.
+        volume('lvm', { volumeType: 'ceph', host: parseVolumeHost('node-2@lvm#lvm') }),
+        // A type no cluster holds, on an RBD backend: reachable only with another cluster configured.
+        volume('other', { volumeType: 'gold', host: parseVolumeHost('node-3@other#other') }),
+      ].map((v) => [v.id, v]),
+    );
+    const attached = {
+      ...server,
+      attachedVolumes: [...volumes.keys()].map((id) => ({ id, deleteOnTermination: false })),
+    };
+    const { host, skipped } = mapServer(attached, volumes, clusters, pools);
+    expect(host.disks.map((d) => d.id)).toEqual(['data']);
+    expect(skipped.map((s) => [s.id, s.reason])).toEqual([
+      ['fast', 'backing-unreachable'],
+      ['lvm', 'unsupported-disk'],
+      ['other', 'backing-unreachable'],
+    ]);
+    expect(skipped[0]!.detail).toMatch(/Cinder keeps the volume in Ceph pool volumes-ssd .* pool volumes/);
+    expect(skipped[1]!.detail).toMatch(/backend node-2@lvm#lvm \(storage protocol iSCSI\), not on Ceph RBD/);
+    expect(skipped[2]!.detail).toMatch(
+      /held by no configured Ceph cluster .* \(Cinder keeps it in Ceph pool elsewhere, fsid f-1\)/,
+    );
+  });
+
+  it('reads the Ceph pool of an RBD backend from location_info, from both ends', () => {
+    expect(parseBackendPool({ name: 'n@ceph#ceph', capabilities: rbdCapabilities('volumes') })).toEqual({
+      name: 'n@ceph#ceph',
+      storageProtocol: 'ceph',
+      volumeBackendName: 'ceph',
+      ceph: { cluster: 'ceph', fsid: 'f-1', pool: 'volumes' },
+    });
+    expect(
+      parseBackendPool({
+        name: 'n@ceph#ceph',
+        capabilities: { storage_protocol: 'ceph', location_info: 'ceph:C:/odd:path.conf:f-2:cinder:vol' },
+      })?.ceph,
+    ).toEqual({ cluster: 'ceph', fsid: 'f-2', pool: 'vol' });
+    expect(parseBackendPool({ name: 'n@lvm#lvm', capabilities: { storage_protocol: 'iSCSI' } })?.ceph).toBe(
+      undefined,
+    );
+    expect(parseBackendPool({ capabilities: {} })).toBeUndefined();
   });
 });
