@@ -13,6 +13,7 @@ import {
   createLocalFolderStore,
   type DiskTaskResult,
   openRepository,
+  QuiesceFailedError,
   type Repository,
 } from '@drkit/core';
 import { hashDiskImage } from '@drkit/testkit';
@@ -85,7 +86,8 @@ class Scenario {
     const job: BackupJobResult = await this.engine.backup({ hosts: [this.hostId] });
     const results = new Map<string, DiskTaskResult>();
     for (const task of job.tasks) {
-      if (task.status !== 'succeeded') throw task.error;
+      if (task.status === 'failed') throw task.error;
+      if (task.status === 'skipped') throw new Error(`disk ${task.diskId} skipped: ${task.detail}`);
       const image = this.imageNames.find((name) => this.diskId(name) === task.diskId)!;
       results.set(image, task.result);
     }
@@ -284,6 +286,55 @@ describe('end to end on a real Ceph cluster (engine + local folder repository, c
       expect(await scenario.restoreAll()).toBe(2);
     } finally {
       await scenario.engine.close();
+    }
+  }, 120_000);
+
+  it("a job backs up a host's images and reports a missing one as skipped; one that requires quiescing fails and creates nothing", async () => {
+    const image = uniqueImageName('e2e-skip');
+    const missing = uniqueImageName('e2e-missing');
+    images.push(image);
+    await rbdHelper(cluster, [
+      { op: 'create', image, size: 4 * MiB },
+      { op: 'fill', image, offset: 0, length: MiB, seed: 51 },
+    ]);
+    const hostId = uniqueImageName('skip');
+    const platform = createCephRbdPlatform({
+      id: `ceph-e2e-${hostId}`,
+      clusters: [backupClusterOptions(cluster)],
+      hosts: [
+        { id: hostId, name: hostId, images: [`${cluster.pool}/${image}`, `${cluster.pool}/${missing}`] },
+      ],
+    });
+    const engine = createBackupEngine({ repository, platforms: [platform] });
+    try {
+      // Ceph cannot quiesce: the engine fails the host's disk itself and no snapshot is taken.
+      const required = await engine.backup({ hosts: [hostId], quiesce: 'required' });
+      expect([required.succeeded, required.failed, required.skipped]).toEqual([0, 1, 1]);
+      const refused = required.tasks.find((task) => task.status === 'failed');
+      expect(refused?.status === 'failed' && QuiesceFailedError.isInstance(refused.error)).toBe(true);
+      expect(await snapshotNames(cluster, image)).toEqual([]);
+      expect((await repository.ledger.list()).filter((entry) => entry.hostId === hostId)).toEqual([]);
+
+      const job = await engine.backup({ hosts: [hostId] });
+      expect([job.succeeded, job.failed, job.skipped]).toEqual([1, 0, 1]);
+      expect(job.tasks.find((task) => task.status === 'skipped')).toMatchObject({
+        diskId: `test/${cluster.pool}/${missing}`,
+        reason: 'backing-missing',
+        detail: expect.stringContaining(`image ${cluster.pool}/${missing} does not exist`),
+      });
+      const done = job.tasks.find((task) => task.status === 'succeeded');
+      if (done?.status !== 'succeeded') throw new Error('no disk was backed up');
+      expect(done.result.consistency).toBe('disk');
+      expect(done.result.validity).toEqual({ kind: 'full', reason: 'first-backup' });
+      const point = await repository.point(done.result.pointId);
+      const snapshot = point.checkpoint!.snapshotName!;
+      expect(await snapshotNames(cluster, image)).toEqual([snapshot]);
+      const target = join(dir, `restore-${point.id}.img`);
+      await repository.restore(point.id, { path: target });
+      expect(await hashDiskImage(target)).toBe((await exportSha256(cluster, `${image}@${snapshot}`)).sha256);
+      await rm(target);
+    } finally {
+      await engine.close();
     }
   }, 120_000);
 });

@@ -12,6 +12,7 @@ import {
   createBackupEngine,
   createLocalFolderStore,
   type Host,
+  type HostSnapshot,
   NotFoundError,
   openRepository,
   PermissionError,
@@ -63,6 +64,7 @@ afterAll(async () => {
 
 function platformWith(overrides: Parameters<typeof backupClusterOptions>[1] = {}): CephRbdPlatform {
   return createCephRbdPlatform({
+    id: 'ceph-errors',
     clusters: [backupClusterOptions(cluster, overrides)],
     hosts: [{ id: 'host', name: 'host', images: [`${cluster.pool}/${image}`] }],
   });
@@ -107,8 +109,19 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
     const status = await platform.verify();
     expect(status).toMatchObject({ status: 'abnormal', code: 'AUTHENTICATION_FAILED' });
     const disk = (await listHosts(platformWith()))[0]!.disks[0]!;
+    const snapshot: HostSnapshot = {
+      hostId: 'host',
+      name: 'drkit-x',
+      disks: [{ diskId: disk.id, ref: `test/${cluster.pool}/${image}@drkit-x` }],
+      consistency: 'disk',
+    };
     await expect(
-      platform.changedBlockReader.open({ disk, snapshot: { hostId: 'host', name: 'drkit-x' } }),
+      platform.changedBlockReader.open({
+        disk,
+        snapshot,
+        diskSnapshot: snapshot.disks[0],
+        chunkSize: 1024 * 1024,
+      }),
     ).rejects.toSatisfy(AuthenticationError.isInstance);
   });
 
@@ -186,10 +199,12 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
       const platform = platformWith({ cephx: { user, keyring: `[client.${user}]\n\tkey = ${key}\n` } });
       expect(await platform.verify()).toMatchObject({ status: 'normal', hostCount: 1 });
       const [host] = await listHosts(platform);
-      const error = await platform.createSnapshot({ host: host!, name: 'drkit-denied' }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const error = await platform
+        .createSnapshot({ host: host!, name: 'drkit-denied', quiesce: 'none' })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(PermissionError.isInstance(error), String(error)).toBe(true);
       expect((error as Error).message).toContain(`mon 'profile rbd' osd 'profile rbd pool=${cluster.pool}'`);
       expect((error as Error).message).not.toContain(key);
@@ -199,16 +214,29 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
     }
   });
 
-  it('a missing image is a NotFoundError; a half-taken host snapshot is removed', async () => {
+  it('a missing image is a skipped disk (backing-missing); a snapshot of it is a NotFoundError and a half-taken host snapshot is removed', async () => {
     const missing = uniqueImageName('missing');
     const platform = createCephRbdPlatform({
+      id: 'ceph-errors-half',
       clusters: [backupClusterOptions(cluster)],
       hosts: [
         { id: 'half', name: 'half', images: [`${cluster.pool}/${image}`, `${cluster.pool}/${missing}`] },
       ],
     });
-    await expect(listHosts(platform)).rejects.toSatisfy(NotFoundError.isInstance);
-    expect(await platform.verify()).toMatchObject({ status: 'abnormal', code: 'NOT_FOUND' });
+    // Listed, with the disk it cannot protect and why, rather than failing every host of the platform.
+    const [listed] = await listHosts(platform);
+    expect(listed!.disks.map((disk) => disk.id)).toEqual([`test/${cluster.pool}/${image}`]);
+    expect(listed!.skippedDisks).toEqual([
+      {
+        id: `test/${cluster.pool}/${missing}`,
+        name: missing,
+        reason: 'backing-missing',
+        detail: expect.stringContaining(
+          `image ${cluster.pool}/${missing} does not exist on Ceph cluster test`,
+        ),
+      },
+    ]);
+    expect(await platform.verify()).toMatchObject({ status: 'normal', hostCount: 1 });
     const [good] = await listHosts(platformWith());
     const host: Host = {
       ...good!,
@@ -224,7 +252,7 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
         },
       ],
     };
-    await expect(platform.createSnapshot({ host, name: 'drkit-half' })).rejects.toSatisfy(
+    await expect(platform.createSnapshot({ host, name: 'drkit-half', quiesce: 'none' })).rejects.toSatisfy(
       NotFoundError.isInstance,
     );
     expect(
@@ -236,7 +264,7 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
   it('releasing is idempotent; a protected snapshot is a PermissionError until unprotected', async () => {
     const platform = platformWith();
     const [host] = await listHosts(platform);
-    await platform.createSnapshot({ host: host!, name: 'drkit-protected' });
+    await platform.createSnapshot({ host: host!, name: 'drkit-protected', quiesce: 'none' });
     await adminCommand(cluster, ['snap', 'protect', `${cluster.pool}/${image}@drkit-protected`]);
     await expect(platform.releaseSnapshot({ hostId: 'host', name: 'drkit-protected' })).rejects.toSatisfy(
       (error: unknown) => PermissionError.isInstance(error) && /protected/.test(error.message),
@@ -245,7 +273,7 @@ describe('Ceph failures are typed, fast and never leak the key', { timeout: 120_
     await platform.releaseSnapshot({ hostId: 'host', name: 'drkit-protected' });
     await platform.releaseSnapshot({ hostId: 'host', name: 'drkit-protected' });
     // A platform object that never saw the host or the snapshot finds it by name.
-    await platform.createSnapshot({ host: host!, name: 'drkit-elsewhere' });
+    await platform.createSnapshot({ host: host!, name: 'drkit-elsewhere', quiesce: 'none' });
     await platformWith().releaseSnapshot({ hostId: 'unknown-host', name: 'drkit-elsewhere' });
     expect(await snapshotNames(cluster, image)).toEqual([]);
   });

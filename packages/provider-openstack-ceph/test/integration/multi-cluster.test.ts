@@ -68,7 +68,7 @@ function clusters() {
 
 describe('a platform over two Ceph clusters (CephX on and off)', { timeout: 120_000 }, () => {
   it('lists one host per image of each cluster by default', async () => {
-    const platform = createCephRbdPlatform({ clusters: clusters() });
+    const platform = createCephRbdPlatform({ id: 'ceph-multi-default', clusters: clusters() });
     expect(platform.clusters.map((c) => [c.name, c.user])).toEqual([
       ['ceph-a', 'backup'],
       ['ceph-b', undefined],

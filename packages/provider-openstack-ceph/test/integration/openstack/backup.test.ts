@@ -57,7 +57,8 @@ async function backupWeb(): Promise<Map<string, DiskTaskResult>> {
   const job = await engine.backup({ hosts: [web.id] });
   const results = new Map<string, DiskTaskResult>();
   for (const task of job.tasks) {
-    if (task.status !== 'succeeded') throw task.error;
+    if (task.status === 'failed') throw task.error;
+    if (task.status === 'skipped') throw new Error(`disk ${task.diskId} skipped: ${task.detail}`);
     expect(task.hostId).toBe(web.id);
     results.set(task.diskId, task.result);
   }

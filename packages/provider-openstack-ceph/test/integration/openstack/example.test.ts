@@ -57,6 +57,7 @@ describe('examples/openstack-ceph-backup.mjs', () => {
       CEPH_KEY: ceph.backupKey,
       CEPH_POOL: facts.cephPool,
       CEPH_VOLUME_TYPES: 'ceph',
+      DRKIT_PLATFORM_ID: 'openstack-example',
       DRKIT_REPOSITORY: join(dir, 'repo'),
     };
     const server = facts.servers.find((s) => s.name === 'app-b1')!;
@@ -65,9 +66,9 @@ describe('examples/openstack-ceph-backup.mjs', () => {
     const first = await runExample(['app-b1'], env);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
-    expect(first.stdout).toContain('platform openstack-ceph-127.0.0.1:5000: normal, 3 servers');
+    expect(first.stdout).toContain('platform openstack-example: normal, 3 servers');
     expect(first.stdout).toMatch(
-      /not backed up: volume \S+ of db-1: volume type "local" is held by no configured/,
+      /not backed up: volume \S+ of db-1 \(unsupported-disk\): volume type "local" lives on Cinder backend/,
     );
     expect(first.stdout).toMatch(
       new RegExp(`backed up server ${server.id} volume ${volume.id}: point \\S+, full \\(first-backup\\)`),
@@ -98,6 +99,7 @@ describe('examples/openstack-ceph-backup.mjs', () => {
       CEPH_MONITORS: ceph.monitors,
       CEPH_USER: ceph.backupUser,
       CEPH_KEY: ceph.backupKey,
+      DRKIT_PLATFORM_ID: 'openstack-example',
       DRKIT_REPOSITORY: join(dir, 'repo-2'),
     });
     expect(result.code).toBe(1);

@@ -1,6 +1,15 @@
 // The inventory of a real OpenStack (Keystone 22, Nova 26 with the fake compute driver, Cinder 21 with the RBD
 // driver writing into a real Ceph cluster), compared with what scripts/peers/openstack-peer.py seeded.
-import { type Host, PermissionError } from '@drkit/core';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createBackupEngine,
+  createLocalFolderStore,
+  type Host,
+  openRepository,
+  PermissionError,
+} from '@drkit/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   createCinderClient,
@@ -118,22 +127,27 @@ describe('Nova and Cinder clients', () => {
 });
 
 describe('createOpenStackCephPlatform on the real peers', () => {
-  it('verify(): normal, with the number of servers and the volume it leaves out', async () => {
+  it('verify(): normal, with the number of servers and the disk it leaves out (a volume not on RBD)', async () => {
     const platform = createOpenStackCephPlatform(platformOptions(peer));
     const status = await platform.verify();
     expect(status).toMatchObject({ status: 'normal', hostCount: 3 });
     if (status.status !== 'normal') throw new Error('unreachable');
-    const scratch = facts.servers
-      .find((s) => s.name === 'db-1')!
-      .volumes.find((v) => v.volumeType === 'local')!;
-    expect(status.skippedVolumes).toEqual([
+    const db = facts.servers.find((s) => s.name === 'db-1')!;
+    const scratch = db.volumes.find((v) => v.volumeType === 'local')!;
+    // Cinder's pools (admin) say the `local` backend is not RBD (the fake driver reports protocol "fake").
+    expect(status.skippedDisks).toEqual([
       {
-        serverId: facts.servers.find((s) => s.name === 'db-1')!.id,
+        id: scratch.id,
+        name: scratch.device,
+        reason: 'unsupported-disk',
+        detail:
+          `volume type "local" lives on Cinder backend ${scratch.host} (storage protocol fake), not on Ceph ` +
+          'RBD: drkit reads RBD volumes only',
+        serverId: db.id,
         serverName: 'db-1',
         volumeId: scratch.id,
         device: scratch.device,
         volumeType: 'local',
-        reason: 'volume type "local" is held by no configured Ceph cluster (ceph-1: ceph)',
       },
     ]);
   });
@@ -168,12 +182,13 @@ describe('createOpenStackCephPlatform on the real peers', () => {
       }
       const skipped = seeded.volumes.filter((v) => !v.inCeph);
       if (skipped.length > 0) {
-        expect(host.attributes?.['openstack.skippedVolumes']).toBe(
-          `${skipped[0]!.id} (${skipped[0]!.device}): volume type "local" is held by no configured Ceph cluster (ceph-1: ceph)`,
+        expect(host.skippedDisks?.map((d) => [d.id, d.name, d.reason])).toEqual(
+          skipped.map((v) => [v.id, v.device, 'unsupported-disk']),
         );
       } else {
-        expect(host.attributes?.['openstack.skippedVolumes']).toBeUndefined();
+        expect(host.skippedDisks).toBeUndefined();
       }
+      expect(host.attributes?.['openstack.skippedVolumes']).toBeUndefined();
     }
     const web = hosts.find((h) => h.name === 'web-1')!;
     expect(web.disks.map((d) => d.capacityBytes)).toEqual([1 * GiB, 2 * GiB]);
@@ -192,28 +207,52 @@ describe('createOpenStackCephPlatform on the real peers', () => {
     );
   });
 
-  it('a cluster without volumeTypes takes every type: the local volume maps to Ceph, has no image there, and is skipped with why', async () => {
+  it("a cluster without volumeTypes takes every type, but Cinder's pools still tell the local volume is not on RBD: skipped with why", async () => {
     const options = platformOptions(peer);
     const open = createOpenStackCephPlatform({
       ...options,
       ceph: [{ ...options.ceph[0]!, volumeTypes: undefined }],
     });
     const { skipped, hosts } = await open.inventory();
-    expect(skipped).toEqual([]);
-    expect(hosts.find((h) => h.name === 'db-1')!.disks).toHaveLength(2);
-    // Ceph has no image for it: the listing leaves it out and says which one, rather than backing up a wrong
-    // disk or failing every server.
+    // Rather than backing up a wrong disk or failing every server: left out, with the backend and its protocol.
+    expect(skipped.map((s) => [s.serverName, s.volumeType, s.reason])).toEqual([
+      ['db-1', 'local', 'unsupported-disk'],
+    ]);
+    expect(hosts.find((h) => h.name === 'db-1')!.disks).toHaveLength(1);
     const status = await open.verify();
     expect(status.status).toBe('normal');
     if (status.status !== 'normal') return;
     expect(status.hostCount).toBe(3);
-    expect(status.skippedVolumes).toHaveLength(1);
-    expect(status.skippedVolumes[0]).toMatchObject({ serverName: 'db-1', volumeType: 'local' });
-    expect(status.skippedVolumes[0]!.reason).toMatch(/volume-.* does not exist on Ceph cluster ceph-1/);
+    expect(status.skippedDisks).toHaveLength(1);
+    expect(status.skippedDisks[0]).toMatchObject({ serverName: 'db-1', volumeType: 'local' });
+    expect(status.skippedDisks[0]!.detail).toMatch(/storage protocol fake\), not on Ceph RBD/);
     const listed = [];
     for await (const host of open.hosts()) listed.push(host);
     const db = listed.find((h) => h.name === 'db-1')!;
     expect(db.disks).toHaveLength(1);
-    expect(db.attributes?.['ceph.skippedDisks']).toMatch(/does not exist on Ceph cluster ceph-1/);
+    expect(db.skippedDisks?.map((d) => d.reason)).toEqual(['unsupported-disk']);
+  });
+
+  it('a job backs up the Ceph volumes of db-1 and reports its local volume as skipped', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'drkit-openstack-skipped-'));
+    const repository = await openRepository({ store: createLocalFolderStore({ path: dir }), create: true });
+    const engine = createBackupEngine({
+      repository,
+      platforms: [createOpenStackCephPlatform(platformOptions(peer, { id: 'openstack-skipped' }))],
+    });
+    try {
+      const db = facts.servers.find((s) => s.name === 'db-1')!;
+      const job = await engine.backup({ hosts: [db.id] });
+      expect([job.succeeded, job.failed, job.skipped]).toEqual([1, 0, 1]);
+      const skipped = job.tasks.find((t) => t.status === 'skipped');
+      expect(skipped).toMatchObject({
+        diskId: db.volumes.find((v) => v.volumeType === 'local')!.id,
+        reason: 'unsupported-disk',
+      });
+    } finally {
+      await engine.close();
+      await repository.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
