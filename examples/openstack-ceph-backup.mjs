@@ -15,9 +15,14 @@
 //   CEPH_POOL              default "volumes"
 //   CEPH_VOLUME_TYPES      Cinder volume types in this cluster, comma separated (empty: every type)
 //   CEPH_INCREMENTAL_MODE  exact (rbd diff, default) or fast (whole objects)
+//   DRKIT_PLATFORM_ID      a stable name you choose for this cloud, e.g. openstack-prod: points are filed under
+//                          it, so keep it when an address changes
 //   DRKIT_REPOSITORY       the repository folder (created if missing)
 //
 //   node examples/openstack-ceph-backup.mjs SERVER...   (names or ids; none: every server)
+//
+// Exits 0 when every disk was backed up, 1 when one failed, 3 when none failed but one was skipped (a disk the
+// platform cannot protect, e.g. a volume of a backend that is not Ceph: it says which and why).
 import { readFile } from 'node:fs/promises';
 import { createBackupEngine, createLocalFolderStore, openRepository } from '@drkit/core';
 import { createOpenStackCephPlatform } from '@drkit/provider-openstack-ceph';
@@ -33,6 +38,7 @@ function required(name) {
 }
 
 const platform = createOpenStackCephPlatform({
+  id: required('DRKIT_PLATFORM_ID'),
   openstack: {
     authUrl: required('OS_AUTH_URL'),
     userDomainId: env.OS_USER_DOMAIN_ID || 'default',
@@ -64,8 +70,9 @@ if (status.status !== 'normal') {
   process.exit(1);
 }
 console.log(`platform ${platform.id}: normal, ${status.hostCount} servers`);
-for (const skipped of status.skippedVolumes) {
-  console.log(`  not backed up: volume ${skipped.volumeId} of ${skipped.serverName}: ${skipped.reason}`);
+for (const skipped of status.skippedDisks) {
+  const what = skipped.volumeId ? `volume ${skipped.volumeId}` : skipped.name;
+  console.log(`  not backed up: ${what} of ${skipped.serverName} (${skipped.reason}): ${skipped.detail}`);
 }
 
 const wanted = process.argv.slice(2);
@@ -75,9 +82,15 @@ const repository = await openRepository({
 });
 const engine = createBackupEngine({ repository, platforms: [platform] });
 let failed = 0;
+let skipped = 0;
 try {
   const job = await engine.backup(wanted.length > 0 ? { hosts: wanted } : {});
   for (const task of job.tasks) {
+    if (task.status === 'skipped') {
+      skipped++;
+      console.log(`SKIPPED server ${task.hostId} disk ${task.diskId} (${task.reason}): ${task.detail}`);
+      continue;
+    }
     if (task.status !== 'succeeded') {
       failed++;
       console.log(`FAILED server ${task.hostId} volume ${task.diskId}: ${task.error?.message ?? task.error}`);
@@ -101,4 +114,4 @@ try {
   await engine.close();
   await repository.close();
 }
-process.exit(failed > 0 ? 1 : 0);
+process.exit(failed > 0 ? 1 : skipped > 0 ? 3 : 0);
