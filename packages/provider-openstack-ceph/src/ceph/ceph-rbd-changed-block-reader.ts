@@ -16,8 +16,8 @@ import {
   parseCheckpointToken,
   SourceProtocolError,
   type StreamReadSession,
+  withCallDeadline,
 } from '@drkit/core';
-import { withCallDeadline } from '../with-call-deadline.js';
 import type { CephImageRef, ResolvedCluster } from './ceph-rbd-options.js';
 import { parseExportDiff } from './export-diff-parser.js';
 import { openRbdStream, type RbdCallOptions, type RbdStream, runRbdJson } from './rbd-command.js';

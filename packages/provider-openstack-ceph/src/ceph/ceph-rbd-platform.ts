@@ -15,8 +15,8 @@ import {
   type ReleaseSnapshotOptions,
   type SkippedDisk,
   SourceProtocolError,
+  withCallDeadline,
 } from '@drkit/core';
-import { withCallDeadline } from '../with-call-deadline.js';
 import {
   assertSnapshotName,
   type CephRbdChangedBlockReader,

@@ -7,8 +7,8 @@ import {
   type RetryOptions,
   retry,
   SourceProtocolError,
+  withCallDeadline,
 } from '@drkit/core';
-import { withCallDeadline } from '../with-call-deadline.js';
 import {
   createOpenStackHttp,
   describeUrl,

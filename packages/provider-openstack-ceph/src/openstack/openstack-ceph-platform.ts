@@ -8,6 +8,7 @@ import {
   type PlatformStatus,
   type SkippedDisk,
   type SkipReason,
+  withCallDeadline,
 } from '@drkit/core';
 import {
   type CephClusterOptions,
@@ -16,7 +17,6 @@ import {
   requirePlatformId,
 } from '../ceph/ceph-rbd-options.js';
 import { type CephRbdPlatform, createCephRbdPlatformParts } from '../ceph/ceph-rbd-platform.js';
-import { withCallDeadline } from '../with-call-deadline.js';
 import {
   type CinderBackendPool,
   type CinderClient,
