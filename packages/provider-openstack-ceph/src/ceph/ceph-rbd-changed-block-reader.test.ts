@@ -219,14 +219,10 @@ describe('the Ceph RBD reader on broken streams (fake rbd)', { timeout: 30_000 }
     await expect(run).rejects.toBe(reason);
   });
 
-  it('refuses a read without a snapshot, with the snapshot of another image, or with the base of another disk', async () => {
+  it('refuses a read without a snapshot, or with the snapshot of another image or disk', async () => {
     const platform = await platformWith(fullStream());
     const reader = platform.changedBlockReader;
     await expect(reader.open({ disk, chunkSize: CHUNK })).rejects.toSatisfy(InvalidArgumentError.isInstance);
-    const base = { diskId: 'other', token: '{}', capacityBytes: 1, createdAt: new Date().toISOString() };
-    await expect(reader.open({ disk, snapshot, diskSnapshot, base, chunkSize: CHUNK })).rejects.toSatisfy(
-      InvalidArgumentError.isInstance,
-    );
     const evil: HostSnapshot = { ...snapshot, name: '--evil', disks: [] };
     await expect(reader.open({ disk, snapshot: evil, chunkSize: CHUNK })).rejects.toSatisfy(
       InvalidArgumentError.isInstance,
@@ -324,6 +320,39 @@ describe('the Ceph RBD reader on broken streams (fake rbd)', { timeout: 30_000 }
       expect(exports[0]).not.toContain('--from-snap');
     },
   );
+
+  it("another disk's checkpoint means a full read (checkpoint-invalid), even when its token is this image's", async () => {
+    const platform = await platformWith(fullStream());
+    const token = JSON.stringify({
+      format: 'drkit-ceph-rbd',
+      version: 1,
+      cluster: 'fake',
+      pool: 'volumes',
+      image: 'img',
+      imageId: 'abc123',
+      snapshot: 'drkit-1',
+    });
+    const base = {
+      diskId: 'fake/volumes/other',
+      token,
+      capacityBytes: SIZE,
+      createdAt: new Date().toISOString(),
+    };
+    const { changes, session } = await readAll(platform, undefined, base);
+    expect(session.validity).toEqual({
+      kind: 'full',
+      reason: 'checkpoint-invalid',
+      detail: `the base checkpoint belongs to disk "fake/volumes/other", not ${disk.id}: reading volumes/img in full`,
+    });
+    expect(session.fromSnapshotName).toBeUndefined();
+    expect(changes).toEqual([
+      ['data', 0, CHUNK],
+      ['data', CHUNK, CHUNK],
+      ['zero', 2 * CHUNK, 4096],
+    ]);
+    // Neither the base snapshot of the token was looked at, nor a diff from it started.
+    expect((await calls()).filter((line) => line.includes('drkit-1'))).toEqual([]);
+  });
 
   it('commit and abandon only record the outcome: the first counts, a second call or one after close is harmless', async () => {
     const platform = await platformWith(fullStream());

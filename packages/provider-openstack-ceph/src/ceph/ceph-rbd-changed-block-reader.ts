@@ -187,12 +187,13 @@ export interface CephRbdChangedBlockReader extends ChangedBlockReader {
    * (`<cluster>/<pool>/<image>@<snapshot>`, as {@link CephRbdPlatform.createSnapshot} returns it), or without
    * one `snapshot.name`. Without `base`: a full read (`fullReason`, or `first-backup`) of
    * `rbd export-diff IMAGE@SNAP`. With a base: `rbd export-diff --from-snap BASE` when the base snapshot still
-   * exists on the same image — `exact` in `exact` mode; in `fast` mode a `superset` from `--whole-object` when
-   * the object maps of both snapshots are valid, else `exact` with a `detail` naming the object map problem (an
-   * exact diff does not depend on the object map, so no full read is needed: `tracking-unreliable` is never
-   * returned). A full read instead, with the reason, when the base checkpoint is not one this reader wrote (garbled,
-   * another version, another provider's: `checkpoint-invalid`), the image was recreated (another RBD id:
-   * `disk-recreated`) or the base snapshot is gone (`base-snapshot-missing`).
+   * exists on the same image — `exact` in `exact` mode (to the byte inside the extent each RBD object had at the
+   * base; a write past an object's end comes from that end, zeros in between: exact to within one object); in
+   * `fast` mode a `superset` from `--whole-object` when the object maps of both snapshots are valid, else `exact`
+   * with a `detail` naming the object map problem (an exact diff does not depend on the object map, so no full
+   * read is needed: `tracking-unreliable` is never returned). A full read instead, with the reason, when the base checkpoint is not one this reader wrote for
+   * this disk (garbled, another version, another provider's, or another disk's: `checkpoint-invalid`), the image
+   * was recreated (another RBD id: `disk-recreated`) or the base snapshot is gone (`base-snapshot-missing`).
    *
    * Timeouts: each `rbd` command of the session (the `rbd info` calls here, the `export-diff` that `changes()`
    * reads) is bounded by `requestTimeoutSeconds` when it is given — the Sync Proxy's HTTP communication timeout,
@@ -204,7 +205,7 @@ export interface CephRbdChangedBlockReader extends ChangedBlockReader {
    * and of the read decided.
    *
    * @throws {@link @drkit/core!InvalidArgumentError} without a snapshot, with a `diskSnapshot` of another image or
-   * disk, with the base of another disk, or with an invalid `requestTimeoutSeconds`;
+   * disk, or with an invalid `requestTimeoutSeconds`;
    * {@link @drkit/core!NotFoundError} when the image or the snapshot does not exist;
    * {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError} for
    * access problems; {@link @drkit/core!TimeoutError} past `deadline` or a request timeout. Rejects with
@@ -286,11 +287,6 @@ export function createCephRbdChangedBlockReader(context: CephRbdReaderContext): 
       const cluster = context.clusters.get(ref.cluster);
       if (!cluster) throw new NotFoundError(`disk ${disk.id}: no Ceph cluster is named ${ref.cluster}`);
       const snapshotName = snapshotToRead(disk, ref, snapshot, diskSnapshot);
-      if (base && base.diskId !== disk.id) {
-        throw new InvalidArgumentError(
-          `the base checkpoint belongs to disk ${base.diskId}, not ${disk.id}: pass the checkpoint of this disk`,
-        );
-      }
       const requestTimeoutSeconds = options.requestTimeoutSeconds;
       if (
         requestTimeoutSeconds !== undefined &&
@@ -309,7 +305,8 @@ export function createCephRbdChangedBlockReader(context: CephRbdReaderContext): 
         requestTimeoutSeconds,
         logger: options.logger,
       };
-      const token = base ? parseToken(base.token) : undefined;
+      // The token of another disk's checkpoint is never used, even when it parses: read in full (decideRead).
+      const token = base && base.diskId === disk.id ? parseToken(base.token) : undefined;
       // Start the export-diff this read most likely needs while rbd info runs: it connects meanwhile, then waits
       // on a full pipe until changes() reads it. It is replaced when the checks decide on another read.
       const guess = !base
@@ -396,6 +393,12 @@ async function decideRead(
   let wholeObject = false;
   if (!base) {
     validity = { kind: 'full', reason: fullReason ?? 'first-backup' };
+  } else if (base.diskId !== disk.id) {
+    validity = {
+      kind: 'full',
+      reason: 'checkpoint-invalid',
+      detail: `the base checkpoint belongs to disk ${describeDiskId(base.diskId)}, not ${disk.id}: reading ${spec} in full`,
+    };
   } else if (!token) {
     validity = {
       kind: 'full',
@@ -456,6 +459,12 @@ async function decideRead(
     requestTimeoutSeconds: rbd.requestTimeoutSeconds,
     logger: rbd.logger,
   };
+}
+
+/** A checkpoint's disk id for a message: quoted, at most 200 characters. */
+function describeDiskId(diskId: unknown): string {
+  if (typeof diskId !== 'string') return `(not a string: ${typeof diskId})`;
+  return JSON.stringify(diskId.length > 200 ? `${diskId.slice(0, 200)}…` : diskId);
 }
 
 /** Why a checkpoint token is not one of this reader's, in words (never the whole token). */
