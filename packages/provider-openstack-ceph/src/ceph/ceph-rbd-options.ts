@@ -5,8 +5,9 @@ import type { RbdConnection } from './rbd-command.js';
 
 /**
  * How an incremental finds the changed data:
- * - `exact`: `rbd export-diff --from-snap` (the console's "rbd diff"): byte-exact, reads what changed; slower on
- *   large images because librbd lists the changes object by object;
+ * - `exact`: `rbd export-diff --from-snap` (the console's "rbd diff"): reads what changed, to the byte inside the
+ *   extent each object had at the base and to within one object past it (a write past an object's end is reported
+ *   from that end, zeros in between); slower on large images because librbd lists the changes object by object;
  * - `fast`: `rbd export-diff --whole-object --from-snap` (the console's "rbd du"): whole 4 MiB objects from the
  *   image's object map (fast-diff); a superset of the changes. When the object map is missing or invalid the
  *   read falls back to `exact` and says so.

@@ -51,7 +51,7 @@ export function backupClusterOptions(
 
 /** One operation of rbd-helper.py (see its docstring). */
 export type HelperOp =
-  | { op: 'create'; image: string; size: number; features?: string[] }
+  | { op: 'create'; image: string; size: number; features?: string[]; order?: number }
   | { op: 'write'; image: string; offset: number; data: Uint8Array }
   | { op: 'fill'; image: string; offset: number; length: number; seed: number }
   | { op: 'discard'; image: string; offset: number; length: number }

@@ -5,7 +5,7 @@ Usage: /usr/bin/python3 rbd-helper.py CEPH_CONF < ops.json
 
 ops.json is a JSON list of operations, run in order on one connection as client.admin (the conf names its
 keyring). Prints a JSON list with one result per operation. Operations:
-  {"op": "create", "pool", "image", "size", "features"?: ["layering", ...]}
+  {"op": "create", "pool", "image", "size", "features"?: ["layering", ...], "order"?: 22}  objects of 2^order bytes
   {"op": "write", "pool", "image", "offset", "data": base64}
   {"op": "fill", "pool", "image", "offset", "length", "seed"}     pseudo-random bytes from a seed
   {"op": "discard", "pool", "image", "offset", "length"}         the range reads as zeros afterwards
@@ -52,13 +52,14 @@ def run(ioctx, op):
     name = op["image"]
     if kind == "create":
         features = op.get("features")
+        order = op.get("order")
         if features is None:
-            rbd.RBD().create(ioctx, name, op["size"], old_format=False)
+            rbd.RBD().create(ioctx, name, op["size"], order=order, old_format=False)
         else:
             bits = 0
             for feature in features:
                 bits |= getattr(rbd, "RBD_FEATURE_" + feature.upper().replace("-", "_"))
-            rbd.RBD().create(ioctx, name, op["size"], old_format=False, features=bits)
+            rbd.RBD().create(ioctx, name, op["size"], order=order, old_format=False, features=bits)
         return {"ok": True}
     if kind == "remove":
         with rbd.Image(ioctx, name) as image:
