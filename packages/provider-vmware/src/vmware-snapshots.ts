@@ -15,7 +15,7 @@ import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
 import { readRef, type ServiceContent, type VmwareSession } from './vmware-session.js';
 import { waitForTask } from './vmware-tasks.js';
 
-/** What a {@link DiskSnapshot.ref} of this provider holds (JSON): enough to query CBT and read the disk. */
+/** What a {@link @drkit/core!DiskSnapshot.ref} of this provider holds (JSON): enough to query CBT and read the disk. */
 export interface VmwareDiskSnapshotRef {
   readonly vm: string;
   readonly snapshot: string;

@@ -22,4 +22,5 @@ export {
   type AwsEmulatorUser,
   DEFAULT_EBS_QUOTAS,
 } from './emulator-context.js';
+export type { EmulatorTag, SnapshotStatus } from './emulator-state.js';
 export { BLOCK_TOKEN_TTL_MS, EBS_BLOCK_SIZE, PAGE_TOKEN_TTL_MS } from './emulator-state.js';

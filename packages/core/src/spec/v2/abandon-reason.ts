@@ -1,4 +1,4 @@
-/** Why a read session ends without a point (see {@link ReadSessionBase.abandon}). */
+/** Why a read session ends without a point (see {@link @drkit/core!ReadSessionBase.abandon}). */
 export interface AbandonReason {
   /** `failed`: the task failed (the source, the repository, a stall); `cancelled`: the job was aborted. */
   readonly kind: 'failed' | 'cancelled';

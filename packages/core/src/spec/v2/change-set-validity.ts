@@ -6,7 +6,7 @@ import type { FullReadReason } from './full-read-reason.js';
  *   EBS `ListChangedBlocks`);
  * - `superset`: everything that changed and possibly more (a coarse object-granular diff, or every allocated
  *   extent of a disk without change tracking); the engine compares chunk hashes with the parent point;
- * - `full`: the whole disk, for the {@link FullReadReason} given.
+ * - `full`: the whole disk, for the {@link @drkit/core!FullReadReason} given.
  *
  * `detail` says more in words, e.g. why a fast diff fell back to an exact one.
  */

@@ -14,7 +14,7 @@ import type { OpenChangedBlocksOptions } from './open-changed-blocks-options.js'
  * ```
  */
 export interface ChangedBlockReader {
-  /** How its sessions deliver the change set: `stream` ({@link StreamReadSession}) or `extents` ({@link ExtentReadSession}). */
+  /** How its sessions deliver the change set: `stream` ({@link @drkit/core!StreamReadSession}) or `extents` ({@link @drkit/core!ExtentReadSession}). */
   readonly mode: 'stream' | 'extents';
   /**
    * The source's natural block size in bytes, a power of two (EBS: 512 KiB; a file: 4 KiB; `rbd`: 512). Every
@@ -31,7 +31,7 @@ export interface ChangedBlockReader {
   /**
    * Opens a session on the snapshot. Decides the change set's validity: when the base cannot be used (a garbled
    * or foreign checkpoint, a snapshot that is gone, a reset of change tracking) it does not throw but opens a
-   * full read and says why in {@link ReadSessionBase.validity}.
+   * full read and says why in {@link @drkit/core!ReadSessionBase.validity}.
    *
    * @throws {@link @drkit/core!NotFoundError} when the disk does not exist; {@link @drkit/core!AuthenticationError},
    * {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError} for access problems.

@@ -1,6 +1,6 @@
 /**
- * One range an {@link ExtentReadSession} lists: its content changed since the base (`data`: read it with
- * {@link ExtentReadSession.read}) or it now reads as zeros (`zero`: nothing to read).
+ * One range an {@link @drkit/core!ExtentReadSession} lists: its content changed since the base (`data`: read it with
+ * {@link @drkit/core!ExtentReadSession.read}) or it now reads as zeros (`zero`: nothing to read).
  */
 export interface ChangedExtent {
   readonly kind: 'data' | 'zero';

@@ -1,7 +1,7 @@
 /**
  * What a provider needs to compute the next incremental of one disk: a VMware `changeId`, the name of the RBD
  * snapshot kept as a base, an EBS snapshot id. drkit stores it in the recovery point and hands it back as the
- * `base` of the next backup of the same disk; only the provider interprets {@link Checkpoint.token}.
+ * `base` of the next backup of the same disk; only the provider interprets {@link @drkit/core!Checkpoint.token}.
  */
 export interface Checkpoint {
   /** The disk this checkpoint belongs to. */

@@ -1,6 +1,6 @@
 /** The part of a host snapshot that covers one disk. */
 export interface DiskSnapshot {
-  /** The disk ({@link Disk.id}). */
+  /** The disk ({@link @drkit/core!Disk.id}). */
   readonly diskId: string;
   /**
    * The source's reference to this disk's snapshot: an EBS snapshot id, an RBD `pool/image@snapshot`, a VMware

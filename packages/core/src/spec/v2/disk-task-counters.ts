@@ -10,6 +10,6 @@ export interface DiskTaskCounters {
   readonly bytesDeduplicated: number;
   /** Bytes of all-zero chunks, stored as a marker. */
   readonly bytesZero: number;
-  /** Bytes the disk task has covered so far, out of {@link DiskTaskProgress.totalBytes}. */
+  /** Bytes the disk task has covered so far, out of {@link @drkit/core!DiskTaskProgress.totalBytes}. */
   readonly bytesDone: number;
 }

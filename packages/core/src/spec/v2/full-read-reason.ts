@@ -1,5 +1,5 @@
 /**
- * The core set of {@link FullReadReason}s: words every drkit knows. A provider may use its own word for a case
+ * The core set of {@link @drkit/core!FullReadReason}s: words every drkit knows. A provider may use its own word for a case
  * this set does not name (`vmware-change-tracking-enabled`, `aws-unrelated-snapshots`); prefix it with the
  * provider's kind so it cannot collide with a future core word.
  */

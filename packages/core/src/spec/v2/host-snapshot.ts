@@ -14,7 +14,7 @@ export interface HostSnapshot {
   /** Provider-specific id of the snapshot as a whole, when it has one (a VMware snapshot moref). */
   readonly providerId?: string;
   /**
-   * One entry per disk of the host that {@link CreateSnapshotOptions.host} lists. A snapshot without an entry for
+   * One entry per disk of the host that {@link @drkit/core!CreateSnapshotOptions.host} lists. A snapshot without an entry for
    * one of them breaks the contract: every task of the host fails with a `SourceProtocolError` and the snapshot is
    * released.
    */

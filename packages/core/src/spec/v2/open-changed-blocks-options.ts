@@ -5,13 +5,13 @@ import type { DiskSnapshot } from './disk-snapshot.js';
 import type { FullReadReason } from './full-read-reason.js';
 import type { HostSnapshot } from './host-snapshot.js';
 
-/** What {@link ChangedBlockReader.open} needs. */
+/** What {@link @drkit/core!ChangedBlockReader.open} needs. */
 export interface OpenChangedBlocksOptions extends CallOptions {
   /** The disk to read. */
   readonly disk: Disk;
   /** The snapshot of the disk's host taken for this backup, when the platform takes snapshots. */
   readonly snapshot?: HostSnapshot;
-  /** This disk's part of `snapshot` (its entry in {@link HostSnapshot.disks}). */
+  /** This disk's part of `snapshot` (its entry in {@link @drkit/core!HostSnapshot.disks}). */
   readonly diskSnapshot?: DiskSnapshot;
   /** The checkpoint of the previous backup of this disk; absent for a full read. */
   readonly base?: Checkpoint;

@@ -1,4 +1,4 @@
-/** Result of {@link Platform.verify}, as a console shows it ("status Normal, N hosts"). */
+/** Result of {@link @drkit/core!Platform.verify}, as a console shows it ("status Normal, N hosts"). */
 export type PlatformStatus =
   | { readonly status: 'normal'; readonly hostCount: number; readonly checkedAt: string }
   | {

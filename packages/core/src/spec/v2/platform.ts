@@ -13,8 +13,8 @@ import type { SpecificationVersion } from './specification-version.js';
  * Providers create it with a factory (`createLocalDiskPlatform(...)`); the engine only uses this interface.
  *
  * The lifecycle of one backup of one host, as the engine drives it (see the provider author's guide):
- * admit → {@link Platform.createSnapshot} → per disk {@link ChangedBlockReader.open} → read (stream or
- * list-then-read) → `commit` or `abandon` → `close` → settle the snapshot ({@link Platform.releaseSnapshot}, or
+ * admit → {@link @drkit/core!Platform.createSnapshot} → per disk {@link @drkit/core!ChangedBlockReader.open} → read (stream or
+ * list-then-read) → `commit` or `abandon` → `close` → settle the snapshot ({@link @drkit/core!Platform.releaseSnapshot}, or
  * keep it as a base).
  */
 export interface Platform {
@@ -37,7 +37,7 @@ export interface Platform {
    */
   verify(options?: CallOptions): Promise<PlatformStatus>;
   /**
-   * Lists the protected hosts with their disks, and the disks it cannot protect ({@link Host.skippedDisks}).
+   * Lists the protected hosts with their disks, and the disks it cannot protect ({@link @drkit/core!Host.skippedDisks}).
    *
    * @throws {@link @drkit/core!AuthenticationError}, {@link @drkit/core!UnreachableError}, {@link @drkit/core!PermissionError}
    */

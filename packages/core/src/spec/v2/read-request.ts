@@ -1,5 +1,5 @@
 /**
- * One read the engine asks of an {@link ExtentReadSession}: a piece of one listed {@link ChangedExtent}. The
+ * One read the engine asks of an {@link @drkit/core!ExtentReadSession}: a piece of one listed {@link @drkit/core!ChangedExtent}. The
  * engine cuts a listed extent at chunk boundaries (multiples of the session's `blockSize`) and never joins two.
  */
 export interface ReadRequest {

@@ -1,6 +1,6 @@
 import type { SourceChecksum } from './source-checksum.js';
 
-/** The answer to one {@link ReadRequest}. */
+/** The answer to one {@link @drkit/core!ReadRequest}. */
 export interface ReadResult {
   /**
    * Exactly the requested number of bytes; a shorter or longer answer fails the disk task with a

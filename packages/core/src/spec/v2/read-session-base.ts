@@ -6,12 +6,12 @@ import type { CommittedPoint } from './committed-point.js';
 import type { Extent } from './extent.js';
 
 /**
- * What every read session has, whichever way it reads ({@link StreamReadSession}, {@link ExtentReadSession}). A
+ * What every read session has, whichever way it reads ({@link @drkit/core!StreamReadSession}, {@link @drkit/core!ExtentReadSession}). A
  * session holds source resources (a connection, a temp keyring, a mounted volume) until closed; `await using`
  * closes it also when the consumer stops early.
  *
- * A session ends with an outcome, told exactly once, before `close()`: {@link ReadSessionBase.commit} after the
- * recovery point is committed, or {@link ReadSessionBase.abandon} when the task failed or was cancelled. A source
+ * A session ends with an outcome, told exactly once, before `close()`: {@link @drkit/core!ReadSessionBase.commit} after the
+ * recovery point is committed, or {@link @drkit/core!ReadSessionBase.abandon} when the task failed or was cancelled. A source
  * that tracks changes itself (an agent's dirty-block bitmap, a change id it must acknowledge) advances on commit
  * and keeps its tracking on abandon, so the next backup reads those blocks again. A session closed with neither
  * (a consumer that only looked) is abandoned.

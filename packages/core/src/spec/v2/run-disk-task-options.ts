@@ -1,7 +1,7 @@
 import type { CallOptions } from './call-options.js';
 import type { DiskTaskProgress } from './disk-task-progress.js';
 
-/** Options of {@link SyncProxy.run}. */
+/** Options of {@link @drkit/core!SyncProxy.run}. */
 export interface RunDiskTaskOptions extends CallOptions {
   /** Called with progress, at most a few times per second. */
   readonly onProgress?: (progress: DiskTaskProgress) => void;

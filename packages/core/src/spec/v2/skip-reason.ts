@@ -1,5 +1,5 @@
 /**
- * The core set of {@link SkipReason}s. A provider may use its own word for a case this set does not name;
+ * The core set of {@link @drkit/core!SkipReason}s. A provider may use its own word for a case this set does not name;
  * prefix it with the provider's kind (`vmware-…`, `aws-…`).
  */
 export const CORE_SKIP_REASONS = [

@@ -5,7 +5,7 @@ import type { SkipReason } from './skip-reason.js';
  * (never as success by omission), and the CLI exits non-zero when a job skipped something.
  */
 export interface SkippedDisk {
-  /** Stable identity of the disk on its platform, as {@link Disk.id} would be. */
+  /** Stable identity of the disk on its platform, as {@link @drkit/core!Disk.id} would be. */
   readonly id: string;
   /** Human-readable name. */
   readonly name: string;

@@ -9,7 +9,7 @@ import type { ReadSessionBase } from './read-session-base.js';
 export interface StreamReadSession extends ReadSessionBase {
   readonly mode: 'stream';
   /**
-   * The changes, sorted by offset, disjoint, within {@link ReadSessionBase.capacityBytes}. Data buffers belong to
+   * The changes, sorted by offset, disjoint, within {@link @drkit/core!ReadSessionBase.capacityBytes}. Data buffers belong to
    * the consumer once yielded. Ranges not covered keep the base's content (zeros for a full read). Called once.
    *
    * @throws {@link @drkit/core!SourceProtocolError} when the source's stream is malformed or truncated.

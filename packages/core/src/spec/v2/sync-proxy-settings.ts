@@ -3,7 +3,7 @@ export interface SyncProxySettings {
   /**
    * The product page's "HTTP Communication Timeout" of the proxy, in seconds (1–86400, default 600): how long one
    * request to a source may go unanswered. The proxy hands it to every read session it opens
-   * ({@link OpenChangedBlocksOptions.requestTimeoutSeconds}) and passes it as the `deadline` of each call it makes
+   * ({@link @drkit/core!OpenChangedBlocksOptions.requestTimeoutSeconds}) and passes it as the `deadline` of each call it makes
    * to a session (`open`, `read`, `readRange`, `commit`, `abandon`); `commit`, `abandon` and `close` are also
    * given up past it (a reader that ignores its deadline cannot hang the task). A stream, and a read, are also
    * bounded by the stall watchdog (`stallTimeoutSeconds`).
