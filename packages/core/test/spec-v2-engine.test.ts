@@ -346,22 +346,30 @@ describe('host snapshots', () => {
     expect(await repository.points()).toEqual([]);
   });
 
-  it('gives up a createSnapshot that ignores its deadline, releases the snapshot by name and fails the host', async () => {
+  it('gives up a createSnapshot that ignores its deadline, keeps its ledger entry until the call ends, then releases it', async () => {
     const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
-    let release!: () => void;
-    platform.onCreateSnapshot = () => new Promise<void>((resolve) => (release = resolve)); // hangs, ignores signals
+    let finish!: () => void;
+    platform.onCreateSnapshot = () => new Promise<void>((resolve) => (finish = resolve)); // hangs, ignores signals
     engine = createBackupEngine({
       repository,
       platforms: [platform],
       chunkSize: CHUNK,
       snapshotTimeoutSeconds: 0.05,
     });
-    const error = errorOf(await engine.backup());
-    expect(TimeoutError.isInstance(error)).toBe(true);
+    const result = await engine.backup();
+    expect(TimeoutError.isInstance(errorOf(result))).toBe(true);
     expect(platform.snapshotCalls[0]?.deadline).toBeTypeOf('number');
-    expect(platform.released).toHaveLength(1); // released by the name recorded in the ledger
-    expect(await repository.ledger.list()).toEqual([]);
-    release();
+    // The call may still create the snapshot: nothing was released yet, the entry is kept and reported.
+    expect(platform.released).toEqual([]);
+    const [entry] = await repository.ledger.list();
+    expect(entry?.state).toBe('pending');
+    expect(result.releaseFailures.map((f) => f.snapshot)).toEqual([entry?.name]);
+    finish(); // the late call creates the snapshot after all
+    await vi.waitFor(async () => {
+      expect(platform.released).toEqual([entry?.name]);
+      expect(await repository.ledger.list()).toEqual([]);
+    });
+    expect(platform.liveSnapshots()).toEqual([]);
   });
 
   it('gives up a commit that ignores its deadline: the point stays, the error is reported', async () => {

@@ -139,6 +139,9 @@ export async function createRecordedSnapshot(
   });
   await repository.ledger.record(entry, { signal });
   leases.hold(entry);
+  let lateCall: Promise<HostSnapshot> | undefined;
+  // Whether the platform's call has settled: one that outlives its deadline may still create the snapshot.
+  let pending = false;
   try {
     const create = platform.createSnapshot.bind(platform);
     const logger = options.logger;
@@ -146,15 +149,27 @@ export async function createRecordedSnapshot(
     const snapshot = await withDeadline(
       options.snapshotTimeoutSeconds,
       `creating snapshot ${entry.name} of host ${host.id}`,
-      (bounded) =>
-        create({
+      (bounded) => {
+        pending = true;
+        const running = create({
           host,
           name: entry.name,
           quiesce,
           signal: bounded,
           deadline: Date.now() + options.snapshotTimeoutSeconds * 1000,
           ...(logger === undefined ? {} : { logger }),
-        }),
+        });
+        lateCall = running;
+        void running.then(
+          () => {
+            pending = false;
+          },
+          () => {
+            pending = false;
+          },
+        );
+        return running;
+      },
       signal,
     );
     if (snapshot.providerId !== undefined) {
@@ -165,12 +180,30 @@ export async function createRecordedSnapshot(
     return { snapshot, entry, snapshotAt: now.toISOString() };
   } catch (error) {
     await leases.drop(entry.id);
+    const release = (what: LedgerEntry) =>
+      releaseRecordedSnapshot(platform, repository, what, {
+        timeoutSeconds: options.releaseTimeoutSeconds,
+        ...(options.logger === undefined ? {} : { logger: options.logger }),
+      }).catch((releaseError: unknown) => options.onReleaseFailure?.(what, releaseError));
+    if (pending && lateCall) {
+      // The call is still running and may yet create the snapshot: release by name only once it has settled, and
+      // keep the ledger entry until then (if it never settles, reconcile() releases it).
+      const recorded = entry;
+      void lateCall.then(
+        () => release(recorded),
+        () => release(recorded),
+      );
+      options.onReleaseFailure?.(
+        recorded,
+        new TimeoutError(
+          `the platform's createSnapshot of ${recorded.name} had not ended when it was given up; the snapshot is released when the call ends, and its ledger entry is kept until then (reconcile() releases it if the call never ends)`,
+        ),
+      );
+      throw error;
+    }
     // The snapshot may exist even though the call failed (a lost answer or an abort): release it by name, with
     // a deadline of its own rather than the (maybe aborted) signal, then forget it.
-    await releaseRecordedSnapshot(platform, repository, entry, {
-      timeoutSeconds: options.releaseTimeoutSeconds,
-      ...(options.logger === undefined ? {} : { logger: options.logger }),
-    }).catch((releaseError: unknown) => options.onReleaseFailure?.(entry, releaseError));
+    await release(entry);
     throw error;
   }
 }
