@@ -271,6 +271,27 @@ describe('the session outcome', () => {
     expect(await repository.points()).toEqual([]);
   });
 
+  it('keeps a committed point a success when the session fails to close, and a failure its own error', async () => {
+    const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: 2 * CHUNK }] });
+    platform.write('d1', 0, randomBytes(2 * CHUNK));
+    const open = platform.changedBlockReader.open.bind(platform.changedBlockReader);
+    platform.changedBlockReader.open = async (options) => {
+      const session = await open(options);
+      const close = session.close.bind(session);
+      session.close = async () => {
+        await close();
+        throw new Error('close failed');
+      };
+      return session;
+    };
+    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+    const point = pointOf(await engine.backup());
+    expect(sha(await restored(point.pointId))).toBe(sha(platform.content('d1')));
+    platform.failAfter.set('d1', 1);
+    const error = errorOf(await engine.backup({ full: true }));
+    expect((error as Error).message).toBe('injected failure on d1');
+  });
+
   it('keeps the point when the session fails to commit, and reports it as sourceCommitError', async () => {
     const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: CHUNK }] });
     platform.write('d1', 0, randomBytes(CHUNK));

@@ -221,13 +221,21 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
             callOptions(),
           ),
         ).catch(() => undefined);
-        await bounded(`closing the read session of disk ${task.disk.id}`, () => session.close());
+        await closeQuietly(session);
       },
       () => undefined,
     );
     throw error;
   }
   const session = source;
+  /** Closes a session within the bound; a failure is logged, never thrown. */
+  async function closeQuietly(what: ChangedBlockSession): Promise<void> {
+    try {
+      await bounded(`closing the read session of disk ${task.disk.id}`, () => what.close());
+    } catch (error) {
+      logger?.warn({ taskId: task.id, error: describeError(error) }, 'the read session failed to close');
+    }
+  }
   // The session's outcome, told exactly once: `commit` once the point is committed, else `abandon` as the task
   // ends. Neither uses the job's signal (a source must hear of a point committed just before an abort), each is
   // bounded by the request timeout.
@@ -249,15 +257,16 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     }
   };
   // A stalled source may hang in abandon() and close() as it hung in reading: then both run in the background,
-  // and the backup session (disposed next) releases its lock at once.
+  // and the backup session (disposed next) releases its lock at once. Neither ever throws: a point committed
+  // stays a success, and a task's own error is never hidden behind a close error.
   await using _closeSource = {
     [Symbol.asyncDispose]: async () => {
       const end = async () => {
         await abandon();
-        await bounded(`closing the read session of disk ${task.disk.id}`, () => session.close());
+        await closeQuietly(session);
       };
       if (!watchdog.fired) return end();
-      void end().catch(() => undefined);
+      void end();
     },
   };
   const parent = adopted?.point;

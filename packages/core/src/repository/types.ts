@@ -422,8 +422,10 @@ export interface Repository extends AsyncDisposable {
    * Takes the lock of one host for a backup job, so that two jobs never work on one host at once, also from two
    * processes (Sync Proxies) sharing the repository: the later one would otherwise plan from points the earlier
    * one is about to supersede, and the first to finish could release the other's base snapshot. Waits while
-   * another job holds it, polling every `pollIntervalMs`; a holder whose heartbeat is older than the repository's
-   * `lockStaleAfterMs` (a crashed process) is taken over. The lock does not block a prune.
+   * another job holds it, polling every `pollIntervalMs`. A holder whose heartbeat is older than the repository's
+   * `lockStaleAfterMs` (a crashed process elsewhere) is taken over, and so at once is one known to be gone (the
+   * same machine, boot and pid namespace, and no process of its pid: a `kill -9` on this machine). The lock does
+   * not block a prune.
    *
    * @throws `signal.reason` when aborted while waiting.
    */

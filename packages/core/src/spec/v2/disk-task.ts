@@ -27,7 +27,8 @@ export interface DiskTask {
   readonly fullReason?: FullReadReason;
   /**
    * Words about `fullReason` the engine knows and a reader does not (e.g. which unreadable points made the
-   * parent doubtful); recorded as the point's `validity.detail` when the reader gives none.
+   * parent doubtful). When the reader's validity is `full` for this same reason, they are recorded in the point's
+   * `validity.detail`, after the reader's own detail if it gave one.
    */
   readonly fullReadDetail?: string;
   /** The point the new one is incremental to, if any. */
