@@ -1,6 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -20,38 +19,27 @@ import {
   TimeoutError,
   UnreachableError,
 } from '../src/index.js';
+import { closeTempRepository, openTempRepository, restoredBytes, sha } from './engine-bed.js';
 import { createMemoryPlatform, type MemoryPlatform } from './memory-platform.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 256 * 1024;
-
-function sha(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
 
 let dir: string;
 let repository: Repository;
 let engine: BackupEngine | undefined;
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'drkit-engine-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  ({ dir, repository } = await openTempRepository('drkit-engine-'));
 });
 
 afterEach(async () => {
-  await engine?.close();
+  await closeTempRepository({ dir, repository, engine });
   engine = undefined;
-  await repository.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
-async function restoreBytes(pointId: string): Promise<Uint8Array> {
-  const path = join(dir, `restore-${pointId}`);
-  await repository.restore(pointId, { path });
-  return new Uint8Array(await readFile(path));
+function restoreBytes(pointId: string): Promise<Uint8Array> {
+  return restoredBytes(repository, dir, pointId);
 }
 
 function okTask(result: BackupJobResult, diskId: string) {

@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -11,6 +10,7 @@ import {
   type Repository,
   RepositoryCorruptError,
 } from '../src/index.js';
+import { closeTempRepository, openTempRepository } from './engine-bed.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
 const CHUNK = 256 * 1024;
@@ -20,18 +20,12 @@ let repository: Repository;
 let engine: BackupEngine | undefined;
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'drkit-pointtime-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  ({ dir, repository } = await openTempRepository('drkit-pointtime-'));
 });
 
 afterEach(async () => {
-  await engine?.close();
+  await closeTempRepository({ dir, repository, engine });
   engine = undefined;
-  await repository.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 function gate(): { promise: Promise<void>; open: () => void } {

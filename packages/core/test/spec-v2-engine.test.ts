@@ -1,9 +1,8 @@
 // The engine against spec v2 as a provider sees it: list-then-read sessions with parallel reads, source
 // checksums, a session outcome told exactly once, per-disk snapshot references and their consistency,
 // quiescing, skipped disks and the platform's identity.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -24,34 +23,26 @@ import {
   ThrottledError,
   TimeoutError,
 } from '../src/index.js';
+import { closeTempRepository, openTempRepository, restoredBytes, sha } from './engine-bed.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
 const CHUNK = 256 * 1024;
-const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 let dir: string;
 let repository: Repository;
 let engine: BackupEngine | undefined;
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'drkit-spec-v2-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  ({ dir, repository } = await openTempRepository('drkit-spec-v2-'));
 });
 
 afterEach(async () => {
-  await engine?.close();
+  await closeTempRepository({ dir, repository, engine });
   engine = undefined;
-  await repository.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
-async function restored(pointId: string): Promise<Uint8Array> {
-  const path = join(dir, `restore-${pointId}`);
-  await repository.restore(pointId, { path });
-  return new Uint8Array(await readFile(path));
+function restored(pointId: string): Promise<Uint8Array> {
+  return restoredBytes(repository, dir, pointId);
 }
 
 function only(result: BackupJobResult) {

@@ -1,0 +1,43 @@
+// What the engine's test files share: a repository in a temporary folder, its teardown, and byte checks.
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type BackupEngine, createLocalFolderStore, openRepository, type Repository } from '../src/index.js';
+
+/** SHA-256 of some bytes, hex. */
+export function sha(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** A new repository in a new temporary folder (`<dir>/repo`). */
+export async function openTempRepository(prefix: string): Promise<{ dir: string; repository: Repository }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const repository = await openRepository({
+    store: createLocalFolderStore({ path: join(dir, 'repo') }),
+    create: true,
+  });
+  return { dir, repository };
+}
+
+/** Closes the engine (if any) and the repository, and removes the folder. */
+export async function closeTempRepository(bed: {
+  dir: string;
+  repository: Repository;
+  engine: BackupEngine | undefined;
+}): Promise<void> {
+  await bed.engine?.close();
+  await bed.repository.close();
+  await rm(bed.dir, { recursive: true, force: true });
+}
+
+/** Restores a point into a file of the folder and returns its bytes. */
+export async function restoredBytes(
+  repository: Repository,
+  dir: string,
+  pointId: string,
+): Promise<Uint8Array> {
+  const path = join(dir, `restore-${pointId}`);
+  await repository.restore(pointId, { path });
+  return new Uint8Array(await readFile(path));
+}
