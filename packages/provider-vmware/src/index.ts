@@ -1,7 +1,8 @@
 /**
  * drkit's source for VMware vCenter and ESXi: a SOAP session (vim25 over HTTPS, TLS always verified), inventory of
  * VMs and their virtual disks through the PropertyCollector, and the disks drkit cannot protect with the reason.
- * The data path (NBD or HTTPS ranges) is not built yet: see the README.
+ * The changed-block reader reads over HTTPS datastore ranges (`transport: 'https'`); the NBD transport (nbdkit with
+ * VDDK, for running VMs on a real vSphere) is not built yet: see the README, "Transports: which works where".
  *
  * @packageDocumentation
  */

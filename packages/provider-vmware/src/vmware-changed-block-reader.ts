@@ -1,27 +1,57 @@
 import {
+  type CallOptions,
   type ChangedBlockReader,
   type ChangedBlockSession,
+  type ChangedExtent,
+  type ChangeSetValidity,
+  type Checkpoint,
+  CheckpointInvalidError,
+  type ExtentReadSession,
+  type FullReadReason,
+  InvalidArgumentError,
   InvalidSettingsError,
   type OpenChangedBlocksOptions,
+  parseCheckpointToken,
+  type ReadRequest,
+  type ReadResult,
 } from '@drkit/core';
-import type { VmwareTransport } from './vmware-options.js';
+import type { VimSoapClient } from './soap/vim-soap-client.js';
+import type { ManagedObjectReference } from './soap/xml-writer.js';
+import {
+  type ChangedAreasPage,
+  type ChangedAreasQuery,
+  queryChangedDiskAreasPage,
+} from './vmware-changed-areas.js';
+import {
+  createDatastoreRangeReader,
+  type DatastoreRangeReader,
+  datacenterPathOf,
+  flatFileOf,
+} from './vmware-datastore-ranges.js';
+import { vmwareFaultOf } from './vmware-errors.js';
+import type { ResolvedVmwareOptions, VmwareTransport } from './vmware-options.js';
+import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
+import type { VmwareSession } from './vmware-session.js';
+import type { VmwareDiskSnapshotRef } from './vmware-snapshots.js';
 
 const notBuiltMarker = Symbol.for('drkit.vmware.data-path-not-built');
 
 /**
- * The data path of `@drkit/provider-vmware` is not built yet: neither the NBD transport nor HTTPS datastore ranges
- * can read a disk today, so no backup of a VMware disk can run. An {@link @drkit/core!InvalidSettingsError} (code
- * `INVALID_SETTINGS`, field `transport`), not retryable: no setting makes it work in this release.
+ * A part of the data path of `@drkit/provider-vmware` that is not built yet: the NBD transport (nbdkit with VDDK),
+ * or, over HTTPS datastore ranges, a disk whose snapshot file is a delta of a snapshot chain. An
+ * {@link @drkit/core!InvalidSettingsError} (code `INVALID_SETTINGS`, field `transport`), not retryable: no retry
+ * makes it work in this release. Never a session that pretends to read.
  */
 export class VmwareDataPathNotBuiltError extends InvalidSettingsError {
   /** The transport the platform was configured with. */
   readonly transport: VmwareTransport;
-  constructor(transport: VmwareTransport) {
+  constructor(transport: VmwareTransport, detail?: string) {
     super(
       'transport',
-      `the ${transport === 'nbd' ? 'NBD' : 'HTTPS datastore'} data path of @drkit/provider-vmware is not built ` +
-        'yet: this release lists VMs and disks, opens and checks the vSphere session, but cannot read disk data ' +
-        '(see the package README, "What works")',
+      transport === 'nbd'
+        ? 'the NBD data path of @drkit/provider-vmware (nbdkit with VDDK) is not built yet: this release reads ' +
+            'disks over HTTPS datastore ranges only (`transport: "https"`; see the package README, "What works")'
+        : `the HTTPS datastore data path of @drkit/provider-vmware cannot read this disk (not built yet): ${detail ?? ''}`,
       { retryable: false },
     );
     this.transport = transport;
@@ -35,20 +65,409 @@ export class VmwareDataPathNotBuiltError extends InvalidSettingsError {
   }
 }
 
+/** The format of this reader's checkpoint tokens (JSON). */
+const TOKEN_FORMAT = 'drkit-vmware-cbt';
+const TOKEN_VERSION = 1;
+
 /**
- * The changed-block reader of a VMware platform: `extents` mode (QueryChangedDiskAreas, then ranged reads), 512-byte
- * alignment (CBT areas are sector aligned). `open` throws {@link VmwareDataPathNotBuiltError} until a transport
- * lands: never a session that pretends to read.
+ * What a checkpoint of this reader holds: the disk (VM and device key), its change id at the snapshot (empty when
+ * change tracking gave none) and its base file (the VMDK without a snapshot-chain suffix).
  * @internal
  */
-export function createVmwareChangedBlockReader(transport: VmwareTransport): ChangedBlockReader {
+export interface VmwareCheckpointToken {
+  readonly format: typeof TOKEN_FORMAT;
+  readonly version: typeof TOKEN_VERSION;
+  readonly vm: string;
+  readonly deviceKey: string;
+  readonly changeId: string;
+  readonly file: string;
+}
+
+/**
+ * The reader's block size: 512 bytes, a sector. `QueryChangedDiskAreas` answers sector-aligned areas (ESXi tracks
+ * at a granularity that grows with the disk's size, 64 KiB or more; the areas are listed as they come), so a
+ * 512-byte block lists them without rounding: nothing unchanged is read. The engine cuts them at its chunk
+ * boundaries and completes partly covered chunks from the parent point.
+ */
+const BLOCK_SIZE = 512;
+
+/** The VMDK a snapshot chain's delta belongs to: `[ds] vm/disk-000002.vmdk` → `[ds] vm/disk.vmdk`. */
+function baseFileOf(fileName: string | undefined): string {
+  return (fileName ?? '').replace(/-\d{6}\.vmdk$/, '.vmdk');
+}
+
+/** The epoch of a change id (`52 1b ... 6a/17` → `52 1b ... 6a`): it changes when tracking is reset. */
+function changeIdEpoch(changeId: string): string {
+  const slash = changeId.lastIndexOf('/');
+  return slash < 0 ? changeId : changeId.slice(0, slash);
+}
+
+function parseDiskSnapshotRef(options: OpenChangedBlocksOptions): VmwareDiskSnapshotRef {
+  const text = options.diskSnapshot?.ref;
+  if (text === undefined) {
+    throw new InvalidArgumentError(
+      `the VMware reader of disk ${options.disk.id} needs its snapshot (diskSnapshot): VMware disks are read ` +
+        'from a VM snapshot only',
+    );
+  }
+  let ref: Partial<VmwareDiskSnapshotRef> | undefined;
+  try {
+    ref = JSON.parse(text) as Partial<VmwareDiskSnapshotRef>;
+  } catch {
+    ref = undefined;
+  }
+  if (
+    typeof ref !== 'object' ||
+    ref === null ||
+    typeof ref.vm !== 'string' ||
+    typeof ref.snapshot !== 'string' ||
+    typeof ref.deviceKey !== 'number'
+  ) {
+    throw new InvalidArgumentError(
+      `diskSnapshot.ref of disk ${options.disk.id} is not a snapshot reference of @drkit/provider-vmware`,
+    );
+  }
+  return ref as VmwareDiskSnapshotRef;
+}
+
+/** What the reader needs from its platform. @internal */
+export interface VmwareReaderContext {
+  readonly session: VmwareSession;
+  readonly client: VimSoapClient;
+  readonly settings: ResolvedVmwareOptions;
+}
+
+type Listing =
+  | { readonly kind: 'areas'; readonly query: ChangedAreasQuery; first: ChangedAreasPage | undefined }
+  | { readonly kind: 'whole' };
+
+interface Decision {
+  readonly validity: ChangeSetValidity;
+  readonly listing: Listing;
+}
+
+/**
+ * The changed-block reader of a VMware platform: `extents` mode. `open` decides from the snapshot's change id and
+ * the base checkpoint's: an exact incremental (`QueryChangedDiskAreas` from the base's change id), or a full read
+ * (`"*"`: allocated areas only, or every byte when the snapshot has no change id) with its reason. Reads go over
+ * HTTPS datastore ranges; the NBD transport throws {@link VmwareDataPathNotBuiltError}.
+ * @internal
+ */
+export function createVmwareChangedBlockReader(context: VmwareReaderContext): ChangedBlockReader {
+  const { session, client, settings } = context;
+
+  async function trackingEnabledAt(
+    snapshot: ManagedObjectReference,
+    o: CallOptions,
+  ): Promise<boolean | undefined> {
+    const sc = await session.serviceContent(o);
+    for await (const content of retrieveObjects(
+      session,
+      sc,
+      objectSpec(snapshot, { type: snapshot.type, paths: ['config.changeTrackingEnabled'] }),
+      1,
+      o,
+    )) {
+      const value = content.properties.get('config.changeTrackingEnabled')?.text.trim();
+      return value === undefined ? undefined : value === 'true';
+    }
+    return undefined;
+  }
+
+  function soapOptions(o: CallOptions, requestTimeoutSeconds: number): CallOptions {
+    return {
+      ...o,
+      deadline: Math.min(o.deadline ?? Number.POSITIVE_INFINITY, Date.now() + requestTimeoutSeconds * 1000),
+    };
+  }
+
+  async function decide(
+    options: OpenChangedBlocksOptions,
+    ref: VmwareDiskSnapshotRef,
+    capacityBytes: number,
+    o: () => CallOptions,
+  ): Promise<Decision> {
+    const vm: ManagedObjectReference = { type: 'VirtualMachine', value: ref.vm };
+    const snapshot: ManagedObjectReference = { type: 'VirtualMachineSnapshot', value: ref.snapshot };
+    const query = (changeId: string): ChangedAreasQuery => ({
+      vm,
+      snapshot,
+      deviceKey: ref.deviceKey,
+      changeId,
+      capacityBytes,
+    });
+    /** A full read: `"*"` when the snapshot has a change id (allocated areas), else every byte. */
+    const full = async (reason: FullReadReason, detail?: string): Promise<Decision> => {
+      const validity: ChangeSetValidity = { kind: 'full', reason, ...(detail ? { detail } : {}) };
+      if (!ref.changeId) {
+        return {
+          validity: {
+            ...validity,
+            detail: `${detail ? `${detail}; ` : ''}the snapshot has no change id (change tracking off or not started): every byte is read`,
+          },
+          listing: { kind: 'whole' },
+        };
+      }
+      try {
+        const q = query('*');
+        return {
+          validity,
+          listing: { kind: 'areas', query: q, first: await queryChangedDiskAreasPage(session, q, 0, o()) },
+        };
+      } catch (error) {
+        if (!CheckpointInvalidError.isInstance(error)) throw error;
+        return {
+          validity: {
+            ...validity,
+            detail: `${detail ? `${detail}; ` : ''}QueryChangedDiskAreas("*") was refused (${vmwareFaultOf(error.cause)?.type ?? 'fault'}): every byte is read`,
+          },
+          listing: { kind: 'whole' },
+        };
+      }
+    };
+
+    const base = options.base;
+    if (!base) return full(options.fullReason ?? 'first-backup');
+    if (base.diskId !== options.disk.id) {
+      return full(
+        'checkpoint-invalid',
+        `the base checkpoint is of disk ${base.diskId}, not of ${options.disk.id}`,
+      );
+    }
+    const token = parseCheckpointToken(base.token, TOKEN_FORMAT, TOKEN_VERSION, [
+      'vm',
+      'deviceKey',
+      'changeId',
+      'file',
+    ]);
+    if (!token) {
+      return full('checkpoint-invalid', 'the base checkpoint is not a change id this reader wrote');
+    }
+    if (token.vm !== ref.vm || token.deviceKey !== String(ref.deviceKey)) {
+      return full(
+        'checkpoint-invalid',
+        `the base checkpoint is of disk ${token.deviceKey} of ${token.vm}, not of disk ${ref.deviceKey} of ${ref.vm}`,
+      );
+    }
+    if (!ref.changeId) {
+      const tracking = await trackingEnabledAt(snapshot, o());
+      return tracking
+        ? full(
+            'vmware-change-tracking-enabled',
+            'change tracking is on but has not started on this disk yet (it starts at the next stun)',
+          )
+        : full('tracking-disabled', `change tracking is off on ${ref.vm}`);
+    }
+    if (token.changeId === '') {
+      return full(
+        'vmware-change-tracking-enabled',
+        'the base was read while change tracking was off or had not started: this is the first read with a change id',
+      );
+    }
+    if (base.capacityBytes !== capacityBytes) {
+      return full(
+        'disk-resized',
+        `the disk was ${base.capacityBytes} bytes at the base and is ${capacityBytes} bytes now`,
+      );
+    }
+    const file = baseFileOf(ref.fileName);
+    if (token.file !== file) {
+      return full('disk-recreated', `the disk's file was ${token.file} at the base and is ${file} now`);
+    }
+    if (changeIdEpoch(token.changeId) !== changeIdEpoch(ref.changeId)) {
+      return full(
+        'tracking-reset',
+        'the change id epoch differs from the base: change tracking was reset (turned off and on, or the disk restored)',
+      );
+    }
+    const q = query(token.changeId);
+    try {
+      return {
+        validity: { kind: 'exact' },
+        listing: { kind: 'areas', query: q, first: await queryChangedDiskAreasPage(session, q, 0, o()) },
+      };
+    } catch (error) {
+      if (!CheckpointInvalidError.isInstance(error)) throw error;
+      const fault = vmwareFaultOf(error.cause);
+      return full(
+        'tracking-reset',
+        `vSphere refused the base's change id (${fault?.type ?? 'fault'}${fault?.message ? `: ${fault.message}` : ''})`,
+      );
+    }
+  }
+
+  async function open(options: OpenChangedBlocksOptions): Promise<ChangedBlockSession> {
+    options.signal?.throwIfAborted();
+    if (settings.transport === 'nbd') throw new VmwareDataPathNotBuiltError('nbd');
+    const requestTimeoutSeconds = options.requestTimeoutSeconds ?? settings.httpTimeoutSeconds;
+    const callOptions: CallOptions = {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
+      ...(options.logger ? { logger: options.logger } : settings.logger ? { logger: settings.logger } : {}),
+    };
+    const o = () => soapOptions(callOptions, requestTimeoutSeconds);
+    const ref = parseDiskSnapshotRef(options);
+    const capacityBytes = ref.capacityBytes ?? options.disk.capacityBytes;
+    const flat = flatFileOf(ref.fileName);
+    if ('problem' in flat) throw new VmwareDataPathNotBuiltError('https', flat.problem);
+    const sc = await session.serviceContent(o());
+    const datacenterPath = await datacenterPathOf(
+      session,
+      sc,
+      { type: 'VirtualMachine', value: ref.vm },
+      o(),
+    );
+    const ranges = createDatastoreRangeReader({
+      client,
+      session,
+      sdkUrl: settings.sdkUrl,
+      datacenterPath,
+      file: flat.file,
+      requestTimeoutSeconds,
+    });
+    const decision = await decide(options, ref, capacityBytes, o);
+    options.signal?.throwIfAborted();
+    const token: VmwareCheckpointToken = {
+      format: TOKEN_FORMAT,
+      version: TOKEN_VERSION,
+      vm: ref.vm,
+      deviceKey: String(ref.deviceKey),
+      changeId: ref.changeId ?? '',
+      file: baseFileOf(ref.fileName),
+    };
+    const checkpoint: Checkpoint = {
+      diskId: options.disk.id,
+      token: JSON.stringify(token),
+      capacityBytes,
+      createdAt: new Date().toISOString(),
+    };
+    (options.logger ?? settings.logger)?.debug(
+      {
+        diskId: options.disk.id,
+        validity: decision.validity.kind,
+        ...(decision.validity.kind === 'full' ? { reason: decision.validity.reason } : {}),
+        file: ranges.url,
+      },
+      'VMware read session opened',
+    );
+    return createSession({
+      capacityBytes,
+      decision,
+      checkpoint,
+      ranges,
+      allocate: options.allocate,
+      requestTimeoutSeconds,
+      logger: callOptions.logger,
+      diskId: options.disk.id,
+    });
+  }
+
+  function createSession(s: {
+    readonly capacityBytes: number;
+    readonly decision: Decision;
+    readonly checkpoint: Checkpoint;
+    readonly ranges: DatastoreRangeReader;
+    readonly allocate: ((length: number) => Uint8Array) | undefined;
+    readonly requestTimeoutSeconds: number;
+    readonly logger: CallOptions['logger'];
+    readonly diskId: string;
+  }): ExtentReadSession {
+    let closed = false;
+    const { capacityBytes, decision } = s;
+
+    function assertOpen(what: string): void {
+      if (closed) throw new InvalidArgumentError(`${what} of disk ${s.diskId}: the read session is closed`);
+    }
+
+    async function* extents(options: CallOptions = {}): AsyncGenerator<ChangedExtent> {
+      options.signal?.throwIfAborted();
+      assertOpen('extents()');
+      const listing = decision.listing;
+      if (listing.kind === 'whole') {
+        if (capacityBytes > 0) yield { kind: 'data', offset: 0, length: capacityBytes };
+        return;
+      }
+      const logger = options.logger ?? s.logger;
+      const pageOptions = (): CallOptions =>
+        soapOptions({ ...options, ...(logger ? { logger } : {}) }, s.requestTimeoutSeconds);
+      let page = listing.first ?? (await queryChangedDiskAreasPage(session, listing.query, 0, pageOptions()));
+      listing.first = undefined; // held once: the next pages are fetched as the list is read
+      let pending: { offset: number; length: number } | undefined;
+      for (;;) {
+        for (const area of page.areas) {
+          // Areas are sector aligned; round out defensively (reading a few more bytes is never wrong).
+          const start = Math.floor(area.offset / BLOCK_SIZE) * BLOCK_SIZE;
+          const end = Math.min(
+            capacityBytes,
+            Math.ceil((area.offset + area.length) / BLOCK_SIZE) * BLOCK_SIZE,
+          );
+          if (pending && pending.offset + pending.length >= start) {
+            pending.length = Math.max(pending.length, end - pending.offset);
+          } else {
+            if (pending) {
+              options.signal?.throwIfAborted();
+              yield { kind: 'data', offset: pending.offset, length: pending.length };
+            }
+            pending = { offset: start, length: end - start };
+          }
+        }
+        if (page.end >= capacityBytes) break;
+        page = await queryChangedDiskAreasPage(session, listing.query, page.end, pageOptions());
+      }
+      if (pending && pending.length > 0) {
+        options.signal?.throwIfAborted();
+        yield { kind: 'data', offset: pending.offset, length: pending.length };
+      }
+    }
+
+    async function read(request: ReadRequest, options: CallOptions = {}): Promise<ReadResult> {
+      options.signal?.throwIfAborted();
+      assertOpen('read()');
+      const { offset, length } = request;
+      if (
+        !Number.isSafeInteger(offset) ||
+        !Number.isSafeInteger(length) ||
+        offset < 0 ||
+        length <= 0 ||
+        offset + length > capacityBytes
+      ) {
+        throw new InvalidArgumentError(
+          `read({ offset: ${offset}, length: ${length} }) of disk ${s.diskId} is outside its ${capacityBytes} bytes`,
+        );
+      }
+      const data = await s.ranges.read(offset, length, {
+        ...options,
+        ...(options.logger || !s.logger ? {} : { logger: s.logger }),
+        allocate: s.allocate,
+      });
+      return { data };
+    }
+
+    async function close(): Promise<void> {
+      // The HTTPS agent and the vSphere session are the platform's: nothing of the session's own to release.
+      closed = true;
+    }
+
+    return {
+      mode: 'extents',
+      capacityBytes,
+      validity: decision.validity,
+      extents,
+      read,
+      checkpoint: () => s.checkpoint,
+      // The base of the next backup is the change id in the checkpoint, which vSphere keeps by itself: nothing to
+      // acknowledge on commit, nothing to undo on abandon (the engine releases the VM snapshot after the backup).
+      async commit() {},
+      async abandon() {},
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  }
+
   return {
     mode: 'extents',
-    blockSize: 512,
-    maxConcurrentReads: 4,
-    async open(options: OpenChangedBlocksOptions): Promise<ChangedBlockSession> {
-      options.signal?.throwIfAborted();
-      throw new VmwareDataPathNotBuiltError(transport);
-    },
+    blockSize: BLOCK_SIZE,
+    maxConcurrentReads: settings.maxConcurrentReads,
+    open,
   };
 }

@@ -21,10 +21,12 @@ export interface VmwarePlatformOptions {
   readonly tls?: VmwareTlsOptions;
   /**
    * The data path: `nbd` (nbdkit with VMware's VDDK plugin on the proxy, port 902 to every ESXi host) or `https`
-   * (datastore file ranges through vCenter/ESXi on port 443). Default `nbd`. Neither is built yet: opening a read
-   * session throws (see the README).
+   * (datastore file ranges through vCenter/ESXi on port 443). Default `nbd`. Only `https` is built: a read session
+   * of `nbd` throws `VmwareDataPathNotBuiltError` (see the README, which works where).
    */
   readonly transport?: VmwareTransport;
+  /** Reads in flight per disk (the reader's `maxConcurrentReads`). 1 to 32; default 4. */
+  readonly maxConcurrentReads?: number;
   /**
    * The Sync Proxy's HTTP timeout: no answer to a SOAP request for this long fails it. Whole seconds from 1 to
    * 86400; default 600.
@@ -46,6 +48,7 @@ export interface ResolvedVmwareOptions {
   readonly password: string;
   readonly tls: ResolvedTls;
   readonly transport: VmwareTransport;
+  readonly maxConcurrentReads: number;
   readonly httpTimeoutSeconds: number;
   readonly pageSize: number;
   readonly apiVersion: string;
@@ -141,6 +144,7 @@ export function resolveVmwareOptions(options: VmwarePlatformOptions): ResolvedVm
     password: requiredText(options.password, 'password', '', true),
     tls: resolveTls(options.tls),
     transport,
+    maxConcurrentReads: integer(options.maxConcurrentReads, 'maxConcurrentReads', 1, 32, 4),
     httpTimeoutSeconds: integer(options.httpTimeoutSeconds, 'httpTimeoutSeconds', 1, 86_400, 600),
     pageSize: integer(options.pageSize, 'pageSize', 1, 10_000, 100),
     apiVersion,

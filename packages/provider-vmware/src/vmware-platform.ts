@@ -156,7 +156,7 @@ export function createVmwarePlatform(options: VmwarePlatformOptions): VmwarePlat
     logger: settings.logger,
   });
   const session: VmwareSession = createVmwareSession(client, settings);
-  const reader: ChangedBlockReader = createVmwareChangedBlockReader(settings.transport);
+  const reader: ChangedBlockReader = createVmwareChangedBlockReader({ session, client, settings });
 
   function withLogger(callOptions: CallOptions | undefined): CallOptions {
     return {

@@ -38,6 +38,15 @@ export interface VmwareSession {
   login(options?: CallOptions): Promise<void>;
   /** Logs out when logged in; a session already gone is not an error. */
   logout(options?: CallOptions): Promise<void>;
+  /**
+   * The session cookie's value, logging in first when there is none (for requests outside SOAP: datastore files).
+   */
+  cookie(options?: CallOptions): Promise<string | undefined>;
+  /**
+   * Logs in again because a request outside SOAP was refused with the cookie `expired` (HTTP 401); when another
+   * call already logged in again since, only waits for that login.
+   */
+  renew(expired: string | undefined, options?: CallOptions): Promise<void>;
 }
 
 /** Reads a ManagedObjectReference element (`<x type="T">id</x>`). @internal */
@@ -162,5 +171,18 @@ export function createVmwareSession(
     }
   }
 
-  return { serviceContent, call, login, logout };
+  async function cookie(options?: CallOptions): Promise<string | undefined> {
+    await login(options);
+    return client.sessionCookie;
+  }
+
+  async function renew(expired: string | undefined, options?: CallOptions): Promise<void> {
+    if (loggingIn === undefined && client.sessionCookie === expired) {
+      loggedIn = false;
+      client.sessionCookie = undefined;
+    }
+    await login(options);
+  }
+
+  return { serviceContent, call, login, logout, cookie, renew };
 }

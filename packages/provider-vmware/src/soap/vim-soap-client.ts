@@ -41,6 +41,11 @@ export interface VimSoapClient {
    * {@link @drkit/core!UnreachableError} for transport failures and TLS refusals; `signal.reason` when aborted.
    */
   invoke(method: string, body: string, options?: CallOptions): Promise<XmlElement>;
+  /**
+   * The axios instance on the client's HTTPS agent (same TLS trust, keep-alive), for requests outside SOAP
+   * (datastore files). Its defaults: no redirects, every status resolved, text answers.
+   */
+  http(): Promise<AxiosInstance>;
   /** The session cookie's value, once a Login set it. */
   sessionCookie: string | undefined;
   /** Closes the idle keep-alive connections. */
@@ -72,8 +77,11 @@ export function sessionCookieFrom(setCookie: readonly string[] | string | undefi
   return undefined;
 }
 
-/** The drkit error of a transport failure. Never keeps axios's error: its config holds headers and body. */
-function transportError(error: unknown, method: string, url: URL, timeoutMs: number): DrkitError {
+/**
+ * The drkit error of a transport failure. Never keeps axios's error: its config holds headers and body.
+ * @internal
+ */
+export function transportError(error: unknown, method: string, url: URL, timeoutMs: number): DrkitError {
   const code = (isAxiosError(error) ? error.code : (error as NodeJS.ErrnoException | undefined)?.code) ?? '';
   const message = error instanceof Error ? error.message : String(error);
   const cause = new Error(`${code || 'ERROR'}: ${message}`);
@@ -210,6 +218,7 @@ export function createVimSoapClient(options: VimSoapClientOptions): VimSoapClien
 
   return {
     invoke,
+    http: client,
     get sessionCookie() {
       return cookie;
     },

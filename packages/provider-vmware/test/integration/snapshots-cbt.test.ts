@@ -181,10 +181,11 @@ describe('quiescing (vcsim VMs run no VMware Tools)', () => {
   });
 });
 
-it('does not pretend to read: opening a read session throws VmwareDataPathNotBuiltError', async () => {
+it('the NBD transport (the default) does not pretend to read: opening throws VmwareDataPathNotBuiltError', async () => {
   const error = await platform.changedBlockReader
     .open({ disk: host.disks[0]!, chunkSize: MiB })
     .catch((e: unknown) => e);
   expect(VmwareDataPathNotBuiltError.isInstance(error)).toBe(true);
   expect((error as Error).message).toContain('not built yet');
+  expect((error as VmwareDataPathNotBuiltError).transport).toBe('nbd');
 });
