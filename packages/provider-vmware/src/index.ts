@@ -1,8 +1,8 @@
 /**
  * drkit's source for VMware vCenter and ESXi: a SOAP session (vim25 over HTTPS, TLS always verified), inventory of
  * VMs and their virtual disks through the PropertyCollector, and the disks drkit cannot protect with the reason.
- * The changed-block reader reads over HTTPS datastore ranges (`transport: 'https'`); the NBD transport (nbdkit with
- * VDDK, for running VMs on a real vSphere) is not built yet: see the README, "Transports: which works where".
+ * The changed-block reader reads over NBD (`transport: 'nbd'`: an nbdkit export with VDDK that `nbd.locate` names)
+ * or HTTPS datastore ranges (`transport: 'https'`): see the README, "Transports: which works where".
  *
  * @packageDocumentation
  */
@@ -13,6 +13,11 @@ export { VmwareDataPathNotBuiltError } from './vmware-changed-block-reader.js';
 export type { VirtualDeviceBacking, VirtualDeviceInfo, VmwareDiskSkipReason } from './vmware-devices.js';
 export { missingPrivilegeOf, type VmwareFaultInfo, vmwareFaultOf } from './vmware-errors.js';
 export { diskIdOf, type VmwareInventory, type VmwareInventoryObject } from './vmware-inventory.js';
+export type {
+  VmwareNbdDisk,
+  VmwareNbdExportLocation,
+  VmwareNbdOptions,
+} from './vmware-nbd-transport.js';
 export type { VmwarePlatformOptions, VmwareTransport } from './vmware-options.js';
 export {
   createVmwarePlatform,

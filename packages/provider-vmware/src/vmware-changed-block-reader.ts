@@ -22,13 +22,9 @@ import {
   type ChangedAreasQuery,
   queryChangedDiskAreasPage,
 } from './vmware-changed-areas.js';
-import {
-  createDatastoreRangeReader,
-  type DatastoreRangeReader,
-  datacenterPathOf,
-  flatFileOf,
-} from './vmware-datastore-ranges.js';
+import { createDatastoreRangeReader, datacenterPathOf, flatFileOf } from './vmware-datastore-ranges.js';
 import { vmwareFaultOf } from './vmware-errors.js';
+import { openNbdSource } from './vmware-nbd-transport.js';
 import type { ResolvedVmwareOptions, VmwareTransport } from './vmware-options.js';
 import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
 import type { VmwareSession } from './vmware-session.js';
@@ -37,8 +33,8 @@ import type { VmwareDiskSnapshotRef } from './vmware-snapshots.js';
 const notBuiltMarker = Symbol.for('drkit.vmware.data-path-not-built');
 
 /**
- * A part of the data path of `@drkit/provider-vmware` that is not built yet: the NBD transport (nbdkit with VDDK),
- * or, over HTTPS datastore ranges, a disk whose snapshot file is a delta of a snapshot chain. An
+ * A part of the data path of `@drkit/provider-vmware` that is not built yet: over HTTPS datastore ranges, a disk
+ * whose snapshot file is a delta of a snapshot chain (use the NBD transport). An
  * {@link @drkit/core!InvalidSettingsError} (code `INVALID_SETTINGS`, field `transport`), not retryable: no retry
  * makes it work in this release. Never a session that pretends to read.
  */
@@ -48,10 +44,8 @@ export class VmwareDataPathNotBuiltError extends InvalidSettingsError {
   constructor(transport: VmwareTransport, detail?: string) {
     super(
       'transport',
-      transport === 'nbd'
-        ? 'the NBD data path of @drkit/provider-vmware (nbdkit with VDDK) is not built yet: this release reads ' +
-            'disks over HTTPS datastore ranges only (`transport: "https"`; see the package README, "What works")'
-        : `the HTTPS datastore data path of @drkit/provider-vmware cannot read this disk (not built yet): ${detail ?? ''}`,
+      `the ${transport === 'nbd' ? 'NBD' : 'HTTPS datastore'} data path of @drkit/provider-vmware cannot read ` +
+        `this disk (not built yet): ${detail ?? ''}`,
       { retryable: false },
     );
     this.transport = transport;
@@ -137,6 +131,17 @@ export interface VmwareReaderContext {
   readonly settings: ResolvedVmwareOptions;
 }
 
+/** Where a session reads the disk's bytes: HTTPS datastore ranges or an NBD export. */
+interface DiskDataSource {
+  readonly url: string;
+  read(
+    offset: number,
+    length: number,
+    options: CallOptions & { readonly allocate?: ((length: number) => Uint8Array) | undefined },
+  ): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
 type Listing =
   | { readonly kind: 'areas'; readonly query: ChangedAreasQuery; first: ChangedAreasPage | undefined }
   | { readonly kind: 'whole' };
@@ -150,7 +155,7 @@ interface Decision {
  * The changed-block reader of a VMware platform: `extents` mode. `open` decides from the snapshot's change id and
  * the base checkpoint's: an exact incremental (`QueryChangedDiskAreas` from the base's change id), or a full read
  * (`"*"`: allocated areas only, or every byte when the snapshot has no change id) with its reason. Reads go over
- * HTTPS datastore ranges; the NBD transport throws {@link VmwareDataPathNotBuiltError}.
+ * HTTPS datastore ranges or the NBD export `nbd.locate` names.
  * @internal
  */
 export function createVmwareChangedBlockReader(context: VmwareReaderContext): ChangedBlockReader {
@@ -298,7 +303,14 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
 
   async function open(options: OpenChangedBlocksOptions): Promise<ChangedBlockSession> {
     options.signal?.throwIfAborted();
-    if (settings.transport === 'nbd') throw new VmwareDataPathNotBuiltError('nbd');
+    const nbd = settings.transport === 'nbd' ? settings.nbd : undefined;
+    if (settings.transport === 'nbd' && !nbd) {
+      throw new InvalidSettingsError(
+        'nbd',
+        'transport "nbd" (the default) needs `nbd.locate`: where the nbdkit export (VDDK plugin) of each disk ' +
+          'snapshot is (see the README); or choose `transport: "https"`',
+      );
+    }
     const requestTimeoutSeconds = options.requestTimeoutSeconds ?? settings.httpTimeoutSeconds;
     const callOptions: CallOptions = {
       ...(options.signal ? { signal: options.signal } : {}),
@@ -308,6 +320,25 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     const o = () => soapOptions(callOptions, requestTimeoutSeconds);
     const ref = parseDiskSnapshotRef(options);
     const capacityBytes = ref.capacityBytes ?? options.disk.capacityBytes;
+    let source: DiskDataSource;
+    if (nbd) {
+      const decision = await decide(options, ref, capacityBytes, o);
+      options.signal?.throwIfAborted();
+      source = await openNbdSource(
+        nbd,
+        {
+          diskId: options.disk.id,
+          vm: ref.vm,
+          snapshot: ref.snapshot,
+          deviceKey: ref.deviceKey,
+          fileName: ref.fileName,
+          capacityBytes,
+        },
+        requestTimeoutSeconds,
+        callOptions,
+      );
+      return finish(decision, source);
+    }
     const flat = flatFileOf(ref.fileName);
     if ('problem' in flat) throw new VmwareDataPathNotBuiltError('https', flat.problem);
     const sc = await session.serviceContent(o());
@@ -325,48 +356,55 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       file: flat.file,
       requestTimeoutSeconds,
     });
-    const decision = await decide(options, ref, capacityBytes, o);
-    options.signal?.throwIfAborted();
-    const token: VmwareCheckpointToken = {
-      format: TOKEN_FORMAT,
-      version: TOKEN_VERSION,
-      vm: ref.vm,
-      deviceKey: String(ref.deviceKey),
-      changeId: ref.changeId ?? '',
-      file: baseFileOf(ref.fileName),
-    };
-    const checkpoint: Checkpoint = {
-      diskId: options.disk.id,
-      token: JSON.stringify(token),
-      capacityBytes,
-      createdAt: new Date().toISOString(),
-    };
-    (options.logger ?? settings.logger)?.debug(
-      {
+    source = { url: ranges.url, read: ranges.read, close: async () => {} };
+    return finish(await decide(options, ref, capacityBytes, o), source);
+
+    async function finish(decision: Decision, source: DiskDataSource): Promise<ExtentReadSession> {
+      if (options.signal?.aborted) {
+        await source.close().catch(() => undefined);
+        throw options.signal.reason;
+      }
+      const token: VmwareCheckpointToken = {
+        format: TOKEN_FORMAT,
+        version: TOKEN_VERSION,
+        vm: ref.vm,
+        deviceKey: String(ref.deviceKey),
+        changeId: ref.changeId ?? '',
+        file: baseFileOf(ref.fileName),
+      };
+      const checkpoint: Checkpoint = {
         diskId: options.disk.id,
-        validity: decision.validity.kind,
-        ...(decision.validity.kind === 'full' ? { reason: decision.validity.reason } : {}),
-        file: ranges.url,
-      },
-      'VMware read session opened',
-    );
-    return createSession({
-      capacityBytes,
-      decision,
-      checkpoint,
-      ranges,
-      allocate: options.allocate,
-      requestTimeoutSeconds,
-      logger: callOptions.logger,
-      diskId: options.disk.id,
-    });
+        token: JSON.stringify(token),
+        capacityBytes,
+        createdAt: new Date().toISOString(),
+      };
+      (options.logger ?? settings.logger)?.debug(
+        {
+          diskId: options.disk.id,
+          validity: decision.validity.kind,
+          ...(decision.validity.kind === 'full' ? { reason: decision.validity.reason } : {}),
+          source: source.url,
+        },
+        'VMware read session opened',
+      );
+      return createSession({
+        capacityBytes,
+        decision,
+        checkpoint,
+        source,
+        allocate: options.allocate,
+        requestTimeoutSeconds,
+        logger: callOptions.logger,
+        diskId: options.disk.id,
+      });
+    }
   }
 
   function createSession(s: {
     readonly capacityBytes: number;
     readonly decision: Decision;
     readonly checkpoint: Checkpoint;
-    readonly ranges: DatastoreRangeReader;
+    readonly source: DiskDataSource;
     readonly allocate: ((length: number) => Uint8Array) | undefined;
     readonly requestTimeoutSeconds: number;
     readonly logger: CallOptions['logger'];
@@ -435,7 +473,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
           `read({ offset: ${offset}, length: ${length} }) of disk ${s.diskId} is outside its ${capacityBytes} bytes`,
         );
       }
-      const data = await s.ranges.read(offset, length, {
+      const data = await s.source.read(offset, length, {
         ...options,
         ...(options.logger || !s.logger ? {} : { logger: s.logger }),
         allocate: s.allocate,
@@ -443,9 +481,13 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       return { data };
     }
 
-    async function close(): Promise<void> {
-      // The HTTPS agent and the vSphere session are the platform's: nothing of the session's own to release.
+    let closing: Promise<void> | undefined;
+    function close(): Promise<void> {
+      // HTTPS: the agent and the vSphere session are the platform's, nothing of the session's own to release.
+      // NBD: the export's connections, then the location's `release`.
       closed = true;
+      closing ??= s.source.close();
+      return closing;
     }
 
     return {

@@ -1,5 +1,6 @@
 import { InvalidSettingsError, type Logger } from '@drkit/core';
 import { type ResolvedTls, resolveTls, type VmwareTlsOptions } from './soap/vmware-tls.js';
+import type { VmwareNbdOptions } from './vmware-nbd-transport.js';
 
 /** How the disk data of a snapshot is read (see the README: which works where). */
 export type VmwareTransport = 'nbd' | 'https';
@@ -21,10 +22,16 @@ export interface VmwarePlatformOptions {
   readonly tls?: VmwareTlsOptions;
   /**
    * The data path: `nbd` (nbdkit with VMware's VDDK plugin on the proxy, port 902 to every ESXi host) or `https`
-   * (datastore file ranges through vCenter/ESXi on port 443). Default `nbd`. Only `https` is built: a read session
-   * of `nbd` throws `VmwareDataPathNotBuiltError` (see the README, which works where).
+   * (datastore file ranges through vCenter/ESXi on port 443). Default `nbd`, which needs {@link
+   * VmwarePlatformOptions.nbd} (without it a read session throws an InvalidSettingsError for `nbd`). See the
+   * README, which works where.
    */
   readonly transport?: VmwareTransport;
+  /**
+   * Where the NBD export (nbdkit with VMware's VDDK plugin, run by the deployment) of each disk snapshot is, for
+   * `transport: 'nbd'`. drkit never starts nbdkit nor ships VDDK.
+   */
+  readonly nbd?: VmwareNbdOptions;
   /** Reads in flight per disk (the reader's `maxConcurrentReads`). 1 to 32; default 4. */
   readonly maxConcurrentReads?: number;
   /**
@@ -48,6 +55,7 @@ export interface ResolvedVmwareOptions {
   readonly password: string;
   readonly tls: ResolvedTls;
   readonly transport: VmwareTransport;
+  readonly nbd: VmwareNbdOptions | undefined;
   readonly maxConcurrentReads: number;
   readonly httpTimeoutSeconds: number;
   readonly pageSize: number;
@@ -115,6 +123,18 @@ export function sdkUrlOf(value: unknown): URL {
   return url;
 }
 
+function nbdOptions(value: unknown): VmwareNbdOptions | undefined {
+  if (value === undefined) return undefined;
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    typeof (value as VmwareNbdOptions).locate !== 'function'
+  ) {
+    throw new InvalidSettingsError('nbd', 'must be an object with a locate(disk) function');
+  }
+  return value as VmwareNbdOptions;
+}
+
 /**
  * Validates the options.
  *
@@ -144,6 +164,7 @@ export function resolveVmwareOptions(options: VmwarePlatformOptions): ResolvedVm
     password: requiredText(options.password, 'password', '', true),
     tls: resolveTls(options.tls),
     transport,
+    nbd: nbdOptions(options.nbd),
     maxConcurrentReads: integer(options.maxConcurrentReads, 'maxConcurrentReads', 1, 32, 4),
     httpTimeoutSeconds: integer(options.httpTimeoutSeconds, 'httpTimeoutSeconds', 1, 86_400, 600),
     pageSize: integer(options.pageSize, 'pageSize', 1, 10_000, 100),

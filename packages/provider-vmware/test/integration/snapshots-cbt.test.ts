@@ -3,13 +3,15 @@
 // (scripts/peers/vcsim/cbt.go, written from the vSphere API reference: change ids at snapshot time, 64 KiB block
 // hashes, `*` = allocated areas, unknown id → InvalidArgument, answers paged by startOffset). Snapshots,
 // ReconfigVM_Task and the tasks waited for through a PropertyCollector are vcsim's own.
-import { CheckpointInvalidError, type Extent, type Host, QuiesceFailedError } from '@drkit/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  VmwareDataPathNotBuiltError,
-  type VmwareDiskSnapshotRef,
-  type VmwarePlatform,
-} from '../../src/index.js';
+  CheckpointInvalidError,
+  type Extent,
+  type Host,
+  InvalidSettingsError,
+  QuiesceFailedError,
+} from '@drkit/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VmwareDiskSnapshotRef, VmwarePlatform } from '../../src/index.js';
 import { children } from '../../src/soap/xml-tree.js';
 import { queryChangedDiskAreas } from '../../src/vmware-changed-areas.js';
 import { type VcsimAdmin, vcsimAdmin } from './vcsim-admin.js';
@@ -181,11 +183,10 @@ describe('quiescing (vcsim VMs run no VMware Tools)', () => {
   });
 });
 
-it('the NBD transport (the default) does not pretend to read: opening throws VmwareDataPathNotBuiltError', async () => {
+it('the NBD transport (the default) without `nbd.locate` refuses to open a session, naming the setting', async () => {
   const error = await platform.changedBlockReader
     .open({ disk: host.disks[0]!, chunkSize: MiB })
     .catch((e: unknown) => e);
-  expect(VmwareDataPathNotBuiltError.isInstance(error)).toBe(true);
-  expect((error as Error).message).toContain('not built yet');
-  expect((error as VmwareDataPathNotBuiltError).transport).toBe('nbd');
+  expect(InvalidSettingsError.isInstance(error)).toBe(true);
+  expect((error as InvalidSettingsError).field).toBe('nbd');
 });

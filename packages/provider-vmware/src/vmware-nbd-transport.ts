@@ -1,0 +1,134 @@
+import { type CallOptions, SourceProtocolError } from '@drkit/core';
+import { connectNbdExport, type NbdConnectOptions, type NbdExport } from './nbd/index.js';
+
+/** The disk of one snapshot that an NBD export must serve (what nbdkit's VDDK plugin is started with). */
+export interface VmwareNbdDisk {
+  /** drkit's disk id. */
+  readonly diskId: string;
+  /** The VM's moref value (`vm-123`): nbdkit's `vm=moref=vm-123`. */
+  readonly vm: string;
+  /** The snapshot's moref value (`snapshot-45`): nbdkit's `snapshot=snapshot-45`. */
+  readonly snapshot: string;
+  /** The disk's device key. */
+  readonly deviceKey: number;
+  /** The disk's file in the snapshot's configuration (`[ds] vm/disk.vmdk`): nbdkit's `file=`. */
+  readonly fileName: string | undefined;
+  /** The disk's capacity at the snapshot: the export must be exactly this size. */
+  readonly capacityBytes: number;
+}
+
+/**
+ * Where the NBD export of one disk snapshot is: a Unix socket or a TCP address, as {@link connectNbdExport} takes
+ * them, plus an optional `release` called when the read session closes (e.g. to stop the nbdkit it started).
+ */
+export type VmwareNbdExportLocation = Pick<
+  NbdConnectOptions,
+  | 'socketPath'
+  | 'host'
+  | 'port'
+  | 'exportName'
+  | 'tls'
+  | 'connections'
+  | 'multiConn'
+  | 'maxRequestsInFlight'
+  | 'maxRequestBytes'
+> & {
+  /** Called once when the read session closes, after the export was disconnected. */
+  readonly release?: () => Promise<void>;
+};
+
+/**
+ * The NBD transport's settings (`transport: 'nbd'`): drkit does not start nbdkit or ship VDDK; `locate` tells
+ * where an export of the disk snapshot is (starting nbdkit with the VDDK plugin for it, or naming one already
+ * running). See the README for the nbdkit command line.
+ */
+export interface VmwareNbdOptions {
+  /**
+   * The export of one disk of one snapshot; called once per read session (one disk task).
+   *
+   * @example
+   * ```ts
+   * locate: async (disk) => {
+   *   const socketPath = `/run/drkit/${disk.vm}-${disk.deviceKey}.sock`;
+   *   const nbdkit = await startNbdkitVddk({ socketPath, vm: disk.vm, snapshot: disk.snapshot, file: disk.fileName });
+   *   return { socketPath, connections: 4, multiConn: 'always', release: () => nbdkit.stop() };
+   * }
+   * ```
+   */
+  locate(disk: VmwareNbdDisk, options: CallOptions): Promise<VmwareNbdExportLocation>;
+}
+
+/** One disk's data through an NBD export. @internal */
+export interface VmwareNbdSource {
+  readonly url: string;
+  read(
+    offset: number,
+    length: number,
+    options: CallOptions & { readonly allocate?: ((length: number) => Uint8Array) | undefined },
+  ): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to the export `locate` names and checks that it is the disk's size. Reads honour `signal`, `deadline`
+ * and the request timeout; the export's connections are closed, then `release` called, on `close()`.
+ *
+ * @throws {@link @drkit/core!SourceProtocolError} when the export's size is not the disk's capacity; the NBD client's
+ * connection errors.
+ * @internal
+ */
+export async function openNbdSource(
+  nbd: VmwareNbdOptions,
+  disk: VmwareNbdDisk,
+  requestTimeoutSeconds: number,
+  options: CallOptions,
+): Promise<VmwareNbdSource> {
+  const location = await nbd.locate(disk, options);
+  let exported: NbdExport;
+  try {
+    const { release: _release, ...connect } = location;
+    exported = await connectNbdExport({ ...connect, ...options });
+  } catch (error) {
+    await location.release?.().catch(() => undefined);
+    throw error;
+  }
+  const url = location.socketPath
+    ? `nbd+unix:///${location.exportName ?? ''}?socket=${location.socketPath}`
+    : `nbd://${location.host}:${location.port ?? 10809}/${location.exportName ?? ''}`;
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      try {
+        await exported.close();
+      } finally {
+        await location.release?.();
+      }
+    })();
+    return closing;
+  };
+  if (exported.info.size !== disk.capacityBytes) {
+    await close().catch(() => undefined);
+    throw new SourceProtocolError(
+      `the NBD export ${url} for disk ${disk.diskId} is ${exported.info.size} bytes, but the disk is ` +
+        `${disk.capacityBytes} bytes at the snapshot: locate() named another disk's export`,
+    );
+  }
+  return {
+    url,
+    read(offset, length, readOptions) {
+      const deadline = Math.min(
+        readOptions.deadline ?? Number.POSITIVE_INFINITY,
+        Date.now() + requestTimeoutSeconds * 1000,
+      );
+      return exported.read(
+        { offset, length },
+        {
+          ...readOptions,
+          deadline,
+          ...(readOptions.allocate ? { allocate: readOptions.allocate } : {}),
+        },
+      );
+    },
+    close,
+  };
+}
