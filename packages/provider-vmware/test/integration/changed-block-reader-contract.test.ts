@@ -11,9 +11,9 @@ for (const mode of ['vpx', 'esx'] as const) {
     name: `vmware (vcsim ${mode === 'vpx' ? 'vCenter' : 'ESXi'} mode, HTTPS datastore ranges)`,
     capabilities: {
       canWrite: true,
-      // Datastore PUT writes bytes; it cannot trim, and the disk cannot be resized through it.
+      // Datastore PUT writes bytes; it cannot trim. vSphere grows disks (ReconfigVM_Task), never shrinks them.
       canDiscard: false,
-      canGrow: false,
+      canGrow: true,
       canShrink: false,
       // The launcher's change tracking compares 64 KiB blocks.
       exactGranularityBytes: 64 * 1024,
@@ -34,9 +34,7 @@ for (const mode of ['vpx', 'esx'] as const) {
         discard: async () => {
           throw new Error('canDiscard is false');
         },
-        resize: async () => {
-          throw new Error('canGrow and canShrink are false');
-        },
+        resize: (capacity) => disk.resize(capacity),
         readAll: () => disk.readAll(),
         cleanup: () => disk.close(),
       };

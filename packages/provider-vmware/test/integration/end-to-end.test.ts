@@ -189,3 +189,29 @@ it('a change id vSphere does not know (InvalidArgument) opens a full read with t
     await platform.releaseSnapshot({ hostId: host.id, name: 'drkit-e2e-2' });
   }
 });
+
+it('a grown disk is read in full (disk-resized), then its lineage goes on with exact incrementals', async () => {
+  disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [6, 12], 31) });
+  const { host } = disk;
+  await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: MiB });
+  const points: { pointId: string; image: Uint8Array }[] = [];
+  const full = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'none' }));
+  points.push({ pointId: full.pointId, image: Uint8Array.from(disk.image) });
+
+  await disk.resize(5 * MiB);
+  fillPattern(disk.image, 4 * MiB + BLOCK, BLOCK, 77);
+  await disk.upload();
+  const grown = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'none' }));
+  expect(grown.validity).toMatchObject({ kind: 'full', reason: 'disk-resized' });
+  expect(grown.capacityBytes).toBe(5 * MiB);
+  expect(grown.bytesRead).toBe(3 * BLOCK); // "*": the allocated blocks 6, 12 and the new one
+  points.push({ pointId: grown.pointId, image: Uint8Array.from(disk.image) });
+
+  fillPattern(disk.image, 6 * BLOCK, 100, 78);
+  await disk.upload();
+  const next = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'none' }));
+  expect(next.validity).toEqual({ kind: 'exact' });
+  expect(next.bytesRead).toBe(BLOCK);
+  points.push({ pointId: next.pointId, image: Uint8Array.from(disk.image) });
+  for (const [i, point] of points.entries()) await expectRestores(point.pointId, point.image, `point ${i}`);
+});

@@ -70,7 +70,7 @@ describeChangedBlockReaderContract({
   capabilities: {
     canWrite: true,
     canDiscard: false,
-    canGrow: false,
+    canGrow: true,
     canShrink: false,
     exactGranularityBytes: 64 * 1024,
   },
@@ -90,9 +90,7 @@ describeChangedBlockReaderContract({
       discard: async () => {
         throw new Error('canDiscard is false');
       },
-      resize: async () => {
-        throw new Error('canGrow and canShrink are false');
-      },
+      resize: (capacity) => disk.resize(capacity),
       readAll: () => disk.readAll(),
       countOpenResources: () => contractLocator.running.size,
       cleanup: async () => {

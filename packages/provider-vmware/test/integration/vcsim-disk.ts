@@ -16,9 +16,15 @@ export interface VcsimDisk {
   readonly platform: VmwarePlatform;
   readonly host: Host;
   readonly disk: Disk;
+  /** The disk's capacity as the test last set it. */
   readonly capacityBytes: number;
   /** The disk's content as the test last wrote it. */
   readonly image: Uint8Array;
+  /**
+   * Grows (or shrinks) the disk: ReconfigVM_Task editing the disk's `capacityInKB` (vcsim replaces the device
+   * with the one sent), then uploads the image cut or zero-extended to the new size.
+   */
+  resize(capacityBytes: number): Promise<void>;
   /** Writes bytes into the image and uploads the whole file. */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Uploads the image as it is. */
@@ -86,8 +92,8 @@ export async function startVcsimDisk(
       { type: 'VirtualMachine', value: host.attributes!['vmware.moref']! },
       {},
     );
-    const capacityBytes = disk.capacityBytes;
-    const image = options.initial?.(capacityBytes) ?? new Uint8Array(capacityBytes);
+    let capacityBytes = disk.capacityBytes;
+    let image = options.initial?.(capacityBytes) ?? new Uint8Array(capacityBytes);
     const upload = async () => {
       const { status } = await fileRequest(
         vcsim,
@@ -100,14 +106,42 @@ export async function startVcsimDisk(
       if (status !== 200 && status !== 201) throw new Error(`PUT ${flat.file.path} answered ${status}`);
     };
     await upload();
+    const vm = { type: 'VirtualMachine', value: host.attributes!['vmware.moref']! };
+    const attributes = disk.attributes!;
     return {
       vcsim,
       admin,
       platform,
       host,
       disk,
-      capacityBytes,
-      image,
+      get capacityBytes() {
+        return capacityBytes;
+      },
+      get image() {
+        return image;
+      },
+      async resize(newCapacity) {
+        if (newCapacity % 1024 !== 0) throw new Error('vSphere sizes disks in KiB');
+        const backing =
+          '<backing xsi:type="VirtualDiskFlatVer2BackingInfo">' +
+          `<fileName>${attributes['vmware.fileName']}</fileName>` +
+          `<diskMode>${attributes['vmware.diskMode'] ?? 'persistent'}</diskMode>` +
+          `<thinProvisioned>${attributes['vmware.thinProvisioned'] ?? 'true'}</thinProvisioned></backing>`;
+        await admin.reconfigure(
+          vm,
+          '<deviceChange><operation>edit</operation><device xsi:type="VirtualDisk">' +
+            `<key>${attributes['vmware.deviceKey']}</key>` +
+            `<deviceInfo><label>${disk.name}</label><summary>${newCapacity / 1024} KB</summary></deviceInfo>` +
+            `${backing}<controllerKey>${attributes['vmware.controllerKey']}</controllerKey>` +
+            `<unitNumber>${attributes['vmware.unitNumber']}</unitNumber>` +
+            `<capacityInKB>${newCapacity / 1024}</capacityInKB></device></deviceChange>`,
+        );
+        const resized = new Uint8Array(newCapacity);
+        resized.set(image.subarray(0, Math.min(newCapacity, image.length)));
+        image = resized;
+        capacityBytes = newCapacity;
+        await upload();
+      },
       async write(offset, data) {
         image.set(data, offset);
         await upload();
@@ -124,6 +158,8 @@ export async function startVcsimDisk(
         if (status !== 200) throw new Error(`GET ${flat.file.path} answered ${status}`);
         const all = new Uint8Array(capacityBytes);
         all.set(data.subarray(0, capacityBytes));
+        if (data.length > capacityBytes)
+          throw new Error(`the file is ${data.length} bytes, the disk ${capacityBytes}`);
         return all;
       },
       async close() {
