@@ -249,9 +249,11 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       return full('checkpoint-invalid', 'the base checkpoint is not a change id this reader wrote');
     }
     if (token.vm !== ref.vm || token.deviceKey !== String(ref.deviceKey)) {
+      // Same drkit disk (instance UUID and device key), another vSphere object: a VM restored or registered again.
       return full(
-        'checkpoint-invalid',
-        `the base checkpoint is of disk ${token.deviceKey} of ${token.vm}, not of disk ${ref.deviceKey} of ${ref.vm}`,
+        'disk-recreated',
+        `the base was read from disk ${token.deviceKey} of ${token.vm}, this snapshot is of disk ${ref.deviceKey} ` +
+          `of ${ref.vm}: the VM was restored, registered again or its disk replaced`,
       );
     }
     if (!ref.changeId) {

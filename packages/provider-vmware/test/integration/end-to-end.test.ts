@@ -154,7 +154,7 @@ it('change tracking off, then on: every byte, then a full read saying why, then 
   for (const [i, point] of points.entries()) await expectRestores(point.pointId, point.image, `point ${i}`);
 });
 
-it('a change id vSphere does not know (InvalidArgument) opens a full read with the reason, never a throw', async () => {
+it('a change id vSphere does not know (InvalidArgument), or a restored VM, opens a full read with the reason, never a throw', async () => {
   disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [4, 8], 21) });
   const { host, platform } = disk;
   const reader = platform.changedBlockReader;
@@ -186,6 +186,19 @@ it('a change id vSphere does not know (InvalidArgument) opens a full read with t
     expect(opened.validity.kind === 'full' && opened.validity.detail).toContain('InvalidArgument');
   } finally {
     await opened.close();
+  }
+  // The same disk id, another VM moref: a restored or re-registered VM.
+  const restored = await reader.open({
+    disk: disk.disk,
+    snapshot: second,
+    diskSnapshot: second.disks[0]!,
+    base: { ...checkpoint, token: JSON.stringify({ ...token, vm: 'vm-restored-elsewhere' }) },
+    chunkSize: MiB,
+  });
+  try {
+    expect(restored.validity).toMatchObject({ kind: 'full', reason: 'disk-recreated' });
+  } finally {
+    await restored.close();
     await platform.releaseSnapshot({ hostId: host.id, name: 'drkit-e2e-2' });
   }
 });
