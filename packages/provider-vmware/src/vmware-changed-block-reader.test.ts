@@ -1,0 +1,226 @@
+// The reader's decisions against a fake vSphere session in the test (answers written as vSphere writes them), for
+// what vcsim cannot show: a snapshot without a change id (tracking just enabled, or off), a `"*"` query vSphere
+// refuses, areas that are not 512-byte aligned or that run on across pages. No bytes are read here.
+import type { ChangedExtent, Checkpoint, Disk, DiskSnapshot, ExtentReadSession } from '@drkit/core';
+import { describe, expect, it } from 'vitest';
+import type { VimSoapClient } from './soap/vim-soap-client.js';
+import { parseXml, type XmlElement } from './soap/xml-tree.js';
+import { createVmwareChangedBlockReader } from './vmware-changed-block-reader.js';
+import { faultError } from './vmware-errors.js';
+import { resolveVmwareOptions } from './vmware-options.js';
+import type { ServiceContent, VmwareSession } from './vmware-session.js';
+import type { VmwareDiskSnapshotRef } from './vmware-snapshots.js';
+
+const MiB = 1024 * 1024;
+const CAPACITY = 4 * MiB;
+
+interface FakeVsphere {
+  trackingEnabled: boolean;
+  /** Pages of QueryChangedDiskAreas by startOffset: [length, areas]. */
+  pages: Map<number, readonly [number, readonly (readonly [number, number])[]]>;
+  refuseAll: boolean;
+  readonly queries: { startOffset: number; changeId: string }[];
+}
+
+function fakeSession(fake: FakeVsphere): VmwareSession {
+  const ref = (name: string, type: string, value: string) => `<${name} type="${type}">${value}</${name}>`;
+  const object = (type: string, value: string, name: string, val: string) =>
+    `<objects>${ref('obj', type, value)}<propSet><name>${name}</name>${val}</propSet></objects>`;
+  function answer(method: string, body: string): string {
+    if (method === 'RetrievePropertiesEx') {
+      const path = /<pathSet>([^<]+)<\/pathSet>/.exec(body)?.[1];
+      let result = '';
+      if (path === 'parent' && body.includes('>vm-1<')) {
+        result = object('VirtualMachine', 'vm-1', 'parent', ref('val', 'Datacenter', 'datacenter-2'));
+      } else if (path === 'parent') {
+        result = object('Datacenter', 'datacenter-2', 'parent', ref('val', 'Folder', 'group-d1'));
+      } else if (path === 'name') {
+        result = object('Datacenter', 'datacenter-2', 'name', '<val>DC0</val>');
+      } else if (path === 'config.changeTrackingEnabled') {
+        result = object(
+          'VirtualMachineSnapshot',
+          'snapshot-9',
+          path,
+          `<val>${String(fake.trackingEnabled)}</val>`,
+        );
+      }
+      return `<returnval>${result}</returnval>`;
+    }
+    if (method === 'QueryChangedDiskAreas') {
+      const startOffset = Number(/<startOffset>(\d+)<\/startOffset>/.exec(body)?.[1]);
+      const changeId = /<changeId>([^<]*)<\/changeId>/.exec(body)?.[1] ?? '';
+      fake.queries.push({ startOffset, changeId });
+      if (fake.refuseAll) throw faultError({ type: 'FileFault', message: 'no ctk file' }, method);
+      const [length, areas] = fake.pages.get(startOffset) ?? [CAPACITY - startOffset, []];
+      const listed = areas
+        .map(
+          ([start, areaLength]) =>
+            `<changedArea><start>${start}</start><length>${areaLength}</length></changedArea>`,
+        )
+        .join('');
+      return `<returnval><startOffset>${startOffset}</startOffset><length>${length}</length>${listed}</returnval>`;
+    }
+    throw new Error(`the fake has no ${method}`);
+  }
+  const sc = {
+    rootFolder: { type: 'Folder', value: 'group-d1' },
+    propertyCollector: { type: 'PropertyCollector', value: 'propertyCollector' },
+  } as unknown as ServiceContent;
+  return {
+    serviceContent: async () => sc,
+    async call<T>(method: string, body: string, _options?: unknown, read?: (answer: XmlElement) => T) {
+      const element = parseXml(
+        `<${method}Response xmlns="urn:vim25">${answer(method, body)}</${method}Response>`,
+      );
+      return (read ? read(element) : element) as T;
+    },
+    login: async () => undefined,
+    logout: async () => undefined,
+    cookie: async () => 'cookie',
+    renew: async () => undefined,
+  };
+}
+
+function setup(fake: Partial<FakeVsphere> = {}) {
+  const state: FakeVsphere = {
+    trackingEnabled: true,
+    pages: new Map(),
+    refuseAll: false,
+    queries: [],
+    ...fake,
+  };
+  const settings = resolveVmwareOptions({
+    id: 'vc',
+    url: 'https://vc.example.com',
+    username: 'u',
+    password: 'p',
+    transport: 'https',
+  });
+  const reader = createVmwareChangedBlockReader({
+    session: fakeSession(state),
+    client: {} as VimSoapClient,
+    settings,
+  });
+  const disk: Disk = { id: 'uuid-1:2000', hostId: 'uuid-1', name: 'Hard disk 1', capacityBytes: CAPACITY };
+  const diskSnapshot = (changeId: string | undefined): DiskSnapshot => {
+    const ref: VmwareDiskSnapshotRef = {
+      vm: 'vm-1',
+      snapshot: 'snapshot-9',
+      deviceKey: 2000,
+      changeId,
+      fileName: '[ds1] vm-1/vm-1.vmdk',
+      capacityBytes: CAPACITY,
+    };
+    return { diskId: disk.id, ref: JSON.stringify(ref) };
+  };
+  const base = (changeId: string): Checkpoint => ({
+    diskId: disk.id,
+    token: JSON.stringify({
+      format: 'drkit-vmware-cbt',
+      version: 1,
+      vm: 'vm-1',
+      deviceKey: '2000',
+      changeId,
+      file: '[ds1] vm-1/vm-1.vmdk',
+    }),
+    capacityBytes: CAPACITY,
+    createdAt: new Date().toISOString(),
+  });
+  const open = async (changeId: string | undefined, baseChangeId?: string) =>
+    (await reader.open({
+      disk,
+      diskSnapshot: diskSnapshot(changeId),
+      chunkSize: MiB,
+      ...(baseChangeId === undefined ? {} : { base: base(baseChangeId) }),
+    })) as ExtentReadSession;
+  return { state, open };
+}
+
+async function list(session: ExtentReadSession): Promise<ChangedExtent[]> {
+  const found: ChangedExtent[] = [];
+  for await (const extent of session.extents()) found.push(extent);
+  return found;
+}
+
+const EPOCH = '52 aa bb cc dd ee ff 00-11 22 33 44 55 66 77 88';
+
+describe('the VMware reader decides', () => {
+  it('tracking on but no change id at the snapshot yet: full, vmware-change-tracking-enabled, every byte', async () => {
+    const { state, open } = setup({ trackingEnabled: true });
+    const session = await open(undefined, `${EPOCH}/3`);
+    expect(session.validity).toMatchObject({ kind: 'full', reason: 'vmware-change-tracking-enabled' });
+    expect(await list(session)).toEqual([{ kind: 'data', offset: 0, length: CAPACITY }]);
+    expect(state.queries).toEqual([]);
+    // The checkpoint says there was no change id: the next backup reads in full again, never a wrong incremental.
+    expect(JSON.parse(session.checkpoint().token)).toMatchObject({ changeId: '' });
+    await session.close();
+  });
+
+  it('tracking off: full, tracking-disabled; and a first backup without a change id reads every byte', async () => {
+    const { open } = setup({ trackingEnabled: false });
+    const off = await open(undefined, `${EPOCH}/3`);
+    expect(off.validity).toMatchObject({ kind: 'full', reason: 'tracking-disabled' });
+    const first = await open(undefined);
+    expect(first.validity).toMatchObject({ kind: 'full', reason: 'first-backup' });
+    expect((first.validity as { detail?: string }).detail).toContain('every byte');
+    expect(await list(first)).toEqual([{ kind: 'data', offset: 0, length: CAPACITY }]);
+  });
+
+  it('a base without a change id, a snapshot with one: full, vmware-change-tracking-enabled, allocated areas', async () => {
+    const { state, open } = setup({ pages: new Map([[0, [CAPACITY, [[MiB, 65_536]]]]]) });
+    const session = await open(`${EPOCH}/1`, '');
+    expect(session.validity).toMatchObject({ kind: 'full', reason: 'vmware-change-tracking-enabled' });
+    expect(await list(session)).toEqual([{ kind: 'data', offset: MiB, length: 65_536 }]);
+    expect(state.queries).toEqual([{ startOffset: 0, changeId: '*' }]);
+  });
+
+  it('"*" refused (FileFault): every byte, saying why', async () => {
+    const { open } = setup({ refuseAll: true });
+    const session = await open(`${EPOCH}/1`);
+    expect(session.validity).toMatchObject({ kind: 'full', reason: 'first-backup' });
+    expect((session.validity as { detail?: string }).detail).toContain('FileFault');
+    expect(await list(session)).toEqual([{ kind: 'data', offset: 0, length: CAPACITY }]);
+  });
+
+  it('exact: areas rounded out to 512 bytes, merged across pages, the next page asked where the last one ended', async () => {
+    const pages = new Map<number, readonly [number, readonly (readonly [number, number])[]]>([
+      [
+        0,
+        [
+          MiB,
+          [
+            [100, 10],
+            [4096, 512],
+            [MiB - 512, 512],
+          ],
+        ],
+      ],
+      [MiB, [3 * MiB, [[MiB, 1000]]]],
+    ]);
+    const { state, open } = setup({ pages });
+    const session = await open(`${EPOCH}/5`, `${EPOCH}/4`);
+    expect(session.validity).toEqual({ kind: 'exact' });
+    expect(await list(session)).toEqual([
+      { kind: 'data', offset: 0, length: 512 },
+      { kind: 'data', offset: 4096, length: 512 },
+      { kind: 'data', offset: MiB - 512, length: 512 + 1024 },
+    ]);
+    expect(state.queries).toEqual([
+      { startOffset: 0, changeId: `${EPOCH}/4` },
+      { startOffset: MiB, changeId: `${EPOCH}/4` },
+    ]);
+    const checkpoint = session.checkpoint();
+    expect(JSON.parse(checkpoint.token)).toMatchObject({
+      changeId: `${EPOCH}/5`,
+      vm: 'vm-1',
+      deviceKey: '2000',
+    });
+  });
+
+  it('another epoch: full, tracking-reset, before asking vSphere', async () => {
+    const { state, open } = setup();
+    const session = await open(`52 00-00/1`, `${EPOCH}/4`);
+    expect(session.validity).toMatchObject({ kind: 'full', reason: 'tracking-reset' });
+    expect(state.queries.map((q) => q.changeId)).toEqual(['*']);
+  });
+});
