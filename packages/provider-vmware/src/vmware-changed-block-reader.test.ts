@@ -1,11 +1,21 @@
 // The reader's decisions against a fake vSphere session in the test (answers written as vSphere writes them), for
 // what vcsim cannot show: a snapshot without a change id (tracking just enabled, or off), a `"*"` query vSphere
 // refuses, areas that are not 512-byte aligned or that run on across pages. No bytes are read here.
-import type { ChangedExtent, Checkpoint, Disk, DiskSnapshot, ExtentReadSession } from '@drkit/core';
+import {
+  type ChangedExtent,
+  type Checkpoint,
+  type Disk,
+  type DiskSnapshot,
+  type ExtentReadSession,
+  InvalidArgumentError,
+} from '@drkit/core';
 import { describe, expect, it } from 'vitest';
 import type { VimSoapClient } from './soap/vim-soap-client.js';
 import { parseXml, type XmlElement } from './soap/xml-tree.js';
-import { createVmwareChangedBlockReader } from './vmware-changed-block-reader.js';
+import {
+  createVmwareChangedBlockReader,
+  VmwareDataPathNotBuiltError,
+} from './vmware-changed-block-reader.js';
 import { faultError } from './vmware-errors.js';
 import { resolveVmwareOptions } from './vmware-options.js';
 import type { ServiceContent, VmwareSession } from './vmware-session.js';
@@ -19,6 +29,8 @@ interface FakeVsphere {
   /** Pages of QueryChangedDiskAreas by startOffset: [length, areas]. */
   pages: Map<number, readonly [number, readonly (readonly [number, number])[]]>;
   refuseAll: boolean;
+  /** The disk's file in the snapshot's configuration. */
+  fileName?: string;
   readonly queries: { startOffset: number; changeId: string }[];
 }
 
@@ -108,7 +120,7 @@ function setup(fake: Partial<FakeVsphere> = {}) {
       snapshot: 'snapshot-9',
       deviceKey: 2000,
       changeId,
-      fileName: '[ds1] vm-1/vm-1.vmdk',
+      fileName: state.fileName ?? '[ds1] vm-1/vm-1.vmdk',
       capacityBytes: CAPACITY,
     };
     return { diskId: disk.id, ref: JSON.stringify(ref) };
@@ -222,5 +234,32 @@ describe('the VMware reader decides', () => {
     const session = await open(`52 00-00/1`, `${EPOCH}/4`);
     expect(session.validity).toMatchObject({ kind: 'full', reason: 'tracking-reset' });
     expect(state.queries.map((q) => q.changeId)).toEqual(['*']);
+  });
+
+  it('HTTPS ranges refuse a snapshot whose disk file is a delta of a chain, before anything is read', async () => {
+    const { state, open } = setup({ fileName: '[ds1] vm-1/vm-1-000002.vmdk' });
+    const error = await open(`${EPOCH}/2`, `${EPOCH}/1`).catch((e: unknown) => e);
+    expect(VmwareDataPathNotBuiltError.isInstance(error)).toBe(true);
+    expect((error as VmwareDataPathNotBuiltError).transport).toBe('https');
+    expect((error as Error).message).toContain('delta disk');
+    expect(state.queries).toEqual([]);
+  });
+
+  it('refuses to open without a VMware disk snapshot (InvalidArgumentError)', async () => {
+    const settings = resolveVmwareOptions({
+      id: 'vc',
+      url: 'vc',
+      username: 'u',
+      password: 'p',
+      transport: 'https',
+    });
+    const reader = createVmwareChangedBlockReader({
+      session: fakeSession({ trackingEnabled: true, pages: new Map(), refuseAll: false, queries: [] }),
+      client: {} as VimSoapClient,
+      settings,
+    });
+    const disk: Disk = { id: 'd', hostId: 'h', name: 'd', capacityBytes: CAPACITY };
+    const error = await reader.open({ disk, chunkSize: MiB }).catch((e: unknown) => e);
+    expect(InvalidArgumentError.isInstance(error)).toBe(true);
   });
 });

@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { createBackupEngine, createLocalFolderStore, openRepository } from '@drkit/core';
+import { createBackupEngine, createLocalFolderStore, openRepository, SourceProtocolError } from '@drkit/core';
 import { describeChangedBlockReaderContract } from '@drkit/testkit';
 import { expect, it } from 'vitest';
 import type { VmwareNbdDisk, VmwareNbdExportLocation } from '../../src/index.js';
@@ -156,3 +156,40 @@ it('through the engine over NBD: a full read of the allocated areas, then only t
     await rm(dir, { recursive: true, force: true });
   }
 }, 120_000);
+
+it('an export of another size than the disk is refused (SourceProtocolError) and released', async () => {
+  requireNbdkit();
+  let released = 0;
+  const disk = await startVcsimDisk({
+    platform: {
+      transport: 'nbd',
+      nbd: {
+        locate: async () => {
+          const server = await startNbdkit({ plugin: ['memory', 'size=1M'], flags: ['-r'] });
+          return {
+            ...server.address,
+            release: async () => {
+              released += 1;
+              await server.stop();
+            },
+          };
+        },
+      },
+    },
+  });
+  try {
+    const snapshot = await disk.platform.createSnapshot({
+      host: disk.host,
+      name: 'drkit-size',
+      quiesce: 'none',
+    });
+    const error = await disk.platform.changedBlockReader
+      .open({ disk: disk.disk, snapshot, diskSnapshot: snapshot.disks[0]!, chunkSize: 1 << 20 })
+      .catch((e: unknown) => e);
+    expect(SourceProtocolError.isInstance(error), String(error)).toBe(true);
+    expect(released).toBe(1);
+    await disk.platform.releaseSnapshot({ hostId: disk.host.id, name: 'drkit-size' });
+  } finally {
+    await disk.close();
+  }
+});
