@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 
+export type { NbdConnectOptions, NbdTlsOptions } from './nbd/nbd-export.js';
 export type { VmwareTlsOptions } from './soap/vmware-tls.js';
 export type { ManagedObjectReference } from './soap/xml-writer.js';
 export { VmwareDataPathNotBuiltError } from './vmware-changed-block-reader.js';
