@@ -18,7 +18,7 @@ export interface VmwareNbdDisk {
 }
 
 /**
- * Where the NBD export of one disk snapshot is: a Unix socket or a TCP address, as {@link connectNbdExport} takes
+ * Where the NBD export of one disk snapshot is: a Unix socket or a TCP address, as `connectNbdExport` takes
  * them, plus an optional `release` called when the read session closes (e.g. to stop the nbdkit it started).
  */
 export type VmwareNbdExportLocation = Pick<

@@ -11,7 +11,7 @@ export interface NbdTlsOptions {
   readonly key?: string | Buffer;
 }
 
-/** Where the server is and how to use it; see {@link connectNbdExport}. */
+/** Where the server is and how to use it; see `connectNbdExport`. */
 export interface NbdConnectOptions extends CallOptions {
   /** The server's host, with {@link NbdConnectOptions.port} (TCP). Exactly one of `host` and `socketPath`. */
   readonly host?: string;
