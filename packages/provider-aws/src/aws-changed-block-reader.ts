@@ -29,6 +29,7 @@ import {
 import type { AwsClients } from './aws-clients.js';
 import { awsErrorFacts, isAwsThrottling, isAwsTransient, toDrkitError } from './aws-errors.js';
 import type { ResolvedAwsOptions } from './aws-options.js';
+import type { AwsRateLimiter, SnapshotLane } from './aws-rate-limiter.js';
 
 /** The EBS direct API block size: 512 KiB. */
 export const EBS_BLOCK_SIZE = 524_288;
@@ -38,9 +39,12 @@ const SNAPSHOT_ID = /^snap-[0-9a-f]{8,32}$/;
 const RELIST_WINDOW = 100;
 /** Fresh tokens kept at most (a re-listed window's worth for each read in flight, with room to spare). */
 const MAX_FRESH_TOKENS = 20_000;
-/** Attempts of one EBS request that fails in transport or with a 5xx (throttling is the engine's to retry). */
+/**
+ * Attempts of one EBS request that fails in transport or with a 5xx. Throttling is not counted here: a throttled
+ * request waits in the platform's rate limiter and is sent again.
+ */
 const TRANSIENT_ATTEMPTS = 3;
-/** Attempts of one list call (throttled or failing in transport). */
+/** Attempts of one list call failing in transport or with a 5xx (throttling waits in the rate limiter). */
 const LIST_ATTEMPTS = 6;
 
 /** What a checkpoint of this reader records: the EBS snapshot the point was read from. Never a secret. */
@@ -122,6 +126,8 @@ async function bounded<T>(
 export interface AwsReaderContext {
   readonly clients: AwsClients;
   readonly options: ResolvedAwsOptions;
+  /** The platform's rate limiter, shared by every session. */
+  readonly limiter: AwsRateLimiter;
 }
 
 /**
@@ -130,7 +136,7 @@ export interface AwsReaderContext {
  * @internal use {@link createAwsPlatform}.
  */
 export function createAwsChangedBlockReader(context: AwsReaderContext): AwsChangedBlockReader {
-  const { clients, options } = context;
+  const { clients, options, limiter } = context;
 
   async function listPage(
     listing: Listing,
@@ -148,40 +154,47 @@ export function createAwsChangedBlockReader(context: AwsReaderContext): AwsChang
       ...(from.nextToken === undefined ? {} : { NextToken: from.nextToken }),
       ...(from.startingBlockIndex === undefined ? {} : { StartingBlockIndex: from.startingBlockIndex }),
     };
+    const operation = listing.kind === 'blocks' ? 'ListSnapshotBlocks' : 'ListChangedBlocks';
     return retry(
       () =>
-        bounded(callOptions, timeoutSeconds, what, async (signal) => {
-          if (listing.kind === 'blocks') {
-            const out: ListSnapshotBlocksCommandOutput = await clients.ebs.send(
-              new ListSnapshotBlocksCommand({ SnapshotId: listing.snapshotId, ...page }),
-              { abortSignal: signal },
-            );
-            return {
-              blocks: (out.Blocks ?? []).map((b) => ({ index: b.BlockIndex!, token: b.BlockToken })),
-              volumeSizeGiB: out.VolumeSize,
-              nextToken: out.NextToken || undefined,
-            };
-          }
-          const out: ListChangedBlocksCommandOutput = await clients.ebs.send(
-            new ListChangedBlocksCommand({
-              FirstSnapshotId: listing.firstSnapshotId,
-              SecondSnapshotId: listing.snapshotId,
-              ...page,
+        limiter.list(
+          operation,
+          () =>
+            bounded(callOptions, timeoutSeconds, what, async (signal) => {
+              if (listing.kind === 'blocks') {
+                const out: ListSnapshotBlocksCommandOutput = await clients.ebs.send(
+                  new ListSnapshotBlocksCommand({ SnapshotId: listing.snapshotId, ...page }),
+                  { abortSignal: signal },
+                );
+                return {
+                  blocks: (out.Blocks ?? []).map((b) => ({ index: b.BlockIndex!, token: b.BlockToken })),
+                  volumeSizeGiB: out.VolumeSize,
+                  nextToken: out.NextToken || undefined,
+                };
+              }
+              const out: ListChangedBlocksCommandOutput = await clients.ebs.send(
+                new ListChangedBlocksCommand({
+                  FirstSnapshotId: listing.firstSnapshotId,
+                  SecondSnapshotId: listing.snapshotId,
+                  ...page,
+                }),
+                { abortSignal: signal },
+              );
+              return {
+                blocks: (out.ChangedBlocks ?? []).map((b) => ({
+                  index: b.BlockIndex!,
+                  token: b.SecondBlockToken,
+                })),
+                volumeSizeGiB: out.VolumeSize,
+                nextToken: out.NextToken || undefined,
+              };
             }),
-            { abortSignal: signal },
-          );
-          return {
-            blocks: (out.ChangedBlocks ?? []).map((b) => ({
-              index: b.BlockIndex!,
-              token: b.SecondBlockToken,
-            })),
-            volumeSizeGiB: out.VolumeSize,
-            nextToken: out.NextToken || undefined,
-          };
-        }),
+          callOptions?.signal,
+          what,
+        ),
       {
         attempts: LIST_ATTEMPTS,
-        isRetryable: (error) => isAwsThrottling(error) || isAwsTransient(error),
+        isRetryable: (error) => !isAwsThrottling(error) && isAwsTransient(error),
         ...(callOptions?.signal ? { signal: callOptions.signal } : {}),
       },
     ).catch((error: unknown) => {
@@ -287,6 +300,7 @@ export function createAwsChangedBlockReader(context: AwsReaderContext): AwsChang
       timeoutSeconds,
       listPage,
       clients,
+      lane: limiter.snapshot(snapshotId),
       allocate: openOptions.allocate,
     });
   }
@@ -309,6 +323,8 @@ interface SessionInit {
   readonly first: ListPage;
   readonly timeoutSeconds: number;
   readonly clients: AwsClients;
+  /** The snapshot's bucket in the platform's rate limiter, released by close(). */
+  readonly lane: SnapshotLane;
   readonly allocate: ((length: number) => Uint8Array) | undefined;
   readonly listPage: (
     listing: Listing,
@@ -491,57 +507,64 @@ class EbsReadSession implements AwsEbsReadSession {
 
   /** One GetSnapshotBlock, its body always consumed or destroyed; transport failures and 5xx tried again. */
   async #get(index: number, token: string, length: number, options: CallOptions): Promise<ReadResult> {
-    const { clients, timeoutSeconds, disk, allocate } = this.#init;
+    const { clients, timeoutSeconds, disk, allocate, lane } = this.#init;
     const what = `GetSnapshotBlock ${index} of ${this.snapshotId}`;
     return retry(
       () =>
-        bounded(options, timeoutSeconds, what, async (signal) => {
-          const out = await clients.ebs.send(
-            new GetSnapshotBlockCommand({
-              SnapshotId: this.snapshotId,
-              BlockIndex: index,
-              BlockToken: token,
-            }),
-            { abortSignal: signal },
-          );
-          const body = out.BlockData as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
-          let consumed = false;
-          try {
-            if (!body) throw new SourceProtocolError(`disk ${disk.id}: ${what} answered without a body`);
-            const expected = out.DataLength;
-            if (expected !== length) {
-              throw new SourceProtocolError(
-                `disk ${disk.id}: ${what} says its data is ${expected} bytes long, the block is ${length}`,
+        lane.run(
+          () =>
+            bounded(options, timeoutSeconds, what, async (signal) => {
+              const out = await clients.ebs.send(
+                new GetSnapshotBlockCommand({
+                  SnapshotId: this.snapshotId,
+                  BlockIndex: index,
+                  BlockToken: token,
+                }),
+                { abortSignal: signal },
               );
-            }
-            const data = allocate?.(expected) ?? new Uint8Array(expected);
-            if (data.byteLength !== expected)
-              throw new SourceProtocolError('allocate() returned a buffer of the wrong length');
-            let filled = 0;
-            for await (const chunk of body) {
-              if (filled + chunk.byteLength > expected) {
-                throw new ChecksumMismatchError(
-                  `disk ${disk.id}: ${what} sent more than its ${expected} bytes`,
-                );
+              const body = out.BlockData as
+                | (AsyncIterable<Uint8Array> & { destroy?: () => void })
+                | undefined;
+              let consumed = false;
+              try {
+                if (!body) throw new SourceProtocolError(`disk ${disk.id}: ${what} answered without a body`);
+                const expected = out.DataLength;
+                if (expected !== length) {
+                  throw new SourceProtocolError(
+                    `disk ${disk.id}: ${what} says its data is ${expected} bytes long, the block is ${length}`,
+                  );
+                }
+                const data = allocate?.(expected) ?? new Uint8Array(expected);
+                if (data.byteLength !== expected)
+                  throw new SourceProtocolError('allocate() returned a buffer of the wrong length');
+                let filled = 0;
+                for await (const chunk of body) {
+                  if (filled + chunk.byteLength > expected) {
+                    throw new ChecksumMismatchError(
+                      `disk ${disk.id}: ${what} sent more than its ${expected} bytes`,
+                    );
+                  }
+                  data.set(chunk, filled);
+                  filled += chunk.byteLength;
+                }
+                consumed = true;
+                if (filled !== expected) {
+                  // A body cut short is a damaged transfer: the engine reads it again.
+                  throw new ChecksumMismatchError(
+                    `disk ${disk.id}: ${what} sent ${filled} of its ${expected} bytes`,
+                  );
+                }
+                if (out.Checksum === undefined) return { data };
+                const algorithm =
+                  out.ChecksumAlgorithm === 'SHA256' ? 'sha256' : String(out.ChecksumAlgorithm).toLowerCase();
+                return { data, checksum: { algorithm, base64: out.Checksum } };
+              } finally {
+                if (!consumed) body?.destroy?.();
               }
-              data.set(chunk, filled);
-              filled += chunk.byteLength;
-            }
-            consumed = true;
-            if (filled !== expected) {
-              // A body cut short is a damaged transfer: the engine reads it again.
-              throw new ChecksumMismatchError(
-                `disk ${disk.id}: ${what} sent ${filled} of its ${expected} bytes`,
-              );
-            }
-            if (out.Checksum === undefined) return { data };
-            const algorithm =
-              out.ChecksumAlgorithm === 'SHA256' ? 'sha256' : String(out.ChecksumAlgorithm).toLowerCase();
-            return { data, checksum: { algorithm, base64: out.Checksum } };
-          } finally {
-            if (!consumed) body?.destroy?.();
-          }
-        }),
+            }),
+          options.signal,
+          what,
+        ),
       {
         attempts: TRANSIENT_ATTEMPTS,
         isRetryable: (error) => !isAwsThrottling(error) && isAwsTransient(error),
@@ -593,6 +616,7 @@ class EbsReadSession implements AwsEbsReadSession {
   async close(): Promise<void> {
     this.#closed = true;
     this.#fresh.clear();
+    this.#init.lane[Symbol.dispose]();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

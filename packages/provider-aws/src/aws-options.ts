@@ -1,4 +1,5 @@
 import { InvalidSettingsError, MAX_CONCURRENT_READS } from '@drkit/core';
+import { type AwsRateLimits, type ResolvedAwsRateLimits, resolveAwsRateLimits } from './aws-rate-limiter.js';
 
 /** An AWS key pair. */
 export interface AwsCredentials {
@@ -53,6 +54,12 @@ export interface AwsPlatformOptions {
   readonly requestTimeoutSeconds?: number;
   /** Attempts of the EC2 and STS SDK clients (their own retries; the EBS client's are off). Default 3. */
   readonly controlPlaneMaxAttempts?: number;
+  /**
+   * The request rates of the EBS direct APIs the platform keeps to (every session of the platform shares them),
+   * and the clock it waits by. Default the documented quotas: 1000 GetSnapshotBlock/s per snapshot and per
+   * account, 50 list calls/s.
+   */
+  readonly rateLimits?: AwsRateLimits;
   /** The clock of the default name. Default `() => new Date()`. */
   readonly now?: () => Date;
 }
@@ -74,6 +81,7 @@ export interface ResolvedAwsOptions {
   };
   readonly requestTimeoutSeconds: number;
   readonly controlPlaneMaxAttempts: number;
+  readonly rateLimits: ResolvedAwsRateLimits;
 }
 
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
@@ -190,5 +198,6 @@ export function resolveAwsOptions(options: AwsPlatformOptions): ResolvedAwsOptio
     },
     requestTimeoutSeconds: positive(options.requestTimeoutSeconds, 'requestTimeoutSeconds', 120),
     controlPlaneMaxAttempts: integer(options.controlPlaneMaxAttempts, 'controlPlaneMaxAttempts', 1, 10, 3),
+    rateLimits: resolveAwsRateLimits(options.rateLimits),
   };
 }

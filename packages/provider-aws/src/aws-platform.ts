@@ -40,6 +40,7 @@ import { type AwsChangedBlockReader, createAwsChangedBlockReader } from './aws-c
 import { type AwsClients, createAwsClients } from './aws-clients.js';
 import { awsErrorFacts, deniedAction, toDrkitError } from './aws-errors.js';
 import { type AwsPlatformOptions, resolveAwsOptions } from './aws-options.js';
+import { AwsRateLimiter, type AwsRateLimiterState } from './aws-rate-limiter.js';
 
 const GIB = 1024 ** 3;
 /** Tags drkit puts on its snapshots: the snapshot's name (the ledger's), the instance, the platform. */
@@ -132,6 +133,11 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    * @throws the access errors; {@link @drkit/core!PermissionError} naming `ec2:DeleteSnapshot`.
    */
   releaseSnapshot(options: ReleaseSnapshotOptions): Promise<void>;
+  /**
+   * The adaptive rate limiter's current rates (GetSnapshotBlock per account and per open snapshot, list calls)
+   * and the throttled answers it has seen: for a log or a dashboard.
+   */
+  rateLimiterState(): AwsRateLimiterState;
   /** Closes the SDK clients (their sockets). */
   close(): Promise<void>;
 }
@@ -649,7 +655,8 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     await deleteSnapshots(ids, signal);
   }
 
-  const changedBlockReader = createAwsChangedBlockReader({ clients, options: resolved });
+  const limiter = new AwsRateLimiter(resolved.rateLimits);
+  const changedBlockReader = createAwsChangedBlockReader({ clients, options: resolved, limiter });
   let closed = false;
   const close = async () => {
     if (closed) return;
@@ -671,6 +678,7 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     checkPermissions,
     createSnapshot,
     releaseSnapshot,
+    rateLimiterState: () => limiter.state(),
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -23,4 +23,10 @@ export {
   type AwsPlatform,
   createAwsPlatform,
 } from './aws-platform.js';
+export {
+  AWS_BACKOFF_FACTOR,
+  AWS_MAX_THROTTLED_ATTEMPTS,
+  type AwsRateLimiterState,
+  type AwsRateLimits,
+} from './aws-rate-limiter.js';
 export { type AwsRegion, type ListAwsRegionsOptions, listAwsRegions } from './aws-regions.js';

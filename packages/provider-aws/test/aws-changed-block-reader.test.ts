@@ -8,7 +8,7 @@ import {
   ThrottledError,
 } from '@drkit/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AwsEbsReadSession, AwsPlatform } from '../src/index.js';
+import { AWS_MAX_THROTTLED_ATTEMPTS, type AwsEbsReadSession, type AwsPlatform } from '../src/index.js';
 import { type AwsTestBed, BLOCK, pattern, startAwsTestBed } from './aws-test-setup.js';
 
 let bed: AwsTestBed | undefined;
@@ -198,18 +198,45 @@ describe('reads', () => {
     expect(f.bed.emulator.stats().calls.GetSnapshotBlock).toBe(5); // one expired, then four with fresh tokens
   });
 
-  it('throttling is a ThrottledError for the engine to retry; a damaged block keeps its checksum for the engine', async () => {
+  it('a throttled read waits in the rate limiter (the snapshot bucket backs off) and is sent again; a damaged block keeps its checksum for the engine', async () => {
     const f = await fixture([5], { quotas: { getSnapshotBlockPerSnapshot: 1 } });
     const session = await f.open(await f.snapshot('drkit-1'));
     const [extent] = await listAll(session);
     const request = { offset: extent!.offset, length: extent!.length, token: extent!.token! };
     await session.read(request);
-    const throttled = await session.read(request).catch((e) => e);
-    expect(ThrottledError.isInstance(throttled)).toBe(true);
+    const start = f.bed.clock.now();
+    const again = await session.read(request);
+    expect(Buffer.from(again.data).equals(pattern(5))).toBe(true);
+    // The emulator's snapshot bucket refills one token a second: the read waited (in virtual time) that long.
+    expect(f.bed.clock.now() - start).toBeGreaterThanOrEqual(1000);
+    const throttled = f.bed.emulator.stats().throttled.GetSnapshotBlock ?? 0;
+    expect(throttled).toBeGreaterThan(0);
+    expect(throttled).toBeLessThan(AWS_MAX_THROTTLED_ATTEMPTS);
+    expect(f.bed.emulator.blockReads(session.snapshotId).get(5)).toBe(2);
+    const state = f.platform.rateLimiterState();
+    expect(state.getSnapshotBlockPerSnapshot[session.snapshotId]).toBeLessThan(1000);
+    expect(state.getSnapshotBlockPerAccount).toBe(1000);
     f.bed.clock.advance(1000);
     f.bed.emulator.injectFault({ operation: 'GetSnapshotBlock', kind: 'checksum-mismatch' });
     const damaged = await session.read(request);
     expect(damaged.checksum!.base64).not.toBe(sha256(damaged.data));
+    await session.close();
+    expect(f.platform.rateLimiterState().getSnapshotBlockPerSnapshot).toEqual({});
+  });
+
+  it('a read throttled without end is a ThrottledError after a bounded number of attempts', async () => {
+    const f = await fixture([5]);
+    const session = await f.open(await f.snapshot('drkit-1'));
+    const [extent] = await listAll(session);
+    const request = { offset: extent!.offset, length: extent!.length, token: extent!.token! };
+    f.bed.emulator.resetStats();
+    f.bed.emulator.injectFault({ operation: 'GetSnapshotBlock', kind: 'throttle', times: 1000 });
+    const error = await session.read(request).catch((e) => e);
+    expect(ThrottledError.isInstance(error)).toBe(true);
+    expect(String(error.message)).toMatch(/throttled it 50 times/);
+    expect(f.bed.emulator.stats().calls.GetSnapshotBlock).toBe(AWS_MAX_THROTTLED_ATTEMPTS);
+    // An injected throttle is the account's ThrottlingException: the account bucket backed off to its floor.
+    expect(f.platform.rateLimiterState().getSnapshotBlockPerAccount).toBe(20);
   });
 
   it('a truncated body and a 500 are tried again; every body is consumed or destroyed', async () => {

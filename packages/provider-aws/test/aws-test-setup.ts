@@ -18,6 +18,54 @@ export interface AwsTestBed {
   close(): Promise<void>;
 }
 
+/**
+ * The rate limiters' clock in virtual time: the emulator's manual clock, and a sleep that does not wait in real
+ * time. Sleepers wake in the order of their end times, one per turn of the event loop, the clock set to each end
+ * in turn (a discrete-event schedule: several limiters sharing the clock interleave as they would in real time).
+ * The emulator's quota buckets refill by the same clock.
+ */
+export function virtualTime(clock: ManualClock): {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+} {
+  const shared = schedules.get(clock) ?? createSchedule(clock);
+  schedules.set(clock, shared);
+  return shared;
+}
+
+const schedules = new WeakMap<ManualClock, ReturnType<typeof createSchedule>>();
+
+function createSchedule(clock: ManualClock) {
+  const sleepers: { at: number; seq: number; wake: () => void }[] = [];
+  let seq = 0;
+  let pumping = false;
+  const pump = () => {
+    sleepers.sort((x, y) => x.at - y.at || x.seq - y.seq);
+    const next = sleepers.shift();
+    if (next) {
+      if (next.at > clock.now()) clock.set(next.at);
+      next.wake();
+    }
+    if (sleepers.length > 0) setImmediate(pump);
+    else pumping = false;
+  };
+  return {
+    now: () => clock.now(),
+    sleep: (ms: number, signal?: AbortSignal) =>
+      new Promise<void>((resolve, reject) => {
+        if (signal?.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        sleepers.push({ at: clock.now() + Math.max(0, ms), seq: seq++, wake: resolve });
+        if (!pumping) {
+          pumping = true;
+          setImmediate(pump);
+        }
+      }),
+  };
+}
+
 /** Starts an emulator (a manual clock, snapshots completed on the first poll) and makes platforms for it. */
 export async function startAwsTestBed(options: AwsEmulatorOptions = {}): Promise<AwsTestBed> {
   const clock = createManualClock();
@@ -34,6 +82,7 @@ export async function startAwsTestBed(options: AwsEmulatorOptions = {}): Promise
         endpoints: { ec2: emulator.endpoint, ebs: emulator.endpoint, sts: emulator.endpoint },
         snapshotWait: { minDelayMs: 1, maxDelayMs: 5, timeoutMs: 30_000 },
         controlPlaneMaxAttempts: 1,
+        rateLimits: { clock: virtualTime(clock) },
         ...overrides,
       });
       platforms.push(platform);
