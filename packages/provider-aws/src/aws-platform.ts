@@ -38,6 +38,7 @@ import {
 } from '@drkit/core';
 import { type AwsChangedBlockReader, createAwsChangedBlockReader } from './aws-changed-block-reader.js';
 import { type AwsClients, createAwsClients } from './aws-clients.js';
+import { type RestoreToEbsOptions, type RestoreToEbsResult, restorePointToEbs } from './aws-ebs-restore.js';
 import { awsErrorFacts, deniedAction, toDrkitError } from './aws-errors.js';
 import { type AwsPlatformOptions, resolveAwsOptions } from './aws-options.js';
 import { AwsRateLimiter, type AwsRateLimiterState } from './aws-rate-limiter.js';
@@ -138,6 +139,27 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    * and the throttled answers it has seen: for a log or a dashboard.
    */
   rateLimiterState(): AwsRateLimiterState;
+  /**
+   * Restores a recovery point of an EBS volume (or of any disk whose chunk size is a multiple of 512 KiB) as a new
+   * EBS snapshot in this platform's account and region, ready for CreateVolume or RegisterImage:
+   * `StartSnapshot`, `PutSnapshotBlock` of every non-zero block with its SHA-256, `CompleteSnapshot`, then a wait
+   * until it is `completed`. When the point's parent was restored before (a completed snapshot tagged
+   * `drkit:restored-point` = the parent's id and `drkit:repository` = this repository), it is the
+   * `ParentSnapshotId` and only the chunks that differ are written. Idempotent (a `ClientToken` from the
+   * repository, point and parent): a second run after an interruption continues the same snapshot, writing its
+   * blocks again; a run after success returns the snapshot.
+   *
+   * @throws {@link @drkit/core!NotFoundError} for an unknown point; {@link @drkit/core!InvalidArgumentError} for
+   * a chunk size that is not a multiple of 512 KiB; {@link @drkit/core!PermissionError} naming `ebs:StartSnapshot`,
+   * `ebs:PutSnapshotBlock`, `ebs:CompleteSnapshot` or `ec2:DescribeSnapshots`; the repository's errors
+   * (a damaged chunk is a `ChecksumMismatchError`). Rejects with `signal.reason` when aborted.
+   *
+   * @example
+   * ```ts
+   * const { snapshotId } = await platform.restoreToEbs({ repository, pointId: point.id });
+   * ```
+   */
+  restoreToEbs(options: RestoreToEbsOptions): Promise<RestoreToEbsResult>;
   /** Closes the SDK clients (their sockets). */
   close(): Promise<void>;
 }
@@ -679,6 +701,8 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     createSnapshot,
     releaseSnapshot,
     rateLimiterState: () => limiter.state(),
+    restoreToEbs: (restoreOptions) =>
+      restorePointToEbs({ clients, options: resolved, limiter }, restoreOptions),
     close,
     [Symbol.asyncDispose]: close,
   };

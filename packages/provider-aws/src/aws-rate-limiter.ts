@@ -14,6 +14,9 @@ export interface AwsRateLimits {
   readonly getSnapshotBlockPerAccount?: number;
   /** ListSnapshotBlocks, and separately ListChangedBlocks, per account (L-18E976AB, L-DB2FBAA1). Default 50. */
   readonly listCallsPerAccount?: number;
+  /** PutSnapshotBlock (restore to EBS) per snapshot and per account (L-1774F84A, L-AFAE1BE8). Default 1000. */
+  readonly putSnapshotBlockPerSnapshot?: number;
+  readonly putSnapshotBlockPerAccount?: number;
   /**
    * The clock the limiter reads (milliseconds) and how it waits. Default the wall clock and a timer. Tests pass a
    * virtual clock (a sleep that moves it), so a throttling storm runs without waiting in real time.
@@ -48,6 +51,8 @@ export interface ResolvedAwsRateLimits {
   readonly getSnapshotBlockPerSnapshot: number;
   readonly getSnapshotBlockPerAccount: number;
   readonly listCallsPerAccount: number;
+  readonly putSnapshotBlockPerSnapshot: number;
+  readonly putSnapshotBlockPerAccount: number;
   readonly clock: { now(): number; sleep(ms: number, signal?: AbortSignal): Promise<void> };
 }
 
@@ -75,6 +80,12 @@ export function resolveAwsRateLimits(limits: AwsRateLimits | undefined): Resolve
     ),
     getSnapshotBlockPerAccount: rate(limits?.getSnapshotBlockPerAccount, 'getSnapshotBlockPerAccount', 1000),
     listCallsPerAccount: rate(limits?.listCallsPerAccount, 'listCallsPerAccount', 50),
+    putSnapshotBlockPerSnapshot: rate(
+      limits?.putSnapshotBlockPerSnapshot,
+      'putSnapshotBlockPerSnapshot',
+      1000,
+    ),
+    putSnapshotBlockPerAccount: rate(limits?.putSnapshotBlockPerAccount, 'putSnapshotBlockPerAccount', 1000),
     clock: clock ?? { now: () => Date.now(), sleep: timerSleep },
   };
 }
@@ -227,6 +238,7 @@ export interface AwsRateLimiterState {
 export class AwsRateLimiter {
   readonly #limits: ResolvedAwsRateLimits;
   readonly #account: AdaptiveBucket;
+  readonly #putAccount: AdaptiveBucket;
   readonly #lists: Record<'ListSnapshotBlocks' | 'ListChangedBlocks', AdaptiveBucket>;
   readonly #listQueues: Record<'ListSnapshotBlocks' | 'ListChangedBlocks', AdmissionQueue>;
   readonly #snapshots = new Map<string, { bucket: AdaptiveBucket; queue: AdmissionQueue; holders: number }>();
@@ -235,6 +247,7 @@ export class AwsRateLimiter {
   constructor(limits: ResolvedAwsRateLimits) {
     this.#limits = limits;
     this.#account = new AdaptiveBucket(limits.getSnapshotBlockPerAccount);
+    this.#putAccount = new AdaptiveBucket(limits.putSnapshotBlockPerAccount);
     this.#lists = {
       ListSnapshotBlocks: new AdaptiveBucket(limits.listCallsPerAccount),
       ListChangedBlocks: new AdaptiveBucket(limits.listCallsPerAccount),
@@ -245,25 +258,36 @@ export class AwsRateLimiter {
     };
   }
 
-  /** Holds the bucket of a snapshot until disposed (sessions of one snapshot share it). */
-  snapshot(snapshotId: string): SnapshotLane {
-    let entry = this.#snapshots.get(snapshotId);
+  /**
+   * Holds the bucket of a snapshot until disposed (sessions of one snapshot share it): its GetSnapshotBlock
+   * bucket, or its PutSnapshotBlock bucket for a restore.
+   */
+  snapshot(
+    snapshotId: string,
+    operation: 'GetSnapshotBlock' | 'PutSnapshotBlock' = 'GetSnapshotBlock',
+  ): SnapshotLane {
+    const key = operation === 'GetSnapshotBlock' ? snapshotId : `${operation}:${snapshotId}`;
+    const account = operation === 'GetSnapshotBlock' ? this.#account : this.#putAccount;
+    let entry = this.#snapshots.get(key);
     if (!entry) {
-      const bucket = new AdaptiveBucket(this.#limits.getSnapshotBlockPerSnapshot);
-      entry = { bucket, queue: new AdmissionQueue([bucket, this.#account], this.#limits.clock), holders: 0 };
-      this.#snapshots.set(snapshotId, entry);
+      const bucket = new AdaptiveBucket(
+        operation === 'GetSnapshotBlock'
+          ? this.#limits.getSnapshotBlockPerSnapshot
+          : this.#limits.putSnapshotBlockPerSnapshot,
+      );
+      entry = { bucket, queue: new AdmissionQueue([bucket, account], this.#limits.clock), holders: 0 };
+      this.#snapshots.set(key, entry);
     }
     entry.holders++;
     const held = entry;
     let disposed = false;
     return {
       run: (call, signal, what) =>
-        this.#run(held.queue, (error) => this.#blamed(error, held.bucket), call, signal, what),
+        this.#run(held.queue, (error) => this.#blamed(error, held.bucket, account), call, signal, what),
       [Symbol.dispose]: () => {
         if (disposed) return;
         disposed = true;
-        if (--held.holders === 0 && this.#snapshots.get(snapshotId) === held)
-          this.#snapshots.delete(snapshotId);
+        if (--held.holders === 0 && this.#snapshots.get(key) === held) this.#snapshots.delete(key);
       },
     };
   }
@@ -283,7 +307,7 @@ export class AwsRateLimiter {
     return {
       getSnapshotBlockPerAccount: this.#account.rate,
       getSnapshotBlockPerSnapshot: Object.fromEntries(
-        [...this.#snapshots].map(([id, { bucket }]) => [id, bucket.rate]),
+        [...this.#snapshots].filter(([id]) => !id.includes(':')).map(([id, { bucket }]) => [id, bucket.rate]),
       ),
       listCalls: {
         ListSnapshotBlocks: this.#lists.ListSnapshotBlocks.rate,
@@ -294,11 +318,11 @@ export class AwsRateLimiter {
   }
 
   /** The bucket a throttle is about: the snapshot's for `RESOURCE_LEVEL_THROTTLE`, the account's otherwise. */
-  #blamed(error: unknown, snapshot: AdaptiveBucket): AdaptiveBucket {
+  #blamed(error: unknown, snapshot: AdaptiveBucket, account: AdaptiveBucket): AdaptiveBucket {
     const facts = awsErrorFacts(error);
     return facts.reason === 'RESOURCE_LEVEL_THROTTLE' || facts.name === 'RequestThrottledException'
       ? snapshot
-      : this.#account;
+      : account;
   }
 
   async #run<T>(

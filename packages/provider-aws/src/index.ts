@@ -8,6 +8,12 @@
 
 export type { AwsChangedBlockReader, AwsEbsReadSession } from './aws-changed-block-reader.js';
 export { EBS_BLOCK_SIZE } from './aws-changed-block-reader.js';
+export {
+  AWS_RESTORED_POINT_TAG,
+  AWS_RESTORED_REPOSITORY_TAG,
+  type RestoreToEbsOptions,
+  type RestoreToEbsResult,
+} from './aws-ebs-restore.js';
 export type {
   AwsCredentials,
   AwsCredentialsProvider,
