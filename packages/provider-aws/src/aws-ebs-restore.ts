@@ -9,7 +9,7 @@ import { DescribeSnapshotsCommand } from '@aws-sdk/client-ec2';
 import { InvalidArgumentError, type Repository, retry, SourceProtocolError, waitUntil } from '@drkit/core';
 import { EBS_BLOCK_SIZE } from './aws-changed-block-reader.js';
 import type { AwsClients } from './aws-clients.js';
-import { isAwsThrottling, isAwsTransient, toDrkitError } from './aws-errors.js';
+import { awsErrorFacts, isAwsThrottling, isAwsTransient, toDrkitError } from './aws-errors.js';
 import type { ResolvedAwsOptions } from './aws-options.js';
 import type { AwsRateLimiter } from './aws-rate-limiter.js';
 
@@ -79,6 +79,8 @@ export async function restorePointToEbs(
   const volumeSizeGiB = Math.max(1, Math.ceil(point.capacityBytes / GIB));
   const index = await repository.readIndex(point, signal ? { signal } : {});
 
+  /** Set when EBS refuses a write because the snapshot is no longer open (an earlier run completed it). */
+  let sealed = false;
   const send = async <T>(action: string, what: string, run: () => Promise<T>): Promise<T> =>
     retry(run, {
       attempts: ATTEMPTS,
@@ -86,6 +88,8 @@ export async function restorePointToEbs(
       ...(signal ? { signal } : {}),
     }).catch((error: unknown) => {
       if (signal?.aborted) throw signal.reason;
+      const facts = awsErrorFacts(error);
+      if (facts.name === 'ValidationException' && facts.reason === 'INVALID_SNAPSHOT_ID') sealed = true;
       throw toDrkitError(error, action, what);
     });
 
@@ -253,15 +257,23 @@ export async function restorePointToEbs(
       throw error;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, index.chunkCount)) }, worker));
-  await send('ebs:CompleteSnapshot', `CompleteSnapshot of ${snapshotId}`, () =>
-    clients.ebs.send(
-      new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: written.size }),
-      {
-        abortSignal: signal,
-      },
-    ),
-  );
+  try {
+    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, index.chunkCount)) }, worker));
+    await send('ebs:CompleteSnapshot', `CompleteSnapshot of ${snapshotId}`, () =>
+      clients.ebs.send(
+        new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: written.size }),
+        {
+          abortSignal: signal,
+        },
+      ),
+    );
+  } catch (error) {
+    // StartSnapshot gave back a snapshot an earlier run already completed (CompleteSnapshot was sent, the wait
+    // was interrupted): EBS refuses writes to it (`INVALID_SNAPSHOT_ID`). Its blocks are all there: wait for it.
+    if (!sealed || signal?.aborted) throw error;
+    await waitCompleted();
+    return result(0);
+  }
   await waitCompleted();
   return result(written.size);
 }

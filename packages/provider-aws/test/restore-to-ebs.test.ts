@@ -4,6 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CompleteSnapshotCommand, EBSClient } from '@aws-sdk/client-ebs';
 import {
   type BackupJobResult,
   createBackupEngine,
@@ -145,4 +146,39 @@ it('a run after an interruption finishes the same snapshot; a run after success 
   expect(again.snapshotId).toBe(resumed.snapshotId);
   expect(again.blocksWritten).toBe(0);
   expect(direct()).toHaveLength(1);
+});
+
+it('a run after one interrupted once CompleteSnapshot was sent waits for that snapshot instead of writing again', async () => {
+  const { emulator } = bed;
+  setUpVolume();
+  const platform = bed.platform();
+  await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
+  const [task] = succeeded(await engine.backup());
+  const source = emulator.snapshots()[0]!;
+  const pointId = task!.result.pointId;
+  // The first run is aborted right after CompleteSnapshot answered, before its wait saw the snapshot completed.
+  const controller = new AbortController();
+  const original = EBSClient.prototype.send;
+  const spy = vi.spyOn(EBSClient.prototype, 'send').mockImplementation(async function (
+    this: EBSClient,
+    ...args: Parameters<EBSClient['send']>
+  ) {
+    const answer = await (original as (...a: unknown[]) => Promise<unknown>).apply(this, args);
+    if (args[0] instanceof CompleteSnapshotCommand)
+      controller.abort(new Error('crash after CompleteSnapshot'));
+    return answer;
+  } as never);
+  const interrupted = await platform
+    .restoreToEbs({ repository, pointId, signal: controller.signal })
+    .catch((e: unknown) => e);
+  spy.mockRestore();
+  expect(String(interrupted)).toMatch(/crash after CompleteSnapshot/);
+  const direct = () => emulator.snapshots().filter((s) => s.source === 'direct');
+  expect(direct().map((s) => s.status)).toEqual(['pending']);
+  emulator.resetStats();
+  const resumed = await platform.restoreToEbs({ repository, pointId });
+  expect(resumed.snapshotId).toBe(direct()[0]!.id);
+  expect(direct().map((s) => s.status)).toEqual(['completed']);
+  expect(emulator.stats().calls.CompleteSnapshot ?? 0).toBe(0);
+  expect(emulator.snapshotSha256(resumed.snapshotId)).toBe(emulator.snapshotSha256(source.id));
 });
