@@ -21,6 +21,7 @@ const sessionCookie = "vmware_soap_session"
 type extensionOptions struct {
 	username, password, readonlyUsername, readonlyPassword string
 	pageBytes                                              int64
+	failRemove                                             int // RemoveSnapshot_Task calls still to refuse
 }
 
 // extensions wraps the simulator's HTTP handler. Every request it does not handle itself goes to the simulator
@@ -125,6 +126,11 @@ func (e *extensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		relay(w, res)
 	case "RemoveSnapshot_Task":
+		if e.refuseRemove() {
+			writeFault(w, "The operation is not allowed in the current state: another task is in progress.",
+				faultObject("TaskInProgress", refElement("task", types.ManagedObjectReference{Type: "Task", Value: "task-busy"})))
+			return
+		}
 		res := e.forward(r, body)
 		if res.Code == http.StatusOK {
 			e.cbt.snapshotRemoved(call.this)
@@ -133,6 +139,17 @@ func (e *extensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		relay(w, e.forward(r, body))
 	}
+}
+
+// refuseRemove counts down -fail-remove-snapshot: true while RemoveSnapshot_Task calls are still to be refused.
+func (e *extensions) refuseRemove() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.options.failRemove <= 0 {
+		return false
+	}
+	e.options.failRemove--
+	return true
 }
 
 // login accepts the read-only user too: the simulator knows one user, so its Login is sent on as the main user

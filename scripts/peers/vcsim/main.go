@@ -43,6 +43,7 @@ func main() {
 	diskMiB := flag.Int("disk-mib", 0, "capacity of every VM's first disk in MiB (0: the simulator's 1 MiB)")
 	rdm := flag.Bool("rdm", false, "give the last VM (by name) a physical-mode RDM disk (vcsim cannot add one: its disk layout code assumes VMDK backings)")
 	pageBytes := flag.Int64("cbt-page-bytes", 4<<20, "at most this many bytes of the disk are covered by one QueryChangedDiskAreas answer")
+	failRemove := flag.Int("fail-remove-snapshot", 0, "the first N RemoveSnapshot_Task calls answer the TaskInProgress fault, as a vCenter does while another task runs on the VM")
 	flag.Parse()
 
 	log.SetPrefix("drkit-vcsim: ")
@@ -84,6 +85,7 @@ func main() {
 		readonlyUsername: *readonlyUser,
 		readonlyPassword: *readonlyPassword,
 		pageBytes:        *pageBytes,
+		failRemove:       *failRemove,
 	})
 	server.Config.Handler = ext
 

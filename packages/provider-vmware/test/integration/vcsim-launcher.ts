@@ -36,6 +36,8 @@ export interface StartVcsimOptions {
   readonly cbtPageBytes?: number;
   /** Give the last VM (by name) a physical-mode RDM disk (vcsim cannot add one through the API). */
   readonly rdm?: boolean;
+  /** The first N RemoveSnapshot_Task calls answer the TaskInProgress fault (the launcher's extension). */
+  readonly failRemoveSnapshot?: number;
 }
 
 export interface RunningVcsim extends VcsimReady {
@@ -80,6 +82,7 @@ export async function startVcsim(options: StartVcsimOptions = {}): Promise<Runni
   if (options.diskMiB !== undefined) args.push('-disk-mib', String(options.diskMiB));
   if (options.cbtPageBytes !== undefined) args.push('-cbt-page-bytes', String(options.cbtPageBytes));
   if (options.rdm) args.push('-rdm');
+  if (options.failRemoveSnapshot) args.push('-fail-remove-snapshot', String(options.failRemoveSnapshot));
   const started = performance.now();
   const child = spawn(binary, args, {
     env: { ...process.env, TMPDIR: dir },
