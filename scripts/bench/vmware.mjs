@@ -1,0 +1,356 @@
+// drkit VMware benchmark (not part of the tests): changed-area read throughput of the changed-block reader of
+// @drkit/provider-vmware, measured in the same run against standard tools reading the same bytes:
+//
+//   - HTTPS datastore ranges against vcsim (the project's launcher, scripts/peers/vcsim/): the reader's session
+//     (open, QueryChangedDiskAreas, one ranged GET per piece) next to `curl --parallel` of the same ranges of the
+//     same `-flat.vmdk` URL, with the same requests in flight;
+//   - NBD against nbdkit's file plugin on the same disk file (the stand-in for nbdkit's VDDK plugin the tests use):
+//     the reader's session over `transport: 'nbd'` next to `nbdcopy ... null:` with the same connections and
+//     request size. nbdcopy cannot read a list of ranges: it reads the whole export (`--no-extents`), so the two
+//     are compared by throughput, each request the same size.
+//
+// The disk is filled with random data, a base snapshot taken (change id), then `--fraction` of it rewritten in runs
+// of `--area-kib` spread over the disk, and a second snapshot taken: the reader lists exactly those areas (the
+// launcher's CBT extension, 64 KiB blocks). Throughput = changed bytes / wall seconds; median of `--runs`.
+//
+//   pnpm bench:vmware [-- --size-mib 512 --fraction 0.25 --area-kib 1024 --runs 3 --reads 4]
+//
+// Needs the built packages (`pnpm -r build`), the vcsim launcher (`sh scripts/peers/vcsim.sh install`), nbdkit and
+// nbdcopy (`sh scripts/peers/nbd.sh install`) and curl. Everything listens on 127.0.0.1 or a Unix socket in a temp
+// dir and is stopped by its PID at the end (also on failure or Ctrl-C).
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '512' },
+    fraction: { type: 'string', default: '0.25' },
+    'area-kib': { type: 'string', default: '1024' },
+    runs: { type: 'string', default: '3' },
+    reads: { type: 'string', default: '4' },
+  },
+});
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const size = Number(values['size-mib']) * MiB;
+const fraction = Number(values.fraction);
+const areaBytes = Number(values['area-kib']) * KiB;
+const runs = Number(values.runs);
+const reads = Number(values.reads);
+const CHUNK = MiB; // the engine's default chunk size: the reader is read in pieces of at most this
+if (!Number.isInteger(size / areaBytes) || areaBytes % (64 * KiB) !== 0)
+  throw new Error('--size-mib must be a multiple of --area-kib, itself a multiple of 64');
+if (!(fraction > 0 && fraction <= 1)) throw new Error('--fraction must be in (0, 1]');
+if (!Number.isInteger(reads) || reads < 1 || reads > 16) throw new Error('--reads must be 1 to 16');
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const providerDist = join(root, 'packages/provider-vmware/dist/index.js');
+const coreDist = join(root, 'packages/core/dist/index.js');
+for (const built of [providerDist, coreDist]) {
+  if (!existsSync(built)) throw new Error(`${built} is missing: build the packages first (pnpm -r build)`);
+}
+for (const tool of ['curl', 'nbdkit', 'nbdcopy']) {
+  try {
+    execFileSync(tool, ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error(`${tool} is not installed (nbdkit, nbdcopy: sh scripts/peers/nbd.sh install)`);
+  }
+}
+const { createVmwarePlatform } = await import(providerDist);
+const binary = execFileSync('sh', [join(root, 'scripts/peers/vcsim.sh'), 'build'], {
+  encoding: 'utf8',
+  stdio: ['ignore', 'pipe', 'inherit'],
+}).trim();
+
+const work = await mkdtemp(join(tmpdir(), 'drkit-bench-vmware-'));
+const children = new Set();
+async function stopAll() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }
+  children.clear();
+  await rm(work, { recursive: true, force: true });
+}
+process.on('SIGINT', () => {
+  void stopAll().finally(() => process.exit(130));
+});
+
+function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+async function startVcsim() {
+  const password = `pw-${randomBytes(8).toString('hex')}`;
+  const dir = join(work, 'vcsim');
+  await mkdir(dir);
+  const child = track(
+    spawn(binary, ['-mode', 'vpx', '-vms', '1', '-disk-mib', String(size / MiB), '-password', password], {
+      env: { ...process.env, TMPDIR: dir },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  const line = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`vcsim exited with ${code}`)));
+  });
+  return { ...JSON.parse(line), password, dir };
+}
+
+async function startNbdkit(file) {
+  const socket = join(work, `nbd-${randomBytes(4).toString('hex')}.sock`);
+  const pidFile = `${socket}.pid`;
+  const child = track(
+    spawn('nbdkit', ['-f', '--exit-with-parent', '-r', '-U', socket, '-P', pidFile, 'file', file], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    }),
+  );
+  for (let i = 0; i < 2000 && !existsSync(pidFile); i++) await sleep(5);
+  if (!existsSync(pidFile)) throw new Error('nbdkit did not start');
+  return {
+    socket,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+/** The local path of the launcher's datastore file (its datastores are folders under its TMPDIR). */
+async function localFile(dir, datastorePath) {
+  const wanted = datastorePath.replace(/^\[[^\]]+\]\s*/, '').replace(/\.vmdk$/, '-flat.vmdk');
+  for (const entry of await readdir(dir, { recursive: true })) {
+    const path = join(dir, entry);
+    if (relative(dir, path).endsWith(wanted)) return path;
+  }
+  throw new Error(`no ${wanted} under ${dir}`);
+}
+
+const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+const rate = (bytes, seconds) => bytes / MiB / seconds;
+
+try {
+  const vcsim = await startVcsim();
+  const ca = join(work, 'vcsim.pem');
+  await writeFile(ca, vcsim.certificate);
+  const common = {
+    url: vcsim.url,
+    username: vcsim.username,
+    password: vcsim.password,
+    tls: { ca: vcsim.certificate },
+    maxConcurrentReads: reads,
+  };
+  const https = createVmwarePlatform({ ...common, id: 'bench-https', transport: 'https' });
+  let host;
+  for await (const h of https.hosts()) {
+    if (h.disks.length > 0) {
+      host = h;
+      break;
+    }
+  }
+  if (!host) throw new Error('vcsim listed no VM with a disk');
+  await https.enableChangeTracking(host.id);
+  host = await https.host(host.id);
+  const disk = host.disks[0];
+  const fileName = disk.attributes['vmware.fileName'];
+  const flat = await localFile(vcsim.dir, fileName);
+
+  // Random content, a base change id, then `fraction` of the disk rewritten in areas spread evenly.
+  const handle = await open(flat, 'r+');
+  for (let at = 0; at < size; at += 4 * MiB) {
+    const piece = Math.min(4 * MiB, size - at);
+    await handle.write(randomBytes(piece), 0, piece, at);
+  }
+  const reader = https.changedBlockReader;
+  const base = await https.createSnapshot({ host, name: 'drkit-bench-base', quiesce: 'none' });
+  const first = await reader.open({ disk, snapshot: base, diskSnapshot: base.disks[0], chunkSize: CHUNK });
+  const checkpoint = first.checkpoint();
+  await first.close();
+  await https.releaseSnapshot({ hostId: host.id, name: 'drkit-bench-base' });
+  const areas = size / areaBytes;
+  const changed = Math.max(1, Math.round(areas * fraction));
+  const stride = areas / changed;
+  for (let i = 0; i < changed; i++) {
+    const at = Math.floor(i * stride) * areaBytes;
+    await handle.write(randomBytes(areaBytes), 0, areaBytes, at);
+  }
+  await handle.close();
+  const snapshot = await https.createSnapshot({ host, name: 'drkit-bench', quiesce: 'none' });
+  const openOptions = {
+    disk,
+    snapshot,
+    diskSnapshot: snapshot.disks[0],
+    base: checkpoint,
+    chunkSize: CHUNK,
+  };
+
+  /** The reader's whole session: open, list the areas, read them in pieces of CHUNK, `reads` in flight. */
+  async function drkitSession(platform) {
+    const free = Array.from({ length: reads }, () => new Uint8Array(CHUNK));
+    const started = performance.now();
+    const session = await platform.changedBlockReader.open({ ...openOptions, allocate: () => free.pop() });
+    if (session.validity.kind !== 'exact') throw new Error(`not exact: ${JSON.stringify(session.validity)}`);
+    let bytes = 0;
+    let listedAt = started;
+    const pieces = [];
+    const worker = async () => {
+      for (;;) {
+        const piece = pieces.shift();
+        if (!piece) return;
+        const { data } = await session.read(piece);
+        bytes += data.length;
+        free.push(data);
+      }
+    };
+    try {
+      for await (const extent of session.extents()) {
+        for (let at = extent.offset; at < extent.offset + extent.length; at += CHUNK) {
+          pieces.push({ offset: at, length: Math.min(CHUNK, extent.offset + extent.length - at) });
+        }
+      }
+      listedAt = performance.now();
+      await Promise.all(Array.from({ length: reads }, worker));
+    } finally {
+      await session.close();
+    }
+    const ended = performance.now();
+    return { seconds: (ended - started) / 1000, readSeconds: (ended - listedAt) / 1000, bytes };
+  }
+
+  // The areas the reader lists, for curl.
+  const listed = [];
+  {
+    const session = await reader.open(openOptions);
+    for await (const extent of session.extents()) {
+      for (let at = extent.offset; at < extent.offset + extent.length; at += CHUNK) {
+        listed.push({ offset: at, length: Math.min(CHUNK, extent.offset + extent.length - at) });
+      }
+    }
+    await session.close();
+  }
+  const changedBytes = listed.reduce((sum, p) => sum + p.length, 0);
+  if (changedBytes !== changed * areaBytes)
+    throw new Error(`the reader listed ${changedBytes} bytes, ${changed * areaBytes} were changed`);
+
+  const origin = new URL(vcsim.url).origin;
+  const [, datastore, descriptor] = /^\[([^\]]+)\]\s*(.+)\.vmdk$/.exec(fileName);
+  const fileUrl = `${origin}/folder/${descriptor}-flat.vmdk?dcPath=DC0&dsName=${encodeURIComponent(datastore)}`;
+  const curlConfig = join(work, 'curl.conf');
+  await writeFile(
+    curlConfig,
+    listed
+      // Options given before `next` hold for one transfer only: each one repeats them.
+      .map(
+        (p) =>
+          `url = "${fileUrl}"\nrange = "${p.offset}-${p.offset + p.length - 1}"\noutput = "/dev/null"\n` +
+          `cacert = "${ca}"\nfail\nsilent\nshow-error\n`,
+      )
+      .join('next\n'),
+  );
+  const curlVersion = execFileSync('curl', ['--version'], { encoding: 'utf8' })
+    .split(' ')
+    .slice(0, 2)
+    .join(' ');
+  const run = promisify(execFile);
+  async function curl() {
+    const started = performance.now();
+    await run('curl', ['--parallel', '--parallel-max', String(reads), '--config', curlConfig]);
+    return (performance.now() - started) / 1000;
+  }
+
+  // NBD: nbdkit's file plugin on the same file, one per session (as `locate` does for VDDK), `reads` connections.
+  const nbd = createVmwarePlatform({
+    ...common,
+    id: 'bench-nbd',
+    transport: 'nbd',
+    nbd: {
+      async locate() {
+        const server = await startNbdkit(flat);
+        return { socketPath: server.socket, connections: reads, multiConn: 'always', release: server.stop };
+      },
+    },
+  });
+  const copyServer = await startNbdkit(flat);
+  const nbdcopyVersion = execFileSync('nbdcopy', ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  function nbdcopy() {
+    const started = performance.now();
+    execFileSync('nbdcopy', [
+      `--connections=${reads}`,
+      '--requests=1',
+      `--request-size=${CHUNK}`,
+      '--no-extents',
+      `nbd+unix:///?socket=${copyServer.socket}`,
+      'null:',
+    ]);
+    return (performance.now() - started) / 1000;
+  }
+
+  // Warm everything once, then alternate.
+  await drkitSession(https);
+  await curl();
+  await drkitSession(nbd);
+  nbdcopy();
+  const times = { https: [], httpsReads: [], curl: [], nbd: [], nbdReads: [], nbdcopy: [] };
+  for (let i = 0; i < runs; i++) {
+    const h = await drkitSession(https);
+    if (h.bytes !== changedBytes) throw new Error(`HTTPS read ${h.bytes} bytes, expected ${changedBytes}`);
+    times.https.push(h.seconds);
+    times.httpsReads.push(h.readSeconds);
+    times.curl.push(await curl());
+    const n = await drkitSession(nbd);
+    if (n.bytes !== changedBytes) throw new Error(`NBD read ${n.bytes} bytes, expected ${changedBytes}`);
+    times.nbd.push(n.seconds);
+    times.nbdReads.push(n.readSeconds);
+    times.nbdcopy.push(nbdcopy());
+  }
+  await https.releaseSnapshot({ hostId: host.id, name: 'drkit-bench' });
+  await https.close();
+  await nbd.close();
+
+  const httpsRate = rate(changedBytes, median(times.https));
+  const curlRate = rate(changedBytes, median(times.curl));
+  const nbdRate = rate(changedBytes, median(times.nbd));
+  const nbdcopyRate = rate(size, median(times.nbdcopy));
+  console.log(
+    `${changedBytes / MiB} MiB changed of a ${size / MiB} MiB vcsim disk (${listed.length} pieces of at most ` +
+      `${CHUNK / KiB} KiB, ${reads} in flight), median of ${runs}`,
+  );
+  const httpsReadsRate = rate(changedBytes, median(times.httpsReads));
+  const nbdReadsRate = rate(changedBytes, median(times.nbdReads));
+  console.log('HTTPS datastore ranges (vcsim):');
+  console.log(`  drkit reader        ${httpsRate.toFixed(0).padStart(6)} MiB/s (open + list + read)`);
+  console.log(`  drkit reads alone   ${httpsReadsRate.toFixed(0).padStart(6)} MiB/s`);
+  console.log(
+    `  ${curlVersion.padEnd(19)} ${curlRate.toFixed(0).padStart(6)} MiB/s (same ranges, --parallel)`,
+  );
+  console.log(
+    `  ratio drkit / curl: ${(httpsRate / curlRate).toFixed(2)} (reads alone ${(httpsReadsRate / curlRate).toFixed(2)})`,
+  );
+  console.log('NBD (nbdkit file plugin):');
+  console.log(
+    `  drkit reader        ${nbdRate.toFixed(0).padStart(6)} MiB/s (open incl. starting nbdkit + list + read)`,
+  );
+  console.log(`  drkit reads alone   ${nbdReadsRate.toFixed(0).padStart(6)} MiB/s`);
+  console.log(`  ${nbdcopyVersion.padEnd(19)} ${nbdcopyRate.toFixed(0).padStart(6)} MiB/s (whole export)`);
+  console.log(
+    `  ratio drkit / nbdcopy: ${(nbdRate / nbdcopyRate).toFixed(2)} (reads alone ${(nbdReadsRate / nbdcopyRate).toFixed(2)})`,
+  );
+} finally {
+  await stopAll();
+}
