@@ -572,10 +572,12 @@ class EbsReadSession implements AwsEbsReadSession {
       },
     ).catch((error: unknown) => {
       if (isAwsTransient(error) && !isAwsThrottling(error)) {
+        // Not retryable: this reader has retried already, and the engine would multiply the attempts.
         throw new UnreachableError(
-          `disk ${disk.id}: ${what} kept failing (${awsErrorFacts(error).message})`,
+          `disk ${disk.id}: ${what} kept failing after ${TRANSIENT_ATTEMPTS} attempts (${awsErrorFacts(error).message})`,
           {
             cause: new Error(awsErrorFacts(error).message),
+            retryable: false,
           },
         );
       }
