@@ -1,11 +1,17 @@
 // Two engines (as two Sync Proxy processes would) sharing one repository never back up one host at once.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { createBackupEngine, createLocalFolderStore, openRepository, type Repository } from '../src/index.js';
+import {
+  createBackupEngine,
+  createLocalFolderStore,
+  openRepository,
+  type Repository,
+  RepositoryLockedError,
+} from '../src/index.js';
 import { hostLockKey, processScope } from '../src/repository/repository-lock.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
@@ -161,5 +167,35 @@ it('takes over at once the fresh lock of a process that no longer exists on this
   } finally {
     alive.kill('SIGKILL');
   }
+  await engine.close();
+});
+
+it('leaves its snapshot to reconcile() when another job took the host over while it ran (a paused process)', async () => {
+  const repository = await open();
+  const platform = createMemoryPlatform({
+    retainsSnapshotAsBase: false,
+    disks: [{ id: 'd1', capacity: CHUNK }],
+  });
+  platform.write('d1', 0, randomBytes(CHUNK));
+  const path = join(dir, 'repo', hostLockKey(platform.id, 'vm-1'));
+  let open1!: () => void;
+  platform.gates.set('d1', new Promise<void>((resolve) => (open1 = resolve)));
+  platform.onChangesStart = () => {
+    // Another job judged this one's lock stale and took the host: its lock blob now names another session.
+    void readFile(path, 'utf8')
+      .then((text) => writeFile(path, JSON.stringify({ ...JSON.parse(text), sessionId: 'aaaaaaaaaaaaaaaa' })))
+      .then(() => open1());
+  };
+  const engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+  const result = await engine.backup();
+  expect(result.succeeded).toBe(1); // the point is whole
+  expect(result.releaseFailures).toHaveLength(1);
+  expect(RepositoryLockedError.isInstance(result.releaseFailures[0]?.error)).toBe(true);
+  expect(platform.liveSnapshots().map((s) => s.name)).toEqual(platform.created); // not settled
+  expect((await repository.ledger.list()).map((e) => e.name)).toEqual(platform.created);
+  expect(JSON.parse(await readFile(path, 'utf8')).sessionId).toBe('aaaaaaaaaaaaaaaa'); // the other job's lock stays
+  const report = await engine.reconcile();
+  expect(report.released.map((e) => e.name)).toEqual(platform.created);
+  expect(platform.liveSnapshots()).toEqual([]);
   await engine.close();
 });

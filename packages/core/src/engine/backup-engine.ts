@@ -621,11 +621,11 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
         },
       );
       if (platform.capabilities.snapshots !== 'host')
-        return [...(await runHost(run, platform, host)), ...skipped];
+        return [...(await runHost(run, platform, host, hostLock)), ...skipped];
       // The slot is held until the host's snapshot is settled, also after an abort (hence no `signal` option).
       const outcomes = await hostSlots.add(() => {
         job.signal?.throwIfAborted();
-        return runHost(run, platform, host);
+        return runHost(run, platform, host, hostLock);
       });
       return [...outcomes, ...skipped];
     } finally {
@@ -641,7 +641,12 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
     }
   }
 
-  async function runHost(run: JobRun, platform: Platform, host: Host): Promise<DiskTaskOutcome[]> {
+  async function runHost(
+    run: JobRun,
+    platform: Platform,
+    host: Host,
+    hostLock: HostLock | undefined,
+  ): Promise<DiskTaskOutcome[]> {
     const job = run.options;
     const signal = job.signal;
     const tasks: DiskTask[] = [];
@@ -669,7 +674,20 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
       if (snapshot?.entry) {
         // No renewal from here on (the lease has at least two thirds left): a renewal must not race the release.
         await leases.drop(snapshot.entry.id);
-        await settleSnapshots(platform, host.id, snapshot.entry, run.unreadable.length > 0, run.failures);
+        // Settle only while this job still holds the host: a job paused past the lock's stale threshold may find
+        // another job working on it, and must then leave its snapshot to reconcile().
+        let held = true;
+        try {
+          await withDeadline(releaseTimeoutSeconds, `confirming the lock of host ${host.id}`, (bounded) =>
+            hostLock ? hostLock.confirm({ signal: bounded }) : Promise.resolve(),
+          );
+        } catch (error) {
+          held = false;
+          run.failures.push(releaseFailure(snapshot.entry, error));
+        }
+        if (held) {
+          await settleSnapshots(platform, host.id, snapshot.entry, run.unreadable.length > 0, run.failures);
+        }
       }
     }
   }

@@ -181,7 +181,11 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
         );
         if ('lock' in attempt) {
           const { lock } = attempt;
-          return { release: () => lock.release(), [Symbol.asyncDispose]: () => lock.release() };
+          return {
+            confirm: (confirmOptions) => lock.confirm(confirmOptions?.signal),
+            release: () => lock.release(),
+            [Symbol.asyncDispose]: () => lock.release(),
+          };
         }
         if (!told) lockOptions.onWait?.(attempt.heldBy);
         told = true;

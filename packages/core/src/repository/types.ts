@@ -181,6 +181,13 @@ export interface LockHostOptions {
 
 /** A host's lock, held by one backup job; see {@link Repository.lockHost}. */
 export interface HostLock extends AsyncDisposable {
+  /**
+   * Re-reads the lock and checks it is still this job's.
+   *
+   * @throws {@link RepositoryLockedError} when it was lost: its heartbeat lapsed for half the stale threshold (a
+   * paused process) or another job took it over.
+   */
+  confirm(options?: { signal?: AbortSignal }): Promise<void>;
   /** Stops the heartbeat and removes the lock. Idempotent. */
   release(): Promise<void>;
 }
