@@ -78,6 +78,7 @@ export type {
   VerifyReport,
 } from './repository/types.js';
 export * from './spec/v2/index.js';
+export { sleep } from './util/abort.js';
 export { type CallScope, withCallDeadline } from './util/call-deadline.js';
 export { parseCheckpointToken } from './util/checkpoint-token.js';
 export {

@@ -19,7 +19,6 @@ export {
   encodeChunkIndex,
   type MutableChunkIndex,
 } from './repository/chunk-index.js';
-export { sleep } from './util/abort.js';
 export {
   type ChunkCodec,
   ChunkWorkerPool,

@@ -1,4 +1,4 @@
-import { InvalidSettingsError, ThrottledError } from '@drkit/core';
+import { InvalidSettingsError, sleep, ThrottledError } from '@drkit/core';
 import { awsErrorFacts, isAwsThrottling, toDrkitError } from './aws-errors.js';
 
 /**
@@ -25,25 +25,6 @@ export interface AwsRateLimits {
     now(): number;
     sleep(ms: number, signal?: AbortSignal): Promise<void>;
   };
-}
-
-/** Waits `ms` on a timer; rejects with `signal.reason` when aborted (the listener is always removed). */
-function timerSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Rates after validation. @internal */
@@ -86,7 +67,7 @@ export function resolveAwsRateLimits(limits: AwsRateLimits | undefined): Resolve
       1000,
     ),
     putSnapshotBlockPerAccount: rate(limits?.putSnapshotBlockPerAccount, 'putSnapshotBlockPerAccount', 1000),
-    clock: clock ?? { now: () => Date.now(), sleep: timerSleep },
+    clock: clock ?? { now: () => Date.now(), sleep },
   };
 }
 
