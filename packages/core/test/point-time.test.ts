@@ -144,7 +144,13 @@ describe('a point records when its data is from, and which job and task made it'
       );
       expect(group.points.every((p) => p.snapshotAt === group.snapshotAt)).toBe(true);
     }
-    expect((await repository.hostPoints()).map((g) => g.hostId)).toEqual(['vm-1', 'vm-2', 'vm-1']);
+    // The first job's two hosts run in parallel, so either may commit first; the second job's host point is last,
+    // and host points come in the order of their first points.
+    const all = await repository.hostPoints();
+    expect(all.map((g) => g.hostId).sort()).toEqual(['vm-1', 'vm-1', 'vm-2']);
+    expect(all.map((g) => g.jobId)).toEqual([first.jobId, first.jobId, second.jobId]);
+    const firstIds = all.map((g) => g.points[0]!.id);
+    expect(firstIds).toEqual([...firstIds].sort());
     expect(await repository.hostPoints({ platformId: 'other' })).toEqual([]);
   });
 
