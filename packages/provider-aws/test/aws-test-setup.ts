@@ -1,4 +1,9 @@
 // Test helpers: the project's AWS emulator (from @drkit/testkit) and a platform pointed at it.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
 import {
   type AwsEmulator,
   type AwsEmulatorOptions,
@@ -100,4 +105,23 @@ export function pattern(seed: number, length = BLOCK): Buffer {
   const data = Buffer.alloc(length);
   for (let i = 0; i + 4 <= length; i += 4) data.writeUInt32LE((Math.imul(seed + 1, 2654435761) + i) >>> 0, i);
   return data;
+}
+
+/** A new repository in a new temporary folder, and what removes both. */
+export async function openTempRepository(
+  prefix: string,
+): Promise<{ dir: string; repository: Repository; close(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const repository = await openRepository({
+    store: createLocalFolderStore({ path: join(dir, 'repo') }),
+    create: true,
+  });
+  return {
+    dir,
+    repository,
+    async close() {
+      await repository.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

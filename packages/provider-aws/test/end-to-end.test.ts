@@ -1,37 +1,28 @@
 // The provider through the engine against the AWS emulator: full, incremental and restores of every point.
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  type BackupJobResult,
-  createBackupEngine,
-  createLocalFolderStore,
-  openRepository,
-  type Repository,
-} from '@drkit/core';
+import { type BackupJobResult, createBackupEngine, type Repository } from '@drkit/core';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 
 vi.setConfig({ testTimeout: 120_000 });
 
-import { type AwsTestBed, BLOCK, pattern, startAwsTestBed } from './aws-test-setup.js';
+import { type AwsTestBed, BLOCK, openTempRepository, pattern, startAwsTestBed } from './aws-test-setup.js';
 
 let bed: AwsTestBed;
 let dir: string;
 let repository: Repository;
 
+let temp: Awaited<ReturnType<typeof openTempRepository>>;
+
 beforeEach(async () => {
   bed = await startAwsTestBed();
-  dir = await mkdtemp(join(tmpdir(), 'drkit-aws-e2e-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  temp = await openTempRepository('drkit-aws-e2e-');
+  ({ dir, repository } = temp);
 });
 
 afterEach(async () => {
-  await repository.close();
+  await temp.close();
   await bed.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** Compares a restored image with an EBS snapshot of the emulator, 4 MiB at a time (memcmp, no hashing). */

@@ -1,41 +1,25 @@
-// Restore to EBS against the AWS emulator: a point becomes a new EBS snapshot through StartSnapshot /
-// PutSnapshotBlock / CompleteSnapshot, reads back byte for byte, writes no zero block, builds on the restore of
-// the parent point, and a run after an interruption finishes the same snapshot instead of starting another.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CompleteSnapshotCommand, EBSClient } from '@aws-sdk/client-ebs';
-import {
-  type BackupJobResult,
-  createBackupEngine,
-  createLocalFolderStore,
-  openRepository,
-  type Repository,
-  UnreachableError,
-} from '@drkit/core';
+import { type BackupJobResult, createBackupEngine, type Repository, UnreachableError } from '@drkit/core';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { AWS_RESTORED_POINT_TAG } from '../src/index.js';
-import { type AwsTestBed, BLOCK, pattern, startAwsTestBed } from './aws-test-setup.js';
+import { type AwsTestBed, BLOCK, openTempRepository, pattern, startAwsTestBed } from './aws-test-setup.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
 let bed: AwsTestBed;
-let dir: string;
 let repository: Repository;
+
+let temp: Awaited<ReturnType<typeof openTempRepository>>;
 
 beforeEach(async () => {
   bed = await startAwsTestBed();
-  dir = await mkdtemp(join(tmpdir(), 'drkit-aws-restore-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
+  temp = await openTempRepository('drkit-aws-restore-');
+  ({ repository } = temp);
 });
 
 afterEach(async () => {
-  await repository.close();
+  await temp.close();
   await bed.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 function succeeded(result: BackupJobResult) {

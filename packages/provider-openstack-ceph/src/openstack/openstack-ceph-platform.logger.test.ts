@@ -279,12 +279,12 @@ describe('the OpenStack platform with a logger (nock, fake rbd)', { timeout: 30_
 
   it('a deadline bounds the whole listing: hosts() rejects with a TimeoutError, verify() is abnormal', async () => {
     const p = platform();
-    await expect(collect(p.hosts({ deadline: Date.now() - 1 }))).rejects.toSatisfy(TimeoutError.isInstance);
-    expect(await p.verify({ deadline: Date.now() - 1 })).toMatchObject({
+    await expect(collect(p.hosts({ deadline: 1 }))).rejects.toSatisfy(TimeoutError.isInstance);
+    expect(await p.verify({ deadline: 1 })).toMatchObject({
       status: 'abnormal',
       code: 'TIMEOUT',
     });
-    await expect(p.inventory({ deadline: Date.now() - 1 })).rejects.toSatisfy(TimeoutError.isInstance);
+    await expect(p.inventory({ deadline: 1 })).rejects.toSatisfy(TimeoutError.isInstance);
     expect(nock.pendingMocks()).toEqual([]);
   });
 });
