@@ -45,7 +45,12 @@ export {
   MAX_MOUNTED_DISKS_LIMIT,
   resolveSyncProxySettings,
 } from './proxy/sync-proxy-settings.js';
-export { createLocalFolderStore, type LocalFolderStoreOptions } from './repository/local-folder-store.js';
+export {
+  createLocalFolderStore,
+  LOCAL_FOLDER_SYNC_LEVELS,
+  type LocalFolderStoreOptions,
+  type LocalFolderSyncLevel,
+} from './repository/local-folder-store.js';
 export { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './repository/point-metadata.js';
 export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
 export { planRetention, type RetentionPlan } from './repository/retention.js';

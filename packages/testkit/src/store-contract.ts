@@ -81,8 +81,9 @@ function uniform(bytes: Uint8Array, value: number): boolean {
 /**
  * The contract every drkit `Store` (from `@drkit/core`) must pass, as vitest tests: put/get/has round trips, lexicographic
  * listing with prefixes and nested keys, idempotent delete, `NotFoundError`, create-only puts of which exactly
- * one of many racing writers wins, atomic overwrites (a reader never sees part of a blob), aborts that reject
- * with `signal.reason`, and key validation. Call it at the top level of a test file.
+ * one of many racing writers wins, atomic overwrites (a reader never sees part of a blob), `durable: false` puts
+ * read back at once and `sync` of present, missing and deleted keys (from a generator) changing no blob, aborts
+ * that reject with `signal.reason`, and key validation. Call it at the top level of a test file.
  *
  * @example
  * ```ts
@@ -211,19 +212,49 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(new TextDecoder().decode(await store().get('once'))).toBe('third');
     });
 
-    // Durability itself cannot be observed from outside a store (it needs a crash); what can be checked is that
-    // the calls a backup relies on for it keep their meaning: a create-only put of a present key and `flush`
-    // leave every blob as it was, and `flush` skips keys that do not exist.
-    it('flushes present and missing keys without changing any blob (when the store has flush)', {
+    // Durability itself cannot be observed from outside a store (it needs a crash: core's crash tests put a
+    // fault-injecting file system under the local folder store); what can be checked is that the calls a backup
+    // relies on for it keep their meaning: a `durable: false` put is read back at once like any other, a
+    // create-only put of a present key and `sync` leave every blob as it was, and `sync` skips keys that do not
+    // exist and takes its keys from a generator.
+    it('syncs present, missing and deleted keys without changing any blob (when the store has sync)', {
       timeout,
     }, async () => {
       await store().put('durable/a/one', text('one'));
       await store().put('durable/b/two', text('two'), { ifAbsent: true });
       expect(await store().put('durable/b/two', text('other'), { ifAbsent: true })).toBe(false);
-      await store().flush?.(['durable/a/one', 'durable/b/two', 'durable/c/missing', 'durable/a/missing']);
+      await store().put('durable/a/gone', text('gone'));
+      await store().delete('durable/a/gone');
+      await store().sync?.(['durable/a/one', 'durable/b/two', 'durable/c/missing', 'durable/a/gone']);
+      await store().sync?.([]);
       expect(await keys(store(), 'durable/')).toEqual(['durable/a/one', 'durable/b/two']);
       expect(new TextDecoder().decode(await store().get('durable/b/two'))).toBe('two');
       expect(await store().has('durable/c/missing')).toBe(false);
+    });
+
+    it('reads a blob put with durable: false at once, and syncs it from a generator of keys', {
+      timeout,
+    }, async () => {
+      const chunks = Array.from({ length: 20 }, (_, i) => `lazy/${String(i % 4)}/chunk-${i}`);
+      for (const key of chunks) {
+        expect(await store().put(key, text(key), { ifAbsent: true, durable: false })).toBe(true);
+      }
+      expect(await store().put(chunks[0]!, text('other'), { ifAbsent: true, durable: false })).toBe(false);
+      expect(await store().put('lazy/overwritten', text('first'), { durable: false })).toBe(true);
+      expect(await store().put('lazy/overwritten', text('second'), { durable: false })).toBe(true);
+      let read = 0;
+      await store().sync?.(
+        (function* generate() {
+          for (const key of chunks) {
+            read++;
+            yield key;
+          }
+        })(),
+      );
+      if (store().sync !== undefined) expect(read).toBe(chunks.length);
+      for (const key of chunks) expect(new TextDecoder().decode(await store().get(key))).toBe(key);
+      expect(new TextDecoder().decode(await store().get('lazy/overwritten'))).toBe('second');
+      expect(await keys(store(), 'lazy/')).toHaveLength(chunks.length + 1);
     });
 
     it(`lets exactly one of ${racingWriters} racing create-only writers win`, { timeout }, async () => {
@@ -283,6 +314,12 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(await rejection(() => store().has('present', { signal }))).toBe(reason);
       expect(await rejection(() => store().delete('present', { signal }))).toBe(reason);
       expect(await rejection(() => collect(store(), '', { signal }))).toBe(reason);
+      if (store().sync !== undefined) {
+        expect(await rejection(() => store().sync!(['present'], { signal }))).toBe(reason);
+      }
+      expect(await rejection(() => store().put('written', text('x'), { signal, durable: false }))).toBe(
+        reason,
+      );
       expect(await store().has('written')).toBe(false);
       expect(await store().has('present')).toBe(true);
     });

@@ -62,8 +62,8 @@ class RepositoryBackupSession implements BackupSession {
   /** Chunks this session wrote or found present: commit does not check them again. */
   private readonly known = new ChunkIdSet(4096);
   /**
-   * Chunks found present (`has`, or the commit's existence check) that neither this session wrote nor a committed
-   * point references: another writer may not have made them durable yet, so commit flushes them first.
+   * Chunks this session wrote (`durable: false`) or found present (`has`, or the commit's existence check) that no
+   * committed point it adopted references: none is known durable yet, so commit syncs them first, in one step.
    */
   private readonly found = new ChunkIdSet();
   private state: 'open' | 'committed' | 'aborted' = 'open';
@@ -137,10 +137,14 @@ class RepositoryBackupSession implements BackupSession {
       return true;
     }
     if (this.known.has(chunk.hash)) return false;
-    // Written or found present, the blob is durable when put returns (the Store contract).
-    const written = await store.put(chunkKey(id), blob, { ifAbsent: true, signal: options.signal });
+    // Written or found present, the blob is made durable by the commit's one sync (syncChunks).
+    const written = await store.put(chunkKey(id), blob, {
+      ifAbsent: true,
+      durable: false,
+      signal: options.signal,
+    });
     this.known.add(chunk.hash);
-    this.found.delete(chunk.hash);
+    this.found.add(chunk.hash);
     return written;
   }
 
@@ -220,15 +224,16 @@ class RepositoryBackupSession implements BackupSession {
   }
 
   /**
-   * Makes the chunks this session relies on without having written them durable: a chunk another writer (a
-   * concurrent session, or a run that crashed) linked may not have had its folder synced, and the point must
-   * not outlive it in a crash. One batched flush, before the index and the metadata are written.
+   * Makes every chunk the point names and no adopted point vouches for durable, in one step: those this session
+   * wrote (`durable: false`) and those it found present (another writer, or a run that crashed, may not have
+   * synced them). The point must not outlive any of them in a crash. One `Store.sync`, before the index and the
+   * metadata are written (a syncfs, or one fsync per chunk folder, on a local folder).
    */
-  private async flushFound(signal: AbortSignal | undefined): Promise<void> {
+  private async syncChunks(signal: AbortSignal | undefined): Promise<void> {
     const { store } = this.context;
-    if (this.found.size === 0 || store.flush === undefined) return;
+    if (this.found.size === 0 || store.sync === undefined) return;
     const found = this.found;
-    await store.flush(
+    await store.sync(
       (function* keys() {
         for (const id of found.values()) yield chunkKey(id);
       })(),
@@ -260,7 +265,7 @@ class RepositoryBackupSession implements BackupSession {
       );
     }
     await this.checkChunks(index, signal);
-    await this.flushFound(signal);
+    await this.syncChunks(signal);
 
     const { store } = this.context;
     const blob = encodeChunkIndex(index, described);

@@ -1,29 +1,12 @@
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FaultInjectingFileSystem } from '../../test/fault-injecting-file-system.js';
 import { InvalidArgumentError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
-import { createLocalFolderStore } from './local-folder-store.js';
+import { createLocalFolderStore, createLocalFolderStoreOn } from './local-folder-store.js';
 import { rejection } from './repository-fixture.js';
 import type { Store } from './store.js';
-
-// Records every fsync the store makes (the path of the synced file or folder), without changing what it does.
-const synced = vi.hoisted(() => ({ paths: [] as string[] }));
-vi.mock('node:fs/promises', async (importOriginal) => {
-  const actual = await importOriginal<typeof import('node:fs/promises')>();
-  return {
-    ...actual,
-    open: async (...args: Parameters<typeof actual.open>) => {
-      const handle = await actual.open(...args);
-      const sync = handle.sync.bind(handle);
-      handle.sync = async () => {
-        await sync();
-        synced.paths.push(String(args[0]));
-      };
-      return handle;
-    },
-  };
-});
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -60,36 +43,28 @@ describe('local folder store', () => {
     expect(new TextDecoder().decode(await store.get('a/b/c'))).toBe('one');
   });
 
-  it('makes an existing blob durable before a create-only put reports it present', async () => {
-    // Another writer (or a crashed earlier run) linked the blob but may not have fsynced its folder yet.
-    await store.put('chunks/ab/other', bytes('x'));
-    await writeFile(join(folder, 'repo', 'chunks', 'ab', 'present'), 'theirs');
-    synced.paths.length = 0;
-    expect(await store.put('chunks/ab/present', bytes('ours'), { ifAbsent: true })).toBe(false);
-    const root = join(folder, 'repo');
-    // Its folder and every folder up to the root, so the entry survives a crash. (Its content was fsynced
-    // before it was linked into place: only the temporary file of this put is synced besides.)
-    expect(synced.paths.filter((path) => !path.includes('.drkit-tmp-'))).toEqual([
-      join(root, 'chunks', 'ab'),
-      join(root, 'chunks'),
-      root,
-    ]);
-    expect(new TextDecoder().decode(await store.get('chunks/ab/present'))).toBe('theirs');
-    expect(await readdir(join(root, 'chunks', 'ab'))).toEqual(['other', 'present']);
-  });
-
-  it('flushes the folders of the given keys once each, skipping missing keys', async () => {
-    await store.put('chunks/ab/one', bytes('1'));
-    await store.put('chunks/ab/two', bytes('2'));
-    await store.put('chunks/cd/three', bytes('3'));
-    synced.paths.length = 0;
-    const root = join(folder, 'repo');
-    await store.flush?.(['chunks/ab/one', 'chunks/ab/two', 'chunks/cd/three', 'chunks/ef/missing']);
-    expect([...synced.paths].sort()).toEqual(
-      [root, join(root, 'chunks'), join(root, 'chunks', 'ab'), join(root, 'chunks', 'cd')].sort(),
+  it('refuses an unknown sync level, and filesystem where there is no syncfs', () => {
+    expect(() => createLocalFolderStore({ path: folder, syncLevel: 'fast' as never })).toThrow(
+      InvalidSettingsError,
     );
+    const fs = new FaultInjectingFileSystem();
+    expect(() =>
+      createLocalFolderStoreOn(fs, { path: '/r', syncLevel: 'filesystem', platform: 'darwin' }),
+    ).toThrow(/only Linux/);
   });
 
+  it('syncs the real file system at every level', async () => {
+    for (const syncLevel of ['file', 'filesystem', 'none'] as const) {
+      if (syncLevel === 'filesystem' && process.platform !== 'linux') continue;
+      const leveled = createLocalFolderStore({ path: join(folder, syncLevel), syncLevel });
+      await leveled.sync?.(['chunks/ab/missing']); // nothing written yet: nothing to sync
+      expect(await leveled.put('chunks/ab/one', bytes('1'), { durable: false })).toBe(true);
+      expect(await leveled.put('chunks/ab/one', bytes('2'), { ifAbsent: true })).toBe(false);
+      expect(await leveled.put('points/p', bytes('p'), { ifAbsent: true })).toBe(true);
+      await leveled.sync?.(['chunks/ab/one', 'chunks/cd/missing']);
+      expect(new TextDecoder().decode(await leveled.get('chunks/ab/one'))).toBe('1');
+    }
+  });
   it('validates keys', async () => {
     for (const key of ['', '/abs', 'a//b', 'a/../b', '..', './a', 'a/', 'a\\b', 'a/.drkit-tmp-x', 'a\nb']) {
       const error = await rejection(store.put(key, bytes('x')));
@@ -133,5 +108,121 @@ describe('local folder store', () => {
     expect(await keys(store, '')).toEqual([]);
     expect(await store.has('x')).toBe(false);
     await store.delete('x');
+  });
+});
+
+// What each call syncs, counted by a fault-injecting file system under the store.
+describe('local folder store durability', () => {
+  const root = '/srv/repo';
+  const paths = (_fs: FaultInjectingFileSystem, calls: string[]) =>
+    calls.map((call) => call.replace(root, '<root>'));
+  function storeOn(syncLevel: 'file' | 'filesystem' | 'none') {
+    const fs = new FaultInjectingFileSystem();
+    const synced: string[] = [];
+    const fsync = fs.fsync.bind(fs);
+    fs.fsync = async (path) => {
+      await fsync(path);
+      synced.push(`fsync ${path}`);
+    };
+    const syncfs = fs.syncfs.bind(fs);
+    fs.syncfs = async (path) => {
+      await syncfs(path);
+      synced.push(`syncfs ${path}`);
+    };
+    return { fs, synced, store: createLocalFolderStoreOn(fs, { path: root, syncLevel, platform: 'linux' }) };
+  }
+
+  it('at file level: a blob is fsynced before it is linked; a durable put fsyncs its folder chain', async () => {
+    const { fs, synced, store } = storeOn('file');
+    await store.put('chunks/ab/one', bytes('1'), { durable: false });
+    expect(synced).toEqual([]); // the temporary file's own sync is not a path call
+    expect(fs.fsyncs).toBe(1);
+    await store.put('points/p', bytes('p'));
+    // Its folder chain, and the folders above the root that the first (not durable) put created.
+    expect(paths(fs, synced)).toEqual(['fsync <root>/points', 'fsync <root>', 'fsync /srv', 'fsync /']);
+    fs.crash();
+    expect(fs.files()).toEqual(['/srv/repo/points/p']);
+  });
+
+  it('at file level: a create-only durable put that finds the key present syncs that blob and its folders up to the root', async () => {
+    const { fs, synced, store } = storeOn('file');
+    await store.put('chunks/ab/present', bytes('theirs'), { durable: false });
+    synced.length = 0;
+    expect(await store.put('chunks/ab/present', bytes('ours'), { ifAbsent: true })).toBe(false);
+    expect(paths(fs, synced)).toEqual([
+      'fsync <root>/chunks/ab/present',
+      'fsync <root>/chunks/ab',
+      'fsync <root>/chunks',
+      'fsync <root>',
+      'fsync /srv',
+      'fsync /',
+    ]);
+    expect(new TextDecoder().decode(await store.get('chunks/ab/present'))).toBe('theirs');
+    // Without durable, nothing: the commit's sync covers it.
+    synced.length = 0;
+    expect(await store.put('chunks/ab/present', bytes('ours'), { ifAbsent: true, durable: false })).toBe(
+      false,
+    );
+    expect(synced).toEqual([]);
+  });
+
+  it('at file level: sync fsyncs the folder chain of the given keys once each, missing keys included', async () => {
+    const { fs, synced, store } = storeOn('file');
+    await store.put('chunks/ab/one', bytes('1'), { durable: false });
+    await store.put('chunks/ab/two', bytes('2'), { durable: false });
+    await store.put('chunks/cd/three', bytes('3'), { durable: false });
+    synced.length = 0;
+    await store.sync?.(['chunks/ab/one', 'chunks/ab/two', 'chunks/cd/three', 'chunks/ef/missing']);
+    expect(paths(fs, synced).sort()).toEqual(
+      [
+        'fsync /',
+        'fsync /srv',
+        'fsync <root>',
+        'fsync <root>/chunks',
+        'fsync <root>/chunks/ab',
+        'fsync <root>/chunks/cd',
+      ].sort(),
+    );
+    // Durable now: a crash keeps all three.
+    fs.crash();
+    expect(fs.files()).toEqual([
+      '/srv/repo/chunks/ab/one',
+      '/srv/repo/chunks/ab/two',
+      '/srv/repo/chunks/cd/three',
+    ]);
+  });
+
+  it('at filesystem level: no sync while writing, one syncfs per sync and per durable put', async () => {
+    const { fs, synced, store } = storeOn('filesystem');
+    await store.put('chunks/ab/one', bytes('1'), { durable: false });
+    await store.put('chunks/ab/one', bytes('x'), { ifAbsent: true, durable: false });
+    expect(synced).toEqual([]);
+    await store.sync?.(['chunks/ab/one']);
+    await store.put('points/p', bytes('p'), { ifAbsent: true });
+    expect(await store.put('chunks/ab/one', bytes('x'), { ifAbsent: true })).toBe(false);
+    expect(paths(fs, synced)).toEqual(['syncfs <root>', 'syncfs <root>', 'syncfs <root>']);
+    await store.sync?.([]);
+    expect(fs.syncCalls).toBe(3);
+  });
+
+  it('at level none: nothing, and a crash loses everything', async () => {
+    const { fs, store } = storeOn('none');
+    await store.put('config', bytes('c'));
+    await store.put('chunks/ab/one', bytes('1'), { durable: false });
+    await store.sync?.(['chunks/ab/one']);
+    expect(fs.syncCalls).toBe(0);
+    fs.crash();
+    expect(fs.files()).toEqual([]);
+  });
+
+  it('loses a blob put with durable: false in a crash before its sync, never leaves a part of it', async () => {
+    for (const syncLevel of ['file', 'filesystem'] as const) {
+      const { fs, store } = storeOn(syncLevel);
+      await store.put('config', bytes('durable'));
+      await store.put('chunks/ab/one', bytes('volatile'), { durable: false });
+      fs.crash();
+      expect(fs.files(), syncLevel).toEqual(['/srv/repo/config']);
+      expect(await store.has('chunks/ab/one')).toBe(false);
+    }
   });
 });

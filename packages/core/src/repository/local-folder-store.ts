@@ -1,26 +1,40 @@
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
-import {
-  type FileHandle,
-  link,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-} from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import type { CallOptions } from '../spec/v2/index.js';
+import {
+  type LocalFolderFile,
+  type LocalFolderFileSystem,
+  nodeLocalFolderFileSystem,
+} from './local-folder-file-system.js';
 import type { Store, StoreEntry, StorePutOptions } from './store.js';
 import { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './store-key.js';
+
+/**
+ * How the local folder store makes blobs durable (after Proxmox Backup Server's datastore "sync level"):
+ *
+ * - `file` (the default): every blob's content is `fsync`ed before its name is linked, so a name on disk never
+ *   points at content a crash can lose; folders are `fsync`ed once per `sync` (one per chunk folder, not per
+ *   chunk) or, for a `durable` put, at once. Calls per backup grow with the chunks it writes (one each).
+ * - `filesystem`: blobs put with `durable: false` are written without any sync; `sync`, and every `durable` put,
+ *   is one syncfs(2) of the store's file system (coreutils `sync --file-system`; Linux only). Calls per backup do
+ *   not grow with its chunks. It syncs everything on that file system, other programs' writes included, and a
+ *   machine crash during a backup can leave the names of that backup's unsynced chunks with lost content
+ *   (ext4 commits names every few seconds, data later), which `verify` finds.
+ * - `none`: nothing is ever synced. **Unsafe**: a machine crash can lose committed points or leave a point whose
+ *   chunks are gone. For throw-away repositories and tests.
+ */
+export type LocalFolderSyncLevel = 'none' | 'filesystem' | 'file';
+
+/** The sync levels, for validation and help texts. */
+export const LOCAL_FOLDER_SYNC_LEVELS: readonly LocalFolderSyncLevel[] = ['none', 'filesystem', 'file'];
 
 /** Settings of {@link createLocalFolderStore}. */
 export interface LocalFolderStoreOptions {
   /** The folder that holds the blobs. Created (with its parents) on the first write. */
   readonly path: string;
+  /** How blobs are made durable; see {@link LocalFolderSyncLevel}. Default `file`. */
+  readonly syncLevel?: LocalFolderSyncLevel;
 }
 
 /** Bytes written per `write` call, so that an abort is seen between slices of a large blob. */
@@ -30,94 +44,136 @@ function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null ? (error as { code?: string }).code : undefined;
 }
 
+const isMissing = (error: unknown): boolean =>
+  errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR';
+
 /** Rethrows `signal.reason` if the signal aborted while the operation ran, so aborts are never wrapped. */
 function rethrow(error: unknown, signal: AbortSignal | undefined): never {
   if (signal?.aborted) throw signal.reason;
   throw error;
 }
 
-async function syncDirectory(path: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(path, 'r');
-    await handle.sync();
-  } catch (error) {
-    // Windows cannot open or fsync a directory; rename is durable there without it.
-    if (process.platform !== 'win32') throw error;
-  } finally {
-    await handle?.close();
-  }
-}
-
 /**
  * A {@link Store} in a folder of the local file system (or a mounted network file system with POSIX rename and
  * hard links). A key `a/b/c` is the file `<path>/a/b/c`.
  *
- * - `put` writes a temporary file `.drkit-tmp-<random>` in the target's folder, fsyncs it, renames it over the
- *   key (or, with `ifAbsent`, hard-links it to the key, which fails if the key exists, so of several racing
- *   writers exactly one wins) and fsyncs the folder. Readers see the old blob or the new one, never a part.
- *   A create-only `put` that finds the key present fsyncs the key's folder and the folders above it before it
- *   returns `false`, and `flush(keys)` does the same for many keys with one fsync per folder: a blob another
- *   writer linked is durable before the caller relies on it.
+ * - `put` writes a temporary file `.drkit-tmp-<random>` in the target's folder, renames it over the key (or,
+ *   with `ifAbsent`, hard-links it to the key, which fails if the key exists, so of several racing writers
+ *   exactly one wins) and removes the temporary name. Readers see the old blob or the new one, never a part.
+ * - Durability follows `syncLevel` ({@link LocalFolderSyncLevel}). At `file`, the temporary file is `fsync`ed
+ *   before it is linked; a `durable` put then `fsync`s the key's folder (and folders it created, in their
+ *   parents), a create-only `durable` put that finds the key present `fsync`s that blob and its folders up to the
+ *   root, and `sync(keys)` `fsync`s each key's folder chain once. At `filesystem`, a `durable: false` put syncs
+ *   nothing, and a `durable` put, a create-only `durable` put that finds the key present, and `sync` each run
+ *   one syncfs(2). At `none` nothing is synced.
+ * - `sync(keys)` makes the current state of each key durable: a blob present, or the absence of one deleted.
  * - `list` walks the folder recursively and yields keys in lexicographic (UTF-8 byte) order; temporary files
  *   are skipped. A crash can leave temporary files behind; they are never listed.
  * - Every call honours `signal` and then rejects with `signal.reason`. A `put` that already renamed its file
  *   into place completes.
  *
- * @throws {@link InvalidSettingsError} when `path` is not a non-empty string.
+ * @throws {@link InvalidSettingsError} when `path` is not a non-empty string, `syncLevel` is not a level, or it
+ * is `filesystem` on a system without syncfs(2) (not Linux).
  *
  * @example
  * ```ts
- * const store = createLocalFolderStore({ path: '/srv/drkit-repository' });
+ * const store = createLocalFolderStore({ path: '/srv/drkit-repository', syncLevel: 'file' });
  * await store.put('hello/world', new TextEncoder().encode('hi'), { ifAbsent: true });
  * for await (const entry of store.list('hello/')) console.log(entry.key, entry.size);
  * ```
  */
 export function createLocalFolderStore(options: LocalFolderStoreOptions): Store {
+  return createLocalFolderStoreOn(nodeLocalFolderFileSystem, options);
+}
+
+/**
+ * {@link createLocalFolderStore} over the given file system calls (a test's fault-injecting file system).
+ *
+ * @internal
+ */
+export function createLocalFolderStoreOn(
+  fs: LocalFolderFileSystem,
+  options: LocalFolderStoreOptions & { readonly platform?: NodeJS.Platform },
+): Store {
   if (typeof options?.path !== 'string' || options.path === '') {
     throw new InvalidSettingsError('path', 'must be a non-empty folder path');
+  }
+  const level = options.syncLevel ?? 'file';
+  if (!LOCAL_FOLDER_SYNC_LEVELS.includes(level)) {
+    throw new InvalidSettingsError('syncLevel', `must be one of ${LOCAL_FOLDER_SYNC_LEVELS.join(', ')}`);
+  }
+  if (level === 'filesystem' && (options.platform ?? process.platform) !== 'linux') {
+    throw new InvalidSettingsError(
+      'syncLevel',
+      'filesystem needs syncfs(2), which only Linux has; use file on this system',
+    );
   }
   const root = resolve(options.path);
 
   const pathOf = (key: string): string => join(root, ...key.split('/'));
 
+  /** One syncfs of the store's file system (`filesystem` level). A store never written to has nothing to sync. */
+  async function syncFileSystem(): Promise<void> {
+    try {
+      await fs.stat(root);
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    await fs.syncfs(root);
+  }
+
+  /**
+   * The top-most folder this store created at or above its root whose entries above the root are not synced yet
+   * (`file` level): the first write into a new repository folder creates it without a sync when not durable.
+   */
+  let unsyncedTop: string | undefined;
+
   /**
    * Fsyncs `folder` and every folder above it up to the root (each at most once per `done` set), so that an
-   * entry in `folder`, and `folder` itself, survive a crash. Used when a blob is found present rather than
-   * written: another writer (or a crashed run) may have linked it without having fsynced these folders yet.
+   * entry in `folder`, and `folder` itself, survive a crash (`file` level); and, when this store created the root
+   * (or folders above it) without syncing them, those in their parents too.
    */
   async function syncFolderChain(folder: string, done: Set<string> = new Set()): Promise<void> {
     let current = folder;
     for (;;) {
       if (done.has(current)) return;
       done.add(current);
-      await syncDirectory(current);
-      if (current === root) return;
+      await fs.fsync(current);
+      if (current === root) break;
       const parent = dirname(current);
       if (parent === current || relative(root, parent).startsWith('..')) return;
       current = parent;
     }
-  }
-
-  /** Creates the folder of a key and makes every folder it created durable in its parent. */
-  async function ensureFolder(folder: string): Promise<void> {
-    const first = await mkdir(folder, { recursive: true });
-    if (first === undefined) return;
-    // `first` is the top-most folder created: fsync its parent and every created folder down to `folder`.
-    const created = relative(dirname(first), folder).split(sep);
-    let current = dirname(first);
-    await syncDirectory(current);
-    for (const part of created) {
-      current = join(current, part);
-      await syncDirectory(current);
+    if (unsyncedTop === undefined) return;
+    const top = unsyncedTop;
+    // The folders holding the root's entry, and each created folder's above it, deepest first.
+    for (let above = dirname(root); ; above = dirname(above)) {
+      if (!done.has(above)) {
+        done.add(above);
+        await fs.fsync(above);
+      }
+      if (above === dirname(top) || above === dirname(above)) break;
     }
+    unsyncedTop = undefined;
   }
 
-  async function openTemp(folder: string): Promise<{ handle: FileHandle; path: string }> {
+  /**
+   * Creates the folder of a key. At `file` level the folder chain a durable put or a `sync` fsyncs makes new
+   * folders durable in their parents; this only remembers a new root (or folders above it), which that chain does
+   * not reach.
+   */
+  async function ensureFolder(folder: string): Promise<void> {
+    const first = await fs.mkdirs(folder);
+    if (first === undefined || level !== 'file' || relative(first, root).startsWith('..')) return;
+    if (unsyncedTop === undefined || first.length < unsyncedTop.length) unsyncedTop = first;
+  }
+
+  async function openTemp(folder: string): Promise<{ file: LocalFolderFile; path: string }> {
     for (let attempt = 0; ; attempt++) {
       const path = join(folder, `${STORE_TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
       try {
-        return { handle: await open(path, 'wx'), path };
+        return { file: await fs.createFile(path), path };
       } catch (error) {
         if (errorCode(error) === 'ENOENT' && attempt === 0) await ensureFolder(folder);
         else if (errorCode(error) !== 'EEXIST' || attempt > 3) throw error;
@@ -127,7 +183,7 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
 
   async function put(key: string, data: Uint8Array, putOptions: StorePutOptions = {}): Promise<boolean> {
     assertValidStoreKey(key);
-    const { signal, ifAbsent = false } = putOptions;
+    const { signal, ifAbsent = false, durable = true } = putOptions;
     signal?.throwIfAborted();
     const target = pathOf(key);
     const folder = dirname(target);
@@ -139,39 +195,46 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
         let offset = 0;
         while (offset < data.byteLength) {
           signal?.throwIfAborted();
-          const { bytesWritten } = await temp.handle.write(
+          offset += await temp.file.write(
             data,
             offset,
             Math.min(WRITE_SLICE, data.byteLength - offset),
             offset,
           );
-          offset += bytesWritten;
         }
-        await temp.handle.sync();
+        // At `file` level a name is never linked to content that a crash can lose, durable put or not.
+        if (level === 'file') await temp.file.sync();
       } finally {
-        await temp.handle.close();
+        await temp.file.close();
       }
       signal?.throwIfAborted();
       if (ifAbsent) {
         try {
-          await link(tempPath, target);
+          await fs.link(tempPath, target);
         } catch (error) {
           if (errorCode(error) !== 'EEXIST') throw error;
-          // Present: make its entry durable before saying so, since a caller may commit something that
-          // references it. Its content was fsynced before it was linked (by whichever put created it).
-          await syncFolderChain(folder);
+          // Present: when durable, make it so before saying so, since a caller may commit something that
+          // references it. Another writer may have put it with `durable: false` and not synced it yet.
+          if (durable && level === 'file') {
+            await fs.fsync(target);
+            await syncFolderChain(folder);
+          } else if (durable && level === 'filesystem') {
+            await syncFileSystem();
+          }
           return false;
         }
       } else {
-        await rename(tempPath, target);
+        await fs.rename(tempPath, target);
         tempPath = undefined;
       }
-      await syncDirectory(folder);
+      // The folder chain, not only the folder: its folders may have been created by a `durable: false` put.
+      if (durable && level === 'file') await syncFolderChain(folder);
+      else if (durable && level === 'filesystem') await syncFileSystem();
       return true;
     } catch (error) {
       return rethrow(error, signal);
     } finally {
-      if (tempPath !== undefined) await unlink(tempPath).catch(() => undefined);
+      if (tempPath !== undefined) await fs.unlink(tempPath).catch(() => undefined);
     }
   }
 
@@ -180,8 +243,7 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     const { signal } = callOptions;
     signal?.throwIfAborted();
     try {
-      const buffer = await readFile(pathOf(key), signal === undefined ? undefined : { signal });
-      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      return await fs.readFile(pathOf(key), signal);
     } catch (error) {
       const code = errorCode(error);
       if (!signal?.aborted && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
@@ -196,7 +258,7 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     const { signal } = callOptions;
     signal?.throwIfAborted();
     try {
-      return (await stat(pathOf(key))).isFile();
+      return (await fs.stat(pathOf(key))).isFile;
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' || code === 'ENOTDIR') return false;
@@ -209,12 +271,12 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     const { signal } = callOptions;
     signal?.throwIfAborted();
     try {
-      await unlink(pathOf(key));
+      await fs.unlink(pathOf(key));
     } catch (error) {
       const code = errorCode(error);
       // A missing key, or a key that names a folder (not a blob; macOS says EPERM): nothing to delete.
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return;
-      if (code === 'EPERM' && (await stat(pathOf(key)).catch(() => undefined))?.isDirectory()) return;
+      if (code === 'EPERM' && (await fs.stat(pathOf(key)).catch(() => undefined))?.isFolder) return;
       return rethrow(error, signal);
     }
   }
@@ -227,9 +289,9 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
   }
 
   async function children(folder: string, namePrefix: string): Promise<Child[]> {
-    let entries: Dirent[];
+    let entries: Awaited<ReturnType<LocalFolderFileSystem['readdir']>>;
     try {
-      entries = await readdir(folder, { withFileTypes: true });
+      entries = await fs.readdir(folder);
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
@@ -238,8 +300,8 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     const result: Child[] = [];
     for (const entry of entries) {
       if (!entry.name.startsWith(namePrefix) || entry.name.startsWith(STORE_TEMP_PREFIX)) continue;
-      const isFolder = entry.isDirectory();
-      if (!isFolder && !entry.isFile() && !entry.isSymbolicLink()) continue;
+      const { isFolder } = entry;
+      if (!isFolder && !entry.isFile && !entry.isSymbolicLink) continue;
       result.push({
         name: entry.name,
         isFolder,
@@ -262,11 +324,11 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
         yield* walk(key, '', signal);
         continue;
       }
-      const info = await stat(join(folder, child.name)).catch((error: unknown) => {
+      const info = await fs.stat(join(folder, child.name)).catch((error: unknown) => {
         if (errorCode(error) === 'ENOENT') return undefined;
         throw error;
       });
-      if (info?.isFile()) yield { key, size: info.size, modifiedAt: info.mtime };
+      if (info?.isFile) yield { key, size: info.size, modifiedAt: info.modifiedAt };
     }
   }
 
@@ -282,7 +344,7 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     }
   }
 
-  async function flush(keys: Iterable<string>, callOptions: CallOptions = {}): Promise<void> {
+  async function sync(keys: Iterable<string>, callOptions: CallOptions = {}): Promise<void> {
     const { signal } = callOptions;
     signal?.throwIfAborted();
     const folders = new Set<string>();
@@ -290,8 +352,13 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
       assertValidStoreKey(key);
       folders.add(dirname(pathOf(key)));
     }
-    const done = new Set<string>();
+    if (folders.size === 0 || level === 'none') return;
     try {
+      if (level === 'filesystem') {
+        await syncFileSystem();
+        return;
+      }
+      const done = new Set<string>();
       // Deepest first, so that a folder is synced before the folder that holds it.
       for (const folder of [...folders].sort((a, b) => b.length - a.length)) {
         signal?.throwIfAborted();
@@ -299,7 +366,7 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
           await syncFolderChain(folder, done);
         } catch (error) {
           // A folder that does not exist holds no blob to make durable.
-          if (errorCode(error) !== 'ENOENT' && errorCode(error) !== 'ENOTDIR') throw error;
+          if (!isMissing(error)) throw error;
         }
       }
     } catch (error) {
@@ -307,5 +374,5 @@ export function createLocalFolderStore(options: LocalFolderStoreOptions): Store 
     }
   }
 
-  return { kind: 'local-folder', location: root, get, put, has, list, delete: remove, flush };
+  return { kind: 'local-folder', location: root, get, put, has, list, delete: remove, sync };
 }

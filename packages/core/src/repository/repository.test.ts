@@ -564,7 +564,7 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
   });
   afterEach(() => fixture.cleanup());
 
-  /** A repository on the fixture's folder whose store logs `flush` (with its keys) and metadata puts. */
+  /** A repository on the fixture's folder whose store logs `sync` (with its keys), chunk puts and metadata puts. */
   async function loggingRepository() {
     const inner = createLocalFolderStore({ path: fixture.folder });
     const log: string[] = [];
@@ -572,12 +572,13 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
       ...inner,
       async put(key, data, options) {
         if (key.startsWith('points/') || key.startsWith('indexes/')) log.push(`put ${key.split('/')[0]}`);
+        if (key.startsWith('chunks/')) log.push(`put chunk durable=${options?.durable ?? true}`);
         return inner.put(key, data, options);
       },
-      async flush(keys, options) {
+      async sync(keys, options) {
         const list = [...keys];
-        log.push(`flush ${list.sort().join(' ')}`);
-        return inner.flush?.(list, options);
+        log.push(`sync ${list.sort().join(' ')}`);
+        return inner.sync?.(list, options);
       },
     };
     const repository = await openRepository({ store, workers: fixture.workers });
@@ -594,7 +595,7 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
     return keys.sort();
   }
 
-  it('flushes the chunks hasChunk found present, once, before writing the index and the point', async () => {
+  it('syncs the chunks hasChunk found present, once, before writing the index and the point', async () => {
     const image = diskImage(4, 0, 31);
     const keys = await crashedRun(image);
     expect(keys).toHaveLength(3);
@@ -611,19 +612,20 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
         expect(await session.hasChunk(encoded.hash)).toBe(true);
       }
       await session.commit(newPoint(image.byteLength), index);
-      expect(log).toEqual([`flush ${keys.join(' ')}`, 'put indexes', 'put points']);
+      expect(log).toEqual([`sync ${keys.join(' ')}`, 'put indexes', 'put points']);
     } finally {
       await repository.close();
     }
   });
 
-  it('flushes the chunks the commit check found in the store, and none it wrote itself', async () => {
+  it('writes chunks without durability and syncs them, with those the commit check found, in one step', async () => {
     const first = diskImage(4, 0, 32);
     const keys = await crashedRun(first);
     const { repository, log } = await loggingRepository();
     try {
       const session = await repository.beginBackup(TEST_LINEAGE);
       const second = diskImage(4, 0, 33);
+      const secondKeys: string[] = [];
       const { index, chunksWritten } = await storeImage(session, fixture.workers, second);
       expect(chunksWritten).toBe(3);
       // Reuse position 0 of the crashed run without asking hasChunk: commit's own check finds it.
@@ -633,8 +635,17 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
       if (encoded.kind !== 'data') throw new Error('position 0 of the image is random data');
       const { hash } = encoded;
       reused.setId(0, hash);
+      for (let i = 0; i < 4; i++) if (!index.isZero(i)) secondKeys.push(chunkKey(index.idAt(i)));
       await session.commit(newPoint(second.byteLength), reused);
-      expect(log).toEqual([`flush ${chunkKey(hash)}`, 'put indexes', 'put points']);
+      // The 3 chunks it wrote (one of them no longer named: syncing it too is harmless) and the one it found.
+      expect(log).toEqual([
+        'put chunk durable=false',
+        'put chunk durable=false',
+        'put chunk durable=false',
+        `sync ${[...secondKeys, chunkKey(hash)].sort().join(' ')}`,
+        'put indexes',
+        'put points',
+      ]);
       expect(keys).toContain(chunkKey(hash));
     } finally {
       await repository.close();

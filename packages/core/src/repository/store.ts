@@ -17,6 +17,15 @@ export interface StorePutOptions extends CallOptions {
    * folder). Of several racing writers exactly one wins.
    */
   readonly ifAbsent?: boolean;
+  /**
+   * Whether the blob must survive a crash of the machine as soon as `put` resolves. Default `true`.
+   *
+   * `false` is for blobs that a later {@link Store.sync} makes durable in one step with many others (the chunks
+   * of a backup, synced once before its point is committed): the store may skip its per-blob sync, and until that
+   * `sync` resolves a crash of the machine may lose the blob, never leave a part of it under its key. A crash of
+   * the process alone loses nothing either way. Reads see the blob at once, like any other.
+   */
+  readonly durable?: boolean;
 }
 
 /**
@@ -24,6 +33,11 @@ export interface StorePutOptions extends CallOptions {
  * A `put` is atomic: a reader sees the old blob, the new one whole, or none — never a part. Implementations:
  * the local folder store in core, the S3 store in `@drkit/store-s3`. Every store passes the testkit's
  * `describeStoreContract`.
+ *
+ * Durability has two steps. A `put` (default `durable: true`) is durable when it resolves. A `put` with
+ * `durable: false` is visible at once but may be lost by a machine crash until a {@link Store.sync} that names
+ * its key resolves; a writer that stores many blobs before one commit (a backup: its chunks, then its point)
+ * writes them with `durable: false` and calls `sync` once, before it writes the blob that references them.
  */
 export interface Store {
   /** What kind of store this is (`local-folder`, `s3`), for messages. */
@@ -40,25 +54,29 @@ export interface Store {
    * Writes a blob atomically. Returns `false` only with `ifAbsent` when the key already existed (nothing
    * written), `true` otherwise.
    *
-   * Durability: when `put` resolves, the blob written survives a crash of the process or the machine. A put
-   * that reports the key already present (`false`) guarantees the present blob is durable too, even when
-   * another writer created it and has not finished its own `put` yet: a caller may commit something that
-   * references it at once.
+   * Durability: with `durable` (the default), when `put` resolves the blob written survives a crash of the
+   * process or the machine, and a put that reports the key already present (`false`) guarantees the present blob
+   * is durable too, even when another writer created it with `durable: false` or has not finished its own `put`
+   * yet: a caller may commit something that references it at once. With `durable: false` neither is promised
+   * until {@link Store.sync} covers the key.
    */
   put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean>;
   /**
-   * Whether a blob has the key. `true` says the blob is visible, not that it is durable (another writer's `put`
-   * may still be running): call {@link Store.flush} before committing anything that relies on it.
+   * Whether a blob has the key. `true` says the blob is visible, not that it is durable (another writer may have
+   * put it with `durable: false`, or its `put` may still be running): {@link Store.sync} it before committing
+   * anything that relies on it.
    */
   has(key: string, options?: CallOptions): Promise<boolean>;
   /**
-   * Makes the blobs of these keys durable, as far as they exist (a missing key is skipped): after it resolves
-   * they survive a crash even if the writer that created them crashed before its `put` returned. A backup calls
-   * it once, before its commit, for the chunks it found present (`has`) rather than wrote, so it costs one sync
-   * per folder, not per blob. Optional: a store whose visible blobs are always durable (S3 acknowledges a
-   * `PutObject` only once it is stored) leaves it out.
+   * Makes the blobs of these keys durable, as far as they exist (a missing key is skipped), whoever wrote them
+   * and however (`durable: false`, or a writer that crashed before its `put` returned): after it resolves they
+   * survive a crash of the machine. One step for many blobs: a backup calls it once, before its commit, for every
+   * chunk it wrote or found present. The keys are read once, in order, and may come from a generator. A store may
+   * make more durable than asked (the local folder store's `filesystem` level syncs its whole file system).
+   * Optional: a store whose visible blobs are always durable (S3 acknowledges a `PutObject` only once it is
+   * stored) leaves it out, and a caller then has nothing to do.
    */
-  flush?(keys: Iterable<string>, options?: CallOptions): Promise<void>;
+  sync?(keys: Iterable<string>, options?: CallOptions): Promise<void>;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
   /** Deletes a blob. Deleting a missing key is not an error. */
