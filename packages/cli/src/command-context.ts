@@ -1,5 +1,11 @@
 import { resolve } from 'node:path';
-import { createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
+import {
+  createLocalFolderStore,
+  LOCAL_FOLDER_SYNC_LEVELS,
+  type LocalFolderSyncLevel,
+  openRepository,
+  type Repository,
+} from '@drkit/core';
 import type { DrkitConfig } from './config/config-file.js';
 import type { SecretRedactor } from './secret-redactor.js';
 
@@ -27,6 +33,20 @@ export interface CommandContext {
   readonly redactor: SecretRedactor;
   /** The repository folder: `--repo`, else the configuration's `repository`, else `DRKIT_REPO`. */
   readonly repositoryPath: string | undefined;
+  /**
+   * How the repository folder is synced: `--sync-level`, else the configuration's `repository.syncLevel`, else
+   * `DRKIT_SYNC_LEVEL`, else the local folder store's default (`file`).
+   */
+  readonly syncLevel: LocalFolderSyncLevel | undefined;
+}
+
+/** A sync level given on the command line or in the environment. @throws {@link UsageError} when it is none. */
+export function parseSyncLevel(value: string | undefined, from: string): LocalFolderSyncLevel | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!(LOCAL_FOLDER_SYNC_LEVELS as readonly string[]).includes(value)) {
+    throw new UsageError(`${from} takes ${LOCAL_FOLDER_SYNC_LEVELS.join(', ')}, got "${value}"`);
+  }
+  return value as LocalFolderSyncLevel;
 }
 
 /** The repository folder of the command. @throws {@link UsageError} when none is given. */
@@ -50,13 +70,21 @@ export function requireConfig(context: CommandContext, command: string): DrkitCo
   return context.config;
 }
 
-/** Opens the local-folder repository at `path`, runs `body`, closes it. */
+/**
+ * Opens the command's local-folder repository (at its sync level), runs `body`, closes it.
+ *
+ * @throws {@link UsageError} when no repository is given.
+ */
 export async function withRepository<T>(
-  path: string,
+  context: CommandContext,
   create: boolean,
   body: (repository: Repository) => Promise<T>,
 ): Promise<T> {
-  const repository = await openRepository({ store: createLocalFolderStore({ path: resolve(path) }), create });
+  const path = resolve(requireRepositoryPath(context));
+  const store = createLocalFolderStore(
+    context.syncLevel === undefined ? { path } : { path, syncLevel: context.syncLevel },
+  );
+  const repository = await openRepository({ store, create });
   try {
     return await body(repository);
   } finally {

@@ -16,7 +16,7 @@ import { errorJson, unreadableJson, unreadableText, writeBackupReport } from './
 import {
   type CliIo,
   type CommandContext,
-  requireRepositoryPath,
+  parseSyncLevel,
   UsageError,
   withRepository,
 } from './command-context.js';
@@ -53,6 +53,9 @@ Options for every command:
   --config <file>            configuration file, JSON or YAML (or DRKIT_CONFIG): repository, platforms,
                              Sync Proxies; secrets only as { env: VAR } or { file: PATH }
   --repo <dir>               repository folder (else the configuration's repository, else DRKIT_REPO)
+  --sync-level <level>       how the repository folder is synced: file (default), filesystem (one syncfs per
+                             commit, Linux), none (unsafe on a machine crash); else the configuration's
+                             repository.syncLevel, else DRKIT_SYNC_LEVEL
   --json                     machine-readable output on stdout
   -h, --help                 this help
   --version                  the version
@@ -143,6 +146,10 @@ export async function main(argv: readonly string[], rawIo: CliIo): Promise<numbe
       config,
       redactor,
       repositoryPath: values.repo ?? config?.repository?.path ?? io.env.DRKIT_REPO,
+      syncLevel:
+        parseSyncLevel(values['sync-level'], '--sync-level') ??
+        config?.repository?.syncLevel ??
+        parseSyncLevel(io.env.DRKIT_SYNC_LEVEL, 'DRKIT_SYNC_LEVEL'),
     });
   } catch (error) {
     if (error instanceof UsageError) {
@@ -169,7 +176,7 @@ function noArguments(command: string, args: readonly string[]): void {
 }
 
 function onRepository<T>(context: CommandContext, body: (r: Repository) => Promise<T>): Promise<T> {
-  return withRepository(requireRepositoryPath(context), false, body);
+  return withRepository(context, false, body);
 }
 
 declare const __DRKIT_VERSION__: string | undefined;
@@ -183,6 +190,7 @@ function parse(argv: readonly string[]) {
     options: {
       config: { type: 'string' },
       repo: { type: 'string' },
+      'sync-level': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
@@ -265,7 +273,7 @@ async function backup(context: CommandContext, paths: string[], values: Values):
     hostName: values['host-name'] ?? localHost,
     disks: paths.map((path) => ({ path: resolve(path), id: resolve(path), name: resolve(path) })),
   });
-  return withRepository(requireRepositoryPath(context), true, async (repository) => {
+  return withRepository(context, true, async (repository) => {
     const engine = createBackupEngine({ repository, platforms: [platform], chunkSize });
     const bar = new ProgressBar(io.stderr);
     const started = performance.now();

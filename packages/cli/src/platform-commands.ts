@@ -7,13 +7,7 @@ import {
   type QuiesceMode,
 } from '@drkit/core';
 import { type ReportedHostPoint, writeBackupReport } from './backup-report.js';
-import {
-  type CommandContext,
-  requireConfig,
-  requireRepositoryPath,
-  UsageError,
-  withRepository,
-} from './command-context.js';
+import { type CommandContext, requireConfig, UsageError, withRepository } from './command-context.js';
 import type { DrkitConfig } from './config/config-file.js';
 import { createProxies, openPlatforms, selectPlatforms } from './config/configured-platforms.js';
 import { ExitCode, exitCodeForStatusCode } from './exit-codes.js';
@@ -161,7 +155,7 @@ export async function platformBackupCommand(
     throw new UsageError(`--quiesce takes ${QUIESCE_MODES.join(', ')}, got "${quiesce}"`);
   }
   const platforms = await loadPlatforms(context, config, platformId);
-  return withRepository(requireRepositoryPath(context), true, async (repository) => {
+  return withRepository(context, true, async (repository) => {
     const proxies = createProxies(config, platforms, repository);
     const engine = createBackupEngine({
       repository,

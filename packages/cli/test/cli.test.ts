@@ -43,6 +43,9 @@ describe('drkit CLI', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/);
     expect((await runCli(['points', '--no-such-flag'])).code).toBe(2);
+    const level = await runCli(['points', '--repo', repo, '--sync-level', 'fast']);
+    expect(level.code).toBe(2);
+    expect(level.stderr).toMatch(/--sync-level takes none, filesystem, file, got "fast"/);
   });
 
   it('needs a repository, from --repo or DRKIT_REPO', async () => {
@@ -61,7 +64,11 @@ describe('drkit CLI', () => {
     expect(job.tasks[0].validity).toEqual({ kind: 'full', reason: 'first-backup' });
     await mutateDiskImage(image, { fraction: 0.02, seed: 8, lastByte: true });
     sums.push(await sha256File(image));
-    const second = await runCli(['backup', image], { DRKIT_REPO: repo });
+    // At another sync level: the repository does not record one, and one level after the other is safe.
+    const second = await runCli(['backup', image], {
+      DRKIT_REPO: repo,
+      DRKIT_SYNC_LEVEL: process.platform === 'linux' ? 'filesystem' : 'none',
+    });
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toMatch(/superset incremental/);
 

@@ -138,6 +138,11 @@ describe('parseConfig', () => {
       provider: { package: '@drkit/provider-agent', factory: 'createLocalDiskPlatform' },
     });
     expect(config.proxies).toBeUndefined();
+    const synced = parseConfig(
+      { repository: { path: 'repo', syncLevel: 'filesystem' }, platforms: [] },
+      file,
+    );
+    expect(synced.repository).toEqual({ type: 'local', path: '/etc/drkit/repo', syncLevel: 'filesystem' });
   });
 
   it('names the field of each mistake', () => {
@@ -167,6 +172,7 @@ describe('parseConfig', () => {
         'proxies[0].httpTimeoutSeconds',
       ],
       [{ repository: { type: 's3' } }, 'repository.type'],
+      [{ repository: { path: 'r', syncLevel: 'fast' } }, 'repository.syncLevel'],
       [{ concurrency: 0 }, 'concurrency'],
       [{ version: 2 }, 'version'],
     ];

@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import {
   InvalidSettingsError,
+  LOCAL_FOLDER_SYNC_LEVELS,
+  type LocalFolderSyncLevel,
   NotFoundError,
   PermissionError,
   resolveSyncProxySettings,
@@ -16,6 +18,8 @@ export interface RepositoryConfig {
   readonly type: 'local';
   /** Absolute path (a relative one in the file is relative to the file's folder). */
   readonly path: string;
+  /** How the folder is synced (`syncLevel` in the file); absent: the store's default. */
+  readonly syncLevel?: LocalFolderSyncLevel;
 }
 
 /** One platform of the configuration, not created yet. */
@@ -130,8 +134,16 @@ function parseRepository(value: unknown, dir: string): RepositoryConfig | undefi
       `${JSON.stringify(type)} is not available: the CLI keeps repositories in a local folder only (@drkit/store-s3 has no store yet); use { path: /backup/repo }`,
     );
   }
-  checkKeys(value, ['type', 'path'], 'repository');
-  return { type: 'local', path: resolve(dir, requiredText(value.path, 'repository.path', '/backup/repo')) };
+  checkKeys(value, ['type', 'path', 'syncLevel'], 'repository');
+  const path = resolve(dir, requiredText(value.path, 'repository.path', '/backup/repo'));
+  if (value.syncLevel === undefined) return { type: 'local', path };
+  if (!(LOCAL_FOLDER_SYNC_LEVELS as readonly unknown[]).includes(value.syncLevel)) {
+    throw new InvalidSettingsError(
+      'repository.syncLevel',
+      `must be one of ${LOCAL_FOLDER_SYNC_LEVELS.join(', ')}, got ${JSON.stringify(value.syncLevel)}`,
+    );
+  }
+  return { type: 'local', path, syncLevel: value.syncLevel as LocalFolderSyncLevel };
 }
 
 function parseProvider(
