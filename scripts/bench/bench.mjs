@@ -2,7 +2,11 @@
 // disk-like image, each next to a plain copy measured in the same run, with peak RSS; and the same work done by
 // restic and borg on the same image.
 //
-//   pnpm bench [-- --size-gib 2 --runs 1 --dir <work folder> --no-others]
+//   pnpm bench [-- --size-gib 2 --runs 1 --dir <work folder> --no-others --sync-level file --profile <folder>]
+//
+// --sync-level is handed to drkit (default: its own, file). --profile writes a CPU profile of each drkit step
+// (`node --cpu-prof`, one file per thread) under <folder>/<step> and prints where the time went
+// (scripts/bench/profile-summary.mjs); profiling slows the steps down, so ratios of a profiled run are not the goals'.
 //
 // Page cache: every tool reads the image hot from the page cache (it was just written), like the plain copy.
 // Peak RSS is measured with GNU time (`/usr/bin/time -f %M`) around each process.
@@ -20,11 +24,19 @@ const { values } = parseArgs({
     'size-gib': { type: 'string', default: '2' },
     dir: { type: 'string' },
     'no-others': { type: 'boolean' },
+    'sync-level': { type: 'string' },
+    profile: { type: 'string' },
   },
 });
 const GiB = 1024 ** 3;
 const size = Math.round(Number(values['size-gib']) * GiB);
-const cli = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
+const cliPath = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
+const level = values['sync-level'] === undefined ? '' : ` --sync-level ${values['sync-level']}`;
+/** The CLI invocation of one drkit step, profiled into <profile>/<step> with --profile. */
+const drkit = (step) =>
+  values.profile === undefined
+    ? `node '${cliPath}'`
+    : `node --cpu-prof --cpu-prof-dir '${join(values.profile, step)}' '${cliPath}'`;
 const work = values.dir ?? (await mkdtemp(join(tmpdir(), 'drkit-bench-')));
 await mkdir(work, { recursive: true });
 
@@ -88,7 +100,7 @@ console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)}
 const repo = join(work, 'drkit-repo');
 const full = measure(
   'drkit full',
-  `node '${cli}' backup '${image}' --repo '${repo}' --json > /dev/null && sync`,
+  `${drkit('full')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
 );
 record('drkit', 'full', full, copyFull.seconds);
 const image0 = join(work, 'disk-v1.img');
@@ -97,16 +109,16 @@ await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
 const copyIncr = copy();
 const incr = measure(
   'drkit incr',
-  `node '${cli}' backup '${image}' --repo '${repo}' --json > /dev/null && sync`,
+  `${drkit('incremental')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
 );
 record('drkit', 'incremental', incr, copyIncr.seconds);
 const points = JSON.parse(
-  execFileSync('node', [cli, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
+  execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
 );
 const copyRestore = copy();
 const restore = measure(
   'drkit restore',
-  `node '${cli}' restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
+  `${drkit('restore')} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
 );
 record('drkit', 'restore', restore, copyRestore.seconds);
 const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
@@ -178,5 +190,12 @@ for (const r of rows) {
   console.log(
     `${r.tool.padEnd(7)} ${r.operation.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${r.ratio.toFixed(2).padStart(6)}  ${r.peakMiB.toFixed(0).padStart(5)} MiB`,
   );
+}
+if (values.profile !== undefined) {
+  const summary = fileURLToPath(new URL('./profile-summary.mjs', import.meta.url));
+  for (const step of ['full', 'incremental', 'restore']) {
+    console.log(`\nCPU profile of drkit ${step} (${join(values.profile, step)})`);
+    console.log(execFileSync('node', [summary, join(values.profile, step)], { encoding: 'utf8' }));
+  }
 }
 if (!values.dir) await rm(work, { recursive: true, force: true });
