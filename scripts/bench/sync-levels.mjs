@@ -6,7 +6,7 @@
 //   node scripts/bench/sync-levels.mjs [--chunks 1024] [--chunk-kib 256] [--rounds 2] [--dir /var/tmp]
 //
 // Ways: the local folder store at each sync level (`file`, `filesystem`, `none`), the store with every put durable
-// (what drkit did before sync levels: fsync of each blob and of its folder), and, with raw file calls, the
+// (about what drkit did before sync levels: fsync of each blob and of its folder), and, with raw file calls, the
 // alternative commit step the issue asked to measure against syncfs: no sync while writing, then one fsync per
 // file written and one per folder.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -87,7 +87,7 @@ async function batchedFsync(root) {
 }
 
 const ways = [
-  ['every put durable (before)', (root) => viaStore(root, 'file', true)],
+  ['every put durable', (root) => viaStore(root, 'file', true)],
   ['level file', (root) => viaStore(root, 'file', false)],
   ['batched fsync at commit', batchedFsync],
   ['level filesystem (syncfs)', (root) => viaStore(root, 'filesystem', false)],

@@ -140,8 +140,12 @@ describe('local folder store durability', () => {
     await store.put('points/p', bytes('p'));
     // Its folder chain, and the folders above the root that the first (not durable) put created.
     expect(paths(fs, synced)).toEqual(['fsync <root>/points', 'fsync <root>', 'fsync /srv', 'fsync /']);
+    // The next durable put in that folder: the chain above it is known durable.
+    synced.length = 0;
+    await store.put('points/q', bytes('q'));
+    expect(paths(fs, synced)).toEqual(['fsync <root>/points']);
     fs.crash();
-    expect(fs.files()).toEqual(['/srv/repo/points/p']);
+    expect(fs.files()).toEqual(['/srv/repo/points/p', '/srv/repo/points/q']);
   });
 
   it('at file level: a create-only durable put that finds the key present syncs that blob and its folders up to the root', async () => {

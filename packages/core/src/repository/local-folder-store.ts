@@ -130,32 +130,46 @@ export function createLocalFolderStoreOn(
   let unsyncedTop: string | undefined;
 
   /**
+   * Folders whose own entry (in their parent) this store made durable (`file` level), so that a later chain stops
+   * there. The store never deletes a folder; at most a few hundred (the chunk folders and a few others).
+   */
+  const durableFolders = new Set<string>();
+
+  /**
    * Fsyncs `folder` and every folder above it up to the root (each at most once per `done` set), so that an
    * entry in `folder`, and `folder` itself, survive a crash (`file` level); and, when this store created the root
-   * (or folders above it) without syncing them, those in their parents too.
+   * (or folders above it) without syncing them, those in their parents too. Stops climbing at a folder whose own
+   * entry is known durable.
    */
   async function syncFolderChain(folder: string, done: Set<string> = new Set()): Promise<void> {
     let current = folder;
+    let child: string | undefined;
     for (;;) {
       if (done.has(current)) return;
       done.add(current);
       await fs.fsync(current);
+      if (child !== undefined) durableFolders.add(child);
+      if (durableFolders.has(current)) return;
       if (current === root) break;
       const parent = dirname(current);
       if (parent === current || relative(root, parent).startsWith('..')) return;
+      child = current;
       current = parent;
     }
-    if (unsyncedTop === undefined) return;
-    const top = unsyncedTop;
-    // The folders holding the root's entry, and each created folder's above it, deepest first.
-    for (let above = dirname(root); ; above = dirname(above)) {
-      if (!done.has(above)) {
-        done.add(above);
-        await fs.fsync(above);
+    if (unsyncedTop !== undefined) {
+      const top = unsyncedTop;
+      // The folders holding the root's entry, and each created folder's above it, deepest first.
+      for (let above = dirname(root); ; above = dirname(above)) {
+        if (!done.has(above)) {
+          done.add(above);
+          await fs.fsync(above);
+        }
+        if (above === dirname(top) || above === dirname(above)) break;
       }
-      if (above === dirname(top) || above === dirname(above)) break;
+      unsyncedTop = undefined;
     }
-    unsyncedTop = undefined;
+    // Created by this store and now synced in its parent, or found existing (created and synced by its creator).
+    durableFolders.add(root);
   }
 
   /**
@@ -167,6 +181,7 @@ export function createLocalFolderStoreOn(
     const first = await fs.mkdirs(folder);
     if (first === undefined || level !== 'file' || relative(first, root).startsWith('..')) return;
     if (unsyncedTop === undefined || first.length < unsyncedTop.length) unsyncedTop = first;
+    durableFolders.clear(); // the root is new: whatever was known of the folders in it is gone
   }
 
   async function openTemp(folder: string): Promise<{ file: LocalFolderFile; path: string }> {
