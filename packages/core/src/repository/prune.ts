@@ -2,8 +2,9 @@ import { NotFoundError, RepositoryCorruptError, UnreadablePointsError } from '..
 import { chunkIdFromKey } from './chunk-blob.js';
 import { chunkIdToHash } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
-import { forEachNonZeroId } from './chunk-index.js';
+import { segmentIdFromKey } from './chunk-index.js';
 import { isPointId, pointKey } from './point-metadata.js';
+import { referencedChunkIds, referencedSegmentKeys } from './referenced-chunks.js';
 import { damagedKey, type RepositoryContext } from './repository-context.js';
 import { acquirePruneLock } from './repository-lock.js';
 import { TaskWindow } from './task-window.js';
@@ -48,17 +49,18 @@ export async function pruneRepository(
     }
     const pointIds = new Set(points.map((point) => point.id));
     const referenced = new ChunkIdSet(Math.max(1024, points.length * 64));
+    const referencedSegments = new Set<string>();
     for (const point of points) {
-      let index: Awaited<ReturnType<RepositoryContext['readIndex']>>;
       try {
-        index = await context.readIndex(point, signal);
+        for await (const key of referencedSegmentKeys(context, point, signal)) referencedSegments.add(key);
+        for await (const id of referencedChunkIds(context, point, signal)) referenced.add(id);
       } catch (error) {
         const removed =
           RepositoryCorruptError.isInstance(error) &&
           NotFoundError.isInstance(error.cause) &&
           !(await store.has(pointKey(point.id), { signal }));
         if (removed) {
-          // Removed by retention meanwhile (metadata first, then index): it references nothing.
+          // Removed by retention meanwhile (metadata first, then manifest): it references nothing.
           pointIds.delete(point.id);
           continue;
         }
@@ -67,9 +69,6 @@ export async function pruneRepository(
           { cause: error, retryable: false },
         );
       }
-      forEachNonZeroId(index, (bytes, offset) => {
-        referenced.add(bytes, offset);
-      });
     }
     const damaged = await context.damagedChunks(signal);
     await lock.confirm(signal);
@@ -96,6 +95,12 @@ export async function pruneRepository(
       });
     }
     await window.drain();
+    for await (const entry of store.list('segments/', { signal })) {
+      if (segmentIdFromKey(entry.key) === undefined || referencedSegments.has(entry.key)) continue;
+      lock.checkLive();
+      await store.delete(entry.key, { signal });
+      bytesFreed += entry.size;
+    }
     for (const id of damaged) {
       if (!referenced.has(chunkIdToHash(id))) await store.delete(damagedKey(id), { signal });
     }

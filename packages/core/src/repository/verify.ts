@@ -1,12 +1,12 @@
 import { NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
-import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash } from './chunk-id.js';
+import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash, isZeroId } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
-import { forEachNonZeroId } from './chunk-index.js';
 import { type ChunkProblem, loadChunk } from './chunk-loader.js';
 import { pointKey } from './point-metadata.js';
+import { referencedChunkIds } from './referenced-chunks.js';
 import { type DamagedMark, damagedKey, type RepositoryContext } from './repository-context.js';
 import { TaskWindow } from './task-window.js';
-import type { ChunkId, ChunkIndex, RecoveryPoint, UnreadablePoint, VerifyReport } from './types.js';
+import type { ChunkId, PointIndex, RecoveryPoint, UnreadablePoint, VerifyReport } from './types.js';
 
 interface Finding {
   readonly problem: ChunkProblem;
@@ -54,9 +54,13 @@ export async function verifyPoints(
   let chunksChecked = 0;
   let bytesChecked = 0;
 
-  const readIndex = async (point: RecoveryPoint): Promise<ChunkIndex | undefined> => {
+  const damagedIndex = async (point: RecoveryPoint, error: unknown): Promise<void> => {
+    if (!RepositoryCorruptError.isInstance(error)) throw error;
+    damagedIndexes.push({ pointId: point.id, problem: 'corrupt', detail: error.message });
+  };
+  const readIndex = async (point: RecoveryPoint): Promise<PointIndex | undefined> => {
     try {
-      return await context.readIndex(point, signal);
+      return await context.openIndex(point, signal);
     } catch (error) {
       if (!RepositoryCorruptError.isInstance(error)) throw error;
       if (NotFoundError.isInstance(error.cause)) {
@@ -75,42 +79,48 @@ export async function verifyPoints(
   for (const point of points) {
     const index = await readIndex(point);
     if (index === undefined) continue;
-    readable.push(point);
-    for (let position = 0; position < index.chunkCount; position++) {
-      if (index.isZero(position)) continue;
-      const id = index.idAt(position);
-      if (!checked.add(id)) continue;
-      const length = Math.min(point.chunkSize, point.capacityBytes - position * point.chunkSize);
-      await window.add(async () => {
-        const loaded = await loadChunk(context.store, workers, id, length, signal);
-        chunksChecked++;
-        if (loaded.ok) {
-          bytesChecked += length;
-          return;
+    try {
+      for await (const segment of index.segments({ signal })) {
+        if (segment.zero) continue;
+        for (let k = 0; k < segment.chunkCount; k++) {
+          const id = segment.ids.subarray(k * CHUNK_ID_BYTES, (k + 1) * CHUNK_ID_BYTES);
+          if (isZeroId(id) || !checked.add(id)) continue;
+          const position = segment.firstPosition + k;
+          const length = Math.min(point.chunkSize, point.capacityBytes - position * point.chunkSize);
+          await window.add(async () => {
+            const loaded = await loadChunk(context.store, workers, id, length, signal);
+            chunksChecked++;
+            if (loaded.ok) {
+              bytesChecked += length;
+              return;
+            }
+            damagedSet.add(id);
+            findings.set(chunkIdFromHash(id), {
+              problem: loaded.problem,
+              detail: loaded.detail,
+              pointIds: new Set(),
+            });
+          });
         }
-        damagedSet.add(id);
-        findings.set(chunkIdFromHash(id), {
-          problem: loaded.problem,
-          detail: loaded.detail,
-          pointIds: new Set(),
-        });
-      });
+      }
+    } catch (error) {
+      await damagedIndex(point, error);
+      continue;
     }
+    readable.push(point);
   }
   await window.drain();
 
   if (findings.size > 0) {
     // Second pass: every selected point that references a damaged chunk, not only the first one seen.
     for (const point of readable) {
-      const index = await context.readIndex(point, signal).catch(() => undefined);
-      if (index === undefined) continue;
-      forEachNonZeroId(index, (bytes, offset) => {
-        if (damagedSet.has(bytes, offset)) {
-          findings
-            .get(chunkIdFromHash(bytes.subarray(offset, offset + CHUNK_ID_BYTES)))
-            ?.pointIds.add(point.id);
+      try {
+        for await (const id of referencedChunkIds(context, point, signal)) {
+          if (damagedSet.has(id)) findings.get(chunkIdFromHash(id))?.pointIds.add(point.id);
         }
-      });
+      } catch (error) {
+        if (!RepositoryCorruptError.isInstance(error)) throw error;
+      }
     }
   }
 
