@@ -6,7 +6,14 @@ import {
   type StartSnapshotCommandOutput,
 } from '@aws-sdk/client-ebs';
 import { DescribeSnapshotsCommand } from '@aws-sdk/client-ec2';
-import { InvalidArgumentError, type Repository, retry, SourceProtocolError, waitUntil } from '@drkit/core';
+import {
+  InvalidArgumentError,
+  type Repository,
+  retry,
+  SEGMENT_CHUNKS,
+  SourceProtocolError,
+  waitUntil,
+} from '@drkit/core';
 import { EBS_BLOCK_SIZE } from './aws-changed-block-reader.js';
 import type { AwsClients } from './aws-clients.js';
 import { awsErrorFacts, isAwsThrottling, isAwsTransient, toDrkitError } from './aws-errors.js';
@@ -77,7 +84,7 @@ export async function restorePointToEbs(
     );
   }
   const volumeSizeGiB = Math.max(1, Math.ceil(point.capacityBytes / GIB));
-  const index = await repository.readIndex(point, signal ? { signal } : {});
+  const index = await repository.openIndex(point, signal ? { signal } : {});
 
   /** Set when EBS refuses a write because the snapshot is no longer open (an earlier run completed it). */
   let sealed = false;
@@ -114,7 +121,7 @@ export async function restorePointToEbs(
 
   // The parent snapshot: the point's parent restored before by drkit from this repository (found by its tags),
   // completed and not larger than this point. Then only the chunks that differ from the parent's are written.
-  let parent: { snapshotId: string; index: Awaited<ReturnType<Repository['readIndex']>> } | undefined;
+  let parent: { snapshotId: string; index: Awaited<ReturnType<Repository['openIndex']>> } | undefined;
   if (point.parentId !== undefined) {
     const candidates = (await restoredSnapshotOf(point.parentId)).filter(
       (s) => s.State === 'completed' && s.SnapshotId && (s.VolumeSize ?? Infinity) <= volumeSizeGiB,
@@ -125,7 +132,7 @@ export async function restorePointToEbs(
       if (parentPoint.chunkSize === point.chunkSize) {
         parent = {
           snapshotId: found.SnapshotId,
-          index: await repository.readIndex(parentPoint, signal ? { signal } : {}),
+          index: await repository.openIndex(parentPoint, signal ? { signal } : {}),
         };
       }
     }
@@ -200,20 +207,28 @@ export async function restorePointToEbs(
   const written = new Set<number>();
   using lane = limiter.snapshot(snapshotId, 'PutSnapshotBlock');
   const chunkBlocks = point.chunkSize / EBS_BLOCK_SIZE;
-  const sameAsParent = (i: number) => {
-    if (!parent || i >= parent.index.chunkCount) return false;
-    if (index.isZero(i) || parent.index.isZero(i)) return index.isZero(i) && parent.index.isZero(i);
-    return Buffer.from(index.idAt(i)).equals(Buffer.from(parent.index.idAt(i)));
+  const idOptions = signal ? { signal } : {};
+  const zeroId = (id: Uint8Array) => id.every((byte) => byte === 0);
+  /** Whether segment `s` needs no writes at all: the parent's same segment, or zeros over no parent data. */
+  const segmentSettled = (s: number) => {
+    const parentHas = parent !== undefined && s < parent.index.segmentCount;
+    if (index.isZeroSegment(s)) return !parentHas || parent!.index.isZeroSegment(s);
+    return (
+      parentHas &&
+      parent!.index.segmentLength(s) === index.segmentLength(s) &&
+      Buffer.from(index.segmentId(s)).equals(Buffer.from(parent!.index.segmentId(s)))
+    );
   };
   const putChunk = async (i: number): Promise<void> => {
-    if (sameAsParent(i)) return;
+    const id = await index.idAt(i, idOptions);
+    const parentId =
+      parent !== undefined && i < parent.index.chunkCount ? await parent.index.idAt(i, idOptions) : undefined;
+    if (parentId !== undefined && Buffer.from(id).equals(Buffer.from(parentId))) return;
     const offset = i * point.chunkSize;
     const plainLength = Math.min(point.chunkSize, point.capacityBytes - offset);
-    const parentHasData = parent !== undefined && i < parent.index.chunkCount && !parent.index.isZero(i);
-    const data = index.isZero(i)
-      ? new Uint8Array(plainLength)
-      : await repository.readChunk(index.idAt(i), plainLength, signal ? { signal } : {});
-    if (index.isZero(i) && !parentHasData) return;
+    const parentHasData = parentId !== undefined && !zeroId(parentId);
+    const data = zeroId(id) ? new Uint8Array(plainLength) : await repository.readChunk(id, plainLength, idOptions);
+    if (zeroId(id) && !parentHasData) return;
     for (let b = 0; b < chunkBlocks && b * EBS_BLOCK_SIZE < plainLength; b++) {
       const block = new Uint8Array(EBS_BLOCK_SIZE);
       block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(plainLength, (b + 1) * EBS_BLOCK_SIZE)));
@@ -249,6 +264,11 @@ export async function restorePointToEbs(
     try {
       while (!stopped && next < index.chunkCount) {
         signal?.throwIfAborted();
+        const s = Math.floor(next / SEGMENT_CHUNKS);
+        if (next % SEGMENT_CHUNKS === 0 && segmentSettled(s)) {
+          next = Math.min(index.chunkCount, (s + 1) * SEGMENT_CHUNKS);
+          continue;
+        }
         await putChunk(next++);
       }
     } catch (error) {

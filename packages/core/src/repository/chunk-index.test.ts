@@ -199,7 +199,7 @@ describe('manifest', () => {
     expect((await index.idAt(12345))[0]).toBe(0); // a zero segment: no read
     expect((await index.idAt(referencing[3]! * SEGMENT_CHUNKS + 8))[0]).toBe(0); // cached
     expect(stats.gets - before).toBe(1);
-  });
+  }, 60_000);
 
   it('names the manifest when it is missing or does not match the point', async () => {
     const manifest = encodeManifest({

@@ -378,24 +378,37 @@ export class StoredPointIndex implements PointIndex {
 
   async *segments(options: { signal?: AbortSignal } = {}): AsyncGenerator<IndexSegment> {
     const { signal } = options;
-    const ahead: Promise<IndexSegment>[] = [];
-    let next = 0;
-    let reading = 0;
-    const fill = () => {
-      // At most READ_AHEAD segments decoded ahead of the consumer (zero segments cost nothing).
-      while (next < this.segmentCount && ahead.length < READ_AHEAD * 64 && reading < READ_AHEAD) {
-        const zero = this.isZeroSegment(next);
-        if (!zero) reading++;
-        const loading = this.load(next++, signal);
-        loading.catch(() => undefined);
-        ahead.push(loading);
+    // Reads of the next non-zero segments, at most READ_AHEAD at once; zero segments cost no read at all.
+    const ahead = new Map<number, Promise<IndexSegment>>();
+    let scan = 0;
+    const fill = (from: number) => {
+      scan = Math.max(scan, from);
+      while (scan < this.segmentCount && ahead.size < READ_AHEAD) {
+        if (!this.isZeroSegment(scan)) {
+          const loading = this.load(scan, signal);
+          loading.catch(() => undefined);
+          ahead.set(scan, loading);
+        }
+        scan++;
       }
     };
-    fill();
-    while (ahead.length > 0) {
-      const segment = await ahead.shift()!;
-      if (!segment.zero) reading--;
-      fill();
+    for (let s = 0; s < this.segmentCount; s++) {
+      if (this.isZeroSegment(s)) {
+        const count = this.segmentLength(s);
+        yield {
+          number: s,
+          firstPosition: s * SEGMENT_CHUNKS,
+          chunkCount: count,
+          zero: true,
+          ids: ZERO_SEGMENT.subarray(0, count * CHUNK_ID_BYTES),
+        };
+        continue;
+      }
+      fill(s);
+      const loading = ahead.get(s) ?? this.load(s, signal);
+      ahead.delete(s);
+      const segment = await loading;
+      fill(s + 1);
       signal?.throwIfAborted();
       yield segment;
     }
