@@ -258,7 +258,7 @@ const repositoryVersionMarker = Symbol.for('drkit.error.repository-version');
 /**
  * The repository on the store is of a format version this drkit does not read: an older one (version 1, before
  * the segmented index) or a newer one. A {@link RepositoryCorruptError} (code `REPOSITORY_CORRUPT`), never
- * retryable; its message says what to do (for version 1: restore its points with drkit 0.x, or back up into a
+ * retryable; its message says what to do (for version 1: restore its points with the drkit that wrote it, and back up into a
  * new repository).
  *
  * @example

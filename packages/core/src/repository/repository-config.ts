@@ -82,7 +82,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 function versionError(location: string, version: number): RepositoryVersionError {
   const advice =
     version < REPOSITORY_FORMAT_VERSION
-      ? 'its indexes are one blob per point, which this drkit no longer reads. Restore or keep its points with the drkit that wrote it (@drkit/core 0.x, `drkit restore`), and back up into a new repository (`drkit init` on an empty folder or bucket); there is no in-place upgrade'
+      ? 'its indexes are one blob per point, which this drkit no longer reads. Restore or keep its points with the drkit that wrote it (one that reads format 1, `drkit restore`), and back up into a new repository (`drkit backup … --repo <an empty folder>` creates one); there is no in-place upgrade'
       : 'it was written by a newer drkit; use that version';
   return new RepositoryVersionError(
     `the repository at ${location} has format version ${version}; this drkit reads version ${REPOSITORY_FORMAT_VERSION}: ${advice}`,
