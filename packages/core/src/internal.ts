@@ -21,6 +21,7 @@ export {
   SEGMENT_CHUNKS,
   segmentKey,
 } from './repository/chunk-index.js';
+export { decodeCheckedJson, encodeCheckedJson } from './repository/repository-config.js';
 export {
   type ChunkCodec,
   ChunkWorkerPool,

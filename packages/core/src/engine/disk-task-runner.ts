@@ -440,6 +440,8 @@ class ChunkAssembler {
   private readonly boundary: number[] = [];
   /** Segments below this one were handed to the index to write. */
   private flushedSegments = 0;
+  /** Positions below this one no later change can touch (changes are sorted): where the current change starts. */
+  private frontier = 0;
 
   constructor(private readonly o: AssemblerOptions) {
     this.chunkSize = o.task.chunkSize;
@@ -540,7 +542,7 @@ class ChunkAssembler {
 
   /** Hands the index every segment below the lowest chunk not yet settled. */
   private async flushSettled(): Promise<void> {
-    let low = this.current >= 0 ? this.current : this.chunkCount;
+    let low = Math.min(this.frontier, this.current >= 0 ? this.current : this.chunkCount);
     for (const position of this.inFlight.values()) low = Math.min(low, position);
     if (this.boundary.length > 0) low = Math.min(low, this.boundary[0]!);
     const segment = Math.floor(low / SEGMENT_CHUNKS);
@@ -553,6 +555,7 @@ class ChunkAssembler {
     const size = this.chunkSize;
     const changeEnd = change.offset + (change.kind === 'data' ? change.data.byteLength : change.length);
     let offset = change.offset;
+    this.frontier = Math.floor(offset / size);
     while (offset < changeEnd) {
       const i = Math.floor(offset / size);
       if (change.kind === 'zero' && offset === i * size && i !== this.current) {

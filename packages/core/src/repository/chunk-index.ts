@@ -380,11 +380,13 @@ export class StoredPointIndex implements PointIndex {
     const { signal } = options;
     // Reads of the next non-zero segments, at most READ_AHEAD at once; zero segments cost no read at all.
     const ahead = new Map<number, Promise<IndexSegment>>();
+    const ids = this.manifest.segmentIds;
+    const zeroAt = (s: number) => isZeroId(ids, s * CHUNK_ID_BYTES);
     let scan = 0;
     const fill = (from: number) => {
       scan = Math.max(scan, from);
       while (scan < this.segmentCount && ahead.size < READ_AHEAD) {
-        if (!this.isZeroSegment(scan)) {
+        if (!zeroAt(scan)) {
           const loading = this.load(scan, signal);
           loading.catch(() => undefined);
           ahead.set(scan, loading);
@@ -393,7 +395,7 @@ export class StoredPointIndex implements PointIndex {
       }
     };
     for (let s = 0; s < this.segmentCount; s++) {
-      if (this.isZeroSegment(s)) {
+      if (zeroAt(s)) {
         const count = this.segmentLength(s);
         yield {
           number: s,

@@ -217,8 +217,7 @@ export async function restorePoint(
   try {
     for await (const segment of index.segments({ signal })) {
       if (segment.zero && sink.skipsZeros) {
-        // A hole already: nothing to read or write, once the chunks before it are out.
-        while (inFlight.length > 0) await writeHead();
+        // A hole already: nothing to read or write.
         const first = segment.firstPosition;
         const end = Math.min(capacityBytes, (first + segment.chunkCount) * chunkSize);
         bytesDone += end - first * chunkSize;
@@ -226,8 +225,14 @@ export async function restorePoint(
         continue;
       }
       for (let k = 0; k < segment.chunkCount; k++) {
+        const position = segment.firstPosition + k;
+        if (sink.skipsZeros && isZeroId(segment.ids, k * CHUNK_ID_BYTES)) {
+          // A hole already, written in no order: the window holds only chunks to read.
+          bytesDone += lengthAt(position);
+          continue;
+        }
         while (inFlight.length >= window) await writeHead();
-        inFlight.push(start(segment.firstPosition + k, segment.ids, k * CHUNK_ID_BYTES));
+        inFlight.push(start(position, segment.ids, k * CHUNK_ID_BYTES));
       }
     }
     while (inFlight.length > 0) await writeHead();
