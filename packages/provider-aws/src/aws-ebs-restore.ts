@@ -227,7 +227,9 @@ export async function restorePointToEbs(
     const offset = i * point.chunkSize;
     const plainLength = Math.min(point.chunkSize, point.capacityBytes - offset);
     const parentHasData = parentId !== undefined && !zeroId(parentId);
-    const data = zeroId(id) ? new Uint8Array(plainLength) : await repository.readChunk(id, plainLength, idOptions);
+    const data = zeroId(id)
+      ? new Uint8Array(plainLength)
+      : await repository.readChunk(id, plainLength, idOptions);
     if (zeroId(id) && !parentHasData) return;
     for (let b = 0; b < chunkBlocks && b * EBS_BLOCK_SIZE < plainLength; b++) {
       const block = new Uint8Array(EBS_BLOCK_SIZE);

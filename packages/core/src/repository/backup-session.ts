@@ -45,6 +45,11 @@ import type {
 const HAS_CHECK_LIMIT = 256;
 /** Existence checks run at once. */
 const HAS_CHECKS = 8;
+/**
+ * Ids the session remembers (written or found) before it forgets those of sealed segments: its memory stays
+ * bounded (about 64 bytes an id) however many chunks a backup writes.
+ */
+const KNOWN_LIMIT = 1 << 18;
 /** Chunk ids named in an error message. */
 const IDS_SHOWN = 5;
 
@@ -201,10 +206,18 @@ class SessionIndexBuilder implements PointIndexBuilder {
     }
     const target = end === this.chunkCount ? this.segmentCount : Math.floor(end / SEGMENT_CHUNKS);
     const run = this.flushing.then(async () => {
+      if (this.sealed >= target) return;
       while (this.sealed < target) {
         await this.seal(this.sealed, options.signal);
         this.sealed++;
       }
+      const drafts = this.drafts;
+      await this.session.forgetSettled(
+        (function* ids() {
+          for (const draft of drafts.values()) yield draft.ids;
+        })(),
+        options.signal,
+      );
     });
     this.flushing = run.catch(() => undefined);
     return run;
@@ -269,13 +282,16 @@ class SessionIndexBuilder implements PointIndexBuilder {
 }
 
 class RepositoryBackupSession implements BackupSession {
-  /** Chunks this session wrote or found present: commit does not check them again. */
-  private readonly known = new ChunkIdSet(4096);
+  /**
+   * Chunks this session wrote or found present and that an unsealed segment may still name: sealing does not
+   * check them again. Forgotten past {@link KNOWN_LIMIT} once their segments are sealed.
+   */
+  private known = new ChunkIdSet(4096);
   /**
    * Chunks found present (`has`, or the commit's existence check) that this session did not write: another
-   * writer may not have made them durable yet, so commit flushes them first.
+   * writer may not have made them durable yet, so commit flushes them first (earlier when there are many).
    */
-  private readonly found = new ChunkIdSet();
+  private found = new ChunkIdSet();
   /** Segment blobs this session wrote or found present, by hex id. */
   private readonly segments = new Set<string>();
   /** Segment blobs found present rather than written (flushed like {@link found}). */
@@ -334,6 +350,29 @@ class RepositoryBackupSession implements BackupSession {
       }
       const adopted = baseIds !== undefined && at < baseIds.byteLength && sameId(ids, at, baseIds, at);
       if (!adopted && !this.known.has(ids, at)) into.unknown.add(ids, at);
+    }
+  }
+
+  /**
+   * Called after segments are sealed: past {@link KNOWN_LIMIT} remembered ids, keeps only those the open
+   * segments name (the sealed ones are settled), and makes the chunks found so far durable now rather than at
+   * commit, so memory does not grow with the disk.
+   */
+  async forgetSettled(openIds: Iterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
+    if (this.known.size > KNOWN_LIMIT) {
+      const kept = new ChunkIdSet(4096);
+      for (const ids of openIds) {
+        for (let at = 0; at < ids.byteLength; at += CHUNK_ID_BYTES) {
+          if (!isZeroId(ids, at) && this.known.has(ids, at)) kept.add(ids, at);
+        }
+      }
+      this.known = kept;
+    }
+    if (this.segments.size > KNOWN_LIMIT) this.segments.clear();
+    if (this.found.size + this.foundSegments.length > KNOWN_LIMIT) {
+      await this.flushFound(signal);
+      this.found = new ChunkIdSet();
+      this.foundSegments.length = 0;
     }
   }
 

@@ -229,6 +229,7 @@ export async function restorePoint(
         if (sink.skipsZeros && isZeroId(segment.ids, k * CHUNK_ID_BYTES)) {
           // A hole already, written in no order: the window holds only chunks to read.
           bytesDone += lengthAt(position);
+          onProgress?.({ bytesDone, totalBytes: capacityBytes });
           continue;
         }
         while (inFlight.length >= window) await writeHead();
