@@ -46,10 +46,12 @@ const HAS_CHECK_LIMIT = 256;
 /** Existence checks run at once. */
 const HAS_CHECKS = 8;
 /**
- * Ids the session remembers (written or found) before it forgets those of sealed segments: its memory stays
- * bounded (about 64 bytes an id) however many chunks a backup writes.
+ * How many ids a session remembers (written or found) before it forgets those of sealed segments: its memory
+ * stays bounded (about 64 bytes an id) however many chunks a backup writes. Mutable for tests only.
+ *
+ * @internal
  */
-const KNOWN_LIMIT = 1 << 18;
+export const SESSION_LIMITS: { knownIds: number } = { knownIds: 1 << 18 };
 /** Chunk ids named in an error message. */
 const IDS_SHOWN = 5;
 
@@ -284,7 +286,7 @@ class SessionIndexBuilder implements PointIndexBuilder {
 class RepositoryBackupSession implements BackupSession {
   /**
    * Chunks this session wrote or found present and that an unsealed segment may still name: sealing does not
-   * check them again. Forgotten past {@link KNOWN_LIMIT} once their segments are sealed.
+   * check them again. Forgotten past `SESSION_LIMITS.knownIds` once their segments are sealed.
    */
   private known = new ChunkIdSet(4096);
   /**
@@ -324,6 +326,11 @@ class RepositoryBackupSession implements BackupSession {
     this.context.checkOpen();
   }
 
+  /** How many chunk ids the session remembers now (for tests of its memory bound). */
+  get rememberedIds(): number {
+    return this.known.size;
+  }
+
   /** Whether any chunk is marked damaged (and not rewritten by this session). */
   hasDamaged(): boolean {
     return this.damaged.size > 0;
@@ -354,12 +361,12 @@ class RepositoryBackupSession implements BackupSession {
   }
 
   /**
-   * Called after segments are sealed: past {@link KNOWN_LIMIT} remembered ids, keeps only those the open
+   * Called after segments are sealed: past `SESSION_LIMITS.knownIds` remembered ids, keeps only those the open
    * segments name (the sealed ones are settled), and makes the chunks found so far durable now rather than at
    * commit, so memory does not grow with the disk.
    */
   async forgetSettled(openIds: Iterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
-    if (this.known.size > KNOWN_LIMIT) {
+    if (this.known.size > SESSION_LIMITS.knownIds) {
       const kept = new ChunkIdSet(4096);
       for (const ids of openIds) {
         for (let at = 0; at < ids.byteLength; at += CHUNK_ID_BYTES) {
@@ -368,8 +375,8 @@ class RepositoryBackupSession implements BackupSession {
       }
       this.known = kept;
     }
-    if (this.segments.size > KNOWN_LIMIT) this.segments.clear();
-    if (this.found.size + this.foundSegments.length > KNOWN_LIMIT) {
+    if (this.segments.size > SESSION_LIMITS.knownIds) this.segments.clear();
+    if (this.found.size + this.foundSegments.length > SESSION_LIMITS.knownIds) {
       await this.flushFound(signal);
       this.found = new ChunkIdSet();
       this.foundSegments.length = 0;
