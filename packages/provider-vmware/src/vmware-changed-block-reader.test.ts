@@ -217,16 +217,41 @@ describe('the VMware reader decides', () => {
       { kind: 'data', offset: 4096, length: 512 },
       { kind: 'data', offset: MiB - 512, length: 512 + 1024 },
     ]);
-    expect(state.queries).toEqual([
+    // Pages ahead are asked where the last one would end at the same span (MiB, 2 MiB, 3 MiB); the answer at MiB
+    // covers the rest, so the other two are dropped.
+    expect(state.queries.slice(0, 2)).toEqual([
       { startOffset: 0, changeId: `${EPOCH}/4` },
       { startOffset: MiB, changeId: `${EPOCH}/4` },
     ]);
+    expect(state.queries.every((q) => q.changeId === `${EPOCH}/4`)).toBe(true);
     const checkpoint = session.checkpoint();
     expect(JSON.parse(checkpoint.token)).toMatchObject({
       changeId: `${EPOCH}/5`,
       vm: 'vm-1',
       deviceKey: '2000',
     });
+  });
+
+  it('pages asked ahead are used only where the list so far ends: uneven pages list exactly the walk', async () => {
+    const pages = new Map<number, readonly [number, readonly (readonly [number, number])[]]>([
+      [0, [MiB, [[0, 65_536]]]],
+      [MiB, [MiB / 2, [[MiB + 65_536, 65_536]]]],
+      [MiB + MiB / 2, [CAPACITY - MiB - MiB / 2, [[3 * MiB, 65_536]]]],
+      // Asked ahead at the first page's span, never where the walk goes: its area must not be listed.
+      [2 * MiB, [MiB, [[2 * MiB, 65_536]]]],
+    ]);
+    const { state, open } = setup({ pages });
+    const session = await open(`${EPOCH}/5`, `${EPOCH}/4`);
+    expect(await list(session)).toEqual([
+      { kind: 'data', offset: 0, length: 65_536 },
+      { kind: 'data', offset: MiB + 65_536, length: 65_536 },
+      { kind: 'data', offset: 3 * MiB, length: 65_536 },
+    ]);
+    const asked = state.queries.map((q) => q.startOffset);
+    expect(asked.slice(0, 2)).toEqual([0, MiB]);
+    expect(asked).toContain(MiB + MiB / 2);
+    expect(asked).toContain(2 * MiB);
+    expect(asked.length).toBeLessThanOrEqual(2 + 2 * 4);
   });
 
   it('another epoch: full, tracking-reset, before asking vSphere', async () => {

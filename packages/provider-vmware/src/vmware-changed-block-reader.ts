@@ -85,6 +85,9 @@ export interface VmwareCheckpointToken {
  */
 const BLOCK_SIZE = 512;
 
+/** `QueryChangedDiskAreas` pages asked for ahead of the one being listed (in memory at most, with it). */
+const PAGES_AHEAD = 4;
+
 /** The VMDK a snapshot chain's delta belongs to: `[ds] vm/disk-000002.vmdk` → `[ds] vm/disk.vmdk`. */
 function baseFileOf(fileName: string | undefined): string {
   return (fileName ?? '').replace(/-\d{6}\.vmdk$/, '.vmdk');
@@ -433,7 +436,26 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       let page = listing.first ?? (await queryChangedDiskAreasPage(session, listing.query, 0, pageOptions()));
       listing.first = undefined; // held once: the next pages are fetched as the list is read
       let pending: { offset: number; length: number } | undefined;
+      // The next pages are asked for while this one's areas are read, up to PAGES_AHEAD at once, each where the
+      // previous answer would end if it covered as much as the last one did. An answer is used only if it starts
+      // exactly where the list so far ends, as in a one-by-one walk (the snapshot does not change, so when it was
+      // asked does not matter); the others are dropped and the walk goes on from there.
+      const ahead: { readonly at: number; readonly page: Promise<ChangedAreasPage> }[] = [];
+      let nextAsk = page.end;
+      const askAhead = (span: number) => {
+        while (ahead.length < PAGES_AHEAD && nextAsk < capacityBytes) {
+          const asked = queryChangedDiskAreasPage(session, listing.query, nextAsk, pageOptions());
+          asked.catch(() => undefined); // awaited when its turn comes, or dropped
+          ahead.push({ at: nextAsk, page: asked });
+          nextAsk += span;
+        }
+      };
       for (;;) {
+        if (page.end < capacityBytes) {
+          while (ahead.length > 0 && ahead[0]!.at !== page.end) ahead.shift();
+          if (ahead.length === 0) nextAsk = page.end;
+          askAhead(page.end - page.startOffset);
+        }
         for (const area of page.areas) {
           // Areas are sector aligned; round out defensively (reading a few more bytes is never wrong).
           const start = Math.floor(area.offset / BLOCK_SIZE) * BLOCK_SIZE;
@@ -452,7 +474,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
           }
         }
         if (page.end >= capacityBytes) break;
-        page = await queryChangedDiskAreasPage(session, listing.query, page.end, pageOptions());
+        page = await ahead.shift()!.page;
       }
       if (pending && pending.length > 0) {
         options.signal?.throwIfAborted();
