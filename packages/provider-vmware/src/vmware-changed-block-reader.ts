@@ -325,11 +325,9 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     const o = () => soapOptions(callOptions, requestTimeoutSeconds);
     const ref = parseDiskSnapshotRef(options);
     const capacityBytes = ref.capacityBytes ?? options.disk.capacityBytes;
-    let source: DiskDataSource;
     if (nbd) {
-      const decision = await decide(options, ref, capacityBytes, o);
-      options.signal?.throwIfAborted();
-      source = await openNbdSource(
+      // The change set is decided (SOAP) while the export is located and connected: neither waits for the other.
+      const sourcing = openNbdSource(
         nbd,
         {
           diskId: options.disk.id,
@@ -342,11 +340,22 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         requestTimeoutSeconds,
         callOptions,
       );
-      return finish(decision, source);
+      sourcing.catch(() => undefined); // awaited below, or closed when deciding failed
+      let decision: Decision;
+      try {
+        decision = await decide(options, ref, capacityBytes, o);
+      } catch (error) {
+        await sourcing.then((source) => source.close()).catch(() => undefined);
+        throw error;
+      }
+      return finish(decision, await sourcing);
     }
     const flat = flatFileOf(ref.fileName);
     if ('problem' in flat) throw new VmwareDataPathNotBuiltError('https', flat.problem);
     const sc = await session.serviceContent(o());
+    // The datacenter's path and the change set are asked for at once.
+    const deciding = decide(options, ref, capacityBytes, o);
+    deciding.catch(() => undefined); // awaited below
     const datacenterPath = await datacenterPathOf(
       session,
       sc,
@@ -361,8 +370,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       file: flat.file,
       requestTimeoutSeconds,
     });
-    source = { url: ranges.url, read: ranges.read, close: async () => {} };
-    return finish(await decide(options, ref, capacityBytes, o), source);
+    return finish(await deciding, { url: ranges.url, read: ranges.read, close: async () => {} });
 
     async function finish(decision: Decision, source: DiskDataSource): Promise<ExtentReadSession> {
       if (options.signal?.aborted) {

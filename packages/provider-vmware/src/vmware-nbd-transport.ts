@@ -1,6 +1,13 @@
 import { type CallOptions, SourceProtocolError } from '@drkit/core';
 import { connectNbdExport, type NbdConnectOptions, type NbdExport } from './nbd/index.js';
 
+/**
+ * The largest NBD request of a read unless `locate` says otherwise: the engine's reads (1 MiB chunks) go as
+ * requests of 256 KiB (nbdcopy's default request size), spread over the export's connections and pipelined on
+ * each, so that the server works on several parts of a read at once.
+ */
+const DEFAULT_REQUEST_BYTES = 256 * 1024;
+
 /** The disk of one snapshot that an NBD export must serve (what nbdkit's VDDK plugin is started with). */
 export interface VmwareNbdDisk {
   /** drkit's disk id. */
@@ -87,7 +94,11 @@ export async function openNbdSource(
   let exported: NbdExport;
   try {
     const { release: _release, ...connect } = location;
-    exported = await connectNbdExport({ ...connect, ...options });
+    exported = await connectNbdExport({
+      ...connect,
+      maxRequestBytes: connect.maxRequestBytes ?? DEFAULT_REQUEST_BYTES,
+      ...options,
+    });
   } catch (error) {
     await location.release?.().catch(() => undefined);
     throw error;
