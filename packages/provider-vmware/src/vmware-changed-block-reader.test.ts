@@ -15,6 +15,7 @@ import { parseXml, type XmlElement } from './soap/xml-tree.js';
 import {
   createVmwareChangedBlockReader,
   VmwareDataPathNotBuiltError,
+  wholeByAllocation,
 } from './vmware-changed-block-reader.js';
 import { faultError } from './vmware-errors.js';
 import { resolveVmwareOptions } from './vmware-options.js';
@@ -286,5 +287,50 @@ describe('the VMware reader decides', () => {
     const disk: Disk = { id: 'd', hostId: 'h', name: 'd', capacityBytes: CAPACITY };
     const error = await reader.open({ disk, chunkSize: MiB }).catch((e: unknown) => e);
     expect(InvalidArgumentError.isInstance(error)).toBe(true);
+  });
+});
+
+describe('wholeByAllocation', () => {
+  async function run(
+    capacity: number,
+    allocation: readonly (readonly [number, number, boolean])[],
+  ): Promise<unknown[]> {
+    async function* source() {
+      for (const [offset, length, zero] of allocation) yield { offset, length, zero };
+    }
+    const out: unknown[] = [];
+    for await (const extent of wholeByAllocation(source, capacity, {})) out.push(extent);
+    return out;
+  }
+
+  it('lists whole zero blocks as zero and the rest as data, 512-aligned, neighbours merged', async () => {
+    expect(
+      await run(8192, [
+        [0, 1000, false],
+        [1000, 3000, true], // zeros from 1000 to 4000: only [1024, 3584) is whole blocks
+        [4000, 96, false],
+        [4096, 4096, true], // to the end: zero up to the capacity
+      ]),
+    ).toEqual([
+      { kind: 'data', offset: 0, length: 1024 },
+      { kind: 'zero', offset: 1024, length: 2560 },
+      { kind: 'data', offset: 3584, length: 512 },
+      { kind: 'zero', offset: 4096, length: 4096 },
+    ]);
+  });
+
+  it('reads what the block status did not describe, and a zero extent smaller than a block', async () => {
+    expect(
+      await run(4096, [
+        [0, 512, true],
+        [600, 100, true],
+        [2048, 1024, true],
+      ]),
+    ).toEqual([
+      { kind: 'zero', offset: 0, length: 512 },
+      { kind: 'data', offset: 512, length: 1536 },
+      { kind: 'zero', offset: 2048, length: 1024 },
+      { kind: 'data', offset: 3072, length: 1024 },
+    ]);
   });
 });

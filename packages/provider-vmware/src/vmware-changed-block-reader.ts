@@ -24,7 +24,7 @@ import {
 } from './vmware-changed-areas.js';
 import { createDatastoreRangeReader, datacenterPathOf, flatFileOf } from './vmware-datastore-ranges.js';
 import { vmwareFaultOf } from './vmware-errors.js';
-import { openNbdSource } from './vmware-nbd-transport.js';
+import { openNbdSource, type VmwareNbdSource } from './vmware-nbd-transport.js';
 import type { ResolvedVmwareOptions, VmwareTransport } from './vmware-options.js';
 import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
 import type { VmwareSession } from './vmware-session.js';
@@ -127,6 +127,55 @@ function parseDiskSnapshotRef(options: OpenChangedBlocksOptions): VmwareDiskSnap
   return ref as VmwareDiskSnapshotRef;
 }
 
+/**
+ * A read of every byte of the disk as the NBD export's allocation tells it: `zero` extents for what reads as
+ * zeros (shrunk to whole 512-byte blocks), `data` for the rest (grown to them), neighbours merged. The engine
+ * stores zeros without reading them.
+ * @internal
+ */
+export async function* wholeByAllocation(
+  allocation: NonNullable<VmwareNbdSource['allocation']>,
+  capacityBytes: number,
+  options: CallOptions,
+): AsyncGenerator<ChangedExtent> {
+  let pending: { kind: 'data' | 'zero'; offset: number; length: number } | undefined;
+  /** Everything before this is pending or yielded, contiguous from 0. */
+  let covered = 0;
+  const blockEnd = (at: number) => Math.min(capacityBytes, Math.ceil(at / BLOCK_SIZE) * BLOCK_SIZE);
+  function* add(kind: 'data' | 'zero', end: number): Generator<ChangedExtent> {
+    if (end <= covered) return;
+    if (pending && pending.kind === kind) pending.length = end - pending.offset;
+    else {
+      if (pending) {
+        options.signal?.throwIfAborted();
+        yield { kind: pending.kind, offset: pending.offset, length: pending.length };
+      }
+      pending = { kind, offset: covered, length: end - covered };
+    }
+    covered = end;
+  }
+  for await (const extent of allocation(options)) {
+    const end = Math.min(capacityBytes, extent.offset + extent.length);
+    if (extent.offset > covered) yield* add('data', blockEnd(extent.offset)); // never skip what was not described
+    if (end <= covered) continue;
+    if (extent.zero) {
+      // Only whole blocks read as zeros; the partial blocks at either end are read.
+      const zeroEnd = end === capacityBytes ? end : end - (end % BLOCK_SIZE);
+      const zeroStart = blockEnd(covered);
+      if (zeroEnd > zeroStart) {
+        yield* add('data', zeroStart);
+        yield* add('zero', zeroEnd);
+      }
+    }
+    yield* add('data', blockEnd(end));
+  }
+  yield* add('data', capacityBytes);
+  if (pending) {
+    options.signal?.throwIfAborted();
+    yield { kind: pending.kind, offset: pending.offset, length: pending.length };
+  }
+}
+
 /** What the reader needs from its platform. @internal */
 export interface VmwareReaderContext {
   readonly session: VmwareSession;
@@ -137,6 +186,8 @@ export interface VmwareReaderContext {
 /** Where a session reads the disk's bytes: HTTPS datastore ranges or an NBD export. */
 interface DiskDataSource {
   readonly url: string;
+  /** NBD with `base:allocation`: what reads as zeros, for a full read without change tracking. */
+  readonly allocation?: VmwareNbdSource['allocation'];
   read(
     offset: number,
     length: number,
@@ -204,6 +255,10 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       changeId,
       capacityBytes,
     });
+    const wholeNote =
+      settings.transport === 'nbd'
+        ? " (over NBD: but what the export's block status says reads as zeros, when it offers base:allocation)"
+        : '';
     /** A full read: `"*"` when the snapshot has a change id (allocated areas), else every byte. */
     const full = async (reason: FullReadReason, detail?: string): Promise<Decision> => {
       const validity: ChangeSetValidity = { kind: 'full', reason, ...(detail ? { detail } : {}) };
@@ -211,7 +266,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         return {
           validity: {
             ...validity,
-            detail: `${detail ? `${detail}; ` : ''}the snapshot has no change id (change tracking off or not started): every byte is read`,
+            detail: `${detail ? `${detail}; ` : ''}the snapshot has no change id (change tracking off or not started): every byte is read${wholeNote}`,
           },
           listing: { kind: 'whole' },
         };
@@ -227,7 +282,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         return {
           validity: {
             ...validity,
-            detail: `${detail ? `${detail}; ` : ''}QueryChangedDiskAreas("*") was refused (${vmwareFaultOf(error.cause)?.type ?? 'fault'}): every byte is read`,
+            detail: `${detail ? `${detail}; ` : ''}QueryChangedDiskAreas("*") was refused (${vmwareFaultOf(error.cause)?.type ?? 'fault'}): every byte is read${wholeNote}`,
           },
           listing: { kind: 'whole' },
         };
@@ -435,6 +490,10 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       assertOpen('extents()');
       const listing = decision.listing;
       if (listing.kind === 'whole') {
+        if (s.source.allocation) {
+          yield* wholeByAllocation(s.source.allocation, capacityBytes, options);
+          return;
+        }
         if (capacityBytes > 0) yield { kind: 'data', offset: 0, length: capacityBytes };
         return;
       }
