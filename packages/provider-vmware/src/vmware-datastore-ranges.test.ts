@@ -2,6 +2,7 @@
 // port 0, with a certificate made by openssl for this run): what a 206 must look like, and how every other answer
 // maps to a typed error. vcsim's own file service is exercised by the integration tests.
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
@@ -41,6 +42,8 @@ let requests: { url: string; cookie: string; range: string }[];
 let cookie = 'first';
 let renewals = 0;
 let connections = 0;
+let certificatePem = '';
+let sdkUrlOfServer: URL;
 
 const honest: Behaviour = ({ start, end }, res) => {
   res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${FILE.length}` });
@@ -77,6 +80,7 @@ beforeAll(async () => {
     'cert.pem',
   ]);
   const cert = await readFile(join(dir, 'cert.pem'), 'utf8');
+  certificatePem = cert;
   const key = await readFile(join(dir, 'key.pem'), 'utf8');
   server = createServer({ cert, key }, (req, res) => {
     const range = req.headers.range ?? '';
@@ -91,6 +95,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const sdkUrl = new URL(`https://127.0.0.1:${port}/sdk`);
+  sdkUrlOfServer = sdkUrl;
   client = createVimSoapClient({
     sdkUrl,
     tls: resolveTls({ ca: cert }),
@@ -269,6 +274,52 @@ describe('datastore ranges: the HTTP/1.1 connections', () => {
     behaviour = honest;
     const data = await reader.read(0, 512, {});
     expect(Buffer.from(data).equals(FILE.subarray(0, 512))).toBe(true);
+  });
+});
+
+describe('datastore ranges: TLS trust', () => {
+  function readerWith(tls: Parameters<typeof resolveTls>[0]) {
+    const other = createVimSoapClient({
+      sdkUrl: sdkUrlOfServer,
+      tls: resolveTls(tls),
+      requestTimeoutMs: 10_000,
+      soapAction: 'urn:vim25/6.7',
+    });
+    const session = { cookie: async () => 'c', renew: async () => undefined } as unknown as VmwareSession;
+    return {
+      other,
+      reader: createDatastoreRangeReader({
+        client: other,
+        session,
+        sdkUrl: sdkUrlOfServer,
+        datacenterPath: 'DC',
+        file: { datastore: 'ds', path: 'vm/disk1-flat.vmdk' },
+        requestTimeoutSeconds: 10,
+      }),
+    };
+  }
+
+  it('reads with the certificate pinned by its SHA-256 thumbprint', async () => {
+    const thumbprint = new X509Certificate(certificatePem).fingerprint256;
+    const { other, reader: pinned } = readerWith({ thumbprint });
+    try {
+      const data = await pinned.read(4096, 4096, {});
+      expect(Buffer.from(data).equals(FILE.subarray(4096, 8192))).toBe(true);
+    } finally {
+      other.close();
+    }
+  });
+
+  it('refuses a certificate nothing trusts, not retryable, naming the options', async () => {
+    const { other, reader: untrusted } = readerWith(undefined);
+    try {
+      const error = await untrusted.read(0, 512, {}).catch((e: unknown) => e);
+      expect(UnreachableError.isInstance(error), String(error)).toBe(true);
+      expect((error as { retryable: boolean }).retryable).toBe(false);
+      expect(String((error as Error).message)).toMatch(/tls\.ca.*tls\.thumbprint/);
+    } finally {
+      other.close();
+    }
   });
 });
 
