@@ -59,6 +59,11 @@ export interface AwsEmulatorOptions {
   readonly pageShape?: { readonly shortPages?: boolean; readonly emptyPageEvery?: number };
   /** DescribeRegions' answer. Default a few regions, one not opted in. */
   readonly regions?: readonly { readonly name: string; readonly optInStatus: string }[];
+  /**
+   * The account's EBS encryption by default: `true` (the `aws/ebs` key) or a KMS key ARN. New direct-API
+   * snapshots are then encrypted, an unencrypted one cannot be started. Default off.
+   */
+  readonly encryptionByDefault?: boolean | string;
   /** Instance types it knows (DescribeInstanceTypes), added to a default set (t3.micro, m5.large, m5d.large, i3.large). */
   readonly instanceTypes?: Readonly<Record<string, AwsEmulatorInstanceType>>;
 }
@@ -221,6 +226,7 @@ export async function startAwsEmulator(options: AwsEmulatorOptions = {}): Promis
   const clock = options.clock ?? createManualClock();
   const state = new EmulatorState(clock);
   const quotas = options.quotas === false ? undefined : { ...DEFAULT_EBS_QUOTAS, ...options.quotas };
+  const defaultKmsKey = `arn:aws:kms:${options.region ?? 'us-east-1'}:${options.accountId ?? '123456789012'}:alias/aws/ebs`;
   const config: ResolvedEmulatorConfig = {
     region: options.region ?? 'us-east-1',
     accountId: options.accountId ?? '123456789012',
@@ -232,6 +238,13 @@ export async function startAwsEmulator(options: AwsEmulatorOptions = {}): Promis
     },
     regions: options.regions ?? DEFAULT_REGIONS,
     instanceTypes: new Map(Object.entries({ ...DEFAULT_INSTANCE_TYPES, ...options.instanceTypes })),
+    defaultKmsKey,
+    encryptionByDefaultKey:
+      typeof options.encryptionByDefault === 'string'
+        ? options.encryptionByDefault
+        : options.encryptionByDefault
+          ? defaultKmsKey
+          : undefined,
   };
   const users = (options.users ?? [DEFAULT_USER]).map((u) => ({ userName: 'drkit', allow: ['*'], ...u }));
   const credentials = new Map<string, EmulatorCredential>(users.map((u) => [u.accessKeyId, u]));
