@@ -14,6 +14,7 @@ import type { ResolvedAwsOptions } from './aws-options.js';
 import type { AwsRateLimiter } from './aws-rate-limiter.js';
 
 const GIB = 1024 ** 3;
+const KMS_KEY = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/[A-Za-z0-9/_-]+$/;
 /** Tags of a snapshot drkit restored: the point and the repository it came from. */
 export const AWS_RESTORED_POINT_TAG = 'drkit:restored-point';
 export const AWS_RESTORED_REPOSITORY_TAG = 'drkit:repository';
@@ -27,6 +28,20 @@ export interface RestoreToEbsOptions {
   readonly pointId: string;
   /** Chunks read and written at once. Default 8. */
   readonly concurrency?: number;
+  /**
+   * An encrypted snapshot (`StartSnapshot` with `Encrypted: true`): with the account's `aws/ebs` key, or with
+   * `kmsKeyArn`. Built on a parent, the snapshot takes the parent's encryption (EBS refuses `Encrypted` with a
+   * `ParentSnapshotId`), so only an encrypted parent restore (with that key, when one is named) is used. Default
+   * false; the account's EBS encryption by default may encrypt it anyway (the restore then writes it as an
+   * encrypted one).
+   */
+  readonly encrypted?: boolean;
+  /**
+   * The KMS key (ARN) of an encrypted snapshot; implies `encrypted`. The credentials need the EBS encryption
+   * actions on it (`kms:CreateGrant`, `kms:Decrypt`, `kms:DescribeKey`, `kms:GenerateDataKeyWithoutPlaintext`,
+   * `kms:ReEncrypt*`).
+   */
+  readonly kmsKeyArn?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -37,7 +52,17 @@ export interface RestoreToEbsResult {
   /** The snapshot of the point's parent it was built on, when the parent was restored before. */
   readonly parentSnapshotId: string | undefined;
   readonly volumeSizeGiB: number;
-  /** Blocks sent with PutSnapshotBlock (only non-zero blocks, or blocks that differ from the parent snapshot). */
+  /**
+   * Whether the snapshot is encrypted (asked, or by the account's encryption by default, or from its parent), and
+   * its KMS key as StartSnapshot reported it.
+   */
+  readonly encrypted: boolean;
+  readonly kmsKeyArn: string | undefined;
+  /**
+   * Blocks sent with PutSnapshotBlock: of an unencrypted snapshot the non-zero blocks (and zero blocks over parent
+   * data); of an encrypted one every block of the volume, zeros included (a block an encrypted direct-API
+   * snapshot never received reads on a volume as garbage, not zeros), except those the parent holds already.
+   */
   readonly blocksWritten: number;
 }
 
@@ -69,11 +94,22 @@ export async function restorePointToEbs(
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new InvalidArgumentError(`concurrency must be an integer from 1 to 64, got ${String(concurrency)}`);
   }
+  if (
+    options.kmsKeyArn !== undefined &&
+    (typeof options.kmsKeyArn !== 'string' || !KMS_KEY.test(options.kmsKeyArn))
+  ) {
+    throw new InvalidArgumentError(
+      `kmsKeyArn must be a KMS key ARN, got ${JSON.stringify(options.kmsKeyArn)}`,
+    );
+  }
+  const askEncrypted = options.encrypted === true || options.kmsKeyArn !== undefined;
   signal?.throwIfAborted();
   const point = await repository.point(pointId, signal ? { signal } : {});
-  if (point.chunkSize % EBS_BLOCK_SIZE !== 0) {
+  // The unit of work is a span that both grids divide: a chunk holding whole 512 KiB blocks, or a block holding
+  // whole chunks. A chunk size neither a multiple nor a divisor of 512 KiB is refused before anything is sent.
+  if (point.chunkSize % EBS_BLOCK_SIZE !== 0 && EBS_BLOCK_SIZE % point.chunkSize !== 0) {
     throw new InvalidArgumentError(
-      `point ${pointId}: its chunk size ${point.chunkSize} is not a multiple of the EBS block size (524288); restoring it to EBS is not built yet`,
+      `point ${pointId}: its chunk size ${point.chunkSize} is neither a multiple nor a divisor of the EBS block size (524288): it cannot be restored to EBS`,
     );
   }
   const volumeSizeGiB = Math.max(1, Math.ceil(point.capacityBytes / GIB));
@@ -114,10 +150,18 @@ export async function restorePointToEbs(
 
   // The parent snapshot: the point's parent restored before by drkit from this repository (found by its tags),
   // completed and not larger than this point. Then only the chunks that differ from the parent's are written.
-  let parent: { snapshotId: string; index: Awaited<ReturnType<Repository['readIndex']>> } | undefined;
+  let parent:
+    | { snapshotId: string; volumeSizeGiB: number; index: Awaited<ReturnType<Repository['readIndex']>> }
+    | undefined;
   if (point.parentId !== undefined) {
+    // An encrypted target builds only on an encrypted parent (with the key asked, when one is).
     const candidates = (await restoredSnapshotOf(point.parentId)).filter(
-      (s) => s.State === 'completed' && s.SnapshotId && (s.VolumeSize ?? Infinity) <= volumeSizeGiB,
+      (s) =>
+        s.State === 'completed' &&
+        s.SnapshotId &&
+        (s.VolumeSize ?? Infinity) <= volumeSizeGiB &&
+        (!askEncrypted || s.Encrypted === true) &&
+        (options.kmsKeyArn === undefined || s.KmsKeyId === options.kmsKeyArn),
     );
     const found = candidates.sort((a, b) => String(a.SnapshotId).localeCompare(String(b.SnapshotId)))[0];
     if (found?.SnapshotId) {
@@ -125,6 +169,7 @@ export async function restorePointToEbs(
       if (parentPoint.chunkSize === point.chunkSize) {
         parent = {
           snapshotId: found.SnapshotId,
+          volumeSizeGiB: found.VolumeSize ?? 0,
           index: await repository.readIndex(parentPoint, signal ? { signal } : {}),
         };
       }
@@ -134,7 +179,10 @@ export async function restorePointToEbs(
   // Idempotency: the ClientToken is a hash of the repository, the point and the parent, and the tags are fixed,
   // so a second run (after a crash, or twice by mistake) gets the same snapshot back instead of a new one.
   const clientToken = createHash('sha256')
-    .update(`drkit-restore\0${repository.id}\0${pointId}\0${parent?.snapshotId ?? ''}`)
+    .update(
+      `drkit-restore\0${repository.id}\0${pointId}\0${parent?.snapshotId ?? ''}` +
+        (askEncrypted ? `\0encrypted\0${options.kmsKeyArn ?? ''}` : ''),
+    )
     .digest('hex');
   const tags = [
     { Key: 'Name', Value: `drkit restore of ${point.diskName} (${pointId})` },
@@ -154,7 +202,11 @@ export async function restorePointToEbs(
           ClientToken: clientToken,
           Tags: tags,
           Description: `drkit restore of point ${pointId}`,
-          ...(parent ? { ParentSnapshotId: parent.snapshotId } : {}),
+          ...(parent
+            ? { ParentSnapshotId: parent.snapshotId }
+            : askEncrypted
+              ? { Encrypted: true, ...(options.kmsKeyArn ? { KmsKeyArn: options.kmsKeyArn } : {}) }
+              : {}),
         }),
         { abortSignal: signal },
       ),
@@ -162,10 +214,16 @@ export async function restorePointToEbs(
   const snapshotId = started.SnapshotId;
   if (!snapshotId)
     throw new SourceProtocolError(`StartSnapshot for point ${pointId} returned no snapshot id`);
+  // Encrypted however it came to be (asked, the parent's, or the account's encryption by default): then every
+  // block must be written, zeros included.
+  const encrypted =
+    (started.SseType !== undefined && started.SseType !== 'none') || started.KmsKeyArn !== undefined;
   const result = (blocksWritten: number): RestoreToEbsResult => ({
     snapshotId,
     parentSnapshotId: parent?.snapshotId,
     volumeSizeGiB,
+    encrypted,
+    kmsKeyArn: started.KmsKeyArn,
     blocksWritten,
   });
 
@@ -199,57 +257,86 @@ export async function restorePointToEbs(
   // PutSnapshotBlock of a block already written replaces it with the same bytes: the set of blocks is the same).
   const written = new Set<number>();
   using lane = limiter.snapshot(snapshotId, 'PutSnapshotBlock');
-  const chunkBlocks = point.chunkSize / EBS_BLOCK_SIZE;
-  const sameAsParent = (i: number) => {
+  const { chunkSize, capacityBytes } = point;
+  // A span: one chunk of whole blocks, or one block of whole chunks.
+  const spanBytes = Math.max(chunkSize, EBS_BLOCK_SIZE);
+  const spanChunks = spanBytes / chunkSize;
+  const spanBlocks = spanBytes / EBS_BLOCK_SIZE;
+  const spanCount = Math.ceil(capacityBytes / spanBytes);
+  const chunksOf = (s: number) => {
+    const first = s * spanChunks;
+    return Array.from({ length: Math.min(spanChunks, index.chunkCount - first) }, (_, k) => first + k);
+  };
+  const sameAsParentChunk = (i: number) => {
     if (!parent || i >= parent.index.chunkCount) return false;
     if (index.isZero(i) || parent.index.isZero(i)) return index.isZero(i) && parent.index.isZero(i);
     return Buffer.from(index.idAt(i)).equals(Buffer.from(parent.index.idAt(i)));
   };
-  const putChunk = async (i: number): Promise<void> => {
-    if (sameAsParent(i)) return;
-    const offset = i * point.chunkSize;
-    const plainLength = Math.min(point.chunkSize, point.capacityBytes - offset);
-    const parentHasData = parent !== undefined && i < parent.index.chunkCount && !parent.index.isZero(i);
-    const data = index.isZero(i)
-      ? new Uint8Array(plainLength)
-      : await repository.readChunk(index.idAt(i), plainLength, signal ? { signal } : {});
-    if (index.isZero(i) && !parentHasData) return;
-    for (let b = 0; b < chunkBlocks && b * EBS_BLOCK_SIZE < plainLength; b++) {
+  const parentHasDataIn = (chunks: readonly number[]) =>
+    parent !== undefined && chunks.some((i) => i < parent.index.chunkCount && !parent.index.isZero(i));
+  const put = async (blockIndex: number, block: Uint8Array) => {
+    const checksum = createHash('sha256').update(block).digest('base64');
+    const what = `PutSnapshotBlock ${blockIndex} of ${snapshotId}`;
+    await send('ebs:PutSnapshotBlock', what, () =>
+      lane.run(
+        () =>
+          clients.ebs.send(
+            new PutSnapshotBlockCommand({
+              SnapshotId: snapshotId,
+              BlockIndex: blockIndex,
+              BlockData: block,
+              DataLength: EBS_BLOCK_SIZE,
+              Checksum: checksum,
+              ChecksumAlgorithm: 'SHA256',
+            }),
+            { abortSignal: signal },
+          ),
+        signal,
+        what,
+      ),
+    );
+    written.add(blockIndex);
+  };
+  const putSpan = async (s: number): Promise<void> => {
+    const chunks = chunksOf(s);
+    if (chunks.every(sameAsParentChunk)) return;
+    const parentHasData = parentHasDataIn(chunks);
+    const allZero = chunks.every((i) => index.isZero(i));
+    // Nothing to write: zeros over nothing, of an unencrypted snapshot (unwritten blocks read as zeros there).
+    if (allZero && !parentHasData && !encrypted) return;
+    const offset = s * spanBytes;
+    const spanLength = Math.min(spanBytes, capacityBytes - offset);
+    const data = new Uint8Array(spanLength);
+    for (const i of chunks) {
+      if (index.isZero(i)) continue;
+      const at = i * chunkSize - offset;
+      const length = Math.min(chunkSize, capacityBytes - i * chunkSize);
+      data.set(await repository.readChunk(index.idAt(i), length, signal ? { signal } : {}), at);
+    }
+    for (let b = 0; b < spanBlocks && b * EBS_BLOCK_SIZE < spanLength; b++) {
       const block = new Uint8Array(EBS_BLOCK_SIZE);
-      block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(plainLength, (b + 1) * EBS_BLOCK_SIZE)));
-      // A zero block is written only over a parent that may hold data there.
-      if (!parentHasData && isZero(block)) continue;
-      const blockIndex = i * chunkBlocks + b;
-      const checksum = createHash('sha256').update(block).digest('base64');
-      const what = `PutSnapshotBlock ${blockIndex} of ${snapshotId}`;
-      await send('ebs:PutSnapshotBlock', what, () =>
-        lane.run(
-          () =>
-            clients.ebs.send(
-              new PutSnapshotBlockCommand({
-                SnapshotId: snapshotId,
-                BlockIndex: blockIndex,
-                BlockData: block,
-                DataLength: EBS_BLOCK_SIZE,
-                Checksum: checksum,
-                ChecksumAlgorithm: 'SHA256',
-              }),
-              { abortSignal: signal },
-            ),
-          signal,
-          what,
-        ),
-      );
-      written.add(blockIndex);
+      block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(spanLength, (b + 1) * EBS_BLOCK_SIZE)));
+      // A zero block is written only over a parent that may hold data there, or into an encrypted snapshot.
+      if (!parentHasData && !encrypted && isZero(block)) continue;
+      await put(s * spanBlocks + b, block);
     }
   };
+  // An encrypted snapshot also gets the zero blocks past the point's end up to the GiB the volume is rounded to
+  // (those below the parent's size are the parent's already).
+  const firstTail = Math.ceil(capacityBytes / EBS_BLOCK_SIZE);
+  const tailStart =
+    encrypted && parent ? Math.max(firstTail, (parent.volumeSizeGiB * GIB) / EBS_BLOCK_SIZE) : firstTail;
+  const tailBlocks = encrypted ? Math.max(0, (volumeSizeGiB * GIB) / EBS_BLOCK_SIZE - tailStart) : 0;
+  const zeroBlock = new Uint8Array(EBS_BLOCK_SIZE);
+  const units = spanCount + tailBlocks;
+  const putUnit = (u: number) => (u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), zeroBlock));
   let next = 0;
   let stopped = false;
   const worker = async () => {
     try {
-      while (!stopped && next < index.chunkCount) {
+      while (!stopped && next < units) {
         signal?.throwIfAborted();
-        await putChunk(next++);
+        await putUnit(next++);
       }
     } catch (error) {
       // One failure stops the other workers after their current chunk: nothing more is sent.
@@ -258,7 +345,7 @@ export async function restorePointToEbs(
     }
   };
   try {
-    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, index.chunkCount)) }, worker));
+    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, units)) }, worker));
     await send('ebs:CompleteSnapshot', `CompleteSnapshot of ${snapshotId}`, () =>
       clients.ebs.send(
         new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: written.size }),

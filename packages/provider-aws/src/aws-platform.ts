@@ -39,6 +39,11 @@ import {
 import { type AwsChangedBlockReader, createAwsChangedBlockReader } from './aws-changed-block-reader.js';
 import { type AwsClients, createAwsClients } from './aws-clients.js';
 import { type RestoreToEbsOptions, type RestoreToEbsResult, restorePointToEbs } from './aws-ebs-restore.js';
+import {
+  type CreatedVolume,
+  type CreateVolumeFromSnapshotOptions,
+  createVolumeFromSnapshot,
+} from './aws-ebs-volume.js';
 import { awsErrorFacts, deniedAction, toDrkitError } from './aws-errors.js';
 import { type AwsPlatformOptions, resolveAwsOptions } from './aws-options.js';
 import { AwsRateLimiter, type AwsRateLimiterState } from './aws-rate-limiter.js';
@@ -140,17 +145,20 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    */
   rateLimiterState(): AwsRateLimiterState;
   /**
-   * Restores a recovery point of an EBS volume (or of any disk whose chunk size is a multiple of 512 KiB) as a new
-   * EBS snapshot in this platform's account and region, ready for CreateVolume or RegisterImage:
-   * `StartSnapshot`, `PutSnapshotBlock` of every non-zero block with its SHA-256, `CompleteSnapshot`, then a wait
-   * until it is `completed`. When the point's parent was restored before (a completed snapshot tagged
-   * `drkit:restored-point` = the parent's id and `drkit:repository` = this repository), it is the
-   * `ParentSnapshotId` and only the chunks that differ are written. Idempotent (a `ClientToken` from the
-   * repository, point and parent): a second run after an interruption continues the same snapshot, writing its
-   * blocks again; a run after success returns the snapshot.
+   * Restores a recovery point of an EBS volume (or of any disk whose chunk size is a multiple or a divisor of
+   * 512 KiB: smaller chunks are gathered into blocks) as a new EBS snapshot in this platform's account and region,
+   * ready for CreateVolume ({@link AwsPlatform.createVolumeFromSnapshot}) or RegisterImage:
+   * `StartSnapshot`, `PutSnapshotBlock` of every non-zero block with its SHA-256 (of every block, zeros included,
+   * when the snapshot is encrypted: `encrypted` / `kmsKeyArn`, or the account's encryption by default),
+   * `CompleteSnapshot`, then a wait until it is `completed`. When the point's parent was restored before (a
+   * completed snapshot tagged `drkit:restored-point` = the parent's id and `drkit:repository` = this repository,
+   * encrypted when an encrypted one is asked), it is the `ParentSnapshotId` and only the chunks that differ are
+   * written. Idempotent (a `ClientToken` from the repository, point, parent and encryption): a second run after an
+   * interruption continues the same snapshot, writing its blocks again; a run after success returns the snapshot.
    *
    * @throws {@link @drkit/core!NotFoundError} for an unknown point; {@link @drkit/core!InvalidArgumentError} for
-   * a chunk size that is not a multiple of 512 KiB; {@link @drkit/core!PermissionError} naming `ebs:StartSnapshot`,
+   * a chunk size neither a multiple nor a divisor of 512 KiB (before anything is written) or a malformed
+   * `kmsKeyArn`; {@link @drkit/core!PermissionError} naming `ebs:StartSnapshot`,
    * `ebs:PutSnapshotBlock`, `ebs:CompleteSnapshot` or `ec2:DescribeSnapshots`; the repository's errors
    * (a damaged chunk is a `ChecksumMismatchError`). Rejects with `signal.reason` when aborted.
    *
@@ -160,6 +168,23 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    * ```
    */
   restoreToEbs(options: RestoreToEbsOptions): Promise<RestoreToEbsResult>;
+  /**
+   * `CreateVolume` from a snapshot (a restored one) in an availability zone, tagged `drkit:restored-snapshot`,
+   * then a wait until the volume is `available`: ready for `AttachVolume`. An encrypted snapshot makes an
+   * encrypted volume. Idempotent (a `ClientToken` from the snapshot, zone and settings).
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} for a malformed snapshot id or a zone of another region;
+   * {@link @drkit/core!PermissionError} naming `ec2:CreateVolume` (tags need `ec2:CreateTags` too) or
+   * `ec2:DescribeVolumes`; {@link @drkit/core!TimeoutError} after `snapshotWait.timeoutMs`;
+   * {@link @drkit/core!SourceProtocolError} when the volume fails (`error`).
+   *
+   * @example
+   * ```ts
+   * const { snapshotId } = await platform.restoreToEbs({ repository, pointId: point.id });
+   * const { volumeId } = await platform.createVolumeFromSnapshot({ snapshotId, availabilityZone: 'ap-southeast-1a' });
+   * ```
+   */
+  createVolumeFromSnapshot(options: CreateVolumeFromSnapshotOptions): Promise<CreatedVolume>;
   /** Closes the SDK clients (their sockets). */
   close(): Promise<void>;
 }
@@ -703,6 +728,8 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     rateLimiterState: () => limiter.state(),
     restoreToEbs: (restoreOptions) =>
       restorePointToEbs({ clients, options: resolved, limiter }, restoreOptions),
+    createVolumeFromSnapshot: (volumeOptions) =>
+      createVolumeFromSnapshot({ clients, options: resolved }, volumeOptions),
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -14,6 +14,7 @@ export {
   type RestoreToEbsOptions,
   type RestoreToEbsResult,
 } from './aws-ebs-restore.js';
+export type { CreatedVolume, CreateVolumeFromSnapshotOptions } from './aws-ebs-volume.js';
 export type {
   AwsCredentials,
   AwsCredentialsProvider,
