@@ -47,6 +47,7 @@ import {
 import { awsErrorFacts, deniedAction, toDrkitError } from './aws-errors.js';
 import { type AwsPlatformOptions, resolveAwsOptions } from './aws-options.js';
 import { AwsRateLimiter, type AwsRateLimiterState } from './aws-rate-limiter.js';
+import { discoverAwsRegion } from './aws-regions.js';
 
 const GIB = 1024 ** 3;
 /** Tags drkit puts on its snapshots: the snapshot's name (the ledger's), the instance, the platform. */
@@ -733,4 +734,36 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/** Options of {@link openAwsPlatform}: those of {@link createAwsPlatform}, the region optional. */
+export type OpenAwsPlatformOptions = Omit<AwsPlatformOptions, 'region'> & {
+  /** The region; omitted, it is discovered ({@link discoverAwsRegion}): the one enabled region with instances. */
+  readonly region?: string;
+};
+
+/**
+ * {@link createAwsPlatform}, but the region may be omitted: then it is discovered (DescribeRegions, then
+ * DescribeInstances in each enabled region: the one that has instances), as the console's "auto-detection".
+ * The discovery calls EC2 (with `endpoints.ec2` when set, for every region). The CLI's `aws` provider alias
+ * names this factory.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} naming the field when an option is invalid, or `region` when
+ * discovery finds no region or several with instances; the access errors of the discovery.
+ * @example
+ * ```ts
+ * const platform = await openAwsPlatform({ id: 'aws-prod', credentials: { accessKeyId, secretAccessKey } });
+ * console.log(platform.region); // 'ap-southeast-1'
+ * ```
+ */
+export async function openAwsPlatform(options: OpenAwsPlatformOptions): Promise<AwsPlatform> {
+  if (options === null || typeof options !== 'object') return createAwsPlatform(options);
+  if (options.region !== undefined) return createAwsPlatform({ ...options, region: options.region });
+  // Every other option is checked before AWS is contacted (a valid region stands in for the one to discover).
+  resolveAwsOptions({ ...options, region: 'us-east-1' });
+  const { region } = await discoverAwsRegion({
+    credentials: options.credentials,
+    ...(options.endpoints?.ec2 ? { endpoint: options.endpoints.ec2 } : {}),
+  });
+  return createAwsPlatform({ ...options, region });
 }

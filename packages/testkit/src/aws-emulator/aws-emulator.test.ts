@@ -136,6 +136,39 @@ describe('credentials and signatures', () => {
       other.destroy();
     }
   });
+  it("with otherRegions: 'empty', EC2 of another enabled region answers as an empty region; EBS and opt-in regions stay refused", async () => {
+    const t = await setup({ region: 'ap-southeast-1', otherRegions: 'empty' });
+    const volumeId = t.emulator.createVolume({ sizeGiB: 1 });
+    t.emulator.createInstance({ name: 'web-1', volumes: [{ volumeId }] });
+    const client = (region: string) => {
+      const config = {
+        region,
+        endpoint: t.emulator.endpoint,
+        credentials: t.emulator.credentials,
+        maxAttempts: 1,
+      };
+      const made = { ec2: new EC2Client(config), ebs: new EBSClient(config) };
+      return made;
+    };
+    const home = await t.ec2.send(new DescribeInstancesCommand({}));
+    expect(home.Reservations).toHaveLength(1);
+    const eu = client('eu-west-1');
+    const hk = client('ap-east-1');
+    try {
+      const empty = await eu.ec2.send(new DescribeInstancesCommand({}));
+      expect(empty.Reservations ?? []).toEqual([]);
+      expect((await eu.ec2.send(new DescribeVolumesCommand({}))).Volumes ?? []).toEqual([]);
+      expect((await errorOf(eu.ebs.send(new StartSnapshotCommand({ VolumeSize: 1 })))).name).toBe(
+        'InvalidSignatureException',
+      );
+      expect((await errorOf(hk.ec2.send(new DescribeInstancesCommand({})))).name).toBe('AuthFailure');
+    } finally {
+      for (const c of [eu, hk]) {
+        c.ec2.destroy();
+        c.ebs.destroy();
+      }
+    }
+  });
 });
 
 describe('EC2', () => {
