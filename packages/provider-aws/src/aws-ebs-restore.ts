@@ -73,9 +73,12 @@ export interface AwsRestoreContext {
   readonly limiter: AwsRateLimiter;
 }
 
+/** One all-zero EBS block and its SHA-256: zero blocks (many, in an encrypted restore) are not hashed again. */
+const ZERO_BLOCK = new Uint8Array(EBS_BLOCK_SIZE);
+const ZERO_BLOCK_SHA256 = createHash('sha256').update(ZERO_BLOCK).digest('base64');
+
 function isZero(data: Uint8Array): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
-  return true;
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(ZERO_BLOCK);
 }
 
 /**
@@ -274,8 +277,8 @@ export async function restorePointToEbs(
   };
   const parentHasDataIn = (chunks: readonly number[]) =>
     parent !== undefined && chunks.some((i) => i < parent.index.chunkCount && !parent.index.isZero(i));
-  const put = async (blockIndex: number, block: Uint8Array) => {
-    const checksum = createHash('sha256').update(block).digest('base64');
+  const put = async (blockIndex: number, block: Uint8Array, zero: boolean) => {
+    const checksum = zero ? ZERO_BLOCK_SHA256 : createHash('sha256').update(block).digest('base64');
     const what = `PutSnapshotBlock ${blockIndex} of ${snapshotId}`;
     await send('ebs:PutSnapshotBlock', what, () =>
       lane.run(
@@ -317,8 +320,9 @@ export async function restorePointToEbs(
       const block = new Uint8Array(EBS_BLOCK_SIZE);
       block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(spanLength, (b + 1) * EBS_BLOCK_SIZE)));
       // A zero block is written only over a parent that may hold data there, or into an encrypted snapshot.
-      if (!parentHasData && !encrypted && isZero(block)) continue;
-      await put(s * spanBlocks + b, block);
+      const zero = isZero(block);
+      if (!parentHasData && !encrypted && zero) continue;
+      await put(s * spanBlocks + b, zero ? ZERO_BLOCK : block, zero);
     }
   };
   // An encrypted snapshot also gets the zero blocks past the point's end up to the GiB the volume is rounded to
@@ -327,9 +331,8 @@ export async function restorePointToEbs(
   const tailStart =
     encrypted && parent ? Math.max(firstTail, (parent.volumeSizeGiB * GIB) / EBS_BLOCK_SIZE) : firstTail;
   const tailBlocks = encrypted ? Math.max(0, (volumeSizeGiB * GIB) / EBS_BLOCK_SIZE - tailStart) : 0;
-  const zeroBlock = new Uint8Array(EBS_BLOCK_SIZE);
   const units = spanCount + tailBlocks;
-  const putUnit = (u: number) => (u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), zeroBlock));
+  const putUnit = (u: number) => (u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), ZERO_BLOCK, true));
   let next = 0;
   let stopped = false;
   const worker = async () => {
