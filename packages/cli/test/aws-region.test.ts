@@ -76,13 +76,22 @@ it('the one region with instances is discovered: platforms and hosts answer from
   const path = await config('discover.yaml');
   const platforms = await runCli(['platforms', '--config', path, '--json'], env());
   expect(platforms.code, platforms.stderr).toBe(0);
+  // The discovered region is shown with the platform.
   expect(JSON.parse(platforms.stdout)).toEqual([
-    expect.objectContaining({ id: 'aws-emu', kind: 'aws', status: 'normal', hostCount: 1 }),
+    expect.objectContaining({
+      id: 'aws-emu',
+      kind: 'aws',
+      region: 'ap-southeast-1',
+      status: 'normal',
+      hostCount: 1,
+    }),
   ]);
+  const text = await runCli(['platforms', '--config', path], env());
+  expect(text.stdout).toBe('aws-emu (aws, ap-southeast-1): status Normal, 1 host\n');
   const hosts = await runCli(['hosts', '--config', path, '--json'], env());
   expect(hosts.code, hosts.stderr).toBe(0);
   expect(hosts.stdout).toContain(instanceId);
   expect(hosts.stdout).toContain(volumeId);
-  for (const run of [platforms, hosts])
+  for (const run of [platforms, text, hosts])
     expect(run.stdout + run.stderr).not.toContain(emulator.credentials.secretAccessKey);
 });
