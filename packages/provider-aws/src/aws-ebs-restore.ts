@@ -332,7 +332,8 @@ export async function restorePointToEbs(
     encrypted && parent ? Math.max(firstTail, (parent.volumeSizeGiB * GIB) / EBS_BLOCK_SIZE) : firstTail;
   const tailBlocks = encrypted ? Math.max(0, (volumeSizeGiB * GIB) / EBS_BLOCK_SIZE - tailStart) : 0;
   const units = spanCount + tailBlocks;
-  const putUnit = (u: number) => (u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), ZERO_BLOCK, true));
+  const putUnit = (u: number) =>
+    u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), ZERO_BLOCK, true);
   let next = 0;
   let stopped = false;
   const worker = async () => {
