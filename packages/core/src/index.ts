@@ -68,6 +68,7 @@ export type {
   LockHostOptions,
   NewPoint,
   PointStats,
+  PruneOptions,
   PruneResult,
   RecoveryPoint,
   Repository,
