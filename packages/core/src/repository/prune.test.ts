@@ -2,7 +2,11 @@ import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { InvalidArgumentError, RepositoryCorruptError, RepositoryLockedError } from '../errors/drkit-error.js';
+import {
+  InvalidArgumentError,
+  RepositoryCorruptError,
+  RepositoryLockedError,
+} from '../errors/drkit-error.js';
 import { chunkKey } from './chunk-blob.js';
 import { openRepository } from './repository.js';
 import {
@@ -126,11 +130,20 @@ describe('prune and locks', { timeout: 60_000 }, () => {
 
     const before = await keys(fixture.store, 'chunks/');
     const marked = await fixture.repository.prune();
-    expect(marked).toMatchObject({ phase: 'marked', chunksRemoved: 0, candidateChunks: 2, candidateIndexes: 0 });
+    expect(marked).toMatchObject({
+      phase: 'marked',
+      chunksRemoved: 0,
+      candidateChunks: 2,
+      candidateIndexes: 0,
+    });
     expect(Date.parse(marked.sweepAfter!) - Date.parse(marked.markedAt!)).toBe(20 * 60_000); // 2 × stale
     expect(await keys(fixture.store, 'chunks/')).toEqual(before);
     // Within the grace period a prune deletes nothing.
-    expect(await fixture.repository.prune()).toMatchObject({ phase: 'pending', chunksRemoved: 0, candidateChunks: 2 });
+    expect(await fixture.repository.prune()).toMatchObject({
+      phase: 'pending',
+      chunksRemoved: 0,
+      candidateChunks: 2,
+    });
     await backdateMark(fixture.store);
     const result = await fixture.repository.prune();
     expect(result).toMatchObject({ phase: 'swept', candidateChunks: 0, indexesRemoved: 0 });
@@ -370,7 +383,11 @@ describe('prune and locks', { timeout: 60_000 }, () => {
     expect(swept.markedAt).toBeDefined();
     expect(await fixture.repository.prune()).toMatchObject({ phase: 'pending', candidateChunks: 3 });
     await backdateMark(fixture.store);
-    expect(await fixture.repository.prune()).toMatchObject({ phase: 'swept', chunksRemoved: 3, candidateChunks: 0 });
+    expect(await fixture.repository.prune()).toMatchObject({
+      phase: 'swept',
+      chunksRemoved: 3,
+      candidateChunks: 0,
+    });
     expect(await keys(fixture.store, 'chunks/')).toEqual([]);
     expect(await keys(fixture.store, 'prune/')).toEqual([]);
   });

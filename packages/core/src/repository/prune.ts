@@ -190,7 +190,10 @@ class MarkWriter {
    * Writes the last segment and `prune/mark.json` create-only (after deleting `replacing`, the swept mark).
    * Returns the mark, or undefined when another prune's mark got there first (this one is then discarded).
    */
-  async commit(replacing: PruneMark | undefined, signal: AbortSignal | undefined): Promise<PruneMark | undefined> {
+  async commit(
+    replacing: PruneMark | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<PruneMark | undefined> {
     await this.writeSegment(signal);
     const mark: PruneMark = {
       formatVersion: 1,
@@ -237,7 +240,11 @@ async function readMark(
 }
 
 /** Deletes a mark and its segments (a swept mark, or one that cannot be read: a new mark replaces it). */
-async function deleteMarkSegments(store: Store, markId: string, signal: AbortSignal | undefined): Promise<void> {
+async function deleteMarkSegments(
+  store: Store,
+  markId: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const prefix = `${PRUNE_PREFIX}${markId}/`;
   const keys: string[] = [];
   for await (const entry of store.list(prefix, { signal })) keys.push(entry.key);
@@ -505,7 +512,10 @@ async function waitForGrace(
  *
  * @internal
  */
-export async function pruneRepository(context: RepositoryContext, options: PruneOptions): Promise<PruneResult> {
+export async function pruneRepository(
+  context: RepositoryContext,
+  options: PruneOptions,
+): Promise<PruneResult> {
   const { signal, wait = false } = options;
   const { store } = context;
   context.checkOpen();
@@ -527,14 +537,20 @@ export async function pruneRepository(context: RepositoryContext, options: Prune
     pending = await mark(context, settings);
     markedMonotonic = performance.now();
     testStop('marked');
-    if (!wait || pending === undefined) return { phase: 'marked', ...nothing, ...describeMark(pending, graceMs) };
+    if (!wait || pending === undefined)
+      return { phase: 'marked', ...nothing, ...describeMark(pending, graceMs) };
   }
   if (wait) await waitForGrace(pending, graceMs, markedMonotonic, signal);
   else if (Date.now() < sweepAfterMs(pending, graceMs)) {
     return { phase: 'pending', ...nothing, ...describeMark(pending, graceMs) };
   }
 
-  const { lock, staleLocksRemoved } = await acquirePruneLock(store, context.config.id, context.lockStaleAfterMs, signal);
+  const { lock, staleLocksRemoved } = await acquirePruneLock(
+    store,
+    context.config.id,
+    context.lockStaleAfterMs,
+    signal,
+  );
   try {
     // Under the lock, the mark is still the one that is due (another prune may have swept it just now).
     const current = await readMark(context, signal);
