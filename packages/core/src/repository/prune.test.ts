@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -415,6 +415,22 @@ describe('prune and locks', { timeout: 60_000 }, () => {
     expect(await keys(fixture.store, 'chunks/')).toHaveLength(2);
   });
 
+  it('a sweep deletes stray segments older than the grace period, and keeps younger ones', async () => {
+    const session = await fixture.repository.beginBackup(TEST_LINEAGE);
+    await storeImage(session, fixture.workers, diskImage(1, 0, 19));
+    await session.abort();
+    await fixture.repository.prune();
+    const old = 'prune/0123456789abcdef/chunks-000000';
+    const young = 'prune/fedcba9876543210/chunks-000000';
+    await fixture.store.put(old, new Uint8Array(32));
+    await fixture.store.put(young, new Uint8Array(32));
+    const day = new Date(Date.now() - 24 * 60 * 60 * 1000);
+    await utimes(join(fixture.folder, old), day, day);
+    await backdateMark(fixture.store);
+    expect(await fixture.repository.prune()).toMatchObject({ phase: 'swept', chunksRemoved: 1 });
+    expect(await keys(fixture.store, 'prune/')).toEqual([young]);
+  });
+
   it('the grace period must exceed the stale threshold', async () => {
     for (const graceMs of [0, 10 * 60_000, Number.NaN, Number.POSITIVE_INFINITY]) {
       const error = await rejection(fixture.repository.prune({ graceMs }));
@@ -435,6 +451,55 @@ describe('prune and locks', { timeout: 60_000 }, () => {
     } finally {
       await quick.close();
     }
+  });
+
+  it('a sweep paused mid-way (by its monotonic clock) stops before its next deletion', async () => {
+    const session = await fixture.repository.beginBackup(TEST_LINEAGE);
+    await storeImage(session, fixture.workers, diskImage(24, 0, 18)); // 18 non-zero chunks
+    await session.abort();
+    expect(await fixture.repository.prune()).toMatchObject({ candidateChunks: 18 });
+    await backdateMark(fixture.store);
+    // The first chunk deletion waits for the test, which meanwhile moves the pruner's monotonic clock past half
+    // the stale threshold, as a SIGSTOP or a stalled machine would. The deletions already in flight (at most
+    // the deletion window, 8) finish; none starts after.
+    const deleting = gate();
+    const release = gate();
+    let started = 0;
+    const slowStore: Store = {
+      ...fixture.store,
+      async delete(key, options) {
+        if (key.startsWith('chunks/')) {
+          started++;
+          deleting.resolve();
+          await release.promise;
+        }
+        return fixture.store.delete(key, options);
+      },
+    };
+    const pruner = await openRepository({ store: slowStore, workers: fixture.workers });
+    const realNow = performance.now.bind(performance);
+    let skew = 0;
+    const monotonic = vi.spyOn(performance, 'now').mockImplementation(() => realNow() + skew);
+    try {
+      const pruning = rejection(pruner.prune());
+      await deleting.promise;
+      skew = 5 * 60_000 + 1;
+      release.resolve();
+      const error = await pruning;
+      expect(RepositoryLockedError.isInstance(error)).toBe(true);
+      expect((error as Error).message).toMatch(
+        /prune lock .* no longer held: its heartbeat could not be written/,
+      );
+      expect(started).toBeGreaterThan(0);
+      expect(started).toBeLessThanOrEqual(8);
+      expect(await keys(fixture.store, 'chunks/')).toHaveLength(18 - started);
+      expect(await fixture.store.has('prune/mark.json')).toBe(true); // the next sweep finishes the job
+    } finally {
+      monotonic.mockRestore();
+      await pruner.close();
+    }
+    expect(await fixture.repository.prune()).toMatchObject({ phase: 'swept', chunksRemoved: 18 - started });
+    expect(await keys(fixture.store, 'chunks/')).toEqual([]);
   });
 
   it('refuses to prune when a point index is unreadable, deleting nothing', async () => {

@@ -252,6 +252,26 @@ async function deleteMarkSegments(
 }
 
 /**
+ * Deletes segments that no mark names and that are older than the grace period: left by a prune that crashed
+ * between its segments and its mark, or lost the race for `prune/mark.json`. A younger one may belong to a mark
+ * being written right now.
+ */
+async function deleteStraySegments(
+  store: Store,
+  keep: string | undefined,
+  graceMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const stray: string[] = [];
+  for await (const entry of store.list(PRUNE_PREFIX, { signal })) {
+    const markId = /^prune\/([0-9a-f]{16})\//.exec(entry.key)?.[1];
+    if (markId === undefined || markId === keep) continue;
+    if (Date.now() - entry.modifiedAt.getTime() > graceMs) stray.push(entry.key);
+  }
+  for (const key of stray) await store.delete(key, { signal });
+}
+
+/**
  * Stops this process for a test (`DRKIT_TEST_PRUNE_STOP_AT=<phase>`): announces the phase on standard error,
  * then sends itself SIGSTOP, so a test can keep the pruner paused exactly there and SIGCONT it. No-op otherwise.
  */
@@ -461,6 +481,7 @@ async function sweep(
     const written = next.empty ? undefined : await next.commit(old, signal);
     if (next.empty) await store.delete(PRUNE_MARK_KEY, { signal });
     await deleteMarkSegments(store, old.markId, signal);
+    await deleteStraySegments(store, written?.markId, settings.graceMs, signal);
     return { chunksRemoved, indexesRemoved, bytesFreed, next: written };
   } catch (error) {
     await window.drain().catch(() => undefined);
