@@ -73,14 +73,17 @@ class RunWriter {
     return new RunWriter(await open(path, 'wx'));
   }
 
-  /** Appends an id unless it equals the previous one (input must be ascending). */
-  async push(bytes: Uint8Array, offset: number): Promise<void> {
-    if (this.count > 0 && compareIds(this.last, 0, bytes, offset) === 0) return;
+  /**
+   * Appends an id unless it equals the previous one (input must be ascending). Returns a promise only when the
+   * buffer is being written out: await it before the next call.
+   */
+  push(bytes: Uint8Array, offset: number): Promise<void> | undefined {
+    if (this.count > 0 && compareIds(this.last, 0, bytes, offset) === 0) return undefined;
     this.last.set(bytes.subarray(offset, offset + CHUNK_ID_BYTES));
     this.buffer.set(bytes.subarray(offset, offset + CHUNK_ID_BYTES), this.used);
     this.used += CHUNK_ID_BYTES;
     this.count++;
-    if (this.used === this.buffer.byteLength) await this.drain();
+    return this.used === this.buffer.byteLength ? this.drain() : undefined;
   }
 
   private async drain(): Promise<void> {
@@ -313,7 +316,8 @@ export class ChunkIdSorter implements AsyncDisposable {
     const writer = await RunWriter.open(path);
     try {
       for (let i = 0; i < this.buffered; i++) {
-        await writer.push(this.ids, (this.keys[i]! % POSITION_SCALE) * CHUNK_ID_BYTES);
+        const pending = writer.push(this.ids, (this.keys[i]! % POSITION_SCALE) * CHUNK_ID_BYTES);
+        if (pending !== undefined) await pending;
       }
     } finally {
       await writer.close();
