@@ -575,7 +575,12 @@ export async function pruneRepository(
   try {
     // Under the lock, the mark is still the one that is due (another prune may have swept it just now).
     const current = await readMark(context, signal);
-    if (current === 'invalid' || current === undefined || current.markId !== pending.markId) {
+    if (
+      current === 'invalid' ||
+      current === undefined ||
+      current.markId !== pending.markId ||
+      Date.now() < sweepAfterMs(current, graceMs)
+    ) {
       await lock.release();
       const shown = current === 'invalid' ? undefined : current;
       return { phase: 'pending', ...nothing, staleLocksRemoved, ...describeMark(shown, graceMs) };

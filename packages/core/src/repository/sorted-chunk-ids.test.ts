@@ -80,10 +80,10 @@ describe('ChunkIdSorter (external sort of chunk ids)', { timeout: 60_000 }, () =
     await cursor.close();
   });
 
-  // 12 M ids (384 MB of ids, a repository of 3 TiB at 256 KiB chunks): far more than the in-memory buffer, so the
+  // 10 M ids (320 MB of ids, a repository of 2.4 TiB at 256 KiB chunks): far more than the in-memory buffer, so the
   // memory the sort uses is its buffers, a constant of the options, not of the number of ids.
-  it('sorts 12 M ids in memory bounded by its buffers', { timeout: 600_000 }, async () => {
-    const total = 12_000_000;
+  it('sorts 10 M ids in memory bounded by its buffers', { timeout: 600_000 }, async () => {
+    const total = 10_000_000;
     const bufferIds = 1 << 20;
     const fanIn = 8;
     const readBufferIds = 2048;
