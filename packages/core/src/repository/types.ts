@@ -457,7 +457,7 @@ export interface Repository extends AsyncDisposable {
    * call once the grace period has passed takes the exclusive lock, recomputes what committed points reference
    * (points committed meanwhile included), deletes only candidates still unreferenced, and records the next mark.
    * With `wait`, one call waits out the grace period and does both. The chunk ids are sorted on disk in runs,
-   * so memory stays bounded (about 50 MiB) whatever the number of chunks.
+   * so memory stays bounded (45 MiB of buffers) whatever the number of chunks.
    *
    * @throws {@link RepositoryLockedError} while a backup holds a live shared lock (sweeps only), or when the
    * prune's own lock was lost (its heartbeat lapsed past half the stale threshold by the wall or the monotonic
