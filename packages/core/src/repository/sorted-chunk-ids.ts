@@ -204,8 +204,8 @@ class ReaderHeap {
 }
 
 /**
- * Sorts and de-duplicates any number of 32-byte chunk ids in bounded memory: an external merge sort. Ids are
- * collected in a fixed buffer; each time it fills it is sorted (a native sort of keys made of the first 4 bytes
+ * Sorts any number of 32-byte chunk ids, each distinct id kept once, in bounded memory: an external merge sort.
+ * Ids are collected in a fixed buffer; each time it fills it is sorted (a native sort of keys made of the first 4 bytes
  * and the position, ties settled by a full comparison) and written as a run file to a scratch folder; the runs are
  * then merged, at most `fanIn` at a time, each read through a small buffer. The memory used is a constant of the
  * options ({@link ChunkIdSorterStats.memoryBytes}: 45 MiB with the defaults), whether it sorts a thousand ids or
