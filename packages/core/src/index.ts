@@ -78,6 +78,7 @@ export type {
   PointIndex,
   PointIndexBuilder,
   PointStats,
+  PruneOptions,
   PruneResult,
   RecoveryPoint,
   Repository,

@@ -357,16 +357,54 @@ export interface VerifyReport {
   readonly ok: boolean;
 }
 
-/** What {@link Repository.prune} removed. */
+/** What one call of {@link Repository.prune} did: see {@link PruneResult.phase}. */
 export interface PruneResult {
-  /** Chunks deleted because no committed point references them. */
+  /**
+   * `marked`: no mark was pending; this call recorded the candidates (chunks and orphan indexes that no committed
+   * point references) and deleted nothing. `pending`: a mark younger than the grace period exists; nothing was
+   * done. `swept`: a mark older than the grace period was swept under the exclusive lock (its candidates that are
+   * still unreferenced were deleted) and the next mark recorded in the same pass.
+   */
+  readonly phase: 'marked' | 'pending' | 'swept';
+  /** Chunks deleted because no committed point referenced them at the mark nor at the sweep. */
   readonly chunksRemoved: number;
-  /** Bytes of the deleted chunk and index blobs. */
+  /** Index segment blobs (`segments/`) deleted because no point's manifest named them at the mark nor at the sweep. */
+  readonly indexSegmentsRemoved: number;
+  /** Bytes of the deleted chunk, index segment and manifest blobs. */
   readonly bytesFreed: number;
-  /** Index blobs deleted because no point metadata names them (left by a failed commit or a removal). */
+  /** Index blobs deleted because no point metadata named them at the mark nor at the sweep. */
   readonly indexesRemoved: number;
-  /** Backup locks deleted because their heartbeat was older than the stale threshold. */
+  /** Backup locks deleted because their heartbeat was older than the stale threshold (sweeps only). */
   readonly staleLocksRemoved: number;
+  /** Candidate chunks of the mark pending after this call (0 when none is). */
+  readonly candidateChunks: number;
+  /** Candidate index segment blobs of the mark pending after this call. */
+  readonly candidateIndexSegments: number;
+  /** Bytes of those candidate chunks and index segments. */
+  readonly candidateBytes: number;
+  /** Candidate (orphan) index blobs of the mark pending after this call. */
+  readonly candidateIndexes: number;
+  /** When the pending mark was recorded (ISO 8601); absent when no mark is pending. */
+  readonly markedAt?: string;
+  /** From when a prune sweeps the pending mark (`markedAt` + the grace period); absent when none is pending. */
+  readonly sweepAfter?: string;
+}
+
+/** Options of {@link Repository.prune}. */
+export interface PruneOptions {
+  /**
+   * Wait for the grace period of the mark (the one found, or the one this call records), then sweep it, in this
+   * call. Default false: a call marks or sweeps, whichever is due, and returns.
+   */
+  readonly wait?: boolean;
+  /**
+   * How old a mark must be before it is swept, in milliseconds: more than the repository's `lockStaleAfterMs`
+   * (default twice it: 20 minutes).
+   */
+  readonly graceMs?: number;
+  /** Folder for the sorted runs of chunk ids (up to 32 bytes per chunk; default: the system's temporary folder). */
+  readonly scratchDirectory?: string;
+  readonly signal?: AbortSignal;
 }
 
 /** Which points to keep; points matched by no rule are removed. Every rule applies per disk lineage. */
@@ -514,14 +552,23 @@ export interface Repository extends AsyncDisposable {
     options?: { dryRun?: boolean; signal?: AbortSignal },
   ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[]; unreadable: UnreadablePoint[] }>;
   /**
-   * Deletes chunks no committed point references. Takes the exclusive lock.
+   * Deletes chunks and orphan indexes that no committed point references, in two phases a grace period apart
+   * (more than `lockStaleAfterMs`), so that a process paused past its lock's lifetime cannot turn a prune into
+   * data loss. The first call records the candidates (`prune/mark.json`, taking no lock: backups run on); a
+   * call once the grace period has passed takes the exclusive lock, recomputes what committed points reference
+   * (points committed meanwhile included), deletes only candidates still unreferenced, and records the next mark.
+   * With `wait`, one call waits out the grace period and does both. The chunk ids are sorted on disk in runs,
+   * so memory stays bounded (45 MiB of buffers) whatever the number of chunks.
    *
-   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock;
+   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock (sweeps only), or when the
+   * prune's own lock was lost (its heartbeat lapsed past half the stale threshold by the wall or the monotonic
+   * clock, e.g. the process was paused, or a backup broke it as stale): it stops before its next deletion;
    * {@link UnreadablePointsError} (a {@link RepositoryCorruptError}) naming the points whose metadata cannot be
    * read, deleting nothing: the chunks they reference are unknown, and may still be restorable;
-   * {@link RepositoryCorruptError} when a point's index cannot be read.
+   * {@link RepositoryCorruptError} when a point's index cannot be read; {@link InvalidArgumentError} when
+   * `graceMs` is not more than `lockStaleAfterMs`.
    */
-  prune(options?: { signal?: AbortSignal }): Promise<PruneResult>;
+  prune(options?: PruneOptions): Promise<PruneResult>;
   /**
    * Takes the lock of one host for a backup job, so that two jobs never work on one host at once, also from two
    * processes (Sync Proxies) sharing the repository: the later one would otherwise plan from points the earlier
