@@ -1,8 +1,11 @@
 // drkit benchmark (not part of the tests): full backup, incremental after a 1 % change, and restore of a
 // disk-like image, each next to a plain copy measured in the same run, with peak RSS; and the same work done by
-// restic and borg on the same image.
+// restic and borg on the same image. Then the sparse case: an 8 TiB sparse image holding 64 MiB of data (a
+// sparse file costs no disk), its full backup, an incremental after 16 writes of 64 KiB, and its restore, each
+// with peak RSS, the repository's growth and the fsync-like calls counted by strace when it is installed.
 //
-//   pnpm bench [-- --size-gib 2 --runs 1 --dir <work folder> --no-others --sync-level file --profile <folder>]
+//   pnpm bench [-- --size-gib 2 --dir <work folder> --no-others --sparse-tib 8 --no-sparse --only-sparse
+//                 --sync-level file --profile <folder>]
 //
 // --sync-level is handed to drkit (default: its own, file). --profile writes a CPU profile of each drkit step
 // (`node --cpu-prof`, one file per thread) under <folder>/<step> and prints where the time went
@@ -11,8 +14,9 @@
 // Page cache: every tool reads the image hot from the page cache (it was just written), like the plain copy.
 // Peak RSS is measured with GNU time (`/usr/bin/time -f %M`) around each process.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +30,9 @@ const { values } = parseArgs({
     'no-others': { type: 'boolean' },
     'sync-level': { type: 'string' },
     profile: { type: 'string' },
+    'sparse-tib': { type: 'string', default: '8' },
+    'no-sparse': { type: 'boolean' },
+    'only-sparse': { type: 'boolean' },
   },
 });
 const GiB = 1024 ** 3;
@@ -75,6 +82,119 @@ function measure(label, command, env = {}) {
   return { label, seconds, peakMiB };
 }
 
+const strace = spawnSync('strace', ['-V']).status === 0;
+const SYNC_CALLS = 'fsync,fdatasync,syncfs,sync_file_range,sync';
+
+/** A command run under strace counting its fsync-like calls (when strace is installed), and that count. */
+function traced(command) {
+  if (!strace) return { command, calls: () => undefined };
+  const out = join(work, `strace-${Math.random().toString(16).slice(2)}.txt`);
+  return {
+    command: `strace -f --seccomp-bpf -c -e trace=${SYNC_CALLS} -o '${out}' ${command}`,
+    calls: async () => {
+      const text = await readFile(out, 'utf8');
+      let calls = 0;
+      for (const line of text.split('\n')) {
+        const tokens = line.trim().split(/\s+/);
+        if (tokens.length >= 5 && SYNC_CALLS.split(',').includes(tokens.at(-1))) calls += Number(tokens[3]);
+      }
+      await rm(out, { force: true });
+      return calls;
+    },
+  };
+}
+
+/** Apparent bytes of the files under a folder. */
+function folderBytes(folder) {
+  if (!existsSync(folder)) return 0;
+  return Number(
+    execFileSync('du', ['-s', '-B1', '--apparent-size', folder], { encoding: 'utf8' }).split('\t')[0],
+  );
+}
+
+const MiB = 1024 ** 2;
+
+/** The 8 TiB sparse image: 64 MiB of data in 64 runs of 1 MiB spread over the disk (half random, half text). */
+async function sparseCase() {
+  const capacity = Math.round(Number(values['sparse-tib']) * 1024 ** 4);
+  const image = join(work, 'sparse.img');
+  const handle = await open(image, 'w');
+  await handle.truncate(capacity);
+  const stride = Math.floor(capacity / 64 / MiB) * MiB;
+  const regions = [];
+  for (let r = 0; r < 64; r++) {
+    const run = Buffer.alloc(MiB, `sector ${r} of a sparse disk image; `);
+    randomBytes(MiB / 2).copy(run);
+    await handle.write(run, 0, MiB, r * stride + MiB);
+    regions.push({ offset: r * stride + MiB, length: MiB });
+  }
+  await handle.close();
+  console.log(`\nsparse case: ${(capacity / 1024 ** 4).toFixed(1)} TiB sparse image, 64 MiB of data`);
+  if (!strace) console.log('strace is not installed: fsync-like calls are not counted');
+  const copy = (what) =>
+    measure(
+      `copy ${what}`,
+      `cp --sparse=always '${image}' '${work}/sparse-copy.img' && sync && rm -f '${work}/sparse-copy.img'`,
+    );
+  const repo = join(work, 'drkit-sparse-repo');
+  const step = async (operation, command, copied) => {
+    const before = folderBytes(repo);
+    const run = traced(command);
+    const m = measure(`drkit sparse ${operation}`, `${run.command} && sync`);
+    const calls = await run.calls();
+    const growth = folderBytes(repo) - before;
+    rows.push({
+      tool: 'drkit',
+      operation: `8T ${operation}`,
+      seconds: m.seconds,
+      ratio: m.seconds / copied.seconds,
+      peakMiB: m.peakMiB,
+    });
+    console.log(
+      `drkit   8T ${operation.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  (copy ${copied.seconds.toFixed(2)} s)  peak RSS ${m.peakMiB.toFixed(0)} MiB  repository +${(growth / MiB).toFixed(2)} MiB  fsync-like calls ${calls ?? 'not counted'}`,
+    );
+  };
+  const backup = `node '${cliPath}' backup '${image}' --repo '${repo}'${level} --json > /dev/null`;
+  await step('full', backup, copy('full'));
+  // 16 writes of 64 KiB at spread, 64 KiB-aligned offsets (some into data, most into holes).
+  const writes = await open(image, 'r+');
+  let seed = 7;
+  for (let w = 0; w < 16; w++) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const offset = Math.floor((seed / 2 ** 31) * (capacity / (64 * 1024) - 1)) * 64 * 1024;
+    await writes.write(randomBytes(64 * 1024), 0, 64 * 1024, w === 0 ? MiB : offset);
+    regions.push({ offset: w === 0 ? MiB : offset, length: 64 * 1024 });
+  }
+  await writes.close();
+  await step('incr', backup, copy('incremental'));
+  const points = JSON.parse(
+    execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
+  );
+  const out = join(work, 'sparse-restored.img');
+  await step(
+    'restore',
+    `node '${cliPath}' restore ${points.at(-1).id} '${out}' --repo '${repo}' > /dev/null`,
+    copy('restore'),
+  );
+  // The whole file is 8 TiB of mostly holes: compare its size and every written region, not every byte.
+  const a = await open(image, 'r');
+  const b = await open(out, 'r');
+  let same = (await b.stat()).size === capacity;
+  for (const { offset, length } of regions) {
+    const x = Buffer.alloc(length);
+    const y = Buffer.alloc(length);
+    await a.read(x, 0, length, offset);
+    await b.read(y, 0, length, offset);
+    if (!x.equals(y)) same = false;
+  }
+  await a.close();
+  await b.close();
+  console.log(`restored sparse image: same size and same bytes in every written region: ${same}`);
+  await rm(out, { force: true });
+  await rm(image, { force: true });
+  await rm(repo, { recursive: true, force: true });
+}
+
 function dropCachesNote() {
   return 'all reads hot from the page cache';
 }
@@ -88,101 +208,106 @@ function record(tool, operation, m, copySeconds) {
 }
 
 ensureTools();
-const image = join(work, 'disk.img');
-console.log(`work folder ${work}; image ${(size / GiB).toFixed(2)} GiB; ${dropCachesNote()}`);
-await writeDiskImage(image, { size, seed: 42 });
+if (!values['only-sparse']) {
+  const image = join(work, 'disk.img');
+  console.log(`work folder ${work}; image ${(size / GiB).toFixed(2)} GiB; ${dropCachesNote()}`);
+  await writeDiskImage(image, { size, seed: 42 });
 
-const copy = () => measure('copy', `cat '${image}' > '${work}/copy.img' && sync && rm -f '${work}/copy.img'`);
-const copyFull = copy();
-console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)} s`);
+  const copy = () =>
+    measure('copy', `cat '${image}' > '${work}/copy.img' && sync && rm -f '${work}/copy.img'`);
+  const copyFull = copy();
+  console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)} s`);
 
-// drkit
-const repo = join(work, 'drkit-repo');
-const full = measure(
-  'drkit full',
-  `${drkit('full')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
-);
-record('drkit', 'full', full, copyFull.seconds);
-const image0 = join(work, 'disk-v1.img');
-execFileSync('cp', ['--sparse=always', image, image0]);
-await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
-const copyIncr = copy();
-const incr = measure(
-  'drkit incr',
-  `${drkit('incremental')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
-);
-record('drkit', 'incremental', incr, copyIncr.seconds);
-const points = JSON.parse(
-  execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
-);
-const copyRestore = copy();
-const restore = measure(
-  'drkit restore',
-  `${drkit('restore')} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
-);
-record('drkit', 'restore', restore, copyRestore.seconds);
-const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
-console.log(`restored image identical to the source: ${same}`);
-await rm(join(work, 'restored.img'), { force: true });
+  // drkit
+  const repo = join(work, 'drkit-repo');
+  const full = measure(
+    'drkit full',
+    `${drkit('full')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+  );
+  record('drkit', 'full', full, copyFull.seconds);
+  const image0 = join(work, 'disk-v1.img');
+  execFileSync('cp', ['--sparse=always', image, image0]);
+  await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
+  const copyIncr = copy();
+  const incr = measure(
+    'drkit incr',
+    `${drkit('incremental')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+  );
+  record('drkit', 'incremental', incr, copyIncr.seconds);
+  const points = JSON.parse(
+    execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
+  );
+  const copyRestore = copy();
+  const restore = measure(
+    'drkit restore',
+    `${drkit('restore')} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
+  );
+  record('drkit', 'restore', restore, copyRestore.seconds);
+  const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
+  console.log(`restored image identical to the source: ${same}`);
+  await rm(join(work, 'restored.img'), { force: true });
 
-if (!values['no-others']) {
-  // restic (content-defined chunking, deduplication, compression auto on repository v2)
-  const resticEnv = {
-    RESTIC_PASSWORD: 'bench',
-    RESTIC_REPOSITORY: join(work, 'restic-repo'),
-    RESTIC_CACHE_DIR: join(work, 'restic-cache'),
-  };
-  execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
-  spawnSync('restic', ['init'], { env: { ...process.env, ...resticEnv } });
-  record(
-    'restic',
-    'full',
-    measure('restic full', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
-    copyFull.seconds,
-  );
-  execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
-  record(
-    'restic',
-    'incremental',
-    measure('restic incr', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
-    copyIncr.seconds,
-  );
-  record(
-    'restic',
-    'restore',
-    measure('restic restore', `restic restore -q latest --target '${work}/restic-out' && sync`, resticEnv),
-    copyRestore.seconds,
-  );
-  await rm(join(work, 'restic-out'), { recursive: true, force: true });
-  // borg (buzhash chunking, lz4 by default)
-  const borgEnv = {
-    BORG_REPO: join(work, 'borg-repo'),
-    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
-    BORG_BASE_DIR: join(work, 'borg-base'),
-  };
-  spawnSync('borg', ['init', '-e', 'none'], { env: { ...process.env, ...borgEnv } });
-  execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
-  record(
-    'borg',
-    'full',
-    measure('borg full', `cd '${work}' && borg create ::a r.img && sync`, borgEnv),
-    copyFull.seconds,
-  );
-  execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
-  record(
-    'borg',
-    'incremental',
-    measure('borg incr', `cd '${work}' && borg create ::b r.img && sync`, borgEnv),
-    copyIncr.seconds,
-  );
-  await mkdir(join(work, 'borg-out'), { recursive: true });
-  record(
-    'borg',
-    'restore',
-    measure('borg restore', `cd '${work}/borg-out' && borg extract ::b && sync`, borgEnv),
-    copyRestore.seconds,
-  );
+  if (!values['no-others']) {
+    // restic (content-defined chunking, deduplication, compression auto on repository v2)
+    const resticEnv = {
+      RESTIC_PASSWORD: 'bench',
+      RESTIC_REPOSITORY: join(work, 'restic-repo'),
+      RESTIC_CACHE_DIR: join(work, 'restic-cache'),
+    };
+    execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
+    spawnSync('restic', ['init'], { env: { ...process.env, ...resticEnv } });
+    record(
+      'restic',
+      'full',
+      measure('restic full', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
+      copyFull.seconds,
+    );
+    execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
+    record(
+      'restic',
+      'incremental',
+      measure('restic incr', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
+      copyIncr.seconds,
+    );
+    record(
+      'restic',
+      'restore',
+      measure('restic restore', `restic restore -q latest --target '${work}/restic-out' && sync`, resticEnv),
+      copyRestore.seconds,
+    );
+    await rm(join(work, 'restic-out'), { recursive: true, force: true });
+    // borg (buzhash chunking, lz4 by default)
+    const borgEnv = {
+      BORG_REPO: join(work, 'borg-repo'),
+      BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
+      BORG_BASE_DIR: join(work, 'borg-base'),
+    };
+    spawnSync('borg', ['init', '-e', 'none'], { env: { ...process.env, ...borgEnv } });
+    execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
+    record(
+      'borg',
+      'full',
+      measure('borg full', `cd '${work}' && borg create ::a r.img && sync`, borgEnv),
+      copyFull.seconds,
+    );
+    execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
+    record(
+      'borg',
+      'incremental',
+      measure('borg incr', `cd '${work}' && borg create ::b r.img && sync`, borgEnv),
+      copyIncr.seconds,
+    );
+    await mkdir(join(work, 'borg-out'), { recursive: true });
+    record(
+      'borg',
+      'restore',
+      measure('borg restore', `cd '${work}/borg-out' && borg extract ::b && sync`, borgEnv),
+      copyRestore.seconds,
+    );
+  }
 }
+
+if (!values['no-sparse']) await sparseCase();
 
 console.log('\nsummary (ratio = seconds / plain copy measured in the same run)');
 console.log('tool    operation      seconds  ratio  peak RSS');

@@ -6,6 +6,7 @@ import {
   DrkitError,
   InvalidArgumentError,
   type LedgerEntry,
+  type PruneResult,
   type RecoveryPoint,
   type Repository,
   type UnreadablePoint,
@@ -46,7 +47,9 @@ Commands:
   restore --host-point <id> --to <dir>
                              restore every disk of a host point into <dir>, one file per disk
   verify [point-id...]       re-hash every chunk of every point (or of the given points)
-  prune                      apply retention, then delete chunks no point references
+  prune                      apply retention, then mark the chunks no point references; a later prune
+                             (after a grace period, twice the lock stale time: 20 min) deletes those still
+                             unreferenced
   ledger                     list source-side snapshots drkit created and has not released yet
 
 Options for every command:
@@ -67,6 +70,7 @@ backup:      --full (read every disk in full)  --chunk-size <bytes> (new disks; 
 platforms, hosts:  --platform <id> (only that one)
 host-points: --platform <id>  --host <id>
 prune:       --keep-last N  --keep-daily N  --keep-weekly N  --dry-run
+             --wait (wait out the grace period and delete in this run)
 
 Exit codes: 0 ok, 2 usage, 3 not found, 4 access denied, 5 unreachable, 6 corrupt data,
             7 repository locked, 8 some disks failed, 9 invalid value, 10 source error,
@@ -201,6 +205,7 @@ function parse(argv: readonly string[]) {
       'keep-daily': { type: 'string' },
       'keep-weekly': { type: 'string' },
       'dry-run': { type: 'boolean' },
+      wait: { type: 'boolean' },
       platform: { type: 'string' },
       host: { type: 'string', multiple: true },
       quiesce: { type: 'string' },
@@ -426,14 +431,17 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
   const dryRun = values['dry-run'] ?? false;
   const retention = await repository.applyRetention(policy, { dryRun, signal: io.signal });
   const { unreadable } = retention;
-  let gc = { chunksRemoved: 0, bytesFreed: 0 };
+  let gc: Partial<PruneResult> & { chunksRemoved: number; bytesFreed: number } = {
+    chunksRemoved: 0,
+    bytesFreed: 0,
+  };
   let refusal: unknown;
   if (dryRun) {
     // What the real run would do: prune refuses while a point is unreadable.
     if (unreadable.length > 0) refusal = new UnreadablePointsError(pruneRefusal(unreadable), unreadable);
   } else {
     try {
-      gc = await repository.prune({ signal: io.signal });
+      gc = await repository.prune({ wait: values.wait ?? false, signal: io.signal });
     } catch (error) {
       if (!UnreadablePointsError.isInstance(error)) throw error;
       refusal = error;
@@ -449,9 +457,7 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
     io.stdout.write(
       `${dryRun ? 'would remove' : 'removed'} ${removed.length} point(s), kept ${kept.length}` +
         (unreadable.length > 0 ? `, left ${unreadable.length} unreadable point(s) alone` : '') +
-        (dryRun || refusal !== undefined
-          ? '\n'
-          : `; deleted ${gc.chunksRemoved} unreferenced chunk(s), freed ${formatBytes(gc.bytesFreed)}\n`),
+        (dryRun || refusal !== undefined ? '\n' : `; ${pruneText(gc as PruneResult)}\n`),
     );
   }
   if (refusal !== undefined) {
@@ -461,6 +467,19 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
     return exitCodeFor(refusal);
   }
   return ExitCode.ok;
+}
+
+/** What the prune phase did, in words. */
+function pruneText(gc: PruneResult): string {
+  const deleted =
+    gc.phase === 'swept'
+      ? `deleted ${gc.chunksRemoved} unreferenced chunk(s), ${gc.indexSegmentsRemoved} index segment(s) and ${gc.indexesRemoved} orphan index(es), freed ${formatBytes(gc.bytesFreed)}; `
+      : '';
+  if (gc.sweepAfter === undefined) return `${deleted}nothing is left to delete`;
+  const marked = `${gc.candidateChunks} unreferenced chunk(s) and ${gc.candidateIndexSegments} index segment(s) (${formatBytes(gc.candidateBytes)}) and ${gc.candidateIndexes} orphan index(es)`;
+  const next = `run prune again from ${gc.sweepAfter} to delete those still unreferenced (or prune --wait)`;
+  if (gc.phase === 'pending') return `${marked} marked at ${gc.markedAt} wait out the grace period: ${next}`;
+  return `${deleted}marked ${marked}: ${next}`;
 }
 
 function pruneRefusal(unreadable: readonly UnreadablePoint[]): string {

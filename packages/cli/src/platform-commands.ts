@@ -30,6 +30,12 @@ async function loadPlatforms(
   });
 }
 
+/** The region of a platform that has one (an AWS platform's, discovered or configured). */
+function regionOf(platform: Platform): string | undefined {
+  const region = (platform as { readonly region?: unknown }).region;
+  return typeof region === 'string' && region !== '' ? region : undefined;
+}
+
 /** `drkit platforms`: each platform's status, as a console shows it ("status Normal, 12 hosts"). */
 export async function platformsCommand(
   context: CommandContext,
@@ -50,15 +56,22 @@ export async function platformsCommand(
   );
   if (json) {
     io.stdout.write(
-      `${JSON.stringify(platforms.map((p, i) => ({ id: p.id, kind: p.kind, ...statuses[i]! })))}\n`,
+      `${JSON.stringify(
+        platforms.map((p, i) => {
+          const region = regionOf(p);
+          return { id: p.id, kind: p.kind, ...(region === undefined ? {} : { region }), ...statuses[i]! };
+        }),
+      )}\n`,
     );
   } else {
     for (const [i, p] of platforms.entries()) {
       const s = statuses[i]!;
+      const region = regionOf(p);
+      const label = `${p.id} (${p.kind}${region === undefined ? '' : `, ${region}`})`;
       io.stdout.write(
         s.status === 'normal'
-          ? `${p.id} (${p.kind}): status Normal, ${plural(s.hostCount, 'host')}\n`
-          : `${p.id} (${p.kind}): status Abnormal: ${s.reason}${s.code ? ` (${s.code})` : ''}\n`,
+          ? `${label}: status Normal, ${plural(s.hostCount, 'host')}\n`
+          : `${label}: status Abnormal: ${s.reason}${s.code ? ` (${s.code})` : ''}\n`,
       );
     }
   }

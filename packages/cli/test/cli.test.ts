@@ -160,6 +160,14 @@ describe('drkit CLI', () => {
     expect(real.code, real.stderr).toBe(0);
     const out = JSON.parse(real.stdout);
     expect(out.removed).toHaveLength(1);
+    // The chunks only the removed point referenced are marked, not yet deleted: a prune after the grace period
+    // deletes them.
+    expect(out).toMatchObject({ phase: 'marked', chunksRemoved: 0 });
+    expect(out.candidateChunks).toBeGreaterThan(0);
+    expect(Date.parse(out.sweepAfter) - Date.parse(out.markedAt)).toBe(20 * 60_000);
+    const again = await runCli(['prune', '--keep-last', '1', '--repo', repo]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/marked at .* wait out the grace period: run prune again from /);
     const left = JSON.parse((await runCli(['points', '--json', '--repo', repo])).stdout);
     expect(left).toHaveLength(1);
     // The remaining point still restores to the current image content.

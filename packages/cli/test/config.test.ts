@@ -441,7 +441,7 @@ describe('configuration errors', () => {
       [
         'vmware-ish',
         {},
-        /platforms\[0\]\.provider: "vmware-ish" is not a provider drkit knows \(local-disk, openstack-ceph, ceph-rbd\)/,
+        /platforms\[0\]\.provider: "vmware-ish" is not a provider drkit knows \(local-disk, openstack-ceph, ceph-rbd, aws\)/,
       ],
     ] as const;
     for (const [i, [provider, options, message]] of cases.entries()) {

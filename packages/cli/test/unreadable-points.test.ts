@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { decodeCheckedJson, encodeCheckedJson } from '@drkit/core/internal';
 import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './run-cli.js';
@@ -31,7 +32,8 @@ beforeAll(async () => {
   const listed = JSON.parse((await runCli(['points', '--json', '--repo', repo])).stdout);
   [good, newer] = listed.map((p: { id: string }) => p.id);
   const path = join(repo, 'points', `${newer}.json`);
-  await writeFile(path, JSON.stringify({ ...JSON.parse(await readFile(path, 'utf8')), formatVersion: 2 }));
+  const metadata = decodeCheckedJson(await readFile(path), path)?.value as Record<string, unknown>;
+  await writeFile(path, encodeCheckedJson({ ...metadata, formatVersion: 3 }));
 }, 60_000);
 
 afterAll(async () => {
@@ -48,7 +50,7 @@ describe('drkit with an unreadable point', { timeout: 60_000 }, () => {
       [newer, 'unreadable'],
     ]);
     expect(listed[1]).toMatchObject({ problem: 'unsupported-version' });
-    expect(listed[1].detail).toContain('formatVersion 2');
+    expect(listed[1].detail).toContain('formatVersion 3');
     const text = await runCli(['points', '--repo', repo]);
     expect(text.code).toBe(0);
     expect(text.stdout).toContain(good);

@@ -46,12 +46,19 @@ export {
   resolveSyncProxySettings,
 } from './proxy/sync-proxy-settings.js';
 export {
+  MAX_CAPACITY_BYTES,
+  MAX_CHUNK_COUNT,
+  MAX_CHUNK_SIZE,
+  MAX_SEGMENT_COUNT,
+  MIN_CHUNK_SIZE,
+  SEGMENT_CHUNKS,
+} from './repository/chunk-index.js';
+export {
   createLocalFolderStore,
   LOCAL_FOLDER_SYNC_LEVELS,
   type LocalFolderStoreOptions,
   type LocalFolderSyncLevel,
 } from './repository/local-folder-store.js';
-export { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './repository/point-metadata.js';
 export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
 export { planRetention, type RetentionPlan } from './repository/retention.js';
 export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
@@ -61,18 +68,22 @@ export type {
   BackupSession,
   BeginBackupOptions,
   ChunkId,
-  ChunkIndex,
   DiskLineage,
   EncodedChunkBlob,
   HostLock,
   HostPoint,
   HostPointFilter,
+  IndexSegment,
   LedgerEntry,
   LedgerEntryKind,
   LedgerEntryOwner,
   LockHostOptions,
   NewPoint,
+  NewPointStats,
+  PointIndex,
+  PointIndexBuilder,
   PointStats,
+  PruneOptions,
   PruneResult,
   RecoveryPoint,
   Repository,

@@ -19,7 +19,14 @@ import {
   TimeoutError,
   UnreachableError,
 } from '../src/index.js';
-import { closeTempRepository, openTempRepository, restoredBytes, sha } from './engine-bed.js';
+import {
+  closeTempRepository,
+  openTempRepository,
+  parsePointFile,
+  pointFile,
+  restoredBytes,
+  sha,
+} from './engine-bed.js';
 import { createMemoryPlatform, type MemoryPlatform } from './memory-platform.js';
 
 const MiB = 1024 * 1024;
@@ -159,7 +166,7 @@ describe('BackupEngine with host snapshots and exact change tracking', { timeout
     const metadata = join(dir, 'repo', 'points', `${p2!.id}.json`);
     await writeFile(
       metadata,
-      JSON.stringify({ ...JSON.parse(await readFile(metadata, 'utf8')), formatVersion: 9 }),
+      pointFile({ ...parsePointFile(await readFile(metadata, 'utf8')), formatVersion: 9 }),
     );
     await repository.close();
     repository = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });

@@ -1,6 +1,5 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createChunkIndex } from '../src/repository/chunk-index.js';
 import { createLocalFolderStoreOn, type LocalFolderSyncLevel } from '../src/repository/local-folder-store.js';
 import { openRepository } from '../src/repository/repository.js';
 import { diskImage, newPoint, TEST_CHUNK_SIZE, TEST_LINEAGE } from '../src/repository/repository-fixture.js';
@@ -88,8 +87,13 @@ async function backup(
   const session = await repository.beginBackup({ ...TEST_LINEAGE, diskId });
   try {
     const count = Math.ceil(bytes.byteLength / TEST_CHUNK_SIZE);
-    const index = createChunkIndex(count);
     const adopted = parent === undefined ? undefined : await session.adoptPoint(parent.point.id);
+    // Unset positions keep the adopted parent's ids (chunks of the same length), else they are zeros.
+    const index = session.createIndex({
+      capacityBytes: bytes.byteLength,
+      chunkSize: TEST_CHUNK_SIZE,
+      ...(adopted === undefined ? {} : { base: adopted.index }),
+    });
     const parentBytes = parent === undefined ? undefined : imageOf(parent.seed);
     for (let i = 0; i < count; i++) {
       const at = i * TEST_CHUNK_SIZE;
@@ -99,11 +103,13 @@ async function backup(
         parentBytes !== undefined &&
         Buffer.compare(bytes.subarray(at, end), parentBytes.subarray(at, end)) === 0
       ) {
-        if (!adopted.index.isZero(i)) index.setId(i, adopted.index.idAt(i));
         continue;
       }
       const chunk = await chunkOf(bytes, seed, i);
-      if (chunk === 'zero') continue;
+      if (chunk === 'zero') {
+        index.setZero(i);
+        continue;
+      }
       index.setId(i, chunk.hash);
       if (!(await session.hasChunk(chunk.hash))) await session.putChunk(chunk);
     }
@@ -387,7 +393,10 @@ describe('fsync-like calls per backup', () => {
     const session = await repository.beginBackup(TEST_LINEAGE);
     fs.resetCounts();
     try {
-      const index = createChunkIndex(chunks);
+      const index = session.createIndex({
+        capacityBytes: chunks * TEST_CHUNK_SIZE,
+        chunkSize: TEST_CHUNK_SIZE,
+      });
       for (let i = 0; i < chunks; i++) {
         // Small compressible chunks with distinct content, encoded for real.
         const plain = new Uint8Array(TEST_CHUNK_SIZE).fill(i % 251);

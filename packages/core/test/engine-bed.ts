@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type BackupEngine, createLocalFolderStore, openRepository, type Repository } from '../src/index.js';
+import { encodeCheckedJson } from '../src/repository/repository-config.js';
 
 /** SHA-256 of some bytes, hex. */
 export function sha(bytes: Uint8Array): string {
@@ -40,4 +41,14 @@ export async function restoredBytes(
   const path = join(dir, `restore-${pointId}`);
   await repository.restore(pointId, { path });
   return new Uint8Array(await readFile(path));
+}
+
+/** Parses a point metadata file (JSON followed by its `drkit-sha256:` checksum line) as a test edits it. */
+export function parsePointFile(text: string): Record<string, unknown> {
+  return JSON.parse(text.slice(0, text.lastIndexOf('drkit-sha256:')));
+}
+
+/** Serialises edited point metadata with a valid checksum line, as a drkit that wrote those fields would. */
+export function pointFile(value: unknown): Uint8Array {
+  return encodeCheckedJson(value);
 }

@@ -10,7 +10,7 @@ import {
   type Repository,
   RepositoryCorruptError,
 } from '../src/index.js';
-import { closeTempRepository, openTempRepository } from './engine-bed.js';
+import { closeTempRepository, openTempRepository, parsePointFile, pointFile } from './engine-bed.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
 const CHUNK = 256 * 1024;
@@ -174,8 +174,8 @@ describe('a point records when its data is from, and which job and task made it'
         taskId: _t,
         snapshotName: _n,
         ...old
-      } = JSON.parse(await readFile(file, 'utf8'));
-      await writeFile(file, `${JSON.stringify(old, null, 2)}\n`);
+      } = parsePointFile(await readFile(file, 'utf8'));
+      await writeFile(file, pointFile(old));
     }
     const reader = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
     try {
@@ -201,9 +201,9 @@ describe('a point records when its data is from, and which job and task made it'
     await engine.backup();
     const id = (await repository.points())[0]!.id;
     const file = join(dir, 'repo', 'points', `${id}.json`);
-    const good = JSON.parse(await readFile(file, 'utf8'));
+    const good = parsePointFile(await readFile(file, 'utf8'));
     // Fields this drkit does not know are ignored (format version 1 stays readable by older and newer readers).
-    await writeFile(file, JSON.stringify({ ...good, fieldOfALaterDrkit: { any: 'thing' } }));
+    await writeFile(file, pointFile({ ...good, fieldOfALaterDrkit: { any: 'thing' } }));
     const tolerant = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
     try {
       expect((await tolerant.point(id)).snapshotAt).toBe(good.snapshotAt);
@@ -216,7 +216,7 @@ describe('a point records when its data is from, and which job and task made it'
       ['taskId', 7],
       ['snapshotName', ''],
     ] as const) {
-      await writeFile(file, JSON.stringify({ ...good, [field]: value }));
+      await writeFile(file, pointFile({ ...good, [field]: value }));
       const reader = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
       try {
         const error = await reader.point(id).then(

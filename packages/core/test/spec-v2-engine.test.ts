@@ -23,7 +23,14 @@ import {
   ThrottledError,
   TimeoutError,
 } from '../src/index.js';
-import { closeTempRepository, openTempRepository, restoredBytes, sha } from './engine-bed.js';
+import {
+  closeTempRepository,
+  openTempRepository,
+  parsePointFile,
+  pointFile,
+  restoredBytes,
+  sha,
+} from './engine-bed.js';
 import { createMemoryPlatform } from './memory-platform.js';
 
 const CHUNK = 256 * 1024;
@@ -482,11 +489,11 @@ describe('open vocabularies', () => {
     engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
     const { pointId } = pointOf(await engine.backup());
     const path = join(dir, 'repo', 'points', `${pointId}.json`);
-    const metadata = JSON.parse(await readFile(path, 'utf8'));
+    const metadata = parsePointFile(await readFile(path, 'utf8'));
     metadata.validity = { kind: 'full', reason: 'vmware-cbt-epoch-changed', detail: 'a newer word' };
     metadata.consistency = 'group-consistent';
     metadata.somethingNew = { nested: true };
-    await writeFile(path, JSON.stringify(metadata));
+    await writeFile(path, pointFile(metadata));
     await repository.close();
     repository = await openRepository({ store: createLocalFolderStore({ path: join(dir, 'repo') }) });
     const [point] = await repository.points();

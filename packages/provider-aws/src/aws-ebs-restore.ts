@@ -6,7 +6,14 @@ import {
   type StartSnapshotCommandOutput,
 } from '@aws-sdk/client-ebs';
 import { DescribeSnapshotsCommand } from '@aws-sdk/client-ec2';
-import { InvalidArgumentError, type Repository, retry, SourceProtocolError, waitUntil } from '@drkit/core';
+import {
+  InvalidArgumentError,
+  type Repository,
+  retry,
+  SEGMENT_CHUNKS,
+  SourceProtocolError,
+  waitUntil,
+} from '@drkit/core';
 import { EBS_BLOCK_SIZE } from './aws-changed-block-reader.js';
 import type { AwsClients } from './aws-clients.js';
 import { awsErrorFacts, isAwsThrottling, isAwsTransient, toDrkitError } from './aws-errors.js';
@@ -14,6 +21,7 @@ import type { ResolvedAwsOptions } from './aws-options.js';
 import type { AwsRateLimiter } from './aws-rate-limiter.js';
 
 const GIB = 1024 ** 3;
+const KMS_KEY = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/[A-Za-z0-9/_-]+$/;
 /** Tags of a snapshot drkit restored: the point and the repository it came from. */
 export const AWS_RESTORED_POINT_TAG = 'drkit:restored-point';
 export const AWS_RESTORED_REPOSITORY_TAG = 'drkit:repository';
@@ -27,6 +35,20 @@ export interface RestoreToEbsOptions {
   readonly pointId: string;
   /** Chunks read and written at once. Default 8. */
   readonly concurrency?: number;
+  /**
+   * An encrypted snapshot (`StartSnapshot` with `Encrypted: true`): with the account's `aws/ebs` key, or with
+   * `kmsKeyArn`. Built on a parent, the snapshot takes the parent's encryption (EBS refuses `Encrypted` with a
+   * `ParentSnapshotId`), so only an encrypted parent restore (with that key, when one is named) is used. Default
+   * false; the account's EBS encryption by default may encrypt it anyway (the restore then writes it as an
+   * encrypted one).
+   */
+  readonly encrypted?: boolean;
+  /**
+   * The KMS key (ARN) of an encrypted snapshot; implies `encrypted`. The credentials need the EBS encryption
+   * actions on it (`kms:CreateGrant`, `kms:Decrypt`, `kms:DescribeKey`, `kms:GenerateDataKeyWithoutPlaintext`,
+   * `kms:ReEncrypt*`).
+   */
+  readonly kmsKeyArn?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -37,7 +59,17 @@ export interface RestoreToEbsResult {
   /** The snapshot of the point's parent it was built on, when the parent was restored before. */
   readonly parentSnapshotId: string | undefined;
   readonly volumeSizeGiB: number;
-  /** Blocks sent with PutSnapshotBlock (only non-zero blocks, or blocks that differ from the parent snapshot). */
+  /**
+   * Whether the snapshot is encrypted (asked, or by the account's encryption by default, or from its parent), and
+   * its KMS key as StartSnapshot reported it.
+   */
+  readonly encrypted: boolean;
+  readonly kmsKeyArn: string | undefined;
+  /**
+   * Blocks sent with PutSnapshotBlock: of an unencrypted snapshot the non-zero blocks (and zero blocks over parent
+   * data); of an encrypted one every block of the volume, zeros included (a block an encrypted direct-API
+   * snapshot never received reads on a volume as garbage, not zeros), except those the parent holds already.
+   */
   readonly blocksWritten: number;
 }
 
@@ -48,9 +80,12 @@ export interface AwsRestoreContext {
   readonly limiter: AwsRateLimiter;
 }
 
+/** One all-zero EBS block and its SHA-256: zero blocks (many, in an encrypted restore) are not hashed again. */
+const ZERO_BLOCK = new Uint8Array(EBS_BLOCK_SIZE);
+const ZERO_BLOCK_SHA256 = createHash('sha256').update(ZERO_BLOCK).digest('base64');
+
 function isZero(data: Uint8Array): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
-  return true;
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(ZERO_BLOCK);
 }
 
 /**
@@ -69,15 +104,26 @@ export async function restorePointToEbs(
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new InvalidArgumentError(`concurrency must be an integer from 1 to 64, got ${String(concurrency)}`);
   }
+  if (
+    options.kmsKeyArn !== undefined &&
+    (typeof options.kmsKeyArn !== 'string' || !KMS_KEY.test(options.kmsKeyArn))
+  ) {
+    throw new InvalidArgumentError(
+      `kmsKeyArn must be a KMS key ARN, got ${JSON.stringify(options.kmsKeyArn)}`,
+    );
+  }
+  const askEncrypted = options.encrypted === true || options.kmsKeyArn !== undefined;
   signal?.throwIfAborted();
   const point = await repository.point(pointId, signal ? { signal } : {});
-  if (point.chunkSize % EBS_BLOCK_SIZE !== 0) {
+  // The unit of work is a span that both grids divide: a chunk holding whole 512 KiB blocks, or a block holding
+  // whole chunks. A chunk size neither a multiple nor a divisor of 512 KiB is refused before anything is sent.
+  if (point.chunkSize % EBS_BLOCK_SIZE !== 0 && EBS_BLOCK_SIZE % point.chunkSize !== 0) {
     throw new InvalidArgumentError(
-      `point ${pointId}: its chunk size ${point.chunkSize} is not a multiple of the EBS block size (524288); restoring it to EBS is not built yet`,
+      `point ${pointId}: its chunk size ${point.chunkSize} is neither a multiple nor a divisor of the EBS block size (524288): it cannot be restored to EBS`,
     );
   }
   const volumeSizeGiB = Math.max(1, Math.ceil(point.capacityBytes / GIB));
-  const index = await repository.readIndex(point, signal ? { signal } : {});
+  const index = await repository.openIndex(point, signal ? { signal } : {});
 
   /** Set when EBS refuses a write because the snapshot is no longer open (an earlier run completed it). */
   let sealed = false;
@@ -114,10 +160,18 @@ export async function restorePointToEbs(
 
   // The parent snapshot: the point's parent restored before by drkit from this repository (found by its tags),
   // completed and not larger than this point. Then only the chunks that differ from the parent's are written.
-  let parent: { snapshotId: string; index: Awaited<ReturnType<Repository['readIndex']>> } | undefined;
+  let parent:
+    | { snapshotId: string; volumeSizeGiB: number; index: Awaited<ReturnType<Repository['openIndex']>> }
+    | undefined;
   if (point.parentId !== undefined) {
+    // An encrypted target builds only on an encrypted parent (with the key asked, when one is).
     const candidates = (await restoredSnapshotOf(point.parentId)).filter(
-      (s) => s.State === 'completed' && s.SnapshotId && (s.VolumeSize ?? Infinity) <= volumeSizeGiB,
+      (s) =>
+        s.State === 'completed' &&
+        s.SnapshotId &&
+        (s.VolumeSize ?? Infinity) <= volumeSizeGiB &&
+        (!askEncrypted || s.Encrypted === true) &&
+        (options.kmsKeyArn === undefined || s.KmsKeyId === options.kmsKeyArn),
     );
     const found = candidates.sort((a, b) => String(a.SnapshotId).localeCompare(String(b.SnapshotId)))[0];
     if (found?.SnapshotId) {
@@ -125,7 +179,8 @@ export async function restorePointToEbs(
       if (parentPoint.chunkSize === point.chunkSize) {
         parent = {
           snapshotId: found.SnapshotId,
-          index: await repository.readIndex(parentPoint, signal ? { signal } : {}),
+          volumeSizeGiB: found.VolumeSize ?? 0,
+          index: await repository.openIndex(parentPoint, signal ? { signal } : {}),
         };
       }
     }
@@ -134,7 +189,10 @@ export async function restorePointToEbs(
   // Idempotency: the ClientToken is a hash of the repository, the point and the parent, and the tags are fixed,
   // so a second run (after a crash, or twice by mistake) gets the same snapshot back instead of a new one.
   const clientToken = createHash('sha256')
-    .update(`drkit-restore\0${repository.id}\0${pointId}\0${parent?.snapshotId ?? ''}`)
+    .update(
+      `drkit-restore\0${repository.id}\0${pointId}\0${parent?.snapshotId ?? ''}` +
+        (askEncrypted ? `\0encrypted\0${options.kmsKeyArn ?? ''}` : ''),
+    )
     .digest('hex');
   const tags = [
     { Key: 'Name', Value: `drkit restore of ${point.diskName} (${pointId})` },
@@ -154,7 +212,11 @@ export async function restorePointToEbs(
           ClientToken: clientToken,
           Tags: tags,
           Description: `drkit restore of point ${pointId}`,
-          ...(parent ? { ParentSnapshotId: parent.snapshotId } : {}),
+          ...(parent
+            ? { ParentSnapshotId: parent.snapshotId }
+            : askEncrypted
+              ? { Encrypted: true, ...(options.kmsKeyArn ? { KmsKeyArn: options.kmsKeyArn } : {}) }
+              : {}),
         }),
         { abortSignal: signal },
       ),
@@ -162,10 +224,16 @@ export async function restorePointToEbs(
   const snapshotId = started.SnapshotId;
   if (!snapshotId)
     throw new SourceProtocolError(`StartSnapshot for point ${pointId} returned no snapshot id`);
+  // Encrypted however it came to be (asked, the parent's, or the account's encryption by default): then every
+  // block must be written, zeros included.
+  const encrypted =
+    (started.SseType !== undefined && started.SseType !== 'none') || started.KmsKeyArn !== undefined;
   const result = (blocksWritten: number): RestoreToEbsResult => ({
     snapshotId,
     parentSnapshotId: parent?.snapshotId,
     volumeSizeGiB,
+    encrypted,
+    kmsKeyArn: started.KmsKeyArn,
     blocksWritten,
   });
 
@@ -199,57 +267,113 @@ export async function restorePointToEbs(
   // PutSnapshotBlock of a block already written replaces it with the same bytes: the set of blocks is the same).
   const written = new Set<number>();
   using lane = limiter.snapshot(snapshotId, 'PutSnapshotBlock');
-  const chunkBlocks = point.chunkSize / EBS_BLOCK_SIZE;
-  const sameAsParent = (i: number) => {
-    if (!parent || i >= parent.index.chunkCount) return false;
-    if (index.isZero(i) || parent.index.isZero(i)) return index.isZero(i) && parent.index.isZero(i);
-    return Buffer.from(index.idAt(i)).equals(Buffer.from(parent.index.idAt(i)));
+  const { chunkSize, capacityBytes } = point;
+  // A span: one chunk of whole blocks, or one block of whole chunks.
+  const spanBytes = Math.max(chunkSize, EBS_BLOCK_SIZE);
+  const spanChunks = spanBytes / chunkSize;
+  const spanBlocks = spanBytes / EBS_BLOCK_SIZE;
+  const spanCount = Math.ceil(capacityBytes / spanBytes);
+  const chunksOf = (s: number) => {
+    const first = s * spanChunks;
+    return Array.from({ length: Math.min(spanChunks, index.chunkCount - first) }, (_, k) => first + k);
   };
-  const putChunk = async (i: number): Promise<void> => {
-    if (sameAsParent(i)) return;
-    const offset = i * point.chunkSize;
-    const plainLength = Math.min(point.chunkSize, point.capacityBytes - offset);
-    const parentHasData = parent !== undefined && i < parent.index.chunkCount && !parent.index.isZero(i);
-    const data = index.isZero(i)
-      ? new Uint8Array(plainLength)
-      : await repository.readChunk(index.idAt(i), plainLength, signal ? { signal } : {});
-    if (index.isZero(i) && !parentHasData) return;
-    for (let b = 0; b < chunkBlocks && b * EBS_BLOCK_SIZE < plainLength; b++) {
+  const idOptions = signal ? { signal } : {};
+  const zeroId = (id: Uint8Array) => id.every((byte) => byte === 0);
+  /** The id of position `i` of the parent, `undefined` past its end. */
+  const parentIdAt = (i: number) =>
+    parent !== undefined && i < parent.index.chunkCount ? parent.index.idAt(i, idOptions) : undefined;
+  /**
+   * Whether index segment `g` needs no write at all (decided from the manifests alone, no segment read): the
+   * parent's same segment, or zeros over no parent data into an unencrypted snapshot.
+   */
+  const segmentSettled = (g: number) => {
+    const parentHas = parent !== undefined && g < parent.index.segmentCount;
+    if (index.isZeroSegment(g)) return !encrypted && (!parentHas || parent!.index.isZeroSegment(g));
+    return (
+      parentHas &&
+      parent!.index.segmentLength(g) === index.segmentLength(g) &&
+      Buffer.from(index.segmentId(g)).equals(Buffer.from(parent!.index.segmentId(g)))
+    );
+  };
+  const put = async (blockIndex: number, block: Uint8Array, zero: boolean) => {
+    const checksum = zero ? ZERO_BLOCK_SHA256 : createHash('sha256').update(block).digest('base64');
+    const what = `PutSnapshotBlock ${blockIndex} of ${snapshotId}`;
+    await send('ebs:PutSnapshotBlock', what, () =>
+      lane.run(
+        () =>
+          clients.ebs.send(
+            new PutSnapshotBlockCommand({
+              SnapshotId: snapshotId,
+              BlockIndex: blockIndex,
+              BlockData: block,
+              DataLength: EBS_BLOCK_SIZE,
+              Checksum: checksum,
+              ChecksumAlgorithm: 'SHA256',
+            }),
+            { abortSignal: signal },
+          ),
+        signal,
+        what,
+      ),
+    );
+    written.add(blockIndex);
+  };
+  const putSpan = async (s: number): Promise<void> => {
+    const chunks = chunksOf(s);
+    const ids = await Promise.all(chunks.map((i) => index.idAt(i, idOptions)));
+    const parentIds = await Promise.all(chunks.map(parentIdAt));
+    const same = (k: number) => {
+      const p = parentIds[k];
+      return p !== undefined && Buffer.from(ids[k]!).equals(Buffer.from(p));
+    };
+    if (chunks.every((_, k) => same(k))) return;
+    const parentHasData = parentIds.some((p) => p !== undefined && !zeroId(p));
+    const allZero = ids.every(zeroId);
+    // Nothing to write: zeros over nothing, of an unencrypted snapshot (unwritten blocks read as zeros there).
+    if (allZero && !parentHasData && !encrypted) return;
+    const offset = s * spanBytes;
+    const spanLength = Math.min(spanBytes, capacityBytes - offset);
+    const data = new Uint8Array(spanLength);
+    for (const [k, i] of chunks.entries()) {
+      if (zeroId(ids[k]!)) continue;
+      const at = i * chunkSize - offset;
+      const length = Math.min(chunkSize, capacityBytes - i * chunkSize);
+      data.set(await repository.readChunk(ids[k]!, length, idOptions), at);
+    }
+    for (let b = 0; b < spanBlocks && b * EBS_BLOCK_SIZE < spanLength; b++) {
       const block = new Uint8Array(EBS_BLOCK_SIZE);
-      block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(plainLength, (b + 1) * EBS_BLOCK_SIZE)));
-      // A zero block is written only over a parent that may hold data there.
-      if (!parentHasData && isZero(block)) continue;
-      const blockIndex = i * chunkBlocks + b;
-      const checksum = createHash('sha256').update(block).digest('base64');
-      const what = `PutSnapshotBlock ${blockIndex} of ${snapshotId}`;
-      await send('ebs:PutSnapshotBlock', what, () =>
-        lane.run(
-          () =>
-            clients.ebs.send(
-              new PutSnapshotBlockCommand({
-                SnapshotId: snapshotId,
-                BlockIndex: blockIndex,
-                BlockData: block,
-                DataLength: EBS_BLOCK_SIZE,
-                Checksum: checksum,
-                ChecksumAlgorithm: 'SHA256',
-              }),
-              { abortSignal: signal },
-            ),
-          signal,
-          what,
-        ),
-      );
-      written.add(blockIndex);
+      block.set(data.subarray(b * EBS_BLOCK_SIZE, Math.min(spanLength, (b + 1) * EBS_BLOCK_SIZE)));
+      // A zero block is written only over a parent that may hold data there, or into an encrypted snapshot.
+      const zero = isZero(block);
+      if (!parentHasData && !encrypted && zero) continue;
+      await put(s * spanBlocks + b, zero ? ZERO_BLOCK : block, zero);
     }
   };
+  // An encrypted snapshot also gets the zero blocks past the point's end up to the GiB the volume is rounded to
+  // (those below the parent's size are the parent's already).
+  const firstTail = Math.ceil(capacityBytes / EBS_BLOCK_SIZE);
+  const tailStart =
+    encrypted && parent ? Math.max(firstTail, (parent.volumeSizeGiB * GIB) / EBS_BLOCK_SIZE) : firstTail;
+  const tailBlocks = encrypted ? Math.max(0, (volumeSizeGiB * GIB) / EBS_BLOCK_SIZE - tailStart) : 0;
+  const units = spanCount + tailBlocks;
+  const putUnit = (u: number) =>
+    u < spanCount ? putSpan(u) : put(tailStart + (u - spanCount), ZERO_BLOCK, true);
   let next = 0;
   let stopped = false;
   const worker = async () => {
     try {
-      while (!stopped && next < index.chunkCount) {
+      while (!stopped && next < units) {
         signal?.throwIfAborted();
-        await putChunk(next++);
+        // A span is within one index segment (a span holds at most two chunks, a segment 1024): skip whole
+        // settled segments without reading them, so an incremental costs what changed, not the capacity.
+        if (next < spanCount) {
+          const g = Math.floor((next * spanChunks) / SEGMENT_CHUNKS);
+          if ((next * spanChunks) % SEGMENT_CHUNKS === 0 && segmentSettled(g)) {
+            next = Math.min(spanCount, Math.ceil(((g + 1) * SEGMENT_CHUNKS) / spanChunks));
+            continue;
+          }
+        }
+        await putUnit(next++);
       }
     } catch (error) {
       // One failure stops the other workers after their current chunk: nothing more is sent.
@@ -258,7 +382,7 @@ export async function restorePointToEbs(
     }
   };
   try {
-    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, index.chunkCount)) }, worker));
+    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, units)) }, worker));
     await send('ebs:CompleteSnapshot', `CompleteSnapshot of ${snapshotId}`, () =>
       clients.ebs.send(
         new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: written.size }),

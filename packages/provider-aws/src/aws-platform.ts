@@ -39,9 +39,15 @@ import {
 import { type AwsChangedBlockReader, createAwsChangedBlockReader } from './aws-changed-block-reader.js';
 import { type AwsClients, createAwsClients } from './aws-clients.js';
 import { type RestoreToEbsOptions, type RestoreToEbsResult, restorePointToEbs } from './aws-ebs-restore.js';
+import {
+  type CreatedVolume,
+  type CreateVolumeFromSnapshotOptions,
+  createVolumeFromSnapshot,
+} from './aws-ebs-volume.js';
 import { awsErrorFacts, deniedAction, toDrkitError } from './aws-errors.js';
 import { type AwsPlatformOptions, resolveAwsOptions } from './aws-options.js';
 import { AwsRateLimiter, type AwsRateLimiterState } from './aws-rate-limiter.js';
+import { discoverAwsRegion } from './aws-regions.js';
 
 const GIB = 1024 ** 3;
 /** Tags drkit puts on its snapshots: the snapshot's name (the ledger's), the instance, the platform. */
@@ -140,17 +146,20 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    */
   rateLimiterState(): AwsRateLimiterState;
   /**
-   * Restores a recovery point of an EBS volume (or of any disk whose chunk size is a multiple of 512 KiB) as a new
-   * EBS snapshot in this platform's account and region, ready for CreateVolume or RegisterImage:
-   * `StartSnapshot`, `PutSnapshotBlock` of every non-zero block with its SHA-256, `CompleteSnapshot`, then a wait
-   * until it is `completed`. When the point's parent was restored before (a completed snapshot tagged
-   * `drkit:restored-point` = the parent's id and `drkit:repository` = this repository), it is the
-   * `ParentSnapshotId` and only the chunks that differ are written. Idempotent (a `ClientToken` from the
-   * repository, point and parent): a second run after an interruption continues the same snapshot, writing its
-   * blocks again; a run after success returns the snapshot.
+   * Restores a recovery point of an EBS volume (or of any disk whose chunk size is a multiple or a divisor of
+   * 512 KiB: smaller chunks are gathered into blocks) as a new EBS snapshot in this platform's account and region,
+   * ready for CreateVolume ({@link AwsPlatform.createVolumeFromSnapshot}) or RegisterImage:
+   * `StartSnapshot`, `PutSnapshotBlock` of every non-zero block with its SHA-256 (of every block, zeros included,
+   * when the snapshot is encrypted: `encrypted` / `kmsKeyArn`, or the account's encryption by default),
+   * `CompleteSnapshot`, then a wait until it is `completed`. When the point's parent was restored before (a
+   * completed snapshot tagged `drkit:restored-point` = the parent's id and `drkit:repository` = this repository,
+   * encrypted when an encrypted one is asked), it is the `ParentSnapshotId` and only the chunks that differ are
+   * written. Idempotent (a `ClientToken` from the repository, point, parent and encryption): a second run after an
+   * interruption continues the same snapshot, writing its blocks again; a run after success returns the snapshot.
    *
    * @throws {@link @drkit/core!NotFoundError} for an unknown point; {@link @drkit/core!InvalidArgumentError} for
-   * a chunk size that is not a multiple of 512 KiB; {@link @drkit/core!PermissionError} naming `ebs:StartSnapshot`,
+   * a chunk size neither a multiple nor a divisor of 512 KiB (before anything is written) or a malformed
+   * `kmsKeyArn`; {@link @drkit/core!PermissionError} naming `ebs:StartSnapshot`,
    * `ebs:PutSnapshotBlock`, `ebs:CompleteSnapshot` or `ec2:DescribeSnapshots`; the repository's errors
    * (a damaged chunk is a `ChecksumMismatchError`). Rejects with `signal.reason` when aborted.
    *
@@ -160,6 +169,23 @@ export interface AwsPlatform extends Platform, AsyncDisposable {
    * ```
    */
   restoreToEbs(options: RestoreToEbsOptions): Promise<RestoreToEbsResult>;
+  /**
+   * `CreateVolume` from a snapshot (a restored one) in an availability zone, tagged `drkit:restored-snapshot`,
+   * then a wait until the volume is `available`: ready for `AttachVolume`. An encrypted snapshot makes an
+   * encrypted volume. Idempotent (a `ClientToken` from the snapshot, zone and settings).
+   *
+   * @throws {@link @drkit/core!InvalidArgumentError} for a malformed snapshot id or a zone of another region;
+   * {@link @drkit/core!PermissionError} naming `ec2:CreateVolume` (tags need `ec2:CreateTags` too) or
+   * `ec2:DescribeVolumes`; {@link @drkit/core!TimeoutError} after `snapshotWait.timeoutMs`;
+   * {@link @drkit/core!SourceProtocolError} when the volume fails (`error`).
+   *
+   * @example
+   * ```ts
+   * const { snapshotId } = await platform.restoreToEbs({ repository, pointId: point.id });
+   * const { volumeId } = await platform.createVolumeFromSnapshot({ snapshotId, availabilityZone: 'ap-southeast-1a' });
+   * ```
+   */
+  createVolumeFromSnapshot(options: CreateVolumeFromSnapshotOptions): Promise<CreatedVolume>;
   /** Closes the SDK clients (their sockets). */
   close(): Promise<void>;
 }
@@ -703,7 +729,41 @@ export function createAwsPlatform(options: AwsPlatformOptions): AwsPlatform {
     rateLimiterState: () => limiter.state(),
     restoreToEbs: (restoreOptions) =>
       restorePointToEbs({ clients, options: resolved, limiter }, restoreOptions),
+    createVolumeFromSnapshot: (volumeOptions) =>
+      createVolumeFromSnapshot({ clients, options: resolved }, volumeOptions),
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/** Options of {@link openAwsPlatform}: those of {@link createAwsPlatform}, the region optional. */
+export type OpenAwsPlatformOptions = Omit<AwsPlatformOptions, 'region'> & {
+  /** The region; omitted, it is discovered ({@link discoverAwsRegion}): the one enabled region with instances. */
+  readonly region?: string;
+};
+
+/**
+ * {@link createAwsPlatform}, but the region may be omitted: then it is discovered (DescribeRegions, then
+ * DescribeInstances in each enabled region: the one that has instances), as the console's "auto-detection".
+ * The discovery calls EC2 (with `endpoints.ec2` when set, for every region). The CLI's `aws` provider alias
+ * names this factory.
+ *
+ * @throws {@link @drkit/core!InvalidSettingsError} naming the field when an option is invalid, or `region` when
+ * discovery finds no region or several with instances; the access errors of the discovery.
+ * @example
+ * ```ts
+ * const platform = await openAwsPlatform({ id: 'aws-prod', credentials: { accessKeyId, secretAccessKey } });
+ * console.log(platform.region); // 'ap-southeast-1'
+ * ```
+ */
+export async function openAwsPlatform(options: OpenAwsPlatformOptions): Promise<AwsPlatform> {
+  if (options === null || typeof options !== 'object') return createAwsPlatform(options);
+  if (options.region !== undefined) return createAwsPlatform({ ...options, region: options.region });
+  // Every other option is checked before AWS is contacted (a valid region stands in for the one to discover).
+  resolveAwsOptions({ ...options, region: 'us-east-1' });
+  const { region } = await discoverAwsRegion({
+    credentials: options.credentials,
+    ...(options.endpoints?.ec2 ? { endpoint: options.endpoints.ec2 } : {}),
+  });
+  return createAwsPlatform({ ...options, region });
 }

@@ -14,6 +14,7 @@ export {
   type RestoreToEbsOptions,
   type RestoreToEbsResult,
 } from './aws-ebs-restore.js';
+export type { CreatedVolume, CreateVolumeFromSnapshotOptions } from './aws-ebs-volume.js';
 export type {
   AwsCredentials,
   AwsCredentialsProvider,
@@ -28,6 +29,8 @@ export {
   type AwsPermissionReport,
   type AwsPlatform,
   createAwsPlatform,
+  type OpenAwsPlatformOptions,
+  openAwsPlatform,
 } from './aws-platform.js';
 export {
   AWS_BACKOFF_FACTOR,
@@ -35,4 +38,11 @@ export {
   type AwsRateLimiterState,
   type AwsRateLimits,
 } from './aws-rate-limiter.js';
-export { type AwsRegion, type ListAwsRegionsOptions, listAwsRegions } from './aws-regions.js';
+export {
+  type AwsRegion,
+  type DiscoverAwsRegionOptions,
+  type DiscoveredAwsRegion,
+  discoverAwsRegion,
+  type ListAwsRegionsOptions,
+  listAwsRegions,
+} from './aws-regions.js';

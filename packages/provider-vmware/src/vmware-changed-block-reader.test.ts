@@ -15,6 +15,7 @@ import { parseXml, type XmlElement } from './soap/xml-tree.js';
 import {
   createVmwareChangedBlockReader,
   VmwareDataPathNotBuiltError,
+  wholeByAllocation,
 } from './vmware-changed-block-reader.js';
 import { faultError } from './vmware-errors.js';
 import { resolveVmwareOptions } from './vmware-options.js';
@@ -217,16 +218,41 @@ describe('the VMware reader decides', () => {
       { kind: 'data', offset: 4096, length: 512 },
       { kind: 'data', offset: MiB - 512, length: 512 + 1024 },
     ]);
-    expect(state.queries).toEqual([
+    // Pages ahead are asked where the last one would end at the same span (MiB, 2 MiB, 3 MiB); the answer at MiB
+    // covers the rest, so the other two are dropped.
+    expect(state.queries.slice(0, 2)).toEqual([
       { startOffset: 0, changeId: `${EPOCH}/4` },
       { startOffset: MiB, changeId: `${EPOCH}/4` },
     ]);
+    expect(state.queries.every((q) => q.changeId === `${EPOCH}/4`)).toBe(true);
     const checkpoint = session.checkpoint();
     expect(JSON.parse(checkpoint.token)).toMatchObject({
       changeId: `${EPOCH}/5`,
       vm: 'vm-1',
       deviceKey: '2000',
     });
+  });
+
+  it('pages asked ahead are used only where the list so far ends: uneven pages list exactly the walk', async () => {
+    const pages = new Map<number, readonly [number, readonly (readonly [number, number])[]]>([
+      [0, [MiB, [[0, 65_536]]]],
+      [MiB, [MiB / 2, [[MiB + 65_536, 65_536]]]],
+      [MiB + MiB / 2, [CAPACITY - MiB - MiB / 2, [[3 * MiB, 65_536]]]],
+      // Asked ahead at the first page's span, never where the walk goes: its area must not be listed.
+      [2 * MiB, [MiB, [[2 * MiB, 65_536]]]],
+    ]);
+    const { state, open } = setup({ pages });
+    const session = await open(`${EPOCH}/5`, `${EPOCH}/4`);
+    expect(await list(session)).toEqual([
+      { kind: 'data', offset: 0, length: 65_536 },
+      { kind: 'data', offset: MiB + 65_536, length: 65_536 },
+      { kind: 'data', offset: 3 * MiB, length: 65_536 },
+    ]);
+    const asked = state.queries.map((q) => q.startOffset);
+    expect(asked.slice(0, 2)).toEqual([0, MiB]);
+    expect(asked).toContain(MiB + MiB / 2);
+    expect(asked).toContain(2 * MiB);
+    expect(asked.length).toBeLessThanOrEqual(2 + 2 * 4);
   });
 
   it('another epoch: full, tracking-reset, before asking vSphere', async () => {
@@ -261,5 +287,50 @@ describe('the VMware reader decides', () => {
     const disk: Disk = { id: 'd', hostId: 'h', name: 'd', capacityBytes: CAPACITY };
     const error = await reader.open({ disk, chunkSize: MiB }).catch((e: unknown) => e);
     expect(InvalidArgumentError.isInstance(error)).toBe(true);
+  });
+});
+
+describe('wholeByAllocation', () => {
+  async function run(
+    capacity: number,
+    allocation: readonly (readonly [number, number, boolean])[],
+  ): Promise<unknown[]> {
+    async function* source() {
+      for (const [offset, length, zero] of allocation) yield { offset, length, zero };
+    }
+    const out: unknown[] = [];
+    for await (const extent of wholeByAllocation(source, capacity, {})) out.push(extent);
+    return out;
+  }
+
+  it('lists whole zero blocks as zero and the rest as data, 512-aligned, neighbours merged', async () => {
+    expect(
+      await run(8192, [
+        [0, 1000, false],
+        [1000, 3000, true], // zeros from 1000 to 4000: only [1024, 3584) is whole blocks
+        [4000, 96, false],
+        [4096, 4096, true], // to the end: zero up to the capacity
+      ]),
+    ).toEqual([
+      { kind: 'data', offset: 0, length: 1024 },
+      { kind: 'zero', offset: 1024, length: 2560 },
+      { kind: 'data', offset: 3584, length: 512 },
+      { kind: 'zero', offset: 4096, length: 4096 },
+    ]);
+  });
+
+  it('reads what the block status did not describe, and a zero extent smaller than a block', async () => {
+    expect(
+      await run(4096, [
+        [0, 512, true],
+        [600, 100, true],
+        [2048, 1024, true],
+      ]),
+    ).toEqual([
+      { kind: 'zero', offset: 0, length: 512 },
+      { kind: 'data', offset: 512, length: 1536 },
+      { kind: 'zero', offset: 2048, length: 1024 },
+      { kind: 'data', offset: 3072, length: 1024 },
+    ]);
   });
 });

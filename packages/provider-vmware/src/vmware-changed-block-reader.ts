@@ -24,7 +24,7 @@ import {
 } from './vmware-changed-areas.js';
 import { createDatastoreRangeReader, datacenterPathOf, flatFileOf } from './vmware-datastore-ranges.js';
 import { vmwareFaultOf } from './vmware-errors.js';
-import { openNbdSource } from './vmware-nbd-transport.js';
+import { openNbdSource, type VmwareNbdSource } from './vmware-nbd-transport.js';
 import type { ResolvedVmwareOptions, VmwareTransport } from './vmware-options.js';
 import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
 import type { VmwareSession } from './vmware-session.js';
@@ -85,6 +85,9 @@ export interface VmwareCheckpointToken {
  */
 const BLOCK_SIZE = 512;
 
+/** `QueryChangedDiskAreas` pages asked for ahead of the one being listed (in memory at most, with it). */
+const PAGES_AHEAD = 4;
+
 /** The VMDK a snapshot chain's delta belongs to: `[ds] vm/disk-000002.vmdk` → `[ds] vm/disk.vmdk`. */
 function baseFileOf(fileName: string | undefined): string {
   return (fileName ?? '').replace(/-\d{6}\.vmdk$/, '.vmdk');
@@ -124,6 +127,55 @@ function parseDiskSnapshotRef(options: OpenChangedBlocksOptions): VmwareDiskSnap
   return ref as VmwareDiskSnapshotRef;
 }
 
+/**
+ * A read of every byte of the disk as the NBD export's allocation tells it: `zero` extents for what reads as
+ * zeros (shrunk to whole 512-byte blocks), `data` for the rest (grown to them), neighbours merged. The engine
+ * stores zeros without reading them.
+ * @internal
+ */
+export async function* wholeByAllocation(
+  allocation: NonNullable<VmwareNbdSource['allocation']>,
+  capacityBytes: number,
+  options: CallOptions,
+): AsyncGenerator<ChangedExtent> {
+  let pending: { kind: 'data' | 'zero'; offset: number; length: number } | undefined;
+  /** Everything before this is pending or yielded, contiguous from 0. */
+  let covered = 0;
+  const blockEnd = (at: number) => Math.min(capacityBytes, Math.ceil(at / BLOCK_SIZE) * BLOCK_SIZE);
+  function* add(kind: 'data' | 'zero', end: number): Generator<ChangedExtent> {
+    if (end <= covered) return;
+    if (pending && pending.kind === kind) pending.length = end - pending.offset;
+    else {
+      if (pending) {
+        options.signal?.throwIfAborted();
+        yield { kind: pending.kind, offset: pending.offset, length: pending.length };
+      }
+      pending = { kind, offset: covered, length: end - covered };
+    }
+    covered = end;
+  }
+  for await (const extent of allocation(options)) {
+    const end = Math.min(capacityBytes, extent.offset + extent.length);
+    if (extent.offset > covered) yield* add('data', blockEnd(extent.offset)); // never skip what was not described
+    if (end <= covered) continue;
+    if (extent.zero) {
+      // Only whole blocks read as zeros; the partial blocks at either end are read.
+      const zeroEnd = end === capacityBytes ? end : end - (end % BLOCK_SIZE);
+      const zeroStart = blockEnd(covered);
+      if (zeroEnd > zeroStart) {
+        yield* add('data', zeroStart);
+        yield* add('zero', zeroEnd);
+      }
+    }
+    yield* add('data', blockEnd(end));
+  }
+  yield* add('data', capacityBytes);
+  if (pending) {
+    options.signal?.throwIfAborted();
+    yield { kind: pending.kind, offset: pending.offset, length: pending.length };
+  }
+}
+
 /** What the reader needs from its platform. @internal */
 export interface VmwareReaderContext {
   readonly session: VmwareSession;
@@ -134,6 +186,8 @@ export interface VmwareReaderContext {
 /** Where a session reads the disk's bytes: HTTPS datastore ranges or an NBD export. */
 interface DiskDataSource {
   readonly url: string;
+  /** NBD with `base:allocation`: what reads as zeros, for a full read without change tracking. */
+  readonly allocation?: VmwareNbdSource['allocation'];
   read(
     offset: number,
     length: number,
@@ -201,6 +255,10 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       changeId,
       capacityBytes,
     });
+    const wholeNote =
+      settings.transport === 'nbd'
+        ? " (over NBD: but what the export's block status says reads as zeros, when it offers base:allocation)"
+        : '';
     /** A full read: `"*"` when the snapshot has a change id (allocated areas), else every byte. */
     const full = async (reason: FullReadReason, detail?: string): Promise<Decision> => {
       const validity: ChangeSetValidity = { kind: 'full', reason, ...(detail ? { detail } : {}) };
@@ -208,7 +266,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         return {
           validity: {
             ...validity,
-            detail: `${detail ? `${detail}; ` : ''}the snapshot has no change id (change tracking off or not started): every byte is read`,
+            detail: `${detail ? `${detail}; ` : ''}the snapshot has no change id (change tracking off or not started): every byte is read${wholeNote}`,
           },
           listing: { kind: 'whole' },
         };
@@ -224,7 +282,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         return {
           validity: {
             ...validity,
-            detail: `${detail ? `${detail}; ` : ''}QueryChangedDiskAreas("*") was refused (${vmwareFaultOf(error.cause)?.type ?? 'fault'}): every byte is read`,
+            detail: `${detail ? `${detail}; ` : ''}QueryChangedDiskAreas("*") was refused (${vmwareFaultOf(error.cause)?.type ?? 'fault'}): every byte is read${wholeNote}`,
           },
           listing: { kind: 'whole' },
         };
@@ -322,11 +380,9 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     const o = () => soapOptions(callOptions, requestTimeoutSeconds);
     const ref = parseDiskSnapshotRef(options);
     const capacityBytes = ref.capacityBytes ?? options.disk.capacityBytes;
-    let source: DiskDataSource;
     if (nbd) {
-      const decision = await decide(options, ref, capacityBytes, o);
-      options.signal?.throwIfAborted();
-      source = await openNbdSource(
+      // The change set is decided (SOAP) while the export is located and connected: neither waits for the other.
+      const sourcing = openNbdSource(
         nbd,
         {
           diskId: options.disk.id,
@@ -339,11 +395,22 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
         requestTimeoutSeconds,
         callOptions,
       );
-      return finish(decision, source);
+      sourcing.catch(() => undefined); // awaited below, or closed when deciding failed
+      let decision: Decision;
+      try {
+        decision = await decide(options, ref, capacityBytes, o);
+      } catch (error) {
+        await sourcing.then((source) => source.close()).catch(() => undefined);
+        throw error;
+      }
+      return finish(decision, await sourcing);
     }
     const flat = flatFileOf(ref.fileName);
     if ('problem' in flat) throw new VmwareDataPathNotBuiltError('https', flat.problem);
     const sc = await session.serviceContent(o());
+    // The datacenter's path and the change set are asked for at once.
+    const deciding = decide(options, ref, capacityBytes, o);
+    deciding.catch(() => undefined); // awaited below
     const datacenterPath = await datacenterPathOf(
       session,
       sc,
@@ -358,8 +425,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       file: flat.file,
       requestTimeoutSeconds,
     });
-    source = { url: ranges.url, read: ranges.read, close: async () => {} };
-    return finish(await decide(options, ref, capacityBytes, o), source);
+    return finish(await deciding, { url: ranges.url, read: ranges.read, close: async () => {} });
 
     async function finish(decision: Decision, source: DiskDataSource): Promise<ExtentReadSession> {
       if (options.signal?.aborted) {
@@ -424,6 +490,10 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       assertOpen('extents()');
       const listing = decision.listing;
       if (listing.kind === 'whole') {
+        if (s.source.allocation) {
+          yield* wholeByAllocation(s.source.allocation, capacityBytes, options);
+          return;
+        }
         if (capacityBytes > 0) yield { kind: 'data', offset: 0, length: capacityBytes };
         return;
       }
@@ -433,7 +503,26 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       let page = listing.first ?? (await queryChangedDiskAreasPage(session, listing.query, 0, pageOptions()));
       listing.first = undefined; // held once: the next pages are fetched as the list is read
       let pending: { offset: number; length: number } | undefined;
+      // The next pages are asked for while this one's areas are read, up to PAGES_AHEAD at once, each where the
+      // previous answer would end if it covered as much as the last one did. An answer is used only if it starts
+      // exactly where the list so far ends, as in a one-by-one walk (the snapshot does not change, so when it was
+      // asked does not matter); the others are dropped and the walk goes on from there.
+      const ahead: { readonly at: number; readonly page: Promise<ChangedAreasPage> }[] = [];
+      let nextAsk = page.end;
+      const askAhead = (span: number) => {
+        while (ahead.length < PAGES_AHEAD && nextAsk < capacityBytes) {
+          const asked = queryChangedDiskAreasPage(session, listing.query, nextAsk, pageOptions());
+          asked.catch(() => undefined); // awaited when its turn comes, or dropped
+          ahead.push({ at: nextAsk, page: asked });
+          nextAsk += span;
+        }
+      };
       for (;;) {
+        if (page.end < capacityBytes) {
+          while (ahead.length > 0 && ahead[0]!.at !== page.end) ahead.shift();
+          if (ahead.length === 0) nextAsk = page.end;
+          askAhead(page.end - page.startOffset);
+        }
         for (const area of page.areas) {
           // Areas are sector aligned; round out defensively (reading a few more bytes is never wrong).
           const start = Math.floor(area.offset / BLOCK_SIZE) * BLOCK_SIZE;
@@ -452,7 +541,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
           }
         }
         if (page.end >= capacityBytes) break;
-        page = await queryChangedDiskAreasPage(session, listing.query, page.end, pageOptions());
+        page = await ahead.shift()!.page;
       }
       if (pending && pending.length > 0) {
         options.signal?.throwIfAborted();

@@ -2,6 +2,7 @@
 // port 0, with a certificate made by openssl for this run): what a 206 must look like, and how every other answer
 // maps to a typed error. vcsim's own file service is exercised by the integration tests.
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
@@ -40,6 +41,9 @@ let behaviour: Behaviour;
 let requests: { url: string; cookie: string; range: string }[];
 let cookie = 'first';
 let renewals = 0;
+let connections = 0;
+let certificatePem = '';
+let sdkUrlOfServer: URL;
 
 const honest: Behaviour = ({ start, end }, res) => {
   res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${FILE.length}` });
@@ -76,6 +80,7 @@ beforeAll(async () => {
     'cert.pem',
   ]);
   const cert = await readFile(join(dir, 'cert.pem'), 'utf8');
+  certificatePem = cert;
   const key = await readFile(join(dir, 'key.pem'), 'utf8');
   server = createServer({ cert, key }, (req, res) => {
     const range = req.headers.range ?? '';
@@ -84,9 +89,13 @@ beforeAll(async () => {
     const match = /^bytes=(\d+)-(\d+)$/.exec(range);
     behaviour({ start: Number(match?.[1]), end: Number(match?.[2]) }, res, sent);
   });
+  server.on('secureConnection', () => {
+    connections += 1;
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const sdkUrl = new URL(`https://127.0.0.1:${port}/sdk`);
+  sdkUrlOfServer = sdkUrl;
   client = createVimSoapClient({
     sdkUrl,
     tls: resolveTls({ ca: cert }),
@@ -204,6 +213,113 @@ describe('datastore ranges', () => {
     expect(TimeoutError.isInstance(late), String(late)).toBe(true);
     const before = AbortSignal.abort(reason);
     await expect(reader.read(0, 512, { signal: before })).rejects.toBe(reason);
+  });
+});
+
+describe('datastore ranges: the HTTP/1.1 connections', () => {
+  it('keeps one connection alive across reads, in order', async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const before = connections;
+    for (const offset of [0, 4096, 8192, 12_288]) {
+      const data = await reader.read(offset, 4096, {});
+      expect(Buffer.from(data).equals(FILE.subarray(offset, offset + 4096))).toBe(true);
+    }
+    expect(connections - before).toBe(1);
+  });
+
+  it('reads a chunked 206 answer (no Content-Length), and a long body across many TLS records', async () => {
+    behaviour = ({ start, end }, res) => {
+      res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${FILE.length}` });
+      const body = FILE.subarray(start, end + 1);
+      for (let at = 0; at < body.length; at += 3000) res.write(body.subarray(at, at + 3000));
+      res.end();
+    };
+    const data = await reader.read(1000, 200_000, {});
+    expect(Buffer.from(data).equals(FILE.subarray(1000, 201_000))).toBe(true);
+    behaviour = honest;
+    const whole = await reader.read(0, FILE.length, {});
+    expect(Buffer.from(whole).equals(FILE)).toBe(true);
+  });
+
+  it('opens a new connection when the server closed the idle one, and after Connection: close', async () => {
+    await reader.read(0, 512, {});
+    const before = connections;
+    server.closeAllConnections();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const data = await reader.read(512, 512, {});
+    expect(Buffer.from(data).equals(FILE.subarray(512, 1024))).toBe(true);
+    expect(connections - before).toBe(1);
+    behaviour = ({ start, end }, res) => {
+      res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${FILE.length}`, connection: 'close' });
+      res.end(FILE.subarray(start, end + 1));
+    };
+    await reader.read(0, 512, {});
+    behaviour = honest;
+    await reader.read(0, 512, {});
+    expect(connections - before).toBe(2);
+  });
+
+  it('fails a read whose connection drops mid-answer with a retryable UnreachableError', async () => {
+    behaviour = ({ start, end }, res) => {
+      res.writeHead(206, {
+        'content-range': `bytes ${start}-${end}/${FILE.length}`,
+        'content-length': String(end - start + 1),
+      });
+      res.write(FILE.subarray(start, start + 100), () => res.socket?.destroy());
+    };
+    const error = await reader.read(0, 65_536, {}).catch((e: unknown) => e);
+    expect(UnreachableError.isInstance(error), String(error)).toBe(true);
+    expect((error as { retryable: boolean }).retryable).toBe(true);
+    behaviour = honest;
+    const data = await reader.read(0, 512, {});
+    expect(Buffer.from(data).equals(FILE.subarray(0, 512))).toBe(true);
+  });
+});
+
+describe('datastore ranges: TLS trust', () => {
+  function readerWith(tls: Parameters<typeof resolveTls>[0]) {
+    const other = createVimSoapClient({
+      sdkUrl: sdkUrlOfServer,
+      tls: resolveTls(tls),
+      requestTimeoutMs: 10_000,
+      soapAction: 'urn:vim25/6.7',
+    });
+    const session = { cookie: async () => 'c', renew: async () => undefined } as unknown as VmwareSession;
+    return {
+      other,
+      reader: createDatastoreRangeReader({
+        client: other,
+        session,
+        sdkUrl: sdkUrlOfServer,
+        datacenterPath: 'DC',
+        file: { datastore: 'ds', path: 'vm/disk1-flat.vmdk' },
+        requestTimeoutSeconds: 10,
+      }),
+    };
+  }
+
+  it('reads with the certificate pinned by its SHA-256 thumbprint', async () => {
+    const thumbprint = new X509Certificate(certificatePem).fingerprint256;
+    const { other, reader: pinned } = readerWith({ thumbprint });
+    try {
+      const data = await pinned.read(4096, 4096, {});
+      expect(Buffer.from(data).equals(FILE.subarray(4096, 8192))).toBe(true);
+    } finally {
+      other.close();
+    }
+  });
+
+  it('refuses a certificate nothing trusts, not retryable, naming the options', async () => {
+    const { other, reader: untrusted } = readerWith(undefined);
+    try {
+      const error = await untrusted.read(0, 512, {}).catch((e: unknown) => e);
+      expect(UnreachableError.isInstance(error), String(error)).toBe(true);
+      expect((error as { retryable: boolean }).retryable).toBe(false);
+      expect(String((error as Error).message)).toMatch(/tls\.ca.*tls\.thumbprint/);
+    } finally {
+      other.close();
+    }
   });
 });
 

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import {
   AuthenticationError,
   type CallOptions,
@@ -7,10 +6,10 @@ import {
   PermissionError,
   SourceProtocolError,
   ThrottledError,
+  TimeoutError,
   UnreachableError,
-  withCallDeadline,
 } from '@drkit/core';
-import { transportError, type VimSoapClient } from './soap/vim-soap-client.js';
+import { SESSION_COOKIE, type VimSoapClient } from './soap/vim-soap-client.js';
 import type { ManagedObjectReference } from './soap/xml-writer.js';
 import { objectSpec, retrieveObjects } from './vmware-property-collector.js';
 import { readRef, type ServiceContent, type VmwareSession } from './vmware-session.js';
@@ -167,26 +166,6 @@ function statusError(status: number, url: string, retryAfter: unknown): DrkitErr
   return new SourceProtocolError(`${where}: HTTP ${status} (expected 206 Partial Content)`);
 }
 
-/** Reads the body into `target`; it must be exactly `target.length` bytes. */
-async function readExactly(body: Readable, target: Uint8Array, url: string, offset: number): Promise<void> {
-  let filled = 0;
-  for await (const piece of body as AsyncIterable<Buffer>) {
-    if (filled + piece.length > target.length) {
-      body.destroy();
-      throw new SourceProtocolError(
-        `GET ${url} at ${offset}: the answer is longer than the ${target.length} bytes asked for`,
-      );
-    }
-    target.set(piece, filled);
-    filled += piece.length;
-  }
-  if (filled !== target.length) {
-    throw new SourceProtocolError(
-      `GET ${url} at ${offset}: the answer ended after ${filled} of the ${target.length} bytes asked for`,
-    );
-  }
-}
-
 /**
  * Reads ranges of a datastore file through vCenter's or ESXi's file service (`GET
  * /folder/<path>?dcPath=&dsName=` with `Range`), with the session cookie, on the platform's HTTPS agent (its TLS
@@ -202,83 +181,50 @@ export function createDatastoreRangeReader(options: DatastoreRangeReaderOptions)
   }).toString();
   const shown = `${url.host}${url.pathname}`;
 
+  const path = `${url.pathname}${url.search}`;
+  const timeoutMs = options.requestTimeoutSeconds * 1000;
+
   async function attempt(
     offset: number,
     length: number,
     cookie: string | undefined,
     signal: AbortSignal | undefined,
+    deadline: number,
     allocate: ((length: number) => Uint8Array) | undefined,
   ): Promise<Uint8Array | { readonly status: number; readonly retryAfter: unknown }> {
-    const http = await options.client.http();
-    let response: { status: number; headers: Record<string, unknown>; data: Readable };
-    try {
-      response = await http.get<Readable>(url.href, {
-        responseType: 'stream',
-        transformResponse: undefined,
-        decompress: false,
-        timeout: options.requestTimeoutSeconds * 1000,
-        headers: {
-          range: `bytes=${offset}-${offset + length - 1}`,
-          accept: 'application/octet-stream',
-          ...(cookie === undefined ? {} : { cookie: `vmware_soap_session=${cookie}` }),
-        },
-        ...(signal ? { signal } : {}),
-      });
-    } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      throw transportError(error, 'GET', url, options.requestTimeoutSeconds * 1000);
-    }
-    const body = response.data;
-    const onAbort = () => body.destroy();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      if (response.status !== 206) {
-        body.resume();
-        body.destroy();
-        return { status: response.status, retryAfter: response.headers['retry-after'] };
-      }
-      const range = String(response.headers['content-range'] ?? '');
-      const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(range);
-      if (!match || Number(match[1]) !== offset || Number(match[2]) !== offset + length - 1) {
-        body.destroy();
-        throw new SourceProtocolError(
-          `GET ${shown} for ${length} bytes at ${offset} answered Content-Range ${JSON.stringify(range)}`,
-        );
-      }
-      const target = allocate?.(length) ?? new Uint8Array(length);
-      if (target.length !== length)
-        throw new SourceProtocolError('allocate() returned a buffer of the wrong size');
-      try {
-        await readExactly(body, target, shown, offset);
-      } catch (error) {
-        if (signal?.aborted) throw signal.reason;
-        if (SourceProtocolError.isInstance(error)) throw error;
-        throw transportError(error, 'GET', url, options.requestTimeoutSeconds * 1000);
-      }
-      return target;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    const answer = await options.client.ranges.get({
+      path,
+      offset,
+      length,
+      headers: cookie === undefined ? {} : { cookie: `${SESSION_COOKIE}=${cookie}` },
+      signal,
+      deadline,
+      allocate: allocate ?? ((n) => Buffer.allocUnsafeSlow(n)),
+      what: `GET ${shown} at ${offset}`,
+    });
+    if ('data' in answer) return answer.data;
+    return { status: answer.status, retryAfter: answer.headers.get('retry-after') };
   }
 
   return {
     url: shown,
     async read(offset, length, callOptions) {
-      const deadline = Math.min(
-        callOptions.deadline ?? Number.POSITIVE_INFINITY,
-        Date.now() + options.requestTimeoutSeconds * 1000,
-      );
-      using scope = withCallDeadline({ ...callOptions, deadline }, `GET ${shown} at ${offset}`);
-      const signal = scope.signal;
+      const { signal } = callOptions;
       signal?.throwIfAborted();
-      const sessionOptions = { ...callOptions, ...(signal ? { signal } : {}) };
-      let cookie = await options.session.cookie(sessionOptions);
-      let answer = await attempt(offset, length, cookie, signal, callOptions.allocate);
+      const deadline = Math.min(callOptions.deadline ?? Number.POSITIVE_INFINITY, Date.now() + timeoutMs);
+      if (deadline <= Date.now()) {
+        throw new TimeoutError(
+          `GET ${shown} at ${offset} did not finish by its deadline ${new Date(deadline).toISOString()}`,
+        );
+      }
+      const bounded: CallOptions = { ...callOptions, deadline };
+      let cookie = await options.session.cookie(bounded);
+      let answer = await attempt(offset, length, cookie, signal, deadline, callOptions.allocate);
       if (!(answer instanceof Uint8Array) && answer.status === 401) {
         callOptions.logger?.info({ url: shown }, 'vSphere session expired: logging in again');
-        await options.session.renew(cookie, sessionOptions);
-        cookie = await options.session.cookie(sessionOptions);
-        answer = await attempt(offset, length, cookie, signal, callOptions.allocate);
+        await options.session.renew(cookie, bounded);
+        cookie = await options.session.cookie(bounded);
+        answer = await attempt(offset, length, cookie, signal, deadline, callOptions.allocate);
       }
       if (answer instanceof Uint8Array) return answer;
       throw statusError(answer.status, shown, answer.retryAfter);

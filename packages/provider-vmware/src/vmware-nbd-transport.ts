@@ -1,6 +1,13 @@
 import { type CallOptions, SourceProtocolError } from '@drkit/core';
 import { connectNbdExport, type NbdConnectOptions, type NbdExport } from './nbd/index.js';
 
+/**
+ * The largest NBD request of a read unless `locate` says otherwise: the engine's reads (1 MiB chunks) go as
+ * requests of 256 KiB (nbdcopy's default request size), spread over the export's connections and pipelined on
+ * each, so that the server works on several parts of a read at once.
+ */
+const DEFAULT_REQUEST_BYTES = 256 * 1024;
+
 /** The disk of one snapshot that an NBD export must serve (what nbdkit's VDDK plugin is started with). */
 export interface VmwareNbdDisk {
   /** drkit's disk id. */
@@ -58,9 +65,25 @@ export interface VmwareNbdOptions {
   locate(disk: VmwareNbdDisk, options: CallOptions): Promise<VmwareNbdExportLocation>;
 }
 
+/** A range of the export and whether it reads as zeros (`NBD_STATE_ZERO` of `base:allocation`). @internal */
+export interface VmwareNbdAllocation {
+  readonly offset: number;
+  readonly length: number;
+  readonly zero: boolean;
+}
+
+/** Block status is asked for in windows of this many bytes, each within the request timeout. */
+const ALLOCATION_WINDOW_BYTES = 1024 * 1024 * 1024;
+
 /** One disk's data through an NBD export. @internal */
 export interface VmwareNbdSource {
   readonly url: string;
+  /**
+   * The export's allocation in order, neighbours of the same kind merged, when it offers `base:allocation`
+   * (`NBD_CMD_BLOCK_STATUS`); undefined when it does not. Asked for in 1 GiB windows, each bounded by the request
+   * timeout.
+   */
+  readonly allocation: ((options: CallOptions) => AsyncGenerator<VmwareNbdAllocation>) | undefined;
   read(
     offset: number,
     length: number,
@@ -87,7 +110,11 @@ export async function openNbdSource(
   let exported: NbdExport;
   try {
     const { release: _release, ...connect } = location;
-    exported = await connectNbdExport({ ...connect, ...options });
+    exported = await connectNbdExport({
+      ...connect,
+      maxRequestBytes: connect.maxRequestBytes ?? DEFAULT_REQUEST_BYTES,
+      ...options,
+    });
   } catch (error) {
     await location.release?.().catch(() => undefined);
     throw error;
@@ -113,8 +140,33 @@ export async function openNbdSource(
         `${disk.capacityBytes} bytes at the snapshot: locate() named another disk's export`,
     );
   }
+  const size = exported.info.size;
+  async function* allocation(options: CallOptions): AsyncGenerator<VmwareNbdAllocation> {
+    let carry: { offset: number; length: number; zero: boolean } | undefined;
+    for (let at = 0; at < size; at += ALLOCATION_WINDOW_BYTES) {
+      const deadline = Math.min(
+        options.deadline ?? Number.POSITIVE_INFINITY,
+        Date.now() + requestTimeoutSeconds * 1000,
+      );
+      for await (const extent of exported.extents({
+        ...options,
+        deadline,
+        offset: at,
+        length: Math.min(ALLOCATION_WINDOW_BYTES, size - at),
+      })) {
+        if (carry && carry.zero === extent.zero && carry.offset + carry.length === extent.offset) {
+          carry.length += extent.length;
+        } else {
+          if (carry) yield carry;
+          carry = { offset: extent.offset, length: extent.length, zero: extent.zero };
+        }
+      }
+    }
+    if (carry) yield carry;
+  }
   return {
     url,
+    allocation: exported.info.allocation ? allocation : undefined,
     read(offset, length, readOptions) {
       const deadline = Math.min(
         readOptions.deadline ?? Number.POSITIVE_INFINITY,

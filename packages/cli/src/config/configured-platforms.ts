@@ -24,7 +24,8 @@ export function selectPlatforms(config: DrkitConfig, id: string | undefined): Pl
 
 /**
  * Creates the platforms: resolves each one's secret references (handing every secret to `onSecret` first), then
- * imports its provider and calls the factory. Nothing is contacted.
+ * imports its provider and calls (and awaits) the factory. The factories of drkit's providers contact nothing,
+ * except the `aws` alias's without a `region`, which discovers it (EC2 DescribeRegions and DescribeInstances).
  */
 export async function openPlatforms(
   config: DrkitConfig,

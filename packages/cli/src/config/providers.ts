@@ -17,6 +17,8 @@ export const PROVIDER_ALIASES: Readonly<Record<string, ProviderReference>> = Obj
   'local-disk': { package: '@drkit/provider-agent', factory: 'createLocalDiskPlatform' },
   'openstack-ceph': { package: '@drkit/provider-openstack-ceph', factory: 'createOpenStackCephPlatform' },
   'ceph-rbd': { package: '@drkit/provider-openstack-ceph', factory: 'createCephRbdPlatform' },
+  // The region may be omitted: openAwsPlatform discovers it (DescribeRegions, then where the instances are).
+  aws: { package: '@drkit/provider-aws', factory: 'openAwsPlatform' },
 });
 
 /** Whether a `package` value names a module file rather than a package. */

@@ -7,7 +7,7 @@ import {
   QuiesceFailedError,
 } from '../errors/drkit-error.js';
 import { type Placement, SyncProxyRegistry } from '../proxy/sync-proxy-registry.js';
-import { chunkIdFromHash } from '../repository/chunk-id.js';
+import { chunkIdFromHash, isZeroId } from '../repository/chunk-id.js';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../repository/point-metadata.js';
 import type {
   HostLock,
@@ -477,9 +477,13 @@ export function createBackupEngine(options: BackupEngineOptions): BackupEngine {
   }
 
   async function referencesDamaged(point: RecoveryPoint, damaged: Set<string>, signal?: AbortSignal) {
-    const index = await repository.readIndex(point, { signal });
-    for (let i = 0; i < index.chunkCount; i++) {
-      if (!index.isZero(i) && damaged.has(chunkIdFromHash(index.idAt(i)))) return true;
+    const index = await repository.openIndex(point, { signal });
+    for await (const segment of index.segments({ signal })) {
+      if (segment.zero) continue;
+      for (let at = 0; at < segment.ids.byteLength; at += 32) {
+        const id = segment.ids.subarray(at, at + 32);
+        if (!isZeroId(id) && damaged.has(chunkIdFromHash(id))) return true;
+      }
     }
     return false;
   }

@@ -1,9 +1,15 @@
 import { SourceProtocolError } from '../errors/drkit-error.js';
 import { CHUNK_BLOB_HEADER_BYTES } from '../repository/chunk-blob.js';
-import { chunkIdFromHash } from '../repository/chunk-id.js';
-import { createChunkIndex, type MutableChunkIndex } from '../repository/chunk-index.js';
+import { chunkIdFromHash, isZeroId } from '../repository/chunk-id.js';
+import { SEGMENT_CHUNKS } from '../repository/chunk-index.js';
 import { VOCABULARY_WORD } from '../repository/point-metadata.js';
-import type { BackupSession, ChunkIndex, RecoveryPoint, Repository } from '../repository/types.js';
+import type {
+  BackupSession,
+  PointIndex,
+  PointIndexBuilder,
+  RecoveryPoint,
+  Repository,
+} from '../repository/types.js';
 import type {
   AbandonReason,
   Change,
@@ -342,11 +348,10 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
         checkpoint: session.checkpoint(),
         stats: {
           bytesRead: c.bytesRead,
-          bytesWritten: c.bytesWritten,
+          bytesWritten: assembler.plainBytesWritten,
           bytesSkippedUnchanged: c.bytesSkippedUnchanged,
           bytesDeduplicated: c.bytesDeduplicated,
           bytesZero: c.bytesZero,
-          chunksWritten: assembler.chunksWritten,
           seconds,
         },
       },
@@ -395,7 +400,7 @@ interface AssemblerOptions {
   repository: Repository;
   pool: ChunkWorkerPool;
   parent: RecoveryPoint | undefined;
-  parentIndex: ChunkIndex | undefined;
+  parentIndex: PointIndex | undefined;
   damaged: Set<string>;
   progress: ProgressTracker;
   signal: AbortSignal | undefined;
@@ -404,25 +409,39 @@ interface AssemblerOptions {
   requestTimeoutSeconds: number | undefined;
 }
 
-/** Turns a stream of changes into chunks, with a bounded number of chunks in flight. */
+/**
+ * Turns a stream of changes into chunks, with a bounded number of chunks in flight, and builds the new point's
+ * index segment by segment: a segment is written once every chunk below it is settled, so memory holds only the
+ * few segments the window spans, whatever the disk's size; untouched segments stay the parent's.
+ */
 class ChunkAssembler {
-  readonly index: MutableChunkIndex;
+  readonly index: PointIndexBuilder;
   chunksWritten = 0;
+  /** Plain bytes of the chunks stored (the point's `stats.bytesWritten`). */
+  plainBytesWritten = 0;
   private readonly chunkSize: number;
   private readonly capacity: number;
+  private readonly chunkCount: number;
   private readonly validity: ChangeSetValidity;
   /** Whether untouched bytes keep the parent's content (else they are zeros). */
   private readonly baseIsParent: boolean;
   private readonly parentCapacity: number;
-  private readonly inFlight = new Set<Promise<void>>();
+  /** Chunks being encoded and stored, by position. */
+  private readonly inFlight = new Map<Promise<void>, number>();
   private readonly maxInFlight: number;
   private failure: unknown;
   private current = -1;
   /** Bytes of the chunks the change set touched (the others are the parent's, or zeros for a full read). */
   private touchedBytes = 0;
+  /** Of those, bytes of positions whose parent chunk has the same length (those an incremental inherits). */
+  private touchedShared = 0;
   private pieces: Piece[] = [];
-  /** Chunks whose parent copy differs in length from the new chunk (resize): rebuilt unless touched. */
-  private readonly boundary = new Set<number>();
+  /** Chunks whose parent copy differs in length from the new chunk (resize): rebuilt unless touched. Sorted. */
+  private readonly boundary: number[] = [];
+  /** Segments below this one were handed to the index to write. */
+  private flushedSegments = 0;
+  /** Positions below this one no later change can touch (changes are sorted): where the current change starts. */
+  private frontier = 0;
 
   constructor(private readonly o: AssemblerOptions) {
     this.chunkSize = o.task.chunkSize;
@@ -440,28 +459,40 @@ class ChunkAssembler {
       );
     }
     this.parentCapacity = o.parent?.capacityBytes ?? 0;
-    this.index = createChunkIndex(Math.ceil(this.capacity / this.chunkSize));
+    this.chunkCount = Math.ceil(this.capacity / this.chunkSize);
+    this.index = o.backup.createIndex({
+      capacityBytes: this.capacity,
+      chunkSize: this.chunkSize,
+      ...(o.parentIndex === undefined ? {} : { base: o.parentIndex, inherit: this.baseIsParent }),
+    });
     this.maxInFlight = o.maxInFlight;
     o.progress.totalBytes = this.baseIsParent ? 0 : this.capacity;
-    this.inheritParent();
+    if (this.baseIsParent) {
+      // Only the last chunk of either disk can differ in length (a resize): those positions are rebuilt.
+      const shared = Math.min(this.chunkCount, o.parentIndex?.chunkCount ?? 0);
+      for (const i of new Set([shared - 1, this.chunkCount - 1, (o.parentIndex?.chunkCount ?? 0) - 1])) {
+        if (i >= 0 && i < shared && !this.sameLength(i)) this.boundary.push(i);
+      }
+      this.boundary.sort((a, b) => a - b);
+    }
   }
 
   private chunkLength(i: number, capacity: number): number {
     return Math.max(0, Math.min(this.chunkSize, capacity - i * this.chunkSize));
   }
 
-  /** Starts the new index as a copy of the parent's (or all zeros for a full read). */
-  private inheritParent(): void {
-    const { parentIndex } = this.o;
-    if (!this.baseIsParent || !parentIndex) return;
-    const count = Math.min(this.index.chunkCount, parentIndex.chunkCount);
-    for (let i = 0; i < count; i++) {
-      if (this.chunkLength(i, this.capacity) === this.chunkLength(i, this.parentCapacity)) {
-        this.index.setId(i, parentIndex.idAt(i));
-      } else {
-        this.boundary.add(i);
-      }
-    }
+  /** Whether position `i` has a parent chunk of the same length (an incremental inherits it when untouched). */
+  private sameLength(i: number): boolean {
+    const parentCount = this.o.parentIndex?.chunkCount ?? 0;
+    return i < parentCount && this.chunkLength(i, this.capacity) === this.chunkLength(i, this.parentCapacity);
+  }
+
+  /** Bytes an incremental inherits when nothing touches them. */
+  private inheritableBytes(): number {
+    const shared = Math.min(this.chunkCount, this.o.parentIndex?.chunkCount ?? 0);
+    if (shared === 0) return 0;
+    const last = shared - 1;
+    return last * this.chunkSize + (this.sameLength(last) ? this.chunkLength(last, this.capacity) : 0);
   }
 
   async run(changes: AsyncIterable<Change>): Promise<void> {
@@ -486,22 +517,61 @@ class ChunkAssembler {
       if (this.failure) throw this.failure;
     }
     if (this.current >= 0) await this.finish(this.current);
-    for (const i of this.boundary) await this.finish(i);
-    await Promise.all(this.inFlight);
+    while (this.boundary.length > 0) await this.finish(this.boundary[0]!);
+    await Promise.all(this.inFlight.keys());
     if (this.failure) throw this.failure;
-    // In a full read, chunks no change touched are zeros: count them as such.
-    if (!this.baseIsParent) progress.counters.bytesZero += this.capacity - this.touchedBytes;
-    progress.counters.bytesDone = Math.max(progress.counters.bytesDone, progress.totalBytes);
+    const c = progress.counters;
+    if (this.baseIsParent) {
+      // Untouched chunks keep the parent's id (unchanged); past the parent's end they are zeros.
+      const inherited = this.inheritableBytes() - this.touchedShared;
+      c.bytesSkippedUnchanged += inherited;
+      c.bytesZero += this.capacity - this.touchedBytes - inherited;
+    } else {
+      // In a full read, chunks no change touched are zeros: count them as such.
+      c.bytesZero += this.capacity - this.touchedBytes;
+    }
+    c.bytesDone = Math.max(c.bytesDone, progress.totalBytes);
+  }
+
+  /** Finishes the boundary chunks before position `i` (their turn in disk order has come). */
+  private async finishBoundaryBefore(i: number): Promise<void> {
+    while (this.boundary.length > 0 && this.boundary[0]! < i && this.boundary[0] !== this.current) {
+      await this.finish(this.boundary[0]!);
+    }
+  }
+
+  /** Hands the index every segment below the lowest chunk not yet settled. */
+  private async flushSettled(): Promise<void> {
+    let low = Math.min(this.frontier, this.current >= 0 ? this.current : this.chunkCount);
+    for (const position of this.inFlight.values()) low = Math.min(low, position);
+    if (this.boundary.length > 0) low = Math.min(low, this.boundary[0]!);
+    const segment = Math.floor(low / SEGMENT_CHUNKS);
+    if (segment <= this.flushedSegments) return;
+    this.flushedSegments = segment;
+    await this.index.flushBelow(segment * SEGMENT_CHUNKS, { signal: this.o.signal });
   }
 
   private async add(change: Change): Promise<void> {
     const size = this.chunkSize;
     const changeEnd = change.offset + (change.kind === 'data' ? change.data.byteLength : change.length);
     let offset = change.offset;
+    this.frontier = Math.floor(offset / size);
     while (offset < changeEnd) {
       const i = Math.floor(offset / size);
+      if (change.kind === 'zero' && offset === i * size && i !== this.current) {
+        // Whole chunks of a zero range (a hole): settled in bulk, without a piece per chunk.
+        const to = changeEnd === this.capacity ? this.chunkCount : Math.floor(changeEnd / size);
+        if (to > i) {
+          if (this.current >= 0) await this.finish(this.current);
+          await this.finishBoundaryBefore(i);
+          await this.zeroRun(i, to);
+          offset = Math.min(changeEnd, to * size);
+          continue;
+        }
+      }
       if (i !== this.current) {
         if (this.current >= 0) await this.finish(this.current);
+        await this.finishBoundaryBefore(i);
         this.current = i;
         this.pieces = [];
       }
@@ -515,6 +585,27 @@ class ChunkAssembler {
     }
   }
 
+  /** Positions `from` to `to - 1` are all-zero chunks. */
+  private async zeroRun(from: number, to: number): Promise<void> {
+    const bytes = Math.min(this.capacity, to * this.chunkSize) - from * this.chunkSize;
+    const shared = Math.min(to, this.o.parentIndex?.chunkCount ?? 0);
+    let sharedBytes = 0;
+    if (this.baseIsParent && shared > from) {
+      sharedBytes = Math.min(this.capacity, shared * this.chunkSize) - from * this.chunkSize;
+      if (!this.sameLength(shared - 1)) sharedBytes -= this.chunkLength(shared - 1, this.capacity);
+    }
+    while (this.boundary.length > 0 && this.boundary[0]! >= from && this.boundary[0]! < to) {
+      this.boundary.shift();
+    }
+    this.index.setZeroRange(from, to);
+    this.touchedBytes += bytes;
+    this.touchedShared += sharedBytes;
+    const c = this.o.progress.counters;
+    c.bytesZero += bytes;
+    c.bytesDone += bytes;
+    await this.flushSettled();
+  }
+
   /** Completes chunk `i` from its pieces and the base, and hands it to the pool. */
   private async finish(i: number): Promise<void> {
     const pieces = i === this.current ? this.pieces : [];
@@ -522,9 +613,11 @@ class ChunkAssembler {
       this.current = -1;
       this.pieces = [];
     }
-    this.boundary.delete(i);
+    const at = this.boundary.indexOf(i);
+    if (at >= 0) this.boundary.splice(at, 1);
     const length = this.chunkLength(i, this.capacity);
     this.touchedBytes += length;
+    if (this.baseIsParent && this.sameLength(i)) this.touchedShared += length;
     let covered = 0;
     let anyData = false;
     for (const p of pieces) {
@@ -536,14 +629,16 @@ class ChunkAssembler {
       this.index.setZero(i);
       this.o.progress.counters.bytesZero += length;
       this.o.progress.counters.bytesDone += length;
+      await this.flushSettled();
       return;
     }
-    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight.keys());
     const job = this.process(i, length, pieces, covered).catch((error: unknown) => {
       this.failure ??= error;
     });
-    this.inFlight.add(job);
+    this.inFlight.set(job, i);
     void job.finally(() => this.inFlight.delete(job));
+    await this.flushSettled();
   }
 
   private async process(i: number, length: number, pieces: Piece[], covered: number): Promise<void> {
@@ -566,7 +661,7 @@ class ChunkAssembler {
     }
     const { buffers } = this.o;
     const encoded = await pool.encode(data, {
-      parentHash: this.parentHash(i, length),
+      parentHash: await this.parentHash(i, length),
       output: buffers.output.take(),
       headroom: CHUNK_BLOB_HEADER_BYTES,
     });
@@ -594,6 +689,7 @@ class ChunkAssembler {
           { signal },
         );
         c.bytesWritten += encoded.payload.byteLength;
+        this.plainBytesWritten += length;
         this.chunksWritten++;
       }
     }
@@ -603,11 +699,12 @@ class ChunkAssembler {
   }
 
   /** The parent's id of chunk `i` when it has the same length and is healthy, to skip unchanged chunks. */
-  private parentHash(i: number, length: number): Uint8Array | undefined {
-    const { parentIndex, damaged } = this.o;
-    if (!parentIndex || i >= parentIndex.chunkCount || parentIndex.isZero(i)) return undefined;
+  private async parentHash(i: number, length: number): Promise<Uint8Array | undefined> {
+    const { parentIndex, damaged, signal } = this.o;
+    if (!parentIndex || i >= parentIndex.chunkCount) return undefined;
     if (this.chunkLength(i, this.o.parent?.capacityBytes ?? 0) !== length) return undefined;
-    const id = parentIndex.idAt(i);
+    const id = await parentIndex.idAt(i, { signal });
+    if (isZeroId(id)) return undefined;
     return damaged.has(chunkIdFromHash(id)) ? undefined : id;
   }
 
@@ -641,8 +738,10 @@ class ChunkAssembler {
       return out;
     }
     out.fill(0);
-    if (parentIndex.isZero(i) || parentLength === 0) return out;
-    const parentBytes = await repository.readChunk(parentIndex.idAt(i), parentLength, { signal });
+    if (parentLength === 0) return out;
+    const parentId = await parentIndex.idAt(i, { signal });
+    if (isZeroId(parentId)) return out;
+    const parentBytes = await repository.readChunk(parentId, parentLength, { signal });
     out.set(parentBytes.subarray(0, Math.min(length, parentLength)));
     return out;
   }

@@ -253,6 +253,40 @@ export class UnreadablePointsError extends RepositoryCorruptError {
   }
 }
 
+const repositoryVersionMarker = Symbol.for('drkit.error.repository-version');
+
+/**
+ * The repository on the store is of a format version this drkit does not read: an older one (version 1, before
+ * the segmented index) or a newer one. A {@link RepositoryCorruptError} (code `REPOSITORY_CORRUPT`), never
+ * retryable; its message says what to do (for version 1: restore its points with the drkit that wrote it, and back up into a
+ * new repository).
+ *
+ * @example
+ * ```ts
+ * try { await openRepository({ store }); } catch (error) {
+ *   if (RepositoryVersionError.isInstance(error)) console.error(error.foundVersion, error.message);
+ * }
+ * ```
+ */
+export class RepositoryVersionError extends RepositoryCorruptError {
+  /** The version the repository's `config` records. */
+  readonly foundVersion: number;
+  /** The version this drkit reads and writes. */
+  readonly supportedVersion: number;
+  constructor(message: string, foundVersion: number, supportedVersion: number, options?: DrkitErrorOptions) {
+    super(message, { retryable: false, ...options });
+    this.foundVersion = foundVersion;
+    this.supportedVersion = supportedVersion;
+    Object.defineProperty(this, repositoryVersionMarker, { value: true });
+  }
+  static override isInstance(error: unknown): error is RepositoryVersionError {
+    return (
+      RepositoryCorruptError.isInstance(error) &&
+      (error as unknown as Record<symbol, unknown>)[repositoryVersionMarker] === true
+    );
+  }
+}
+
 /** Another operation holds a conflicting repository lock (a prune while a backup runs, or the reverse). */
 export class RepositoryLockedError extends DrkitError {
   constructor(message: string, options?: DrkitErrorOptions) {

@@ -5,9 +5,18 @@ import {
   RepositoryLockedError,
 } from '../errors/drkit-error.js';
 import { chunkIdFromKey, chunkKey, encodeChunkBlob } from './chunk-blob.js';
-import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash } from './chunk-id.js';
+import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash, isZeroId, sameId } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
-import { chunkCountOf, encodeChunkIndex, forEachNonZeroId } from './chunk-index.js';
+import {
+  chunkCountOf,
+  encodeManifest,
+  encodeSegment,
+  layoutProblem,
+  SEGMENT_CHUNKS,
+  StoredPointIndex,
+  segmentCountOf,
+  segmentKey,
+} from './chunk-index.js';
 import {
   checkNewPoint,
   indexKey,
@@ -24,10 +33,11 @@ import type {
   BackupSession,
   BeginBackupOptions,
   ChunkId,
-  ChunkIndex,
   DiskLineage,
   EncodedChunkBlob,
   NewPoint,
+  PointIndex,
+  PointIndexBuilder,
   RecoveryPoint,
 } from './types.js';
 
@@ -35,6 +45,13 @@ import type {
 const HAS_CHECK_LIMIT = 256;
 /** Existence checks run at once. */
 const HAS_CHECKS = 8;
+/**
+ * How many ids a session remembers (written or found) before it forgets those of sealed segments: its memory
+ * stays bounded (about 64 bytes an id) however many chunks a backup writes. Mutable for tests only.
+ *
+ * @internal
+ */
+export const SESSION_LIMITS: { knownIds: number } = { knownIds: 1 << 18 };
 /** Chunk ids named in an error message. */
 const IDS_SHOWN = 5;
 
@@ -58,14 +75,234 @@ function sample(ids: readonly string[], total: number): string {
   return `${ids.slice(0, IDS_SHOWN).join(', ')}${total > IDS_SHOWN ? `, … (${total} in all)` : ''}`;
 }
 
+/** A segment being built: the ids set so far and which positions were set. */
+interface Draft {
+  readonly ids: Uint8Array;
+  readonly set: Uint8Array;
+  /** The segment was zeroed as a whole first: unset positions are zeros, not the base's ids. */
+  readonly zeroBase: boolean;
+}
+
+/** The index a session builds, segment by segment; see {@link PointIndexBuilder}. */
+class SessionIndexBuilder implements PointIndexBuilder {
+  readonly chunkCount: number;
+  readonly segmentCount: number;
+  /** The manifest being built: 32 bytes per segment (zero until sealed). */
+  readonly segmentIds: Uint8Array;
+  private readonly drafts = new Map<number, Draft>();
+  /** Segments zeroed as a whole (over a base whose segment is not all zero). */
+  private readonly zeroed = new Set<number>();
+  /** Segments below this are written and final. */
+  private sealed = 0;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Non-zero ids of sealed segments that are neither adopted nor known: looked up in the store at commit. */
+  readonly unknown = new ChunkIdSet();
+  /** Ids of sealed segments that verify marked damaged and the session did not rewrite. */
+  readonly damagedNamed = new ChunkIdSet();
+
+  constructor(
+    readonly session: RepositoryBackupSession,
+    readonly capacityBytes: number,
+    readonly chunkSize: number,
+    private readonly base: StoredPointIndex | undefined,
+    /** Whether unset positions keep the base's ids (else they are zeros; the base only vouches for ids). */
+    private readonly inherit: boolean,
+  ) {
+    this.chunkCount = chunkCountOf(capacityBytes, chunkSize);
+    this.segmentCount = segmentCountOf(this.chunkCount);
+    this.segmentIds = new Uint8Array(this.segmentCount * CHUNK_ID_BYTES);
+  }
+
+  private segmentLength(s: number): number {
+    return Math.min(SEGMENT_CHUNKS, this.chunkCount - s * SEGMENT_CHUNKS);
+  }
+
+  /** Whether position `i` has a chunk of the same length in the base (only then it may inherit its id). */
+  private sameLengthInBase(i: number): boolean {
+    const { base } = this;
+    if (base === undefined || i >= base.chunkCount) return false;
+    const length = (capacity: number) => Math.min(this.chunkSize, capacity - i * this.chunkSize);
+    return length(this.capacityBytes) === length(base.capacityBytes);
+  }
+
+  /** Whether unset positions of segment `s` would take non-zero ids from the base. */
+  private inherits(s: number): boolean {
+    return this.inherit && this.baseHasData(s);
+  }
+
+  /** Whether segment `s` of the base holds any non-zero id. */
+  private baseHasData(s: number): boolean {
+    return this.base !== undefined && s < this.base.segmentCount && !this.base.isZeroSegment(s);
+  }
+
+  private check(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.chunkCount) {
+      throw new InvalidArgumentError(`chunk position ${i} is outside 0..${this.chunkCount - 1}`);
+    }
+    const s = Math.floor(i / SEGMENT_CHUNKS);
+    if (s < this.sealed) {
+      throw new InvalidArgumentError(`chunk position ${i} is in segment ${s}, which was already written`);
+    }
+    return s;
+  }
+
+  private draft(s: number): Draft {
+    let draft = this.drafts.get(s);
+    if (draft === undefined) {
+      const n = this.segmentLength(s);
+      draft = {
+        ids: new Uint8Array(n * CHUNK_ID_BYTES),
+        set: new Uint8Array(n),
+        zeroBase: this.zeroed.delete(s),
+      };
+      this.drafts.set(s, draft);
+    }
+    return draft;
+  }
+
+  setId(i: number, id: Uint8Array): void {
+    const s = this.check(i);
+    if (!(id instanceof Uint8Array) || id.byteLength !== CHUNK_ID_BYTES) {
+      throw new InvalidArgumentError(`a chunk id must be ${CHUNK_ID_BYTES} bytes`);
+    }
+    const draft = this.draft(s);
+    const k = i - s * SEGMENT_CHUNKS;
+    draft.ids.set(id, k * CHUNK_ID_BYTES);
+    draft.set[k] = 1;
+  }
+
+  setZero(i: number): void {
+    const s = this.check(i);
+    // Nothing to record where the default already is zero (no draft, and no base data to inherit).
+    if (!this.drafts.has(s) && (this.zeroed.has(s) || !this.inherits(s))) return;
+    const draft = this.draft(s);
+    const k = i - s * SEGMENT_CHUNKS;
+    draft.ids.fill(0, k * CHUNK_ID_BYTES, (k + 1) * CHUNK_ID_BYTES);
+    draft.set[k] = 1;
+  }
+
+  setZeroRange(from: number, to: number): void {
+    if (!Number.isInteger(to) || to < from || to > this.chunkCount) {
+      throw new InvalidArgumentError(`chunk range ${from}..${to} is outside 0..${this.chunkCount}`);
+    }
+    if (to === from) return;
+    this.check(from);
+    let i = from;
+    while (i < to) {
+      const s = Math.floor(i / SEGMENT_CHUNKS);
+      const start = s * SEGMENT_CHUNKS;
+      const end = start + this.segmentLength(s);
+      if (i === start && to >= end) {
+        this.drafts.delete(s);
+        if (this.inherits(s)) this.zeroed.add(s);
+        i = end;
+        continue;
+      }
+      for (const stop = Math.min(end, to); i < stop; i++) this.setZero(i);
+    }
+  }
+
+  flushBelow(end: number, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (!Number.isInteger(end) || end < 0 || end > this.chunkCount) {
+      throw new InvalidArgumentError(`chunk position ${end} is outside 0..${this.chunkCount}`);
+    }
+    const target = end === this.chunkCount ? this.segmentCount : Math.floor(end / SEGMENT_CHUNKS);
+    const run = this.flushing.then(async () => {
+      if (this.sealed >= target) return;
+      while (this.sealed < target) {
+        await this.seal(this.sealed, options.signal);
+        this.sealed++;
+      }
+      const drafts = this.drafts;
+      await this.session.forgetSettled(
+        (function* ids() {
+          for (const draft of drafts.values()) yield draft.ids;
+        })(),
+        options.signal,
+      );
+    });
+    this.flushing = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Finalises segment `s`: its id in the manifest, its blob written unless it is zero or the base's. */
+  private async seal(s: number, signal: AbortSignal | undefined): Promise<void> {
+    const { base, session } = this;
+    const n = this.segmentLength(s);
+    const first = s * SEGMENT_CHUNKS;
+    const draft = this.drafts.get(s);
+    const zeroed = this.zeroed.delete(s);
+    this.drafts.delete(s);
+    if (draft === undefined && (zeroed || !this.inherits(s))) return; // all zero: the zero id
+    if (
+      draft === undefined &&
+      base !== undefined &&
+      base.segmentLength(s) === n &&
+      this.sameLengthInBase(first + n - 1)
+    ) {
+      // Untouched: the base's segment by reference (its chunks are adopted; damaged ones are refused).
+      const id = base.segmentId(s);
+      if (session.hasDamaged()) {
+        const { ids } = await base.segment(s, { signal });
+        session.checkIds(ids, ids, this);
+      }
+      this.segmentIds.set(id, s * CHUNK_ID_BYTES);
+      return;
+    }
+    const baseSegment = this.baseHasData(s) ? await base!.segment(s, { signal }) : undefined;
+    const ids = new Uint8Array(n * CHUNK_ID_BYTES);
+    for (let k = 0; k < n; k++) {
+      const at = k * CHUNK_ID_BYTES;
+      if (draft?.set[k] === 1) ids.set(draft.ids.subarray(at, at + CHUNK_ID_BYTES), at);
+      else if (
+        this.inherit &&
+        draft?.zeroBase !== true &&
+        baseSegment !== undefined &&
+        k < baseSegment.chunkCount &&
+        this.sameLengthInBase(first + k)
+      ) {
+        ids.set(baseSegment.ids.subarray(at, at + CHUNK_ID_BYTES), at);
+      }
+    }
+    session.checkIds(ids, baseSegment?.ids, this);
+    const encoded = encodeSegment(ids);
+    this.segmentIds.set(encoded.id, s * CHUNK_ID_BYTES);
+    if (encoded.blob === undefined) return;
+    if (base !== undefined && s < base.segmentCount && sameId(encoded.id, 0, base.segmentId(s), 0)) return;
+    await session.putSegment(encoded.id, encoded.blob, signal);
+  }
+
+  /** Seals every segment and returns the manifest blob. */
+  async finish(signal: AbortSignal | undefined): Promise<Uint8Array> {
+    await this.flushBelow(this.chunkCount, { signal });
+    return encodeManifest({
+      chunkSize: this.chunkSize,
+      capacityBytes: this.capacityBytes,
+      segmentIds: this.segmentIds,
+    });
+  }
+}
+
 class RepositoryBackupSession implements BackupSession {
-  /** Chunks this session wrote or found present: commit does not check them again. */
-  private readonly known = new ChunkIdSet(4096);
+  /**
+   * Chunks this session wrote or found present and that an unsealed segment may still name: sealing does not
+   * check them again. Forgotten past `SESSION_LIMITS.knownIds` once their segments are sealed.
+   */
+  private known = new ChunkIdSet(4096);
   /**
    * Chunks this session wrote (`durable: false`) or found present (`has`, or the commit's existence check) that no
-   * committed point it adopted references: none is known durable yet, so commit syncs them first, in one step.
+   * adopted point vouches for: none is known durable yet, so commit syncs them first, in one step (earlier when
+   * there are many).
    */
-  private readonly found = new ChunkIdSet();
+  private found = new ChunkIdSet();
+  /** Segment blobs this session wrote or found present, by hex id. */
+  private readonly segments = new Set<string>();
+  /** Segment blobs written (`durable: false`) or found present, synced like {@link found}. */
+  private readonly foundSegments: string[] = [];
+  private readonly damagedIds = new ChunkIdSet();
+  /** Indexes this session adopted (the only ones {@link createIndex} accepts as a base). */
+  private readonly adopted = new Set<StoredPointIndex>();
+  private readonly written = { bytesStored: 0, chunksWritten: 0, segmentsWritten: 0 };
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
   constructor(
@@ -74,7 +311,9 @@ class RepositoryBackupSession implements BackupSession {
     private readonly lock: HeldLock,
     /** Chunks marked damaged when the session began, minus those it rewrote. */
     private readonly damaged: Set<ChunkId>,
-  ) {}
+  ) {
+    for (const id of damaged) this.damagedIds.add(chunkIdToHash(id));
+  }
 
   private checkOpen(): void {
     if (this.state !== 'open') {
@@ -88,22 +327,114 @@ class RepositoryBackupSession implements BackupSession {
     this.context.checkOpen();
   }
 
+  /** How many chunk ids the session remembers now (for tests of its memory bound). */
+  get rememberedIds(): number {
+    return this.known.size;
+  }
+
+  /** Whether any chunk is marked damaged (and not rewritten by this session). */
+  hasDamaged(): boolean {
+    return this.damaged.size > 0;
+  }
+
+  /**
+   * Classifies the non-zero ids of a sealed segment: an id equal to the base's at its position is adopted (under
+   * this session's lock it cannot be pruned), a known id needs nothing, any other is checked at commit; an id
+   * marked damaged and not rewritten is remembered, so commit refuses.
+   */
+  checkIds(
+    ids: Uint8Array,
+    baseIds: Uint8Array | undefined,
+    into: { readonly unknown: ChunkIdSet; readonly damagedNamed: ChunkIdSet },
+  ): void {
+    for (let at = 0; at < ids.byteLength; at += CHUNK_ID_BYTES) {
+      if (isZeroId(ids, at)) continue;
+      if (this.damaged.size > 0 && this.damagedIds.has(ids, at)) {
+        const id = chunkIdFromHash(ids.subarray(at, at + CHUNK_ID_BYTES));
+        if (this.damaged.has(id)) {
+          into.damagedNamed.add(ids, at);
+          continue;
+        }
+      }
+      const adopted = baseIds !== undefined && at < baseIds.byteLength && sameId(ids, at, baseIds, at);
+      if (!adopted && !this.known.has(ids, at)) into.unknown.add(ids, at);
+    }
+  }
+
+  /**
+   * Called after segments are sealed: past `SESSION_LIMITS.knownIds` remembered ids, keeps only those the open
+   * segments name (the sealed ones are settled), and makes the chunks found so far durable now rather than at
+   * commit, so memory does not grow with the disk.
+   */
+  async forgetSettled(openIds: Iterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
+    if (this.known.size > SESSION_LIMITS.knownIds) {
+      const kept = new ChunkIdSet(4096);
+      for (const ids of openIds) {
+        for (let at = 0; at < ids.byteLength; at += CHUNK_ID_BYTES) {
+          if (!isZeroId(ids, at) && this.known.has(ids, at)) kept.add(ids, at);
+        }
+      }
+      this.known = kept;
+    }
+    if (this.segments.size > SESSION_LIMITS.knownIds) this.segments.clear();
+    if (this.found.size + this.foundSegments.length > SESSION_LIMITS.knownIds) {
+      await this.syncFound(signal);
+      this.found = new ChunkIdSet();
+      this.foundSegments.length = 0;
+    }
+  }
+
+  /** Writes a segment blob create-only (once per session). */
+  async putSegment(id: Uint8Array, blob: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    const hex = chunkIdFromHash(id);
+    if (this.segments.has(hex)) return;
+    const key = segmentKey(hex);
+    // Written (without a sync) or found present, the blob is made durable by the session's one sync (syncFound).
+    if (await this.context.store.put(key, blob, { ifAbsent: true, durable: false, signal })) {
+      this.written.segmentsWritten++;
+      this.written.bytesStored += blob.byteLength;
+    }
+    this.foundSegments.push(key);
+    this.segments.add(hex);
+  }
+
   async adoptPoint(pointId: string, options: { signal?: AbortSignal } = {}): Promise<AdoptedPoint> {
     this.checkOpen();
     this.lock.checkLive();
     const { signal } = options;
-    // Read under this session's lock: no prune runs until it is released, so every chunk of a point that
-    // exists now stays. Its ids need no existence check at commit.
+    // Read under this session's lock: no prune runs until it is released, so every chunk and segment of a
+    // point that exists now stays. Ids an index keeps from it need no existence check at commit.
     const point = await this.context.getPoint(pointId, signal);
-    const index = await this.context.readIndex(point, signal);
-    forEachNonZeroId(index, (bytes, offset) => {
-      if (
-        this.damaged.size === 0 ||
-        !this.damaged.has(chunkIdFromHash(bytes.subarray(offset, offset + CHUNK_ID_BYTES)))
-      )
-        this.known.add(bytes, offset);
-    });
+    const index = await this.context.openIndex(point, signal);
+    this.adopted.add(index);
     return { point, index };
+  }
+
+  createIndex(layout: {
+    readonly capacityBytes: number;
+    readonly chunkSize: number;
+    readonly base?: PointIndex;
+    readonly inherit?: boolean;
+  }): PointIndexBuilder {
+    this.checkOpen();
+    const { capacityBytes, chunkSize, base, inherit = true } = layout;
+    const problem = layoutProblem(capacityBytes, chunkSize);
+    if (problem !== undefined) throw new InvalidArgumentError(`cannot back up this disk: ${problem}`);
+    if (base !== undefined) {
+      if (!(base instanceof StoredPointIndex) || !this.adopted.has(base)) {
+        throw new InvalidArgumentError('the base index must be one adoptPoint of this session returned');
+      }
+      if (base.chunkSize !== chunkSize) {
+        throw new InvalidArgumentError(`chunk size ${chunkSize} differs from the base's ${base.chunkSize}`);
+      }
+    }
+    return new SessionIndexBuilder(
+      this,
+      capacityBytes,
+      chunkSize,
+      base as StoredPointIndex | undefined,
+      inherit,
+    );
   }
 
   async hasChunk(hash: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<boolean> {
@@ -134,10 +465,12 @@ class RepositoryBackupSession implements BackupSession {
       await store.delete(damagedKey(id), { signal: options.signal });
       this.damaged.delete(id);
       this.known.add(chunk.hash);
+      this.written.chunksWritten++;
+      this.written.bytesStored += blob.byteLength;
       return true;
     }
     if (this.known.has(chunk.hash)) return false;
-    // Written or found present, the blob is made durable by the commit's one sync (syncChunks).
+    // Written or found present, the blob is made durable by the session's one sync (syncFound) before commit.
     const written = await store.put(chunkKey(id), blob, {
       ifAbsent: true,
       durable: false,
@@ -145,6 +478,10 @@ class RepositoryBackupSession implements BackupSession {
     });
     this.known.add(chunk.hash);
     this.found.add(chunk.hash);
+    if (written) {
+      this.written.chunksWritten++;
+      this.written.bytesStored += blob.byteLength;
+    }
     return written;
   }
 
@@ -186,16 +523,9 @@ class RepositoryBackupSession implements BackupSession {
     return missing;
   }
 
-  /** Checks that every non-zero chunk of the index is stored and not marked damaged. */
-  private async checkChunks(index: ChunkIndex, signal: AbortSignal | undefined): Promise<void> {
-    const damaged = new ChunkIdSet(this.damaged.size);
-    for (const id of this.damaged) damaged.add(chunkIdToHash(id));
-    const damagedNamed = new ChunkIdSet();
-    const unknown = new ChunkIdSet();
-    forEachNonZeroId(index, (bytes, offset) => {
-      if (damaged.size > 0 && damaged.has(bytes, offset)) damagedNamed.add(bytes, offset);
-      else if (!this.known.has(bytes, offset)) unknown.add(bytes, offset);
-    });
+  /** Checks that every non-zero chunk the sealed segments name is stored and not marked damaged. */
+  private async checkChunks(index: SessionIndexBuilder, signal: AbortSignal | undefined): Promise<void> {
+    const { damagedNamed } = index;
     if (damagedNamed.size > 0) {
       const ids: string[] = [];
       damagedNamed.forEach((id) => {
@@ -206,6 +536,10 @@ class RepositoryBackupSession implements BackupSession {
         { retryable: false },
       );
     }
+    const unknown = new ChunkIdSet(Math.max(16, index.unknown.size));
+    index.unknown.forEach((id) => {
+      if (!this.known.has(id)) unknown.add(id);
+    });
     const missing = unknown.size === 0 ? unknown : await this.missingChunks(unknown, signal);
     if (missing.size > 0) {
       const ids: string[] = [];
@@ -224,18 +558,19 @@ class RepositoryBackupSession implements BackupSession {
   }
 
   /**
-   * Makes every chunk the point names and no adopted point vouches for durable, in one step: those this session
-   * wrote (`durable: false`) and those it found present (another writer, or a run that crashed, may not have
-   * synced them). The point must not outlive any of them in a crash. One `Store.sync`, before the index and the
-   * metadata are written (a syncfs, or one fsync per chunk folder, on a local folder).
+   * Makes every chunk and segment the point names and no adopted point vouches for durable, in one step: those
+   * this session wrote (`durable: false`) and those it found present (another writer, or a run that crashed, may
+   * not have synced them). The point must not outlive any of them in a crash. One `Store.sync`, before the
+   * manifest and the metadata are written (a syncfs, or one fsync per folder, on a local folder).
    */
-  private async syncChunks(signal: AbortSignal | undefined): Promise<void> {
+  private async syncFound(signal: AbortSignal | undefined): Promise<void> {
     const { store } = this.context;
-    if (this.found.size === 0 || store.sync === undefined) return;
-    const found = this.found;
+    if ((this.found.size === 0 && this.foundSegments.length === 0) || store.sync === undefined) return;
+    const { found, foundSegments } = this;
     await store.sync(
       (function* keys() {
         for (const id of found.values()) yield chunkKey(id);
+        yield* foundSegments;
       })(),
       { signal },
     );
@@ -243,7 +578,7 @@ class RepositoryBackupSession implements BackupSession {
 
   async commit(
     point: NewPoint,
-    index: ChunkIndex,
+    index: PointIndexBuilder,
     options: { signal?: AbortSignal } = {},
   ): Promise<RecoveryPoint> {
     const { signal } = options;
@@ -258,24 +593,29 @@ class RepositoryBackupSession implements BackupSession {
         );
       }
     }
-    const expected = chunkCountOf(described.capacityBytes, described.chunkSize);
-    if (index?.chunkCount !== expected) {
+    if (!(index instanceof SessionIndexBuilder) || index.session !== this) {
+      throw new InvalidArgumentError('the index must be one createIndex of this session returned');
+    }
+    if (index.capacityBytes !== described.capacityBytes || index.chunkSize !== described.chunkSize) {
       throw new InvalidArgumentError(
-        `the index has ${index?.chunkCount} chunks; a ${described.capacityBytes}-byte disk in ${described.chunkSize}-byte chunks has ${expected}`,
+        `the index is of a ${index.capacityBytes}-byte disk in ${index.chunkSize}-byte chunks; the point says ${described.capacityBytes} in ${described.chunkSize}-byte chunks`,
       );
     }
+    const blob = await index.finish(signal);
     await this.checkChunks(index, signal);
-    await this.syncChunks(signal);
+    await this.syncFound(signal);
 
     const { store } = this.context;
-    const blob = encodeChunkIndex(index, described);
     const digest = createHash('sha256').update(blob).digest('hex');
     const createdAt = new Date(described.createdAt);
     let id: string;
     do {
       id = newPointId(createdAt);
     } while (!(await store.put(indexKey(id), blob, { ifAbsent: true, signal })));
-    const committed = recoveryPoint(id, described, digest);
+    const committed = recoveryPoint(id, described, digest, {
+      ...this.written,
+      bytesStored: this.written.bytesStored + blob.byteLength,
+    });
     try {
       // Last look at the lock: a prune that judged it stale may have deleted chunks this point names.
       await this.lock.confirm(signal);

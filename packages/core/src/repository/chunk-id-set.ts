@@ -6,6 +6,10 @@ import { CHUNK_ID_BYTES, sameId } from './chunk-id.js';
  * SHA-256 digests, so their first bytes are already uniformly distributed and serve as the hash. The all-zero
  * id is never stored (it marks a zero chunk, which is not a stored chunk).
  *
+ * Its memory grows with its ids (one array, doubled when half full: 8 GiB past ~67 M ids), so it holds sets bounded
+ * by something else (one session's chunks, the damaged chunks). Enumerations over the whole repository (prune,
+ * verify) use the external sort of `sorted-chunk-ids.ts` instead, whose memory is a constant.
+ *
  * @internal
  */
 export class ChunkIdSet {

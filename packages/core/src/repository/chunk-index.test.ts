@@ -1,133 +1,230 @@
-import fc from 'fast-check';
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import { CHUNK_ID_BYTES } from './chunk-id.js';
 import {
-  CHUNK_INDEX_HEADER_BYTES,
-  createChunkIndex,
-  decodeChunkIndex,
-  encodeChunkIndex,
-  forEachNonZeroId,
+  decodeManifest,
+  decodeSegment,
+  encodeManifest,
+  encodeSegment,
+  MAX_CAPACITY_BYTES,
+  MAX_CHUNK_COUNT,
+  MAX_SEGMENT_COUNT,
+  MIN_CHUNK_SIZE,
+  openPointIndex,
+  SEGMENT_CHUNKS,
+  segmentKey,
 } from './chunk-index.js';
-import type { ChunkIndex } from './types.js';
+import type { Store } from './store.js';
 
 const CHUNK = 256 * 1024;
 
-function filledIndex(count: number, seed: number) {
-  const index = createChunkIndex(count);
-  for (let i = 0; i < count; i++) {
-    if ((i + seed) % 3 === 0) continue; // zero chunk
-    index.setId(i, new Uint8Array(32).fill(((i * 7 + seed) % 255) + 1));
-  }
-  return index;
+function sha(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
-function expectCorrupt(action: () => unknown): void {
-  let thrown: unknown;
+function ids(count: number, seed: number): Uint8Array {
+  const out = new Uint8Array(count * CHUNK_ID_BYTES);
+  for (let i = 0; i < count; i++) {
+    if ((i + seed) % 3 === 0) continue; // zero chunk
+    out.fill(((i * 7 + seed) % 255) + 1, i * 32, (i + 1) * 32);
+  }
+  return out;
+}
+
+function thrown(action: () => unknown): unknown {
   try {
     action();
   } catch (error) {
-    thrown = error;
+    return error;
   }
-  expect(RepositoryCorruptError.isInstance(thrown)).toBe(true);
+  throw new Error('expected a throw');
 }
 
-describe('chunk index', () => {
-  it('keeps 32 bytes per chunk, zero by default', () => {
-    const index = createChunkIndex(5);
-    expect(index.chunkCount).toBe(5);
-    for (let i = 0; i < 5; i++) expect(index.isZero(i)).toBe(true);
-    const id = new Uint8Array(32).fill(9);
-    index.setId(3, id);
-    expect(index.isZero(3)).toBe(false);
-    expect([...index.idAt(3)]).toEqual([...id]);
-    index.setZero(3);
-    expect(index.isZero(3)).toBe(true);
+/** A store of blobs in a Map that counts reads (only what the index reader uses). */
+function mapStore(blobs: Map<string, Uint8Array>) {
+  const stats = { gets: 0, inFlight: 0, maxInFlight: 0 };
+  const store = {
+    kind: 'memory',
+    location: 'test',
+    async get(key: string) {
+      stats.gets++;
+      stats.inFlight++;
+      stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+      await new Promise((resolve) => setImmediate(resolve));
+      stats.inFlight--;
+      const blob = blobs.get(key);
+      if (blob === undefined) throw Object.assign(new Error(`no ${key}`), { code: 'NOT_FOUND' });
+      return blob;
+    },
+  } as unknown as Store;
+  return { store, stats };
+}
+
+describe('index segments', () => {
+  it('round-trips, compresses zero runs, and gives an all-zero segment the zero id and no blob', () => {
+    const plain = ids(SEGMENT_CHUNKS, 1);
+    const { id, blob } = encodeSegment(plain);
+    expect(blob).toBeDefined();
+    expect(sha(plain)).toBe(Buffer.from(id).toString('hex'));
+    expect(decodeSegment(blob!, id, SEGMENT_CHUNKS, 'segment')).toEqual(plain);
+    const sparse = new Uint8Array(SEGMENT_CHUNKS * 32);
+    sparse.fill(7, 32 * 100, 32 * 101);
+    const packed = encodeSegment(sparse);
+    expect(packed.blob![5]).toBe(1); // zstd
+    expect(packed.blob!.byteLength).toBeLessThan(250);
+    const zero = encodeSegment(new Uint8Array(32 * 10));
+    expect(zero.blob).toBeUndefined();
+    expect(zero.id).toEqual(new Uint8Array(32));
+    expect(segmentKey(id)).toBe(`segments/${sha(plain).slice(0, 2)}/${sha(plain)}`);
+    expect(InvalidArgumentError.isInstance(thrown(() => encodeSegment(new Uint8Array(33))))).toBe(true);
   });
 
-  it('rejects out-of-range positions and malformed ids', () => {
-    const index = createChunkIndex(2);
-    expect(() => index.idAt(2)).toThrow(InvalidArgumentError);
-    expect(() => index.setId(-1, new Uint8Array(32))).toThrow(InvalidArgumentError);
-    expect(() => index.setId(0, new Uint8Array(31))).toThrow(InvalidArgumentError);
-    expect(() => createChunkIndex(1.5)).toThrow(InvalidArgumentError);
-  });
-
-  it('round-trips through the blob format with its exact layout', () => {
-    const capacityBytes = 7 * CHUNK + 123;
-    const index = filledIndex(8, 1);
-    const blob = encodeChunkIndex(index, { chunkSize: CHUNK, capacityBytes });
-    expect(blob.byteLength).toBe(CHUNK_INDEX_HEADER_BYTES + 8 * 32 + 32);
-    expect(Buffer.from(blob.subarray(0, 4)).toString('latin1')).toBe('DRKI');
-    const view = new DataView(blob.buffer);
-    expect(blob[4]).toBe(1);
-    expect(view.getUint32(8, true)).toBe(CHUNK);
-    expect(view.getBigUint64(12, true)).toBe(BigInt(capacityBytes));
-    expect(view.getUint32(20, true)).toBe(8);
-    const decoded = decodeChunkIndex(blob);
-    expect(decoded.chunkSize).toBe(CHUNK);
-    expect(decoded.capacityBytes).toBe(capacityBytes);
-    expect(decoded.index.chunkCount).toBe(8);
-    for (let i = 0; i < 8; i++) {
-      expect(decoded.index.isZero(i)).toBe(index.isZero(i));
-      expect(Buffer.compare(decoded.index.idAt(i), index.idAt(i))).toBe(0);
+  it('detects every flipped bit of a segment blob, naming the blob', () => {
+    for (const plain of [ids(SEGMENT_CHUNKS, 2), ids(5, 3)]) {
+      const count = plain.byteLength / 32;
+      const { id, blob } = encodeSegment(plain);
+      for (let byte = 0; byte < blob!.byteLength; byte += Math.max(1, Math.floor(blob!.byteLength / 97))) {
+        for (const bit of [0, 5]) {
+          const bad = blob!.slice();
+          bad[byte]! ^= 1 << bit;
+          const error = thrown(() => decodeSegment(bad, id, count, 'segment blob segments/ab/x'));
+          expect(RepositoryCorruptError.isInstance(error)).toBe(true);
+          expect((error as Error).message).toContain('segments/ab/x');
+        }
+      }
+      expect(RepositoryCorruptError.isInstance(thrown(() => decodeSegment(blob!, id, count + 1, 's')))).toBe(
+        true,
+      );
+      const trailing = new Uint8Array(blob!.byteLength + 1);
+      trailing.set(blob!);
+      expect(RepositoryCorruptError.isInstance(thrown(() => decodeSegment(trailing, id, count, 's')))).toBe(
+        true,
+      );
     }
   });
+});
 
-  it('encodes any ChunkIndex implementation, not only its own', () => {
-    const own = filledIndex(3, 2);
-    const foreign: ChunkIndex = {
-      chunkCount: 3,
-      idAt: (i) => own.idAt(i).slice(),
-      isZero: (i) => own.isZero(i),
-    };
-    const layout = { chunkSize: CHUNK, capacityBytes: 3 * CHUNK };
-    expect(Buffer.compare(encodeChunkIndex(foreign, layout), encodeChunkIndex(own, layout))).toBe(0);
-  });
-
-  it('refuses an index whose count does not fit the layout', () => {
-    expect(() =>
-      encodeChunkIndex(createChunkIndex(2), { chunkSize: CHUNK, capacityBytes: 3 * CHUNK }),
-    ).toThrow(InvalidArgumentError);
-  });
-
-  it('visits exactly the non-zero positions', () => {
-    const index = filledIndex(10, 0);
-    const seen: number[] = [];
-    forEachNonZeroId(index, (_bytes, _offset, position) => seen.push(position));
-    expect(seen).toEqual([1, 2, 4, 5, 7, 8]);
-  });
-
-  it('detects truncation, a wrong magic and a wrong version', () => {
-    const blob = encodeChunkIndex(filledIndex(4, 0), { chunkSize: CHUNK, capacityBytes: 4 * CHUNK });
-    expectCorrupt(() => decodeChunkIndex(blob.subarray(0, blob.byteLength - 1)));
-    expectCorrupt(() => decodeChunkIndex(new Uint8Array(10)));
-    const magic = blob.slice();
-    magic[0] = 0x58;
-    expectCorrupt(() => decodeChunkIndex(magic));
-    const version = blob.slice();
-    version[4] = 2;
-    expectCorrupt(() => decodeChunkIndex(version));
-  });
-
-  it('detects any single bit flip anywhere in the blob (property)', () => {
-    fc.assert(
-      fc.property(
-        fc.integer({ min: 0, max: 40 }),
-        fc.integer({ min: 0, max: 1000 }),
-        fc.nat(),
-        fc.integer({ min: 0, max: 7 }),
-        (count, seed, where, bit) => {
-          const capacityBytes = count === 0 ? 0 : (count - 1) * CHUNK + 1 + (seed % CHUNK);
-          const blob = encodeChunkIndex(filledIndex(count, seed), { chunkSize: CHUNK, capacityBytes });
-          const decoded = decodeChunkIndex(blob.slice());
-          expect(decoded.index.chunkCount).toBe(count);
-          const flipped = blob.slice();
-          const at = where % flipped.byteLength;
-          flipped[at] = flipped[at]! ^ (1 << bit);
-          expectCorrupt(() => decodeChunkIndex(flipped));
-        },
-      ),
-      { numRuns: 500 },
+describe('manifest', () => {
+  it('agrees on the limits: capacity, chunk count and segment count', () => {
+    expect(MAX_CAPACITY_BYTES).toBe(2 ** 48);
+    expect(MAX_CHUNK_COUNT).toBe(MAX_CAPACITY_BYTES / MIN_CHUNK_SIZE);
+    expect(MAX_CHUNK_COUNT).toBeLessThan(2 ** 32);
+    expect(MAX_SEGMENT_COUNT).toBe(MAX_CHUNK_COUNT / SEGMENT_CHUNKS);
+    const tooBig = thrown(() =>
+      encodeManifest({
+        chunkSize: CHUNK,
+        capacityBytes: MAX_CAPACITY_BYTES + 1,
+        segmentIds: new Uint8Array(0),
+      }),
     );
+    expect(InvalidArgumentError.isInstance(tooBig)).toBe(true);
+    const smallChunks = thrown(() =>
+      encodeManifest({ chunkSize: 4096, capacityBytes: 4096, segmentIds: new Uint8Array(32) }),
+    );
+    expect(InvalidArgumentError.isInstance(smallChunks)).toBe(true);
+  });
+
+  it('round-trips and detects every flipped bit and trailing bytes', () => {
+    const capacityBytes = 3 * SEGMENT_CHUNKS * CHUNK - 1000;
+    const segmentIds = new Uint8Array(3 * 32);
+    segmentIds.fill(9, 32, 64);
+    const blob = encodeManifest({ chunkSize: CHUNK, capacityBytes, segmentIds });
+    const decoded = decodeManifest(blob);
+    expect(decoded).toMatchObject({ chunkSize: CHUNK, capacityBytes, segmentCount: 3 });
+    expect(decoded.chunkCount).toBe(3 * SEGMENT_CHUNKS);
+    expect(decoded.segmentIds).toEqual(segmentIds);
+    for (let byte = 0; byte < blob.byteLength; byte++) {
+      const bad = blob.slice();
+      bad[byte]! ^= 0x10;
+      const error = thrown(() => decodeManifest(bad, 'manifest blob indexes/p'));
+      expect(RepositoryCorruptError.isInstance(error)).toBe(true);
+      expect((error as Error).message).toContain('indexes/p');
+    }
+    const trailing = new Uint8Array(blob.byteLength + 1);
+    trailing.set(blob);
+    expect(RepositoryCorruptError.isInstance(thrown(() => decodeManifest(trailing)))).toBe(true);
+  });
+
+  it('reads the index of a 64 TiB virtual disk segment by segment, in memory bounded by counts', async () => {
+    // 64 TiB in 256 KiB chunks: 2^28 positions (past what one array of ids could hold), 2^18 segments.
+    const capacityBytes = 64 * 2 ** 40;
+    const chunkCount = capacityBytes / CHUNK;
+    const segmentCount = chunkCount / SEGMENT_CHUNKS;
+    expect(segmentCount).toBe(2 ** 18);
+    // One stored segment (one non-zero chunk at its position 7), referenced by every 4096th segment and the last.
+    const plain = new Uint8Array(SEGMENT_CHUNKS * 32);
+    plain.fill(0xab, 7 * 32, 8 * 32);
+    const { id, blob } = encodeSegment(plain);
+    const segmentIds = new Uint8Array(segmentCount * 32);
+    const referencing: number[] = [];
+    for (let s = 0; s < segmentCount; s += 4096) referencing.push(s);
+    referencing.push(segmentCount - 1);
+    for (const s of referencing) segmentIds.set(id, s * 32);
+    const manifest = encodeManifest({ chunkSize: CHUNK, capacityBytes, segmentIds });
+    // Nothing is stored per zero segment: the manifest of 2^18 segments compresses to a few KiB.
+    expect(manifest.byteLength).toBeLessThan(64 * 1024);
+    const blobs = new Map([
+      ['indexes/p', manifest],
+      [segmentKey(id), blob!],
+    ]);
+    const { store, stats } = mapStore(blobs);
+    const point = { id: 'p', indexDigest: sha(manifest), chunkSize: CHUNK, capacityBytes };
+    const index = await openPointIndex(store, point, 'indexes/p', 'memory store', undefined);
+    expect(index.chunkCount).toBe(chunkCount);
+    expect(index.segmentCount).toBe(segmentCount);
+    let seen = 0;
+    let nonZero = 0;
+    let nonZeroIds = 0;
+    let lastPosition = -1;
+    for await (const segment of index.segments()) {
+      expect(segment.firstPosition).toBe(seen * SEGMENT_CHUNKS);
+      expect(segment.firstPosition).toBeGreaterThan(lastPosition);
+      lastPosition = segment.firstPosition;
+      seen++;
+      if (segment.zero) continue;
+      nonZero++;
+      for (let at = 0; at < segment.ids.byteLength; at += 32) if (segment.ids[at] !== 0) nonZeroIds++;
+    }
+    expect(seen).toBe(segmentCount);
+    expect(nonZero).toBe(referencing.length);
+    expect(nonZeroIds).toBe(referencing.length);
+    // Reads: the manifest once, one segment blob per non-zero segment; at most a few at once.
+    expect(stats.gets).toBe(1 + referencing.length);
+    expect(stats.maxInFlight).toBeLessThanOrEqual(4);
+    expect(index.segmentsRead).toBe(referencing.length);
+    // Random access reads only the segment it needs.
+    const before = stats.gets;
+    expect((await index.idAt(referencing[3]! * SEGMENT_CHUNKS + 7))[0]).toBe(0xab);
+    expect((await index.idAt(12345))[0]).toBe(0); // a zero segment: no read
+    expect((await index.idAt(referencing[3]! * SEGMENT_CHUNKS + 8))[0]).toBe(0); // cached
+    expect(stats.gets - before).toBe(1);
+  }, 60_000);
+
+  it('names the manifest when it is missing or does not match the point', async () => {
+    const manifest = encodeManifest({
+      chunkSize: CHUNK,
+      capacityBytes: CHUNK,
+      segmentIds: new Uint8Array(32),
+    });
+    const { store } = mapStore(new Map([['indexes/p', manifest]]));
+    const point = { id: 'p', indexDigest: sha(manifest), chunkSize: CHUNK, capacityBytes: CHUNK };
+    const wrongDigest = await openPointIndex(
+      store,
+      { ...point, indexDigest: '0'.repeat(64) },
+      'indexes/p',
+      'm',
+      undefined,
+    ).catch((e: unknown) => e);
+    expect(RepositoryCorruptError.isInstance(wrongDigest)).toBe(true);
+    expect((wrongDigest as Error).message).toContain('indexes/p');
+    const wrongSize = await openPointIndex(
+      store,
+      { ...point, capacityBytes: 2 * CHUNK },
+      'indexes/p',
+      'm',
+      undefined,
+    ).catch((e: unknown) => e);
+    expect(RepositoryCorruptError.isInstance(wrongSize)).toBe(true);
   });
 });

@@ -26,7 +26,8 @@ function isWorkerFailure(error: unknown): error is WorkerCrashedError | TimeoutE
 }
 
 /**
- * Reads a chunk blob, checks its header, decodes it in the worker pool and compares the SHA-256 with the id.
+ * Reads a chunk blob, checks its header (its plain length against `expectedLength`, unless undefined: verify knows
+ * ids, not positions), decodes it in the worker pool and compares the SHA-256 with the id.
  * Damage is returned, not thrown; aborts, retryable store errors, a closed pool and failures of the worker
  * (which say nothing about the chunk) are thrown. A worker that crashes or times out on the chunk gets one more
  * try: the blob is read again and decoded on the replacement worker.
@@ -38,7 +39,7 @@ export async function loadChunk(
   store: Store,
   workers: ChunkWorkerPool,
   hash: Uint8Array,
-  expectedLength: number,
+  expectedLength: number | undefined,
   signal: AbortSignal | undefined,
 ): Promise<LoadedChunk> {
   try {
@@ -53,7 +54,7 @@ async function loadChunkOnce(
   store: Store,
   workers: ChunkWorkerPool,
   hash: Uint8Array,
-  expectedLength: number,
+  expectedLength: number | undefined,
   signal: AbortSignal | undefined,
 ): Promise<LoadedChunk> {
   const key = chunkKey(hash);
@@ -74,7 +75,7 @@ async function loadChunkOnce(
     if (!RepositoryCorruptError.isInstance(error)) throw error;
     return { ok: false, problem: 'unreadable', detail: error.message, cause: error };
   }
-  if (decoded.plainLength !== expectedLength) {
+  if (expectedLength !== undefined && decoded.plainLength !== expectedLength) {
     return {
       ok: false,
       problem: 'unreadable',

@@ -1,16 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError, RepositoryCorruptError } from '../errors/drkit-error.js';
 import type { ChangeSetValidity, Checkpoint, FullReadReason } from '../spec/v2/index.js';
-import { MAX_CHUNK_BYTES } from './chunk-blob.js';
-import { chunkCountOf } from './chunk-index.js';
-import type { NewPoint, PointStats, RecoveryPoint } from './types.js';
+import { chunkCountOf, MAX_CAPACITY_BYTES, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-index.js';
+import { decodeCheckedJson, encodeCheckedJson } from './repository-config.js';
+import type { NewPoint, NewPointStats, PointStats, RecoveryPoint } from './types.js';
 
-/** Format version written in every point metadata JSON. */
-export const POINT_FORMAT_VERSION = 1;
-/** The smallest chunk size a lineage may use. */
-export const MIN_CHUNK_SIZE: number = 256 * 1024;
-/** The largest chunk size a lineage may use. */
-export const MAX_CHUNK_SIZE: number = MAX_CHUNK_BYTES;
+export { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-index.js';
+
+/** Format version written in every point metadata blob. */
+export const POINT_FORMAT_VERSION = 2;
 
 const POINT_ID = /^\d{8}T\d{9}-[0-9a-f]{8}$/;
 const DIGEST = /^[0-9a-f]{64}$/;
@@ -33,7 +31,7 @@ export function pointKey(id: string): string {
   return `points/${id}.json`;
 }
 
-/** Store key of a point's index blob. */
+/** Store key of a point's manifest blob (the list of its index segments). */
 export function indexKey(id: string): string {
   return `indexes/${id}`;
 }
@@ -105,23 +103,44 @@ function checkpoint(value: unknown, field: string, fail: Fail): Checkpoint {
   };
 }
 
-function stats(value: unknown, field: string, fail: Fail): PointStats {
+function newStats(value: unknown, field: string, fail: Fail): NewPointStats {
   if (!isObject(value)) return fail(field, 'must be an object');
   return {
-    bytesRead: amount(value.bytesRead, `${field}.bytesRead`, fail),
-    bytesWritten: amount(value.bytesWritten, `${field}.bytesWritten`, fail),
-    bytesSkippedUnchanged: amount(value.bytesSkippedUnchanged, `${field}.bytesSkippedUnchanged`, fail),
-    bytesDeduplicated: amount(value.bytesDeduplicated, `${field}.bytesDeduplicated`, fail),
-    bytesZero: amount(value.bytesZero, `${field}.bytesZero`, fail),
-    chunksWritten: amount(value.chunksWritten, `${field}.chunksWritten`, fail),
+    bytesRead: count(value.bytesRead, `${field}.bytesRead`, fail),
+    bytesWritten: count(value.bytesWritten, `${field}.bytesWritten`, fail),
+    bytesSkippedUnchanged: count(value.bytesSkippedUnchanged, `${field}.bytesSkippedUnchanged`, fail),
+    bytesDeduplicated: count(value.bytesDeduplicated, `${field}.bytesDeduplicated`, fail),
+    bytesZero: count(value.bytesZero, `${field}.bytesZero`, fail),
     seconds: amount(value.seconds, `${field}.seconds`, fail),
   };
+}
+
+function storedStats(value: Record<string, unknown>, field: string, fail: Fail): PointStats {
+  return {
+    ...newStats(value, field, fail),
+    bytesStored: count(value.bytesStored, `${field}.bytesStored`, fail),
+    chunksWritten: count(value.chunksWritten, `${field}.chunksWritten`, fail),
+    segmentsWritten: count(value.segmentsWritten, `${field}.segmentsWritten`, fail),
+  };
+}
+
+/** Checks that the four plain-byte counters add up to the capacity. */
+function checkIdentity(stats: NewPointStats, capacityBytes: number, fail: Fail): void {
+  const sum = stats.bytesWritten + stats.bytesDeduplicated + stats.bytesSkippedUnchanged + stats.bytesZero;
+  if (sum !== capacityBytes) {
+    fail(
+      'stats',
+      `bytesWritten + bytesDeduplicated + bytesSkippedUnchanged + bytesZero is ${sum}, not the capacity ${capacityBytes}`,
+    );
+  }
 }
 
 /** The fields shared by {@link NewPoint} and {@link RecoveryPoint}, checked, in a stable order. */
 function describedPoint(value: Record<string, unknown>, fail: Fail): NewPoint {
   const capacityBytes = count(value.capacityBytes, 'capacityBytes', fail);
-  if (capacityBytes === 0) fail('capacityBytes', 'must be positive');
+  if (capacityBytes === 0 || capacityBytes > MAX_CAPACITY_BYTES) {
+    fail('capacityBytes', `must be from 1 to ${MAX_CAPACITY_BYTES} (256 TiB)`);
+  }
   const chunkSize = count(value.chunkSize, 'chunkSize', fail);
   if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
     fail('chunkSize', `must be between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE} bytes`);
@@ -138,8 +157,9 @@ function describedPoint(value: Record<string, unknown>, fail: Fail): NewPoint {
     capacityBytes,
     chunkSize,
     validity: validity(value.validity, 'validity', fail),
-    stats: stats(value.stats, 'stats', fail),
+    stats: newStats(value.stats, 'stats', fail),
   };
+  checkIdentity(point.stats, capacityBytes, fail);
   if (value.parentId !== undefined) {
     if (!isPointId(value.parentId)) fail('parentId', 'must be a point id');
     point.parentId = value.parentId as string;
@@ -172,10 +192,15 @@ export function checkNewPoint(value: NewPoint): NewPoint {
 }
 
 /**
- * The committed point built from its description, id and index digest. A description without `snapshotAt` (a
- * point of an older drkit) gets its `createdAt`.
+ * The committed point built from its description, id, manifest digest and the stats only the session knows. A
+ * description without `snapshotAt` gets its `createdAt`.
  */
-export function recoveryPoint(id: string, point: NewPoint, indexDigest: string): RecoveryPoint {
+export function recoveryPoint(
+  id: string,
+  point: NewPoint,
+  indexDigest: string,
+  written: Pick<PointStats, 'bytesStored' | 'chunksWritten' | 'segmentsWritten'>,
+): RecoveryPoint {
   const { platformId, hostId, diskId, hostName, diskName, createdAt, capacityBytes, chunkSize } = point;
   return {
     id,
@@ -197,15 +222,23 @@ export function recoveryPoint(id: string, point: NewPoint, indexDigest: string):
     validity: point.validity,
     ...(point.checkpoint === undefined ? {} : { checkpoint: point.checkpoint }),
     indexDigest,
-    stats: point.stats,
+    stats: {
+      bytesRead: point.stats.bytesRead,
+      bytesWritten: point.stats.bytesWritten,
+      bytesSkippedUnchanged: point.stats.bytesSkippedUnchanged,
+      bytesDeduplicated: point.stats.bytesDeduplicated,
+      bytesZero: point.stats.bytesZero,
+      bytesStored: written.bytesStored,
+      chunksWritten: written.chunksWritten,
+      segmentsWritten: written.segmentsWritten,
+      seconds: point.stats.seconds,
+    },
   };
 }
 
-/** The metadata JSON of a point: `formatVersion` then the {@link RecoveryPoint} fields. */
+/** The metadata blob of a point: `formatVersion` then the {@link RecoveryPoint} fields, as checked JSON. */
 export function serializePoint(point: RecoveryPoint): Uint8Array {
-  return new TextEncoder().encode(
-    `${JSON.stringify({ formatVersion: POINT_FORMAT_VERSION, ...point }, null, 2)}\n`,
-  );
+  return encodeCheckedJson({ formatVersion: POINT_FORMAT_VERSION, ...point });
 }
 
 /** Marks the error of a metadata blob written by a newer drkit. */
@@ -243,12 +276,11 @@ export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
   const fail: Fail = (field, problem) => {
     throw new RepositoryCorruptError(`point metadata ${key} is damaged: ${field} ${problem}`);
   };
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (error) {
-    throw new RepositoryCorruptError(`point metadata ${key} is not valid JSON`, { cause: error });
+  const checked = decodeCheckedJson(bytes, `point metadata ${key}`);
+  if (checked === undefined) {
+    throw new RepositoryCorruptError(`point metadata ${key} is damaged: it has no checksum line`);
   }
+  const { value } = checked;
   if (!isObject(value)) return fail('the document', 'must be an object');
   const version = value.formatVersion;
   if (typeof version === 'number' && Number.isSafeInteger(version) && version > POINT_FORMAT_VERSION) {
@@ -264,6 +296,7 @@ export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
   const id = pointIdFromKey(key);
   if (value.id !== id) fail('id', `must be ${JSON.stringify(id)} (the key's id)`);
   const described = describedPoint(value, fail);
+  const stored = storedStats(value.stats as Record<string, unknown>, 'stats', fail);
   const chunkCount = count(value.chunkCount, 'chunkCount', fail);
   if (chunkCount !== chunkCountOf(described.capacityBytes, described.chunkSize)) {
     fail('chunkCount', 'must be ceil(capacityBytes / chunkSize)');
@@ -271,5 +304,5 @@ export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
   if (typeof value.indexDigest !== 'string' || !DIGEST.test(value.indexDigest)) {
     fail('indexDigest', 'must be 64 lowercase hex digits');
   }
-  return recoveryPoint(id as string, described, value.indexDigest as string);
+  return recoveryPoint(id as string, described, value.indexDigest as string, stored);
 }

@@ -1,13 +1,12 @@
-import { createHash } from 'node:crypto';
-import { InvalidArgumentError, NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
+import { InvalidArgumentError, NotFoundError } from '../errors/drkit-error.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { isChunkId } from './chunk-id.js';
-import { decodeChunkIndex } from './chunk-index.js';
+import { openPointIndex, type StoredPointIndex } from './chunk-index.js';
 import { indexKey, isPointId, pointIdFromKey, pointKey, readPointMetadata } from './point-metadata.js';
 import type { RepositoryConfig } from './repository-config.js';
 import type { Store } from './store.js';
 import { TaskWindow } from './task-window.js';
-import type { ChunkId, ChunkIndex, RecoveryPoint, UnreadablePoint } from './types.js';
+import type { ChunkId, RecoveryPoint, UnreadablePoint } from './types.js';
 
 /** Key prefix of the damaged-chunk marks (`damaged/<chunk id>`). */
 export const DAMAGED_PREFIX = 'damaged/';
@@ -181,38 +180,14 @@ export class RepositoryContext {
   }
 
   /**
-   * A point's index, checked against the point's digest and layout.
+   * A point's index: its manifest, checked against the point's digest and layout; segments are read on demand.
    *
-   * @throws {@link RepositoryCorruptError} when the index is missing, does not match the digest or the point.
+   * @throws {@link RepositoryCorruptError} when the manifest is missing, damaged or does not match the point
+   * (the cause is a {@link NotFoundError} when it is missing).
    */
-  async readIndex(point: RecoveryPoint, signal: AbortSignal | undefined): Promise<ChunkIndex> {
+  async openIndex(point: RecoveryPoint, signal: AbortSignal | undefined): Promise<StoredPointIndex> {
     this.checkOpen();
-    const key = indexKey(point.id);
-    let blob: Uint8Array;
-    try {
-      blob = await this.store.get(key, { signal });
-    } catch (error) {
-      if (NotFoundError.isInstance(error)) {
-        throw new RepositoryCorruptError(
-          `point ${point.id} has no index blob ${key} in the ${this.where}: the point cannot be restored; run verify`,
-          { cause: error },
-        );
-      }
-      throw error;
-    }
-    const digest = createHash('sha256').update(blob).digest('hex');
-    if (digest !== point.indexDigest) {
-      throw new RepositoryCorruptError(
-        `index blob ${key} hashes to ${digest}, point ${point.id} records ${point.indexDigest}: the index is damaged`,
-      );
-    }
-    const decoded = decodeChunkIndex(blob, key);
-    if (decoded.chunkSize !== point.chunkSize || decoded.capacityBytes !== point.capacityBytes) {
-      throw new RepositoryCorruptError(
-        `index blob ${key} describes a ${decoded.capacityBytes}-byte disk in ${decoded.chunkSize}-byte chunks, point ${point.id} a ${point.capacityBytes}-byte disk in ${point.chunkSize}-byte chunks`,
-      );
-    }
-    return decoded.index;
+    return openPointIndex(this.store, point, indexKey(point.id), this.where, signal);
   }
 
   /** Ids of chunks marked damaged. */

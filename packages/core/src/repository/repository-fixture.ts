@@ -3,11 +3,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
-import { createChunkIndex, type MutableChunkIndex } from './chunk-index.js';
 import { createLocalFolderStore } from './local-folder-store.js';
 import { openRepository } from './repository.js';
 import type { Store } from './store.js';
-import type { BackupSession, DiskLineage, NewPoint, RecoveryPoint, Repository } from './types.js';
+import type {
+  BackupSession,
+  DiskLineage,
+  NewPoint,
+  PointIndex,
+  PointIndexBuilder,
+  RecoveryPoint,
+  Repository,
+} from './types.js';
 
 /**
  * Test support for the repository tests (not part of the public API): a repository in a temporary folder, disk
@@ -107,25 +114,28 @@ export function newPoint(capacityBytes: number, overrides: Partial<NewPoint> = {
     validity: { kind: 'full', reason: 'first-backup' },
     stats: {
       bytesRead: capacityBytes,
-      bytesWritten: 0,
+      bytesWritten: capacityBytes,
       bytesSkippedUnchanged: 0,
       bytesDeduplicated: 0,
       bytesZero: 0,
-      chunksWritten: 0,
       seconds: 0,
     },
     ...overrides,
   };
 }
 
-/** Encodes every chunk of `image` through the pool, stores it in `session` and returns the index. */
+/**
+ * Encodes every chunk of `image` through the pool, stores it in `session` and returns the index (not yet
+ * committed) and the ids by position (undefined for a zero chunk).
+ */
 export async function storeImage(
   session: BackupSession,
   workers: ChunkWorkerPool,
   image: Uint8Array,
-): Promise<{ index: MutableChunkIndex; chunksWritten: number }> {
+): Promise<{ index: PointIndexBuilder; chunksWritten: number; ids: (Uint8Array | undefined)[] }> {
   const count = Math.ceil(image.byteLength / TEST_CHUNK_SIZE);
-  const index = createChunkIndex(count);
+  const index = session.createIndex({ capacityBytes: image.byteLength, chunkSize: TEST_CHUNK_SIZE });
+  const ids: (Uint8Array | undefined)[] = new Array(count).fill(undefined);
   let chunksWritten = 0;
   for (let i = 0; i < count; i++) {
     const plain = image.slice(i * TEST_CHUNK_SIZE, Math.min((i + 1) * TEST_CHUNK_SIZE, image.byteLength));
@@ -134,6 +144,7 @@ export async function storeImage(
     if (encoded.kind === 'zero') continue;
     if (encoded.kind !== 'data') throw new Error('unexpected unchanged chunk without a parent');
     index.setId(i, encoded.hash);
+    ids[i] = encoded.hash.slice();
     if (
       await session.putChunk({
         hash: encoded.hash,
@@ -145,7 +156,16 @@ export async function storeImage(
       chunksWritten++;
     }
   }
-  return { index, chunksWritten };
+  return { index, chunksWritten, ids };
+}
+
+/** Sets every position of `builder` to the id `index` has there (a copy of a committed point's index). */
+export async function copyIndex(index: PointIndex, builder: PointIndexBuilder): Promise<void> {
+  for await (const segment of index.segments()) {
+    for (let k = 0; k < segment.chunkCount; k++) {
+      builder.setId(segment.firstPosition + k, segment.ids.subarray(k * 32, (k + 1) * 32));
+    }
+  }
 }
 
 /** Backs `image` up as one point of {@link TEST_LINEAGE} (or the lineage in `overrides`). */

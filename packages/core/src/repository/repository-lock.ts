@@ -155,6 +155,12 @@ function seconds(ms: number): string {
  * each other) a holder never acts on a lock that another process already removed, and a heartbeat never
  * recreates a removed lock.
  *
+ * "Gone half the threshold" is measured on two clocks, and either one suffices: the monotonic clock
+ * (`performance.now()`), which a wall-clock step cannot fool, and the wall clock (`Date.now()`), which keeps
+ * running while the machine or VM is suspended (Linux's monotonic clock stops then). A process paused by
+ * SIGSTOP, a debugger or a suspended VM thus learns at its first check after the pause that its lock may have
+ * been broken, before it does anything destructive.
+ *
  * @internal
  */
 export class HeldLock {
@@ -162,6 +168,8 @@ export class HeldLock {
   private refreshing: Promise<void> | undefined;
   /** `performance.now()` when the last successful write of the blob started. */
   private lastWrite: number;
+  /** `Date.now()` at the same moment. */
+  private lastWriteWall: number;
   private brokenReason: string | undefined;
   private released = false;
 
@@ -170,9 +178,10 @@ export class HeldLock {
     readonly key: string,
     private record: LockRecord,
     private readonly staleAfterMs: number,
-    writeStartedAt: number,
+    writeStartedAt: { readonly monotonic: number; readonly wall: number },
   ) {
-    this.lastWrite = writeStartedAt;
+    this.lastWrite = writeStartedAt.monotonic;
+    this.lastWriteWall = writeStartedAt.wall;
   }
 
   /** Starts the heartbeat. */
@@ -186,8 +195,10 @@ export class HeldLock {
     this.timer.unref();
   }
 
+  /** Whether half the stale threshold passed since the last successful write, by either clock. */
   private fenced(): boolean {
-    return performance.now() - this.lastWrite > this.staleAfterMs / 2;
+    const limit = this.staleAfterMs / 2;
+    return performance.now() - this.lastWrite > limit || Date.now() - this.lastWriteWall > limit;
   }
 
   private async refresh(): Promise<void> {
@@ -196,7 +207,7 @@ export class HeldLock {
       this.brokenReason = `its heartbeat could not be written for more than ${seconds(this.staleAfterMs / 2)}`;
       return;
     }
-    const started = performance.now();
+    const started = clocks();
     try {
       if (!(await this.store.has(this.key))) {
         this.brokenReason = 'its lock blob was removed (judged stale by another process)';
@@ -206,7 +217,8 @@ export class HeldLock {
       const record: LockRecord = { ...this.record, heartbeatAt: new Date().toISOString() };
       await this.store.put(this.key, encodeLock(record));
       this.record = record;
-      this.lastWrite = started;
+      this.lastWrite = started.monotonic;
+      this.lastWriteWall = started.wall;
     } catch {
       // A failed heartbeat is retried at the next tick; the self-fence above bounds how long that may last.
     }
@@ -272,6 +284,11 @@ export class HeldLock {
   }
 }
 
+/** Both clocks, read together. */
+function clocks(): { monotonic: number; wall: number } {
+  return { monotonic: performance.now(), wall: Date.now() };
+}
+
 function encodeLock(record: LockRecord): Uint8Array {
   return new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
 }
@@ -306,7 +323,8 @@ function where(store: Store): string {
 
 /**
  * Takes a shared backup lock: writes `locks/backup-<id>.json` create-only, then reads `locks/prune.json`. If a
- * live prune lock exists, deletes its own lock and refuses.
+ * live prune lock exists, deletes its own lock and refuses. A stale prune lock (its holder crashed, or is paused
+ * past the threshold and will find out at its next check) is broken: deleted if it is still the blob judged stale.
  *
  * @throws {@link RepositoryLockedError} naming the prune that holds the repository and since when.
  */
@@ -319,11 +337,11 @@ export async function acquireBackupLock(
 ): Promise<HeldLock> {
   let record: LockRecord;
   let key: string;
-  let started: number;
+  let started: { monotonic: number; wall: number };
   do {
     record = newRecord('backup', repositoryId, lineage);
     key = `${BACKUP_LOCK_PREFIX}${record.sessionId}.json`;
-    started = performance.now();
+    started = clocks();
   } while (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal })));
   const lock = new HeldLock(store, key, record, staleAfterMs, started);
   try {
@@ -333,12 +351,30 @@ export async function acquireBackupLock(
         `cannot start a backup: the repository in the ${where(store)} is being pruned by ${prune.description}; retry when the prune has finished (a prune lock whose heartbeat is older than ${seconds(staleAfterMs)} is ignored)`,
       );
     }
+    if (prune !== undefined) await breakStaleLock(store, prune, staleAfterMs, signal);
   } catch (error) {
     await lock.release().catch(() => undefined);
     throw error;
   }
   lock.start();
   return lock;
+}
+
+/**
+ * Deletes a lock judged stale, if a second read finds the same stale blob (a holder that came back and wrote a
+ * heartbeat, or a new holder, keeps it). Returns whether it deleted it.
+ */
+async function breakStaleLock(
+  store: Store,
+  stale: ObservedLock,
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  const again = await observeLock(store, stale.key, staleAfterMs, signal);
+  if (again === undefined || again.live || again.record?.sessionId !== stale.record?.sessionId) return false;
+  if (again.record !== undefined && again.record.heartbeatAt !== stale.record?.heartbeatAt) return false;
+  await store.delete(stale.key, { signal });
+  return true;
 }
 
 /** What {@link acquirePruneLock} found besides the lock it took. */
@@ -361,7 +397,7 @@ export async function acquirePruneLock(
   signal: AbortSignal | undefined,
 ): Promise<PruneLockResult> {
   const record = newRecord('prune', repositoryId);
-  let started = performance.now();
+  let started = clocks();
   let written = await store.put(PRUNE_LOCK_KEY, encodeLock(record), { ifAbsent: true, signal });
   if (!written) {
     const other = await observeLock(store, PRUNE_LOCK_KEY, staleAfterMs, signal);
@@ -378,7 +414,7 @@ export async function acquirePruneLock(
       );
     }
     if (again !== undefined) await store.delete(PRUNE_LOCK_KEY, { signal });
-    started = performance.now();
+    started = clocks();
     written = await store.put(PRUNE_LOCK_KEY, encodeLock(record), { ifAbsent: true, signal });
     if (!written) {
       throw new RepositoryLockedError(
@@ -435,7 +471,7 @@ export async function tryAcquireHostLock(
 ): Promise<{ lock: HeldLock } | { heldBy: string }> {
   const key = hostLockKey(host.platformId, host.hostId);
   const record = newRecord('host', repositoryId, undefined, host);
-  let started = performance.now();
+  let started = clocks();
   if (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal }))) {
     const other = await observeLock(store, key, staleAfterMs, signal);
     if (other?.live) return { heldBy: other.description };
@@ -444,7 +480,7 @@ export async function tryAcquireHostLock(
       return { heldBy: again.description };
     }
     if (again !== undefined) await store.delete(key, { signal });
-    started = performance.now();
+    started = clocks();
     if (!(await store.put(key, encodeLock(record), { ifAbsent: true, signal }))) {
       const taken = await observeLock(store, key, staleAfterMs, signal);
       return { heldBy: taken?.description ?? 'another job that took it at the same time' };

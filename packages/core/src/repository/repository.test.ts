@@ -10,15 +10,17 @@ import {
   InvalidArgumentError,
   NotFoundError,
   RepositoryCorruptError,
+  RepositoryVersionError,
   UnreadablePointsError,
 } from '../errors/drkit-error.js';
 import { chunkKey } from './chunk-blob.js';
 import { chunkIdFromHash } from './chunk-id.js';
-import { createChunkIndex } from './chunk-index.js';
 import { createLocalFolderStore } from './local-folder-store.js';
 import { openRepository } from './repository.js';
+import { encodeCheckedJson } from './repository-config.js';
 import {
   backupImage,
+  copyIndex,
   createRepositoryFixture,
   diskImage,
   newPoint,
@@ -79,24 +81,43 @@ describe('openRepository', () => {
     expect(first.id).toMatch(/^[0-9a-f]{32}$/);
     expect(second.id).toBe(first.id);
     expect(third.id).toBe(first.id);
-    const config = JSON.parse(await readFile(join(folder, 'config'), 'utf8'));
-    expect(config).toMatchObject({ format: 'drkit-repository', version: 1, id: first.id });
+    const text = await readFile(join(folder, 'config'), 'utf8');
+    expect(text).toMatch(/\ndrkit-sha256:[0-9a-f]{64}\n$/);
+    const config = JSON.parse(text.slice(0, text.lastIndexOf('drkit-sha256:')));
+    expect(config).toMatchObject({ format: 'drkit-repository', version: 2, id: first.id, features: [] });
     await Promise.all([first.close(), second.close(), third.close()]);
   });
 
-  it('refuses an unknown format version and garbage', async () => {
-    await writeFile(
-      join(folder, 'config'),
-      JSON.stringify({
-        format: 'drkit-repository',
-        version: 99,
-        id: '0'.repeat(32),
-        createdAt: new Date().toISOString(),
-      }),
-    );
-    const error = await rejection(openRepository({ store: createLocalFolderStore({ path: folder }) }));
-    expect(RepositoryCorruptError.isInstance(error)).toBe(true);
+  it('refuses a version 1 repository, saying what to do, an unknown version, a flipped bit and garbage', async () => {
+    const open = () => rejection(openRepository({ store: createLocalFolderStore({ path: folder }) }));
+    const v1 = {
+      format: 'drkit-repository',
+      version: 1,
+      id: '0'.repeat(32),
+      createdAt: new Date().toISOString(),
+    };
+    await writeFile(join(folder, 'config'), `${JSON.stringify(v1, null, 2)}\n`);
+    const old = await open();
+    expect(RepositoryVersionError.isInstance(old)).toBe(true);
+    expect((old as RepositoryVersionError).foundVersion).toBe(1);
+    expect((old as Error).message).toMatch(/version 1.*new repository/);
+    await writeFile(join(folder, 'config'), encodeCheckedJson({ ...v1, version: 99, features: [] }));
+    const error = await open();
+    expect(RepositoryVersionError.isInstance(error)).toBe(true);
     expect((error as Error).message).toMatch(/version 99/);
+    await writeFile(join(folder, 'config'), encodeCheckedJson({ ...v1, version: 2, features: ['sealed'] }));
+    expect(((await open()) as Error).message).toMatch(/sealed/);
+    // One flipped bit anywhere in the configuration: a typed error naming the blob.
+    const good = encodeCheckedJson({ ...v1, version: 2, features: [] });
+    for (const at of [5, good.byteLength - 10]) {
+      const bad = good.slice();
+      bad[at]! ^= 0x04;
+      await writeFile(join(folder, 'config'), bad);
+      const flipped = await open();
+      expect(RepositoryCorruptError.isInstance(flipped)).toBe(true);
+      expect(RepositoryVersionError.isInstance(flipped)).toBe(false);
+      expect((flipped as Error).message).toContain('"config"');
+    }
     await writeFile(join(folder, 'config'), 'not json');
     expect(
       RepositoryCorruptError.isInstance(
@@ -128,8 +149,9 @@ describe('repository', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
     expect(point.capacityBytes).toBe(image.byteLength);
     const indexBlob = await readFile(join(fixture.folder, 'indexes', point.id));
     expect(point.indexDigest).toBe(sha(indexBlob));
-    const metadata = JSON.parse(await readFile(join(fixture.folder, 'points', `${point.id}.json`), 'utf8'));
-    expect(metadata).toMatchObject({ formatVersion: 1, id: point.id, diskId: 'disk-1', chunkCount: 10 });
+    const metadataText = await readFile(join(fixture.folder, 'points', `${point.id}.json`), 'utf8');
+    const metadata = JSON.parse(metadataText.slice(0, metadataText.lastIndexOf('drkit-sha256:')));
+    expect(metadata).toMatchObject({ formatVersion: 2, id: point.id, diskId: 'disk-1', chunkCount: 10 });
     expect(await fixture.repository.point(point.id)).toEqual(point);
     // No lock left behind.
     const locks: string[] = [];
@@ -172,32 +194,46 @@ describe('repository', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
     const indexes: string[] = [];
     for await (const entry of fixture.store.list('indexes/')) indexes.push(entry.key);
     expect(indexes).toEqual([]);
-    // The session stays usable: store the chunk and commit.
-    index.setZero(1);
-    const point = await session.commit(newPoint(image.byteLength), index);
+    // The session stays usable: commit an index without the missing chunk.
+    const { index: fixed } = await storeImage(session, fixture.workers, image);
+    const point = await session.commit(newPoint(image.byteLength), fixed);
     expect((await fixture.repository.points()).map((p) => p.id)).toEqual([point.id]);
   });
 
   it('checks chunks it did not see itself (a fresh session referencing an earlier point by id)', async () => {
     const image = diskImage(4, 0, 4);
     const first = await backupImage(fixture.repository, fixture.workers, image);
-    const parentIndex = await fixture.repository.readIndex(first);
+    const parentIndex = await fixture.repository.openIndex(first);
     const session = await fixture.repository.beginBackup(TEST_LINEAGE);
-    const index = createChunkIndex(parentIndex.chunkCount);
-    for (let i = 0; i < index.chunkCount; i++) index.setId(i, parentIndex.idAt(i));
+    const layout = { capacityBytes: image.byteLength, chunkSize: TEST_CHUNK_SIZE };
+    const index = session.createIndex(layout);
+    await copyIndex(parentIndex, index);
     const point = await session.commit(newPoint(image.byteLength, { parentId: first.id }), index);
     expect(point.parentId).toBe(first.id);
     await rm(join(fixture.folder, ...chunkKey(chunkHex(image, 0)).split('/')));
     const again = await fixture.repository.beginBackup(TEST_LINEAGE);
+    const copy = again.createIndex(layout);
+    await copyIndex(parentIndex, copy);
     expect(
-      RepositoryCorruptError.isInstance(await rejection(again.commit(newPoint(image.byteLength), index))),
+      RepositoryCorruptError.isInstance(await rejection(again.commit(newPoint(image.byteLength), copy))),
     ).toBe(true);
     await again.abort();
   });
 
   it('refuses a point of another lineage or a mismatched index', async () => {
     const session = await fixture.repository.beginBackup(TEST_LINEAGE);
-    const index = createChunkIndex(2);
+    const index = session.createIndex({ capacityBytes: 2 * TEST_CHUNK_SIZE, chunkSize: TEST_CHUNK_SIZE });
+    expect(
+      InvalidArgumentError.isInstance(
+        (() => {
+          try {
+            session.createIndex({ capacityBytes: 2 ** 48 + 1, chunkSize: TEST_CHUNK_SIZE });
+          } catch (error) {
+            return error;
+          }
+        })(),
+      ),
+    ).toBe(true);
     const wrongDisk = await rejection(
       session.commit(newPoint(2 * TEST_CHUNK_SIZE, { diskId: 'other' }), index),
     );
@@ -391,10 +427,10 @@ describe('repository', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
     const first = await backupImage(fixture.repository, fixture.workers, image);
     await damageChunk(fixture.folder, chunkHex(image, 3), 10);
     expect((await fixture.repository.verify()).ok).toBe(false);
-    const parent = await fixture.repository.readIndex(first);
+    const parent = await fixture.repository.openIndex(first);
     const session = await fixture.repository.beginBackup(TEST_LINEAGE);
-    const index = createChunkIndex(parent.chunkCount);
-    for (let i = 0; i < index.chunkCount; i++) index.setId(i, parent.idAt(i));
+    const index = session.createIndex({ capacityBytes: image.byteLength, chunkSize: TEST_CHUNK_SIZE });
+    await copyIndex(parent, index);
     const error = await rejection(session.commit(newPoint(image.byteLength), index));
     expect(RepositoryCorruptError.isInstance(error)).toBe(true);
     expect((error as Error).message).toContain(chunkHex(image, 3));
@@ -413,7 +449,7 @@ describe('repository', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, () => {
     expect(report.damagedIndexes).toEqual([
       expect.objectContaining({ pointId: point.id, problem: 'corrupt' }),
     ]);
-    expect(RepositoryCorruptError.isInstance(await rejection(fixture.repository.readIndex(point)))).toBe(
+    expect(RepositoryCorruptError.isInstance(await rejection(fixture.repository.openIndex(point)))).toBe(
       true,
     );
   });
@@ -538,7 +574,12 @@ describe('BackupSession.adoptPoint', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
         checks++;
         return has(key, options);
       };
-      const child = await session.commit(newPoint(image.byteLength, { parentId: parent.id }), adopted.index);
+      const index = session.createIndex({
+        capacityBytes: image.byteLength,
+        chunkSize: TEST_CHUNK_SIZE,
+        base: adopted.index,
+      });
+      const child = await session.commit(newPoint(image.byteLength, { parentId: parent.id }), index);
       expect(checks).toBe(0);
       expect(child.parentId).toBe(parent.id);
     } finally {
@@ -577,7 +618,9 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
       },
       async sync(keys, options) {
         const list = [...keys];
-        log.push(`sync ${list.sort().join(' ')}`);
+        const chunks = list.filter((key) => key.startsWith('chunks/'));
+        const segments = list.length - chunks.length;
+        log.push(`sync ${chunks.sort().join(' ')}${segments > 0 ? ` +${segments} segment(s)` : ''}`);
         return inner.sync?.(list, options);
       },
     };
@@ -588,10 +631,10 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
   /** Stores the chunks of `image` in a session that then aborts, as a run that crashed before its commit. */
   async function crashedRun(image: Uint8Array): Promise<string[]> {
     const session = await fixture.repository.beginBackup(TEST_LINEAGE);
-    const { index } = await storeImage(session, fixture.workers, image);
+    const { ids } = await storeImage(session, fixture.workers, image);
     await session.abort();
     const keys: string[] = [];
-    for (let i = 0; i < index.chunkCount; i++) if (!index.isZero(i)) keys.push(chunkKey(index.idAt(i)));
+    for (const id of ids) if (id !== undefined) keys.push(chunkKey(id));
     return keys.sort();
   }
 
@@ -602,7 +645,7 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
     const { repository, log } = await loggingRepository();
     try {
       const session = await repository.beginBackup(TEST_LINEAGE);
-      const index = createChunkIndex(4);
+      const index = session.createIndex({ capacityBytes: image.byteLength, chunkSize: TEST_CHUNK_SIZE });
       for (let i = 0; i < 4; i++) {
         const plain = image.subarray(i * TEST_CHUNK_SIZE, (i + 1) * TEST_CHUNK_SIZE);
         const encoded = await fixture.workers.encode(plain.slice());
@@ -612,7 +655,7 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
         expect(await session.hasChunk(encoded.hash)).toBe(true);
       }
       await session.commit(newPoint(image.byteLength), index);
-      expect(log).toEqual([`sync ${keys.join(' ')}`, 'put indexes', 'put points']);
+      expect(log).toEqual([`sync ${keys.join(' ')} +1 segment(s)`, 'put indexes', 'put points']);
     } finally {
       await repository.close();
     }
@@ -625,24 +668,25 @@ describe('BackupSession durability', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, ()
     try {
       const session = await repository.beginBackup(TEST_LINEAGE);
       const second = diskImage(4, 0, 33);
-      const secondKeys: string[] = [];
-      const { index, chunksWritten } = await storeImage(session, fixture.workers, second);
+      const { ids, chunksWritten } = await storeImage(session, fixture.workers, second);
       expect(chunksWritten).toBe(3);
       // Reuse position 0 of the crashed run without asking hasChunk: commit's own check finds it.
-      const reused = createChunkIndex(4);
-      for (let i = 0; i < 4; i++) if (!index.isZero(i)) reused.setId(i, index.idAt(i));
+      const reused = session.createIndex({ capacityBytes: second.byteLength, chunkSize: TEST_CHUNK_SIZE });
+      ids.forEach((id, i) => {
+        if (id !== undefined) reused.setId(i, id);
+      });
       const encoded = await fixture.workers.encode(first.slice(0, TEST_CHUNK_SIZE));
       if (encoded.kind !== 'data') throw new Error('position 0 of the image is random data');
       const { hash } = encoded;
       reused.setId(0, hash);
-      for (let i = 0; i < 4; i++) if (!index.isZero(i)) secondKeys.push(chunkKey(index.idAt(i)));
+      const secondKeys = ids.flatMap((id) => (id === undefined ? [] : [chunkKey(id)]));
       await session.commit(newPoint(second.byteLength), reused);
       // The 3 chunks it wrote (one of them no longer named: syncing it too is harmless) and the one it found.
       expect(log).toEqual([
         'put chunk durable=false',
         'put chunk durable=false',
         'put chunk durable=false',
-        `sync ${[...secondKeys, chunkKey(hash)].sort().join(' ')}`,
+        `sync ${[...secondKeys, chunkKey(hash)].sort().join(' ')} +1 segment(s)`,
         'put indexes',
         'put points',
       ]);
@@ -670,11 +714,12 @@ describe('unreadable point metadata', { timeout: REPOSITORY_TEST_TIMEOUT_MS }, (
       );
     }
     const [good, corrupt, newer] = points as [RecoveryPoint, RecoveryPoint, RecoveryPoint];
-    await writeFile(join(fixture.folder, 'points', `${corrupt.id}.json`), '{"formatVersion": 1, "id": ');
-    const newerJson = JSON.parse(await readFile(join(fixture.folder, 'points', `${newer.id}.json`), 'utf8'));
+    await writeFile(join(fixture.folder, 'points', `${corrupt.id}.json`), '{"formatVersion": 2, "id": ');
+    const newerText = await readFile(join(fixture.folder, 'points', `${newer.id}.json`), 'utf8');
+    const newerJson = JSON.parse(newerText.slice(0, newerText.lastIndexOf('drkit-sha256:')));
     await writeFile(
       join(fixture.folder, 'points', `${newer.id}.json`),
-      JSON.stringify({ ...newerJson, formatVersion: 2, somethingNew: true }),
+      encodeCheckedJson({ ...newerJson, formatVersion: 3, somethingNew: true }),
     );
     // Another process (no cached metadata) sees what is on disk.
     const repository = await fixture.reopen();

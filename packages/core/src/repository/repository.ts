@@ -94,12 +94,14 @@ function weakestConsistency(values: readonly SnapshotConsistency[]): SnapshotCon
 }
 
 /**
- * Opens (or, with `create`, initialises) the drkit repository on a store: content-addressed chunks, one index
- * and one metadata blob per recovery point, locks that keep a prune from deleting what a running backup needs,
+ * Opens (or, with `create`, initialises) the drkit repository on a store (format version 2): content-addressed
+ * chunks, content-addressed index segments, one manifest and one metadata blob per recovery point, locks that keep a prune from deleting what a running backup needs,
  * and the side-effect ledger. The format is in `docs/repository-format.md`.
  *
  * @throws {@link NotFoundError} when the store holds no repository and `create` is not set;
- * {@link RepositoryCorruptError} when its configuration is unreadable or of an unknown version;
+ * {@link RepositoryVersionError} (a {@link RepositoryCorruptError}) when it is of another format version (a
+ * version 1 repository: its message says what to do); {@link RepositoryCorruptError} when its configuration is
+ * damaged;
  * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number.
  *
  * @example
@@ -149,8 +151,8 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
       return context.getPoint(id, callOptions.signal);
     },
 
-    readIndex(point, callOptions = {}) {
-      return context.readIndex(point, callOptions.signal);
+    openIndex(point, callOptions = {}) {
+      return context.openIndex(point, callOptions.signal);
     },
 
     async readChunk(hash, plainLength, callOptions = {}) {
@@ -195,7 +197,7 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     async restore(pointId, target, restoreOptions = {}) {
       const point = await context.getPoint(pointId, restoreOptions.signal);
-      const index = await context.readIndex(point, restoreOptions.signal);
+      const index = await context.openIndex(point, restoreOptions.signal);
       return restorePoint(context, point, index, target, restoreOptions);
     },
 
@@ -220,6 +222,14 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
           await store.delete(pointKey(point.id), { signal: retentionSignal });
           context.forgetPoint(point.id);
           await store.delete(indexKey(point.id), { signal: retentionSignal });
+        }
+        // The removals made durable before anything relies on them: a point that came back after a crash while a
+        // later prune's deletions of its chunks stuck would name chunks that are gone.
+        if (plan.removed.length > 0 && store.sync !== undefined) {
+          await store.sync(
+            plan.removed.flatMap((point) => [pointKey(point.id), indexKey(point.id)]),
+            { signal: retentionSignal },
+          );
         }
       }
       return { ...plan, unreadable };

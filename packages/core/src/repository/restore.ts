@@ -5,15 +5,17 @@ import {
   InvalidArgumentError,
   RepositoryCorruptError,
 } from '../errors/drkit-error.js';
-import { chunkIdFromHash } from './chunk-id.js';
+import { CHUNK_ID_BYTES, chunkIdFromHash, isZeroId } from './chunk-id.js';
 import { type LoadedChunk, loadChunk } from './chunk-loader.js';
 import type { RepositoryContext } from './repository-context.js';
-import type { ChunkIndex, RecoveryPoint, RestoreOptions, RestoreTarget } from './types.js';
+import type { PointIndex, RecoveryPoint, RestoreOptions, RestoreTarget } from './types.js';
 
 /** Where the restored bytes go, one chunk at a time, in order. */
 interface RestoreSink {
   /** Writes `data` at `offset`; `zero` says the data is the shared zero buffer. */
   write(data: Uint8Array, offset: number, zero: boolean): Promise<void>;
+  /** Whether zero chunks may be skipped (a fresh sparse file: they are holes already). */
+  readonly skipsZeros: boolean;
   /** Flushes (fsync for files and devices). */
   finish(): Promise<void>;
   /** Releases what the sink holds, also after a failure. */
@@ -50,6 +52,7 @@ async function fileSink(path: string, capacityBytes: number): Promise<RestoreSin
   }
   let closed = false;
   return {
+    skipsZeros: !device,
     async write(data, offset, zero) {
       if (zero && !device) return;
       let done = 0;
@@ -118,6 +121,7 @@ function streamSink(stream: NodeJS.WritableStream, signal: AbortSignal | undefin
   }
 
   return {
+    skipsZeros: false,
     async write(data) {
       checkFailure();
       let accepted!: boolean;
@@ -160,15 +164,16 @@ function chunkError(
 }
 
 /**
- * Restores a point: reads, decodes (in the worker pool, several chunks at once) and hash-checks every chunk,
- * and writes them in order with a bounded window in flight.
+ * Restores a point: reads its index segment by segment (a few ahead), reads, decodes (in the worker pool,
+ * several chunks at once) and hash-checks every chunk, and writes them in order with a bounded window in flight.
+ * An all-zero segment costs no read, and nothing at all for a sparse file.
  *
  * @internal
  */
 export async function restorePoint(
   context: RepositoryContext,
   point: RecoveryPoint,
-  index: ChunkIndex,
+  index: PointIndex,
   target: RestoreTarget,
   options: RestoreOptions,
 ): Promise<{ bytes: number }> {
@@ -182,16 +187,15 @@ export async function restorePoint(
 
   const workers = context.workers();
   const window = context.window();
-  const { chunkSize, capacityBytes, chunkCount } = point;
+  const { chunkSize, capacityBytes } = point;
   const zeros = new Uint8Array(Math.min(chunkSize, capacityBytes));
   const lengthAt = (i: number) => Math.min(chunkSize, capacityBytes - i * chunkSize);
   const inFlight: { position: number; chunk: Promise<Uint8Array> | undefined }[] = [];
-  let next = 0;
   let bytesDone = 0;
 
-  const start = (position: number) => {
-    if (index.isZero(position)) return { position, chunk: undefined };
-    const hash = index.idAt(position);
+  const start = (position: number, ids: Uint8Array, at: number) => {
+    if (isZeroId(ids, at)) return { position, chunk: undefined };
+    const hash = ids.subarray(at, at + CHUNK_ID_BYTES);
     const chunk = loadChunk(context.store, workers, hash, lengthAt(position), signal).then((loaded) => {
       if (!loaded.ok) throw chunkError(loaded, hash, point, position);
       return loaded.plain;
@@ -199,19 +203,40 @@ export async function restorePoint(
     chunk.catch(() => undefined);
     return { position, chunk };
   };
+  const writeHead = async () => {
+    const head = inFlight.shift()!;
+    const length = lengthAt(head.position);
+    const offset = head.position * chunkSize;
+    if (head.chunk === undefined) await sink.write(zeros.subarray(0, length), offset, true);
+    else await sink.write(await head.chunk, offset, false);
+    signal?.throwIfAborted();
+    bytesDone += length;
+    onProgress?.({ bytesDone, totalBytes: capacityBytes });
+  };
 
   try {
-    while (next < chunkCount || inFlight.length > 0) {
-      while (next < chunkCount && inFlight.length < window) inFlight.push(start(next++));
-      const head = inFlight.shift()!;
-      const length = lengthAt(head.position);
-      const offset = head.position * chunkSize;
-      if (head.chunk === undefined) await sink.write(zeros.subarray(0, length), offset, true);
-      else await sink.write(await head.chunk, offset, false);
-      signal?.throwIfAborted();
-      bytesDone += length;
-      onProgress?.({ bytesDone, totalBytes: capacityBytes });
+    for await (const segment of index.segments({ signal })) {
+      if (segment.zero && sink.skipsZeros) {
+        // A hole already: nothing to read or write.
+        const first = segment.firstPosition;
+        const end = Math.min(capacityBytes, (first + segment.chunkCount) * chunkSize);
+        bytesDone += end - first * chunkSize;
+        onProgress?.({ bytesDone, totalBytes: capacityBytes });
+        continue;
+      }
+      for (let k = 0; k < segment.chunkCount; k++) {
+        const position = segment.firstPosition + k;
+        if (sink.skipsZeros && isZeroId(segment.ids, k * CHUNK_ID_BYTES)) {
+          // A hole already, written in no order: the window holds only chunks to read.
+          bytesDone += lengthAt(position);
+          onProgress?.({ bytesDone, totalBytes: capacityBytes });
+          continue;
+        }
+        while (inFlight.length >= window) await writeHead();
+        inFlight.push(start(position, segment.ids, k * CHUNK_ID_BYTES));
+      }
     }
+    while (inFlight.length > 0) await writeHead();
     await sink.finish();
   } catch (error) {
     if (signal?.aborted) throw signal.reason;

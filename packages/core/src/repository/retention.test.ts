@@ -27,7 +27,9 @@ function point(createdAt: string, disk = 'disk-1', snapshotAt = createdAt): Reco
       bytesSkippedUnchanged: 0,
       bytesDeduplicated: 0,
       bytesZero: 0,
+      bytesStored: 0,
       chunksWritten: 0,
+      segmentsWritten: 0,
       seconds: 0,
     },
   };

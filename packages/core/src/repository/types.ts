@@ -12,17 +12,37 @@ export interface DiskLineage {
   readonly diskId: string;
 }
 
-/** Counters stored with a point. */
+/**
+ * Counters of the backup that made a point. Every byte of the disk is in exactly one of `bytesWritten`,
+ * `bytesDeduplicated`, `bytesSkippedUnchanged` and `bytesZero` (all plain bytes), so they add up to the point's
+ * `capacityBytes`; commit refuses stats that do not, and a reader judges such a point corrupt.
+ */
 export interface PointStats {
+  /** Plain bytes read from the source (its data changes and the reads that completed partial chunks). */
   readonly bytesRead: number;
+  /** Plain bytes of the chunks this backup stored (new to the repository). */
   readonly bytesWritten: number;
+  /** Plain bytes whose chunk equals the parent point's at the same position: not in the change set, or hashed equal. */
   readonly bytesSkippedUnchanged: number;
+  /** Plain bytes of chunks the repository already held (from another point, disk or position). */
   readonly bytesDeduplicated: number;
+  /** Plain bytes of all-zero chunks (stored as the zero id). */
   readonly bytesZero: number;
-  /** Chunks written by this point's backup. */
+  /** Bytes of the blobs this backup put: chunk blobs, segment blobs and the manifest (after compression). */
+  readonly bytesStored: number;
+  /** Chunk blobs this backup wrote. */
   readonly chunksWritten: number;
+  /** Segment blobs this backup wrote (a segment equal to the parent's, or all zero, is not written). */
+  readonly segmentsWritten: number;
+  /** Duration of the backup in seconds. */
   readonly seconds: number;
 }
+
+/**
+ * The counters handed to {@link BackupSession.commit}; the session adds `bytesStored`, `chunksWritten` and
+ * `segmentsWritten` from what it wrote itself.
+ */
+export type NewPointStats = Omit<PointStats, 'bytesStored' | 'chunksWritten' | 'segmentsWritten'>;
 
 /** A committed recovery point: one disk at one point in time, restorable on its own. */
 export interface RecoveryPoint extends DiskLineage {
@@ -65,7 +85,7 @@ export interface RecoveryPoint extends DiskLineage {
   readonly validity: ChangeSetValidity;
   /** The source checkpoint the next incremental starts from. */
   readonly checkpoint?: Checkpoint;
-  /** Hex SHA-256 of the binary index blob. */
+  /** Hex SHA-256 of the point's manifest blob (`indexes/<id>`), which lists its index segments. */
   readonly indexDigest: string;
   readonly stats: PointStats;
 }
@@ -110,20 +130,69 @@ export interface NewPoint extends DiskLineage {
   readonly parentId?: string;
   readonly validity: ChangeSetValidity;
   readonly checkpoint?: Checkpoint;
-  readonly stats: PointStats;
+  readonly stats: NewPointStats;
 }
 
 /**
- * The chunk ids of a point, compact in memory (32 bytes per chunk). Position `i` covers bytes
- * `[i * chunkSize, min((i + 1) * chunkSize, capacityBytes))`. An all-zero chunk is the zero id (32 zero bytes)
- * and is not stored.
+ * One segment of a point's index: the ids of {@link IndexSegment.chunkCount} consecutive positions from
+ * {@link IndexSegment.firstPosition}. Position `i` covers bytes `[i * chunkSize, min((i + 1) * chunkSize,
+ * capacityBytes))`; an all-zero chunk has the zero id (32 zero bytes) and is not stored.
  */
-export interface ChunkIndex {
+export interface IndexSegment {
+  /** The segment number `s`: positions `s * 1024` to `s * 1024 + chunkCount - 1`. */
+  readonly number: number;
+  readonly firstPosition: number;
+  /** Positions in this segment: 1024, fewer only in the last segment. */
   readonly chunkCount: number;
-  /** Raw 32-byte id at position `i` (a view; do not modify). */
-  idAt(i: number): Uint8Array;
-  /** Whether position `i` is an all-zero chunk. */
-  isZero(i: number): boolean;
+  /** Whether every position is an all-zero chunk (such a segment is a reference, not a stored blob). */
+  readonly zero: boolean;
+  /** `32 * chunkCount` bytes: the id of position `firstPosition + k` at `32 * k`. Do not modify. */
+  readonly ids: Uint8Array;
+}
+
+/**
+ * A committed point's chunk ids, read segment by segment: only the manifest (32 bytes per 1024 chunks) is held,
+ * segments are read when asked for (a few cached), so memory does not grow with the disk.
+ */
+export interface PointIndex {
+  readonly chunkCount: number;
+  readonly segmentCount: number;
+  readonly chunkSize: number;
+  readonly capacityBytes: number;
+  /** Positions in segment `s` (1024, fewer in the last). */
+  segmentLength(s: number): number;
+  /** The content id of segment `s` (the zero id for an all-zero segment), from the manifest: no read. */
+  segmentId(s: number): Uint8Array;
+  /** Whether segment `s` is all zero (no read). */
+  isZeroSegment(s: number): boolean;
+  /** Reads and checks segment `s`. @throws {@link RepositoryCorruptError} naming the blob when it is damaged. */
+  segment(s: number, options?: { signal?: AbortSignal }): Promise<IndexSegment>;
+  /** The id of position `i` (the zero id for an all-zero chunk); reads its segment unless cached. */
+  idAt(i: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
+  /** Every segment in order, a few read ahead; all-zero segments cost no read. */
+  segments(options?: { signal?: AbortSignal }): AsyncIterable<IndexSegment>;
+}
+
+/**
+ * The index of a point being written ({@link BackupSession.createIndex}). A position never set keeps the base
+ * point's id when the base has a chunk of the same length there, else it is an all-zero chunk. Segments are
+ * written as the backup goes ({@link PointIndexBuilder.flushBelow}), so memory stays bounded.
+ */
+export interface PointIndexBuilder {
+  readonly chunkCount: number;
+  readonly chunkSize: number;
+  readonly capacityBytes: number;
+  /** Sets the 32-byte id of position `i` (copied); the zero id marks an all-zero chunk. @throws {@link InvalidArgumentError} */
+  setId(i: number, id: Uint8Array): void;
+  /** Marks position `i` as an all-zero chunk. @throws {@link InvalidArgumentError} */
+  setZero(i: number): void;
+  /** Marks positions `from` to `to - 1` as all-zero chunks (cheap for whole segments). @throws {@link InvalidArgumentError} */
+  setZeroRange(from: number, to: number): void;
+  /**
+   * Writes the segments wholly below position `end`: call it once no position below `end` will be set again.
+   * Setting such a position afterwards throws {@link InvalidArgumentError}.
+   */
+  flushBelow(end: number, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 /** A chunk ready to store, as the chunk worker pool encoded it. */
@@ -200,7 +269,7 @@ export interface BeginBackupOptions extends DiskLineage {
 /** A committed point and its index, as {@link BackupSession.adoptPoint} read them. */
 export interface AdoptedPoint {
   readonly point: RecoveryPoint;
-  readonly index: ChunkIndex;
+  readonly index: PointIndex;
 }
 
 /**
@@ -220,13 +289,32 @@ export interface BackupSession extends AsyncDisposable {
   /** Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written. */
   putChunk(chunk: EncodedChunkBlob, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
-   * Writes the index and the point atomically (index first, point metadata last, create-only), releases the
-   * lock and returns the committed point. Checks first that every chunk the index names exists.
+   * Starts the new point's index. With `base` (the index {@link BackupSession.adoptPoint} returned), positions
+   * never set keep the base's ids: an untouched segment is the base's segment (the same id, not rewritten);
+   * with `inherit: false` (a full read) they are zeros, and the base only spares commit the existence check of
+   * the ids it shares at the same positions.
+   *
+   * @throws {@link InvalidArgumentError} when the layout is outside the format's limits (chunk size 256 KiB to
+   * 4 MiB, capacity 1 byte to 256 TiB), `base` was not adopted by this session or has another chunk size.
+   */
+  createIndex(layout: {
+    readonly capacityBytes: number;
+    readonly chunkSize: number;
+    readonly base?: PointIndex;
+    readonly inherit?: boolean;
+  }): PointIndexBuilder;
+  /**
+   * Writes the remaining segments, the manifest and the point (manifest first, point metadata last, create-only),
+   * releases the lock and returns the committed point. Checks first that every chunk the index names exists.
    *
    * @throws {@link RepositoryCorruptError} when a referenced chunk is missing;
    * {@link RepositoryLockedError} when the session's lock was broken (e.g. judged stale by a prune).
    */
-  commit(point: NewPoint, index: ChunkIndex, options?: { signal?: AbortSignal }): Promise<RecoveryPoint>;
+  commit(
+    point: NewPoint,
+    index: PointIndexBuilder,
+    options?: { signal?: AbortSignal },
+  ): Promise<RecoveryPoint>;
   /** Releases the lock without committing. The chunks already written stay for a later resume. Idempotent. */
   abort(): Promise<void>;
 }
@@ -269,16 +357,54 @@ export interface VerifyReport {
   readonly ok: boolean;
 }
 
-/** What {@link Repository.prune} removed. */
+/** What one call of {@link Repository.prune} did: see {@link PruneResult.phase}. */
 export interface PruneResult {
-  /** Chunks deleted because no committed point references them. */
+  /**
+   * `marked`: no mark was pending; this call recorded the candidates (chunks and orphan indexes that no committed
+   * point references) and deleted nothing. `pending`: a mark younger than the grace period exists; nothing was
+   * done. `swept`: a mark older than the grace period was swept under the exclusive lock (its candidates that are
+   * still unreferenced were deleted) and the next mark recorded in the same pass.
+   */
+  readonly phase: 'marked' | 'pending' | 'swept';
+  /** Chunks deleted because no committed point referenced them at the mark nor at the sweep. */
   readonly chunksRemoved: number;
-  /** Bytes of the deleted chunk and index blobs. */
+  /** Index segment blobs (`segments/`) deleted because no point's manifest named them at the mark nor at the sweep. */
+  readonly indexSegmentsRemoved: number;
+  /** Bytes of the deleted chunk, index segment and manifest blobs. */
   readonly bytesFreed: number;
-  /** Index blobs deleted because no point metadata names them (left by a failed commit or a removal). */
+  /** Index blobs deleted because no point metadata named them at the mark nor at the sweep. */
   readonly indexesRemoved: number;
-  /** Backup locks deleted because their heartbeat was older than the stale threshold. */
+  /** Backup locks deleted because their heartbeat was older than the stale threshold (sweeps only). */
   readonly staleLocksRemoved: number;
+  /** Candidate chunks of the mark pending after this call (0 when none is). */
+  readonly candidateChunks: number;
+  /** Candidate index segment blobs of the mark pending after this call. */
+  readonly candidateIndexSegments: number;
+  /** Bytes of those candidate chunks and index segments. */
+  readonly candidateBytes: number;
+  /** Candidate (orphan) index blobs of the mark pending after this call. */
+  readonly candidateIndexes: number;
+  /** When the pending mark was recorded (ISO 8601); absent when no mark is pending. */
+  readonly markedAt?: string;
+  /** From when a prune sweeps the pending mark (`markedAt` + the grace period); absent when none is pending. */
+  readonly sweepAfter?: string;
+}
+
+/** Options of {@link Repository.prune}. */
+export interface PruneOptions {
+  /**
+   * Wait for the grace period of the mark (the one found, or the one this call records), then sweep it, in this
+   * call. Default false: a call marks or sweeps, whichever is due, and returns.
+   */
+  readonly wait?: boolean;
+  /**
+   * How old a mark must be before it is swept, in milliseconds: more than the repository's `lockStaleAfterMs`
+   * (default twice it: 20 minutes).
+   */
+  readonly graceMs?: number;
+  /** Folder for the sorted runs of chunk ids (up to 32 bytes per chunk; default: the system's temporary folder). */
+  readonly scratchDirectory?: string;
+  readonly signal?: AbortSignal;
 }
 
 /** Which points to keep; points matched by no rule are removed. Every rule applies per disk lineage. */
@@ -387,8 +513,17 @@ export interface Repository extends AsyncDisposable {
   unreadablePoints(options?: { signal?: AbortSignal }): Promise<UnreadablePoint[]>;
   /** One point. @throws {@link NotFoundError} */
   point(id: string, options?: { signal?: AbortSignal }): Promise<RecoveryPoint>;
-  /** The point's chunk index, checked against its digest. @throws {@link RepositoryCorruptError} */
-  readIndex(point: RecoveryPoint, options?: { signal?: AbortSignal }): Promise<ChunkIndex>;
+  /**
+   * Opens the point's index: reads its manifest (checked against the point's digest); segments are read as
+   * asked for. @throws {@link RepositoryCorruptError} naming the blob when it is missing or damaged.
+   *
+   * @example
+   * ```ts
+   * const index = await repository.openIndex(point);
+   * for await (const segment of index.segments()) if (!segment.zero) console.log(segment.firstPosition);
+   * ```
+   */
+  openIndex(point: RecoveryPoint, options?: { signal?: AbortSignal }): Promise<PointIndex>;
   /** The plain bytes of one chunk, hash-checked. @throws {@link ChecksumMismatchError}, {@link NotFoundError} */
   readChunk(hash: Uint8Array, plainLength: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
   /** Opens the write side of a backup of one disk (takes a shared lock). @throws {@link RepositoryLockedError} */
@@ -417,14 +552,23 @@ export interface Repository extends AsyncDisposable {
     options?: { dryRun?: boolean; signal?: AbortSignal },
   ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[]; unreadable: UnreadablePoint[] }>;
   /**
-   * Deletes chunks no committed point references. Takes the exclusive lock.
+   * Deletes chunks and orphan indexes that no committed point references, in two phases a grace period apart
+   * (more than `lockStaleAfterMs`), so that a process paused past its lock's lifetime cannot turn a prune into
+   * data loss. The first call records the candidates (`prune/mark.json`, taking no lock: backups run on); a
+   * call once the grace period has passed takes the exclusive lock, recomputes what committed points reference
+   * (points committed meanwhile included), deletes only candidates still unreferenced, and records the next mark.
+   * With `wait`, one call waits out the grace period and does both. The chunk ids are sorted on disk in runs,
+   * so memory stays bounded (45 MiB of buffers) whatever the number of chunks.
    *
-   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock;
+   * @throws {@link RepositoryLockedError} while a backup holds a live shared lock (sweeps only), or when the
+   * prune's own lock was lost (its heartbeat lapsed past half the stale threshold by the wall or the monotonic
+   * clock, e.g. the process was paused, or a backup broke it as stale): it stops before its next deletion;
    * {@link UnreadablePointsError} (a {@link RepositoryCorruptError}) naming the points whose metadata cannot be
    * read, deleting nothing: the chunks they reference are unknown, and may still be restorable;
-   * {@link RepositoryCorruptError} when a point's index cannot be read.
+   * {@link RepositoryCorruptError} when a point's index cannot be read; {@link InvalidArgumentError} when
+   * `graceMs` is not more than `lockStaleAfterMs`.
    */
-  prune(options?: { signal?: AbortSignal }): Promise<PruneResult>;
+  prune(options?: PruneOptions): Promise<PruneResult>;
   /**
    * Takes the lock of one host for a backup job, so that two jobs never work on one host at once, also from two
    * processes (Sync Proxies) sharing the repository: the later one would otherwise plan from points the earlier

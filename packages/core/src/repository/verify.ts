@@ -1,12 +1,13 @@
 import { NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
-import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash } from './chunk-id.js';
+import { chunkIdFromHash, chunkIdToHash } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
-import { forEachNonZeroId } from './chunk-index.js';
 import { type ChunkProblem, loadChunk } from './chunk-loader.js';
 import { pointKey } from './point-metadata.js';
+import { referencedChunkIds } from './referenced-chunks.js';
 import { type DamagedMark, damagedKey, type RepositoryContext } from './repository-context.js';
+import { ChunkIdSorter } from './sorted-chunk-ids.js';
 import { TaskWindow } from './task-window.js';
-import type { ChunkId, ChunkIndex, RecoveryPoint, UnreadablePoint, VerifyReport } from './types.js';
+import type { ChunkId, RecoveryPoint, UnreadablePoint, VerifyReport } from './types.js';
 
 interface Finding {
   readonly problem: ChunkProblem;
@@ -17,13 +18,15 @@ interface Finding {
 /**
  * Re-hashes every distinct chunk of the selected points once, then names, for each damaged chunk, every
  * selected point that references it, records `damaged/<id>` marks and clears the marks of chunks that now
- * check out. Points whose metadata cannot be read are reported, not checked.
+ * check out. Points whose metadata cannot be read are reported, not checked. The distinct ids come from an
+ * external sort ({@link ChunkIdSorter}): memory stays bounded (about 45 MiB, plus the damaged chunks found)
+ * whatever the number of chunks.
  *
  * @internal
  */
 export async function verifyPoints(
   context: RepositoryContext,
-  options: { pointIds?: readonly string[]; signal?: AbortSignal },
+  options: { pointIds?: readonly string[]; scratchDirectory?: string; signal?: AbortSignal },
 ): Promise<VerifyReport> {
   const { signal } = options;
   let points: RecoveryPoint[];
@@ -44,48 +47,57 @@ export async function verifyPoints(
     });
   }
   const previouslyDamaged = await context.damagedChunks(signal);
+  const previouslyDamagedSet = new ChunkIdSet(previouslyDamaged.size + 1);
+  for (const id of previouslyDamaged) previouslyDamagedSet.add(chunkIdToHash(id));
   const workers = context.workers();
   const window = new TaskWindow(context.window());
-  const checked = new ChunkIdSet(4096);
   const damagedSet = new ChunkIdSet();
   const findings = new Map<ChunkId, Finding>();
   const damagedIndexes: { pointId: string; problem: 'missing' | 'corrupt'; detail: string }[] = [];
   const readable: RecoveryPoint[] = [];
+  /** Marked chunks that were checked this time (their marks are cleared when they check out). */
+  const recheckedMarks: ChunkId[] = [];
   let chunksChecked = 0;
   let bytesChecked = 0;
 
-  const readIndex = async (point: RecoveryPoint): Promise<ChunkIndex | undefined> => {
+  /** Feeds one point's ids to `each`; false when its index cannot be read (recorded) or it was removed. */
+  const forEachId = async (point: RecoveryPoint, each: (id: Uint8Array) => Promise<void> | void) => {
     try {
-      return await context.readIndex(point, signal);
+      for await (const id of referencedChunkIds(context, point, signal)) {
+        const pending = each(id);
+        if (pending !== undefined) await pending;
+      }
+      return true;
     } catch (error) {
       if (!RepositoryCorruptError.isInstance(error)) throw error;
       if (NotFoundError.isInstance(error.cause)) {
         // Removed by retention while we ran (metadata goes first): not a point any more.
-        if (!(await context.store.has(pointKey(point.id), { signal }))) return undefined;
+        if (!(await context.store.has(pointKey(point.id), { signal }))) return false;
       }
       damagedIndexes.push({
         pointId: point.id,
         problem: NotFoundError.isInstance(error.cause) ? 'missing' : 'corrupt',
         detail: error.message,
       });
-      return undefined;
+      return false;
     }
   };
 
-  for (const point of points) {
-    const index = await readIndex(point);
-    if (index === undefined) continue;
-    readable.push(point);
-    for (let position = 0; position < index.chunkCount; position++) {
-      if (index.isZero(position)) continue;
-      const id = index.idAt(position);
-      if (!checked.add(id)) continue;
-      const length = Math.min(point.chunkSize, point.capacityBytes - position * point.chunkSize);
+  // Every distinct chunk once, whatever the number of chunks: the ids are sorted on disk in bounded memory.
+  {
+    await using sorter = await ChunkIdSorter.create({ directory: options.scratchDirectory });
+    for (const point of points) {
+      if (await forEachId(point, (id) => sorter.add(id))) readable.push(point);
+    }
+    for await (const view of sorter.sorted()) {
+      const id = view.slice();
+      const marked = previouslyDamagedSet.size > 0 && previouslyDamagedSet.has(id);
       await window.add(async () => {
-        const loaded = await loadChunk(context.store, workers, id, length, signal);
+        const loaded = await loadChunk(context.store, workers, id, undefined, signal);
         chunksChecked++;
         if (loaded.ok) {
-          bytesChecked += length;
+          bytesChecked += loaded.plain.byteLength;
+          if (marked) recheckedMarks.push(chunkIdFromHash(id));
           return;
         }
         damagedSet.add(id);
@@ -96,21 +108,20 @@ export async function verifyPoints(
         });
       });
     }
+    await window.drain();
   }
-  await window.drain();
 
   if (findings.size > 0) {
     // Second pass: every selected point that references a damaged chunk, not only the first one seen.
     for (const point of readable) {
-      const index = await context.readIndex(point, signal).catch(() => undefined);
-      if (index === undefined) continue;
-      forEachNonZeroId(index, (bytes, offset) => {
-        if (damagedSet.has(bytes, offset)) {
-          findings
-            .get(chunkIdFromHash(bytes.subarray(offset, offset + CHUNK_ID_BYTES)))
-            ?.pointIds.add(point.id);
+      const pointFindings = new Set<Finding>();
+      await forEachId(point, (id) => {
+        if (damagedSet.has(id)) {
+          const finding = findings.get(chunkIdFromHash(id));
+          if (finding !== undefined) pointFindings.add(finding);
         }
-      });
+      }).catch(() => false);
+      for (const finding of pointFindings) finding.pointIds.add(point.id);
     }
   }
 
@@ -133,10 +144,7 @@ export async function verifyPoints(
       },
     );
   }
-  for (const id of previouslyDamaged) {
-    if (!findings.has(id) && checked.has(chunkIdToHash(id)))
-      await context.store.delete(damagedKey(id), { signal });
-  }
+  for (const id of recheckedMarks) await context.store.delete(damagedKey(id), { signal });
   return {
     pointsChecked: points.length,
     chunksChecked,

@@ -6,6 +6,7 @@ import {
   InvalidSettingsError,
   type Logger,
   SourceProtocolError,
+  TimeoutError,
   withCallDeadline,
 } from '@drkit/core';
 import {
@@ -271,12 +272,28 @@ class NbdConnectionPool implements NbdExport {
     const { offset, length } = range ?? ({} as Extent);
     this.#checkRange(offset, length, 'read');
     this.#checkOpen();
-    using scope = withCallDeadline(
-      options,
-      `the NBD read of [${offset}, ${offset + length}) from ${this.#settings.handshake.server}`,
-    );
-    const outer = scope.signal;
+    const outer = options.signal;
     outer?.throwIfAborted();
+    // One controller bounds the whole read: the caller's signal, the deadline (one timer) and the first failed
+    // piece all abort it; the pieces wait on it alone.
+    const failed = new AbortController();
+    const signal = failed.signal;
+    const onOuterAbort = () => failed.abort(outer!.reason);
+    outer?.addEventListener('abort', onOuterAbort, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (options.deadline !== undefined) {
+      const deadline = options.deadline;
+      const expire = () =>
+        failed.abort(
+          new TimeoutError(
+            `the NBD read of [${offset}, ${offset + length}) from ${this.#settings.handshake.server} did not ` +
+              `finish by its deadline ${new Date(deadline).toISOString()}`,
+          ),
+        );
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) expire();
+      else timer = setTimeout(expire, remaining);
+    }
     // The buffer is taken when the first piece has a place on a connection: a read still queued holds no memory.
     let target: Uint8Array | undefined;
     const buffer = (): Uint8Array => {
@@ -290,8 +307,6 @@ class NbdConnectionPool implements NbdExport {
       target = taken;
       return taken;
     };
-    const failed = new AbortController();
-    const signal = outer ? AbortSignal.any([outer, failed.signal]) : failed.signal;
     const sent: SentRequest<void>[] = [];
     const pieces: Promise<void>[] = [];
     for (let at = 0; at < length; at += this.#pieceBytes) {
@@ -317,6 +332,9 @@ class NbdConnectionPool implements NbdExport {
       for (const request of sent) request.abandon();
       if (outer?.aborted) throw outer.reason;
       throw error;
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onOuterAbort);
     }
     return target!;
   }

@@ -9,7 +9,8 @@ import {
 } from '@drkit/core';
 import axios, { type AxiosInstance, isAxiosError } from 'axios';
 import { faultError, readFault } from '../vmware-errors.js';
-import { createHttpsAgent, type ResolvedTls } from './vmware-tls.js';
+import { createHttpsRangeClient, type HttpsRangeClient } from './https-range-client.js';
+import { createHttpsAgent, type ResolvedTls, resolveTlsTrust, type TlsTrust } from './vmware-tls.js';
 import { child, parseXml, SOAP_ENVELOPE_NAMESPACE, type XmlElement } from './xml-tree.js';
 import { soapEnvelope } from './xml-writer.js';
 
@@ -42,10 +43,10 @@ export interface VimSoapClient {
    */
   invoke(method: string, body: string, options?: CallOptions): Promise<XmlElement>;
   /**
-   * The axios instance on the client's HTTPS agent (same TLS trust, keep-alive), for requests outside SOAP
-   * (datastore files). Its defaults: no redirects, every status resolved, text answers.
+   * The client for datastore file reads outside SOAP: ranged GETs on keep-alive TLS connections of their own
+   * (same host, same TLS trust), without axios.
    */
-  http(): Promise<AxiosInstance>;
+  readonly ranges: HttpsRangeClient;
   /** The session cookie's value, once a Login set it. */
   sessionCookie: string | undefined;
   /** Closes the idle keep-alive connections. */
@@ -120,22 +121,36 @@ export function transportError(error: unknown, method: string, url: URL, timeout
 /** Creates the client. The HTTPS agent is made on the first request (a thumbprint is checked then). @internal */
 export function createVimSoapClient(options: VimSoapClientOptions): VimSoapClient {
   const { sdkUrl, requestTimeoutMs, logger } = options;
-  let agent: Promise<Agent> | undefined;
+  let trusting: Promise<TlsTrust> | undefined;
+  let agent: Agent | undefined;
   let http: AxiosInstance | undefined;
   let cookie: string | undefined;
 
-  async function client(): Promise<AxiosInstance> {
-    if (http) return http;
-    agent ??= createHttpsAgent(sdkUrl, options.tls, requestTimeoutMs);
-    let httpsAgent: Agent;
+  /** The TLS trust, made once (a thumbprint is read from the server then). */
+  async function trust(): Promise<TlsTrust> {
+    trusting ??= resolveTlsTrust(sdkUrl, options.tls, requestTimeoutMs);
     try {
-      httpsAgent = await agent;
+      return await trusting;
     } catch (error) {
-      agent = undefined; // try again next time (the server may come back, or the thumbprint be fixed)
+      trusting = undefined; // try again next time (the server may come back, or the thumbprint be fixed)
       throw error;
     }
+  }
+
+  const ranges = createHttpsRangeClient({
+    host: sdkUrl.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(sdkUrl.port || 443),
+    trust,
+    maxConnections: 32,
+    url: sdkUrl,
+  });
+
+  async function client(): Promise<AxiosInstance> {
+    if (http) return http;
+    const trusted = await trust();
+    agent ??= createHttpsAgent(trusted);
     http ??= axios.create({
-      httpsAgent,
+      httpsAgent: agent,
       timeout: requestTimeoutMs,
       maxRedirects: 0,
       responseType: 'text',
@@ -218,7 +233,7 @@ export function createVimSoapClient(options: VimSoapClientOptions): VimSoapClien
 
   return {
     invoke,
-    http: client,
+    ranges,
     get sessionCookie() {
       return cookie;
     },
@@ -226,7 +241,10 @@ export function createVimSoapClient(options: VimSoapClientOptions): VimSoapClien
       cookie = value;
     },
     close() {
-      void agent?.then((a) => a.destroy()).catch(() => undefined);
+      agent?.destroy();
+      agent = undefined;
+      http = undefined;
+      ranges.close();
     },
   };
 }

@@ -1,7 +1,13 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { Agent } from 'node:https';
 import { isIP } from 'node:net';
-import { connect, type PeerCertificate, rootCertificates } from 'node:tls';
+import {
+  type ConnectionOptions,
+  connect,
+  createSecureContext,
+  type PeerCertificate,
+  rootCertificates,
+} from 'node:tls';
 import { InvalidSettingsError, UnreachableError } from '@drkit/core';
 
 /**
@@ -114,17 +120,28 @@ function readPeerCertificate(host: string, port: number, timeoutMs: number): Pro
 }
 
 /**
- * The HTTPS agent of one platform: keep-alive, TLS verified as {@link ResolvedTls} says. For a thumbprint, the
- * server's certificate is read first (see `readPeerCertificate`) and must match.
+ * How every connection of one platform verifies the server: the TLS options given to each connection (a secure
+ * context built once, and for a thumbprint the identity check against it). @internal
+ */
+export interface TlsTrust {
+  readonly connect: Pick<ConnectionOptions, 'secureContext' | 'checkServerIdentity'>;
+}
+
+/**
+ * The TLS trust of one platform, as {@link ResolvedTls} says. The trust goes in a secure context built once, not as
+ * `ca` in each connection's options: an HTTPS agent names its connection pool from its options on every request
+ * (`getName`), and the bundled roots plus `tls.ca` made that name some 200 KB of text to build and hash per
+ * request. For a thumbprint, the server's certificate is read first (see `readPeerCertificate`) and must match.
  *
  * @throws {@link @drkit/core!UnreachableError} (not retryable) when the certificate does not match the
  * thumbprint, or retryable when the server cannot be reached to read it.
  * @internal
  */
-export async function createHttpsAgent(url: URL, tls: ResolvedTls, timeoutMs: number): Promise<Agent> {
-  const common = { keepAlive: true, maxSockets: 16 } as const;
-  if (tls.kind === 'system') return new Agent(common);
-  if (tls.kind === 'ca') return new Agent({ ...common, ca: [...rootCertificates, ...tls.ca] });
+export async function resolveTlsTrust(url: URL, tls: ResolvedTls, timeoutMs: number): Promise<TlsTrust> {
+  if (tls.kind === 'system') return { connect: {} };
+  if (tls.kind === 'ca') {
+    return { connect: { secureContext: createSecureContext({ ca: [...rootCertificates, ...tls.ca] }) } };
+  }
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const port = Number(url.port || 443);
   let certificate: PeerCertificate;
@@ -146,17 +163,25 @@ export async function createHttpsAgent(url: URL, tls: ResolvedTls, timeoutMs: nu
     );
   }
   const pinned = tls.thumbprint;
-  return new Agent({
-    ...common,
-    ca: [certificatePem(certificate.raw)],
-    // The pinned certificate may be a leaf signed by a CA the proxy does not have: let it be the trust anchor.
-    allowPartialTrustChain: true,
-    // The pin replaces the host name check (an ESXi certificate often names another host); the chain was verified.
-    checkServerIdentity: (_hostname: string, cert: PeerCertificate) =>
-      cert.raw && sha256Thumbprint(cert.raw) === pinned
-        ? undefined
-        : Object.assign(new Error('the certificate does not match `tls.thumbprint`'), {
-            code: 'DRKIT_THUMBPRINT_MISMATCH',
-          }),
-  } as ConstructorParameters<typeof Agent>[0]);
+  return {
+    connect: {
+      secureContext: createSecureContext({
+        ca: [certificatePem(certificate.raw)],
+        // The pinned certificate may be a leaf signed by a CA the proxy does not have: let it be the trust anchor.
+        allowPartialTrustChain: true,
+      } as Parameters<typeof createSecureContext>[0]),
+      // The pin replaces the host name check (an ESXi certificate often names another host); the chain was verified.
+      checkServerIdentity: (_hostname: string, cert: PeerCertificate) =>
+        cert.raw && sha256Thumbprint(cert.raw) === pinned
+          ? undefined
+          : Object.assign(new Error('the certificate does not match `tls.thumbprint`'), {
+              code: 'DRKIT_THUMBPRINT_MISMATCH',
+            }),
+    },
+  };
+}
+
+/** The keep-alive HTTPS agent of one platform (SOAP), on its {@link TlsTrust}. @internal */
+export function createHttpsAgent(trust: TlsTrust): Agent {
+  return new Agent({ keepAlive: true, maxSockets: 16, ...trust.connect });
 }

@@ -3,20 +3,11 @@
 // backup, blocks changed, incrementals that read only the changed areas, every point restored byte for byte.
 // Change ids and changed areas are the project's own extension of vcsim (scripts/peers/vcsim/cbt.go: 64 KiB block
 // hashes remembered per change id at snapshot time, written from the vSphere API reference), not vcsim's.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import {
-  type BackupJobResult,
-  createBackupEngine,
-  createLocalFolderStore,
-  type DiskTaskResult,
-  openRepository,
-  type Repository,
-} from '@drkit/core';
-import { afterEach, beforeEach, expect, it, vi } from 'vitest';
+import { createBackupEngine } from '@drkit/core';
+import { expect, it, vi } from 'vitest';
 import type { VmwareDiskSnapshotRef } from '../../src/index.js';
-import { fillPattern, patternedImage, startVcsimDisk, type VcsimDisk } from './vcsim-disk.js';
+import { fillPattern, patternedImage } from './vcsim-disk.js';
+import { useEngineFixture } from './vcsim-fixtures.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -24,55 +15,20 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const BLOCK = 64 * KiB;
 
-let dir: string;
-let repository: Repository;
-let disk: VcsimDisk | undefined;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'drkit-vmware-e2e-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
-});
-
-afterEach(async () => {
-  await repository.close();
-  await disk?.close();
-  disk = undefined;
-  await rm(dir, { recursive: true, force: true });
-});
-
-function succeeded(result: BackupJobResult): DiskTaskResult {
-  expect(result.tasks).toHaveLength(1);
-  const [task] = result.tasks;
-  if (task?.status !== 'succeeded') {
-    throw new Error(`${task?.diskId}: ${task?.status} ${String((task as { error?: unknown }).error)}`);
-  }
-  return task.result;
-}
-
-/** Restores a point and compares it with what the disk held when it was read. */
-async function expectRestores(pointId: string, expected: Uint8Array, what: string): Promise<void> {
-  const path = join(dir, `${pointId}.img`);
-  await repository.restore(pointId, { path });
-  const restored = await readFile(path);
-  expect(restored.length, `${what}: size`).toBe(expected.length);
-  if (!restored.equals(expected)) {
-    let at = 0;
-    while (restored[at] === expected[at]) at += 1;
-    throw new Error(`${what}: the restored image differs from the disk first at byte ${at}`);
-  }
-  await rm(path);
-}
+const fx = useEngineFixture('drkit-vmware-e2e-');
+const { succeeded, expectRestores } = fx;
 
 it('backs up a VM disk in full, then only the changed areas, and every point restores byte for byte', async () => {
-  disk = await startVcsimDisk({
+  const disk = await fx.startDisk({
     cbtPageBytes: 1 * MiB,
     initial: (capacity) => patternedImage(capacity, [0, 1, 5, 20, 63], 11),
   });
   const { host } = disk;
-  await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [disk.platform],
+    chunkSize: MiB,
+  });
   const points: { pointId: string; image: Uint8Array }[] = [];
 
   const full = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'none' }));
@@ -122,12 +78,16 @@ it('backs up a VM disk in full, then only the changed areas, and every point res
 });
 
 it('change tracking off, then on: every byte, then a full read saying why, then an exact incremental', async () => {
-  disk = await startVcsimDisk({
+  const disk = await fx.startDisk({
     changeTracking: false,
     initial: (capacity) => patternedImage(capacity, [2, 3, 40], 5),
   });
   const { host, platform } = disk;
-  await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [platform],
+    chunkSize: MiB,
+  });
   const points: { pointId: string; image: Uint8Array }[] = [];
 
   // No change id at the snapshot: QueryChangedDiskAreas cannot list anything, every byte is read.
@@ -155,7 +115,7 @@ it('change tracking off, then on: every byte, then a full read saying why, then 
 });
 
 it('a change id vSphere does not know (InvalidArgument), or a restored VM, opens a full read with the reason, never a throw', async () => {
-  disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [4, 8], 21) });
+  const disk = await fx.startDisk({ initial: (capacity) => patternedImage(capacity, [4, 8], 21) });
   const { host, platform } = disk;
   const reader = platform.changedBlockReader;
   const first = await platform.createSnapshot({ host, name: 'drkit-e2e-1', quiesce: 'none' });
@@ -204,9 +164,13 @@ it('a change id vSphere does not know (InvalidArgument), or a restored VM, opens
 });
 
 it('a grown disk is read in full (disk-resized), then its lineage goes on with exact incrementals', async () => {
-  disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [6, 12], 31) });
+  const disk = await fx.startDisk({ initial: (capacity) => patternedImage(capacity, [6, 12], 31) });
   const { host } = disk;
-  await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [disk.platform],
+    chunkSize: MiB,
+  });
   const points: { pointId: string; image: Uint8Array }[] = [];
   const full = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'none' }));
   points.push({ pointId: full.pointId, image: Uint8Array.from(disk.image) });

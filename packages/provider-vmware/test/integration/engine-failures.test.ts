@@ -4,72 +4,20 @@
 // TaskInProgress as a vCenter does while another task runs on the VM: the ledger keeps the entry, reconcile()
 // removes the snapshot later), quiesce `required` on a VM without VMware Tools (vcsim's VMs run none), and a wrong
 // password. Change ids and changed areas are the launcher's extension (scripts/peers/vcsim/cbt.go), not vcsim's.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import {
-  AuthenticationError,
-  type BackupJobResult,
-  createBackupEngine,
-  createLocalFolderStore,
-  type DiskTaskResult,
-  openRepository,
-  QuiesceFailedError,
-  type Repository,
-} from '@drkit/core';
-import { afterEach, beforeEach, expect, it, vi } from 'vitest';
+import { AuthenticationError, createBackupEngine, QuiesceFailedError } from '@drkit/core';
+import { expect, it, vi } from 'vitest';
 import type { VmwarePlatform } from '../../src/index.js';
 import { child, children, type XmlElement } from '../../src/soap/xml-tree.js';
-import { fillPattern, patternedImage, startVcsimDisk, type VcsimDisk } from './vcsim-disk.js';
-import { capturingLogger, describeError, platformOn } from './vcsim-fixtures.js';
+import { fillPattern, patternedImage, type VcsimDisk } from './vcsim-disk.js';
+import { capturingLogger, describeError, platformOn, useEngineFixture } from './vcsim-fixtures.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
 const MiB = 1024 * 1024;
 const BLOCK = 64 * 1024;
 
-let dir: string;
-let repository: Repository;
-let disk: VcsimDisk | undefined;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'drkit-vmware-failures-'));
-  repository = await openRepository({
-    store: createLocalFolderStore({ path: join(dir, 'repo') }),
-    create: true,
-  });
-});
-
-afterEach(async () => {
-  await repository.close();
-  await disk?.close();
-  disk = undefined;
-  await rm(dir, { recursive: true, force: true });
-});
-
-function succeeded(result: BackupJobResult): DiskTaskResult {
-  expect(result.tasks).toHaveLength(1);
-  const [task] = result.tasks;
-  if (task?.status !== 'succeeded') {
-    throw new Error(`${task?.diskId}: ${task?.status} ${describeError((task as { error?: unknown }).error)}`);
-  }
-  return task.result;
-}
-
-function failedWith(result: BackupJobResult): unknown {
-  expect(result.tasks).toHaveLength(1);
-  const [task] = result.tasks;
-  if (task?.status !== 'failed') throw new Error(`${task?.diskId}: ${task?.status}, expected failed`);
-  expect(result.failed).toBe(1);
-  return task.error;
-}
-
-async function expectRestores(pointId: string, expected: Uint8Array): Promise<void> {
-  const path = join(dir, `${pointId}.img`);
-  await repository.restore(pointId, { path });
-  expect(Buffer.compare(await readFile(path), expected)).toBe(0);
-  await rm(path);
-}
+const fx = useEngineFixture('drkit-vmware-failures-');
+const { succeeded, failedWith, expectRestores } = fx;
 
 /** The names of the VM's snapshots, as vSphere lists them. */
 async function snapshotNames(d: VcsimDisk): Promise<string[]> {
@@ -103,7 +51,7 @@ function withBeforeRead(platform: VmwarePlatform, beforeRead: () => Promise<void
 
 it('a session terminated between the listing and the reading: one re-login, and the backup completes', async () => {
   const logger = capturingLogger();
-  disk = await startVcsimDisk({
+  const disk = await fx.startDisk({
     initial: (capacity) => patternedImage(capacity, [0, 9, 30], 41),
     platform: { logger },
   });
@@ -113,7 +61,11 @@ it('a session terminated between the listing and the reading: one re-login, and 
   const platform = withBeforeRead(disk.platform, async () => {
     terminated += await admin.terminateOtherSessions();
   });
-  await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [platform],
+    chunkSize: MiB,
+  });
   const opened = () => logger.lines.filter((l) => l.message === 'vSphere session opened').length;
   const before = opened();
 
@@ -139,12 +91,16 @@ it('a session terminated between the listing and the reading: one re-login, and 
 });
 
 it('a snapshot removal that fails (TaskInProgress) leaves its ledger entry, and reconcile() removes the snapshot later', async () => {
-  disk = await startVcsimDisk({
+  const disk = await fx.startDisk({
     failRemoveSnapshot: 1,
     initial: (capacity) => patternedImage(capacity, [3, 4], 51),
   });
   const { host } = disk;
-  await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [disk.platform],
+    chunkSize: MiB,
+  });
 
   const result = await engine.backup({ hosts: [host.id], quiesce: 'none' });
   const full = succeeded(result); // the point is whole: the release failure changes no task's outcome
@@ -152,7 +108,7 @@ it('a snapshot removal that fails (TaskInProgress) leaves its ledger entry, and 
   const [failure] = result.releaseFailures;
   expect(describeError(failure!.error)).toContain('TaskInProgress');
   expect(await snapshotNames(disk)).toEqual([failure!.snapshot]);
-  const entries = await repository.ledger.list();
+  const entries = await fx.repository.ledger.list();
   expect(entries.map((e) => ({ id: e.id, name: e.name, state: e.state }))).toEqual([
     { id: failure!.entryId, name: failure!.snapshot, state: 'pending' },
   ]);
@@ -162,7 +118,7 @@ it('a snapshot removal that fails (TaskInProgress) leaves its ledger entry, and 
   expect(report.failed).toEqual([]);
   expect(report.released.map((e) => e.name)).toEqual([failure!.snapshot]);
   expect(await snapshotNames(disk)).toEqual([]);
-  expect(await repository.ledger.list()).toEqual([]);
+  expect(await fx.repository.ledger.list()).toEqual([]);
 
   // The lineage goes on: VMware's base is the change id in the point, not the snapshot reconcile removed.
   fillPattern(disk.image, 4 * BLOCK, 512, 52);
@@ -174,9 +130,13 @@ it('a snapshot removal that fails (TaskInProgress) leaves its ledger entry, and 
 });
 
 it('quiesce required on a VM without VMware Tools: QuiesceFailedError, no snapshot left, nothing committed', async () => {
-  disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [1], 61) });
+  const disk = await fx.startDisk({ initial: (capacity) => patternedImage(capacity, [1], 61) });
   const { host } = disk;
-  await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: MiB });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [disk.platform],
+    chunkSize: MiB,
+  });
 
   const result = await engine.backup({ hosts: [host.id], quiesce: 'required' });
   const error = failedWith(result);
@@ -184,8 +144,8 @@ it('quiesce required on a VM without VMware Tools: QuiesceFailedError, no snapsh
   expect((error as Error).message).toContain('VMware Tools');
   expect(result.releaseFailures).toEqual([]);
   expect(await snapshotNames(disk)).toEqual([]);
-  expect(await repository.points()).toEqual([]);
-  expect(await repository.ledger.list()).toEqual([]);
+  expect(await fx.repository.points()).toEqual([]);
+  expect(await fx.repository.ledger.list()).toEqual([]);
 
   // `preferred` on the same VM backs up crash-consistently instead.
   const preferred = succeeded(await engine.backup({ hosts: [host.id], quiesce: 'preferred' }));
@@ -194,12 +154,17 @@ it('quiesce required on a VM without VMware Tools: QuiesceFailedError, no snapsh
 });
 
 it('a wrong password: the job is refused with AuthenticationError (InvalidLogin), nothing snapshotted, nothing committed, no password anywhere', async () => {
-  disk = await startVcsimDisk({ initial: (capacity) => patternedImage(capacity, [2], 71) });
+  const disk = await fx.startDisk({ initial: (capacity) => patternedImage(capacity, [2], 71) });
   const { host } = disk;
   const wrong = 'not-the-password-17';
   const logger = capturingLogger();
   await using platform = platformOn(disk.vcsim, { transport: 'https', password: wrong, logger });
-  await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: MiB, logger });
+  await using engine = createBackupEngine({
+    repository: fx.repository,
+    platforms: [platform],
+    chunkSize: MiB,
+    logger,
+  });
 
   // The engine looks the host up before it plans a task: the job itself is refused, before any snapshot.
   const outcome = await engine.backup({ hosts: [host.id], quiesce: 'none' }).then(
@@ -210,7 +175,7 @@ it('a wrong password: the job is refused with AuthenticationError (InvalidLogin)
   expect((outcome as Error).message).toContain('InvalidLogin');
   expect((outcome as AuthenticationError).retryable).toBe(false);
   expect(await snapshotNames(disk)).toEqual([]);
-  expect(await repository.points()).toEqual([]);
-  expect(await repository.ledger.list()).toEqual([]);
+  expect(await fx.repository.points()).toEqual([]);
+  expect(await fx.repository.ledger.list()).toEqual([]);
   for (const text of [describeError(outcome), logger.text()]) expect(text).not.toContain(wrong);
 });

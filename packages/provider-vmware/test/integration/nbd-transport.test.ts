@@ -157,6 +157,65 @@ it('through the engine over NBD: a full read of the allocated areas, then only t
   }
 }, 120_000);
 
+it('a full read without change tracking over NBD skips what the block status says reads as zeros (sparse file)', async () => {
+  requireNbdkit();
+  const { mkdtemp, open, readFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const BLOCK = 64 * 1024;
+  const written = [1, 2, 7, 40];
+  const dir = await mkdtemp(join(tmpdir(), 'drkit-vmware-nbd-sparse-'));
+  const running = new Set<number>();
+  let disk: VcsimDisk | undefined;
+  /** A sparse copy of the disk (only the written blocks allocated), served by nbdkit's file plugin. */
+  const locate = async (located: VmwareNbdDisk): Promise<VmwareNbdExportLocation> => {
+    const path = join(dir, `${located.snapshot}.img`);
+    const file = await open(path, 'w');
+    await file.truncate(located.capacityBytes);
+    for (const block of written) {
+      await file.write(disk!.image.subarray(block * BLOCK, (block + 1) * BLOCK), 0, BLOCK, block * BLOCK);
+    }
+    await file.close();
+    const server = await startNbdkit({ plugin: ['file', `file=${path}`], flags: ['-r'] });
+    running.add(server.pid);
+    return {
+      ...server.address,
+      connections: 2,
+      multiConn: 'always',
+      release: async () => {
+        await server.stop();
+        running.delete(server.pid);
+      },
+    };
+  };
+  disk = await startVcsimDisk({
+    changeTracking: false,
+    initial: (capacity) => patternedImage(capacity, written, 23),
+    platform: { transport: 'nbd', nbd: { locate } },
+  });
+  const repository = await openRepository({
+    store: createLocalFolderStore({ path: join(dir, 'repo') }),
+    create: true,
+  });
+  try {
+    await using engine = createBackupEngine({ repository, platforms: [disk.platform], chunkSize: 1 << 20 });
+    const [task] = (await engine.backup({ hosts: [disk.host.id], quiesce: 'none' })).tasks;
+    if (task?.status !== 'succeeded') {
+      throw new Error(`${task?.status}: ${String((task as { error?: unknown }).error)}`);
+    }
+    // No change id (tracking off): every byte is asked for, but the holes of the sparse file read as zeros.
+    expect(task.result.validity).toMatchObject({ kind: 'full', reason: 'first-backup' });
+    expect(task.result.bytesRead).toBe(written.length * BLOCK);
+    expect(running.size).toBe(0);
+    const path = join(dir, 'restored.img');
+    await repository.restore(task.result.pointId, { path });
+    expect(Buffer.from(await readFile(path)).equals(Buffer.from(disk.image))).toBe(true);
+  } finally {
+    await repository.close();
+    await disk.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
 it('an export of another size than the disk is refused (SourceProtocolError) and released', async () => {
   requireNbdkit();
   let released = 0;

@@ -57,17 +57,18 @@ function fileRequest(
   });
 }
 
+/** What {@link startVcsimDisk} takes. */
+export type VcsimDiskOptions = StartVcsimOptions & {
+  readonly changeTracking?: boolean;
+  readonly initial?: (capacityBytes: number) => Uint8Array;
+  readonly platform?: Partial<VmwarePlatformOptions>;
+};
+
 /**
  * Starts a launcher with one VM per host, takes the first VM (by the platform's listing) and its first disk, and
  * uploads `initial` (or zeros) as its content. `changeTracking` turns CBT on first (default true).
  */
-export async function startVcsimDisk(
-  options: StartVcsimOptions & {
-    readonly changeTracking?: boolean;
-    readonly initial?: (capacityBytes: number) => Uint8Array;
-    readonly platform?: Partial<VmwarePlatformOptions>;
-  } = {},
-): Promise<VcsimDisk> {
+export async function startVcsimDisk(options: VcsimDiskOptions = {}): Promise<VcsimDisk> {
   const vcsim = await startVcsim({ vms: 1, diskMiB: 4, ...options });
   try {
     const admin = vcsimAdmin(vcsim);

@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/client-ebs';
 import {
   CreateSnapshotsCommand,
+  CreateVolumeCommand,
   DeleteSnapshotCommand,
   DescribeInstancesCommand,
   DescribeInstanceTypesCommand,
@@ -133,6 +134,39 @@ describe('credentials and signatures', () => {
       );
     } finally {
       other.destroy();
+    }
+  });
+  it("with otherRegions: 'empty', EC2 of another enabled region answers as an empty region; EBS and opt-in regions stay refused", async () => {
+    const t = await setup({ region: 'ap-southeast-1', otherRegions: 'empty' });
+    const volumeId = t.emulator.createVolume({ sizeGiB: 1 });
+    t.emulator.createInstance({ name: 'web-1', volumes: [{ volumeId }] });
+    const client = (region: string) => {
+      const config = {
+        region,
+        endpoint: t.emulator.endpoint,
+        credentials: t.emulator.credentials,
+        maxAttempts: 1,
+      };
+      const made = { ec2: new EC2Client(config), ebs: new EBSClient(config) };
+      return made;
+    };
+    const home = await t.ec2.send(new DescribeInstancesCommand({}));
+    expect(home.Reservations).toHaveLength(1);
+    const eu = client('eu-west-1');
+    const hk = client('ap-east-1');
+    try {
+      const empty = await eu.ec2.send(new DescribeInstancesCommand({}));
+      expect(empty.Reservations ?? []).toEqual([]);
+      expect((await eu.ec2.send(new DescribeVolumesCommand({}))).Volumes ?? []).toEqual([]);
+      expect((await errorOf(eu.ebs.send(new StartSnapshotCommand({ VolumeSize: 1 })))).name).toBe(
+        'InvalidSignatureException',
+      );
+      expect((await errorOf(hk.ec2.send(new DescribeInstancesCommand({})))).name).toBe('AuthFailure');
+    } finally {
+      for (const c of [eu, hk]) {
+        c.ec2.destroy();
+        c.ebs.destroy();
+      }
     }
   });
 });
@@ -696,5 +730,140 @@ describe('EBS direct APIs: writing (for restore)', () => {
     expect(t.emulator.readSnapshot(child, 0, BLOCK).equals(block(10))).toBe(true);
     const described = await t.ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [child] }));
     expect(described.Snapshots?.[0]).toMatchObject({ State: 'completed', VolumeId: 'vol-ffffffff' });
+  });
+});
+
+describe('EBS direct APIs: encrypted snapshots, and CreateVolume', () => {
+  /** Writes blocks to a new direct-API snapshot and completes it. */
+  async function writeSnapshot(
+    t: Awaited<ReturnType<typeof setup>>,
+    start: ConstructorParameters<typeof StartSnapshotCommand>[0],
+    blocks: ReadonlyMap<number, Buffer>,
+  ): Promise<string> {
+    const id = (await t.ebs.send(new StartSnapshotCommand(start))).SnapshotId!;
+    for (const [index, data] of blocks) {
+      await t.ebs.send(
+        new PutSnapshotBlockCommand({
+          SnapshotId: id,
+          BlockIndex: index,
+          BlockData: data,
+          DataLength: data.length,
+          Checksum: sha256(data),
+          ChecksumAlgorithm: 'SHA256',
+        }),
+      );
+    }
+    await t.ebs.send(new CompleteSnapshotCommand({ SnapshotId: id, ChangedBlocksCount: blocks.size }));
+    return id;
+  }
+
+  it('applies the documented encryption outcomes of StartSnapshot', async () => {
+    const t = await setup({ snapshotCompletionPolls: 0 });
+    const plain = await writeSnapshot(t, { VolumeSize: 1 }, new Map([[0, block(1)]]));
+    const encrypted = await t.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, Encrypted: true }));
+    expect(encrypted).toMatchObject({
+      SseType: 'sse-kms',
+      KmsKeyArn: `arn:aws:kms:us-east-1:${t.emulator.accountId}:alias/aws/ebs`,
+    });
+    // Encrypted and ParentSnapshotId together: refused (StartSnapshot's own documentation).
+    const both = await errorOf(
+      t.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, ParentSnapshotId: plain, Encrypted: true })),
+    );
+    expect([both.name, both.Reason]).toEqual(['ValidationException', 'INVALID_PARAMETER_VALUE']);
+    expect(
+      (
+        await errorOf(
+          t.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, ParentSnapshotId: plain, Encrypted: false })),
+        )
+      ).name,
+    ).toBe('ValidationException');
+    // A child of an encrypted parent takes the parent's key; naming a key there is refused.
+    const key = 'arn:aws:kms:us-east-1:123456789012:key/1111';
+    const parent = await writeSnapshot(t, { VolumeSize: 1, Encrypted: true, KmsKeyArn: key }, new Map());
+    const child = await t.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, ParentSnapshotId: parent }));
+    expect(child.KmsKeyArn).toBe(key);
+    expect(
+      (
+        await errorOf(
+          t.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, ParentSnapshotId: parent, KmsKeyArn: key })),
+        )
+      ).name,
+    ).toBe('ValidationException');
+    // With encryption by default: no unencrypted snapshot, and no unencrypted parent.
+    const d = await setup({ snapshotCompletionPolls: 0, encryptionByDefault: true });
+    const unasked = await d.ebs.send(new StartSnapshotCommand({ VolumeSize: 1 }));
+    expect(unasked.SseType).toBe('sse-kms');
+    expect(
+      (await errorOf(d.ebs.send(new StartSnapshotCommand({ VolumeSize: 1, Encrypted: false })))).name,
+    ).toBe('ValidationException');
+  });
+
+  it('a volume created from an encrypted direct-API snapshot reads garbage where a block was never written', async () => {
+    const t = await setup({ snapshotCompletionPolls: 1 });
+    // Block 0 data, block 1 zeros written explicitly, block 2 never written; the same unencrypted for contrast.
+    const blocks = new Map([
+      [0, block(1)],
+      [1, Buffer.alloc(BLOCK)],
+    ]);
+    const encrypted = await writeSnapshot(t, { VolumeSize: 1, Encrypted: true }, blocks);
+    const plain = await writeSnapshot(t, { VolumeSize: 1 }, blocks);
+    t.emulator.completeSnapshots();
+    const volumeOf = async (snapshotId: string) => {
+      const created = await t.ec2.send(
+        new CreateVolumeCommand({
+          SnapshotId: snapshotId,
+          AvailabilityZone: 'us-east-1a',
+          ClientToken: snapshotId,
+        }),
+      );
+      expect(created.State).toBe('creating');
+      // `creating` for one DescribeVolumes answer, then `available`.
+      const polls = [];
+      for (let i = 0; i < 2; i++) {
+        const answer = await t.ec2.send(new DescribeVolumesCommand({ VolumeIds: [created.VolumeId!] }));
+        polls.push(answer.Volumes?.[0]?.State);
+      }
+      expect(polls).toEqual(['creating', 'available']);
+      return created;
+    };
+    const fromEncrypted = await volumeOf(encrypted);
+    expect(fromEncrypted.Encrypted).toBe(true);
+    const read = (volumeId: string, index: number) => t.emulator.readVolume(volumeId, index * BLOCK, BLOCK);
+    expect(read(fromEncrypted.VolumeId!, 0).equals(block(1))).toBe(true);
+    expect(read(fromEncrypted.VolumeId!, 1).equals(Buffer.alloc(BLOCK))).toBe(true);
+    expect(read(fromEncrypted.VolumeId!, 2).equals(Buffer.alloc(BLOCK))).toBe(false);
+    const fromPlain = await volumeOf(plain);
+    expect(read(fromPlain.VolumeId!, 2).equals(Buffer.alloc(BLOCK))).toBe(true);
+    // The same ClientToken gives the same volume.
+    const again = await t.ec2.send(
+      new CreateVolumeCommand({ SnapshotId: plain, AvailabilityZone: 'us-east-1a', ClientToken: plain }),
+    );
+    expect(again.VolumeId).toBe(fromPlain.VolumeId);
+  });
+
+  it('CreateVolume refuses a pending snapshot, a smaller size and a zone of another region', async () => {
+    const t = await setup({ snapshotCompletionPolls: 1 });
+    const pending = (await t.ebs.send(new StartSnapshotCommand({ VolumeSize: 2 }))).SnapshotId!;
+    const zone = 'us-east-1a';
+    expect(
+      (await errorOf(t.ec2.send(new CreateVolumeCommand({ SnapshotId: pending, AvailabilityZone: zone }))))
+        .name,
+    ).toBe('IncorrectState');
+    await t.ebs.send(new CompleteSnapshotCommand({ SnapshotId: pending, ChangedBlocksCount: 0 }));
+    t.emulator.completeSnapshots();
+    expect(
+      (
+        await errorOf(
+          t.ec2.send(new CreateVolumeCommand({ SnapshotId: pending, AvailabilityZone: zone, Size: 1 })),
+        )
+      ).name,
+    ).toBe('InvalidParameterValue');
+    expect(
+      (
+        await errorOf(
+          t.ec2.send(new CreateVolumeCommand({ SnapshotId: pending, AvailabilityZone: 'eu-west-1a' })),
+        )
+      ).name,
+    ).toBe('InvalidParameterValue');
   });
 });

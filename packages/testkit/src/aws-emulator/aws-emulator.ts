@@ -59,6 +59,17 @@ export interface AwsEmulatorOptions {
   readonly pageShape?: { readonly shortPages?: boolean; readonly emptyPageEvery?: number };
   /** DescribeRegions' answer. Default a few regions, one not opted in. */
   readonly regions?: readonly { readonly name: string; readonly optInStatus: string }[];
+  /**
+   * What an EC2 request signed for another region of `regions` (not `not-opted-in`) gets: `refuse` (default; the
+   * emulator is one region) or `empty`: an answer from that region, which holds nothing (no instances, volumes or
+   * snapshots), so region discovery can be tested. EBS and STS requests for another region are always refused.
+   */
+  readonly otherRegions?: 'refuse' | 'empty';
+  /**
+   * The account's EBS encryption by default: `true` (the `aws/ebs` key) or a KMS key ARN. New direct-API
+   * snapshots are then encrypted, an unencrypted one cannot be started. Default off.
+   */
+  readonly encryptionByDefault?: boolean | string;
   /** Instance types it knows (DescribeInstanceTypes), added to a default set (t3.micro, m5.large, m5d.large, i3.large). */
   readonly instanceTypes?: Readonly<Record<string, AwsEmulatorInstanceType>>;
 }
@@ -220,7 +231,10 @@ function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
 export async function startAwsEmulator(options: AwsEmulatorOptions = {}): Promise<AwsEmulator> {
   const clock = options.clock ?? createManualClock();
   const state = new EmulatorState(clock);
+  /** The other regions' (empty) resources, for `otherRegions: 'empty'`. */
+  const otherRegionStates = new Map<string, EmulatorState>();
   const quotas = options.quotas === false ? undefined : { ...DEFAULT_EBS_QUOTAS, ...options.quotas };
+  const defaultKmsKey = `arn:aws:kms:${options.region ?? 'us-east-1'}:${options.accountId ?? '123456789012'}:alias/aws/ebs`;
   const config: ResolvedEmulatorConfig = {
     region: options.region ?? 'us-east-1',
     accountId: options.accountId ?? '123456789012',
@@ -232,6 +246,13 @@ export async function startAwsEmulator(options: AwsEmulatorOptions = {}): Promis
     },
     regions: options.regions ?? DEFAULT_REGIONS,
     instanceTypes: new Map(Object.entries({ ...DEFAULT_INSTANCE_TYPES, ...options.instanceTypes })),
+    defaultKmsKey,
+    encryptionByDefaultKey:
+      typeof options.encryptionByDefault === 'string'
+        ? options.encryptionByDefault
+        : options.encryptionByDefault
+          ? defaultKmsKey
+          : undefined,
   };
   const users = (options.users ?? [DEFAULT_USER]).map((u) => ({ userName: 'drkit', allow: ['*'], ...u }));
   const credentials = new Map<string, EmulatorCredential>(users.map((u) => [u.accessKeyId, u]));
@@ -350,17 +371,24 @@ export async function startAwsEmulator(options: AwsEmulatorOptions = {}): Promis
       if (form) operation = form.get('Action') ?? 'unknown';
       stats.calls[operation] = (stats.calls[operation] ?? 0) + 1;
       if (!check.ok) throw authError(service, check.problem.kind, check.problem.message);
+      let regionState = state;
       if (check.info.region !== config.region) {
-        throw authError(
-          service,
-          'mismatch',
-          `Credential should be scoped to a valid region (${config.region}).`,
-        );
+        const other = check.info.region;
+        const enabled = config.regions.some((r) => r.name === other && r.optInStatus !== 'not-opted-in');
+        if (options.otherRegions !== 'empty' || service !== 'ec2' || !enabled) {
+          throw authError(
+            service,
+            'mismatch',
+            `Credential should be scoped to a valid region (${config.region}).`,
+          );
+        }
+        regionState = otherRegionStates.get(other) ?? new EmulatorState(clock);
+        otherRegionStates.set(other, regionState);
       }
       const user = userByKey.get(check.info.accessKeyId)!;
       const patterns = allowPatterns.get(user.accessKeyId)!;
       const context: HandlerContext = {
-        state,
+        state: regionState,
         config,
         user,
         stats,

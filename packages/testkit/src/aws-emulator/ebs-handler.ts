@@ -327,6 +327,7 @@ function startSnapshot(context: HandlerContext, body: Buffer): HandlerResponse {
     input.ParentSnapshotId ?? null,
     input.Tags ?? null,
     input.Encrypted ?? null,
+    input.KmsKeyArn ?? null,
   ]);
   const state = context.state;
   if (clientToken !== undefined) {
@@ -355,6 +356,7 @@ function startSnapshot(context: HandlerContext, body: Buffer): HandlerResponse {
     if (size < parent.sizeGiB)
       throw validation('VolumeSize is smaller than the parent snapshot.', 'INVALID_VOLUME_SIZE');
   }
+  const encryption = encryptionOf(context, input, parent);
   const id = state.nextId('snap');
   const tags = Array.isArray(input.Tags)
     ? (input.Tags as { Key?: unknown; Value?: unknown }[]).map((t) => ({
@@ -374,8 +376,9 @@ function startSnapshot(context: HandlerContext, body: Buffer): HandlerResponse {
     startTime: state.now(),
     description: typeof input.Description === 'string' ? input.Description : '',
     tags,
-    encrypted: input.Encrypted === true || parent?.encrypted === true,
-    kmsKeyId: typeof input.KmsKeyArn === 'string' ? input.KmsKeyArn : parent?.kmsKeyId,
+    encrypted: encryption !== undefined,
+    kmsKeyId: encryption,
+    unwrittenReadsGarbage: encryption !== undefined && (parent === undefined || parent.unwrittenReadsGarbage),
     source: 'direct',
     parentSnapshotId: parent?.id,
     clientToken,
@@ -385,6 +388,55 @@ function startSnapshot(context: HandlerContext, body: Buffer): HandlerResponse {
   };
   state.snapshots.set(id, snapshot);
   return json(201, startAnswer(context, snapshot));
+}
+
+/**
+ * The KMS key of a new direct-API snapshot, undefined when unencrypted, by the user guide's "Encryption outcomes
+ * for EBS direct APIs": `Encrypted` and `ParentSnapshotId` cannot be given together; a child of an encrypted parent
+ * is encrypted with the parent's key (a `KmsKeyArn` is refused); with encryption by default, an unencrypted
+ * snapshot (`Encrypted: false`, or an unencrypted parent) is refused; `Encrypted: true` without a key uses the
+ * account's `aws/ebs` key. A `KmsKeyArn` without `Encrypted: true` (and no default) is refused: the emulator's
+ * reading of the table.
+ */
+function encryptionOf(
+  context: HandlerContext,
+  input: Record<string, unknown>,
+  parent: SnapshotState | undefined,
+): string | undefined {
+  const { encryptionByDefaultKey, defaultKmsKey } = context.config;
+  const key = typeof input.KmsKeyArn === 'string' ? input.KmsKeyArn : undefined;
+  if (parent) {
+    if (input.Encrypted !== undefined) {
+      throw validation(
+        "You can't specify ParentSnapshotId and Encrypted in the same request.",
+        'INVALID_PARAMETER_VALUE',
+      );
+    }
+    if (key !== undefined) {
+      throw validation(
+        'A KmsKeyArn cannot be given with a ParentSnapshotId: the snapshot takes its parent encryption.',
+        'INVALID_PARAMETER_VALUE',
+      );
+    }
+    if (!parent.encrypted && encryptionByDefaultKey !== undefined) {
+      throw validation(
+        'Encryption by default is enabled: an unencrypted parent snapshot cannot be used.',
+        'INVALID_PARAMETER_VALUE',
+      );
+    }
+    return parent.encrypted ? parent.kmsKeyId : undefined;
+  }
+  if (input.Encrypted === true) return key ?? encryptionByDefaultKey ?? defaultKmsKey;
+  if (input.Encrypted === false && encryptionByDefaultKey !== undefined) {
+    throw validation(
+      'Encryption by default is enabled: an unencrypted snapshot cannot be created.',
+      'INVALID_PARAMETER_VALUE',
+    );
+  }
+  if (key !== undefined && encryptionByDefaultKey === undefined) {
+    throw validation('A KmsKeyArn needs Encrypted: true.', 'INVALID_PARAMETER_VALUE');
+  }
+  return encryptionByDefaultKey === undefined ? undefined : (key ?? encryptionByDefaultKey);
 }
 
 function startAnswer(context: HandlerContext, snapshot: SnapshotState): Record<string, unknown> {
@@ -422,6 +474,9 @@ function headerOf(
   return Array.isArray(value) ? value[0] : value;
 }
 
+const ZERO_BLOCK = Buffer.alloc(EBS_BLOCK_SIZE);
+const ZERO_BLOCK_SHA256 = createHash('sha256').update(ZERO_BLOCK).digest('base64');
+
 function putSnapshotBlock(
   context: HandlerContext,
   id: string,
@@ -438,11 +493,16 @@ function putSnapshotBlock(
   if (headerOf(headers, 'x-amz-checksum-algorithm') !== 'SHA256') {
     throw validation('ChecksumAlgorithm must be SHA256.', 'INVALID_PARAMETER_VALUE');
   }
-  const checksum = createHash('sha256').update(body).digest('base64');
+  // A zero block is kept as one shared buffer (an encrypted restore writes many): memory stays what data costs.
+  const zero = body.equals(ZERO_BLOCK);
+  const checksum = zero ? ZERO_BLOCK_SHA256 : createHash('sha256').update(body).digest('base64');
   if (headerOf(headers, 'x-amz-checksum') !== checksum) {
     throw validation('The checksum does not match the block data.', 'INVALID_PARAMETER_VALUE');
   }
-  snapshot.blocks.set(index, { generation: context.state.nextGeneration(), data: Buffer.from(body) });
+  snapshot.blocks.set(index, {
+    generation: context.state.nextGeneration(),
+    data: zero ? ZERO_BLOCK : Buffer.from(body),
+  });
   snapshot.putBlocks.add(index);
   return json(201, {}, { 'x-amz-Checksum': checksum, 'x-amz-Checksum-Algorithm': 'SHA256' });
 }

@@ -169,13 +169,18 @@ function describeInstances(context: HandlerContext, params: URLSearchParams): Ha
   });
 }
 
+function volumeStatus(volume: VolumeState): string {
+  if (volume.creatingPolls !== undefined) return 'creating';
+  return volume.attachment ? 'in-use' : 'available';
+}
+
 function volumeXml(volume: VolumeState): XmlObject {
   return {
     volumeId: volume.id,
     size: volume.sizeGiB,
-    snapshotId: '',
+    snapshotId: volume.snapshotId ?? '',
     availabilityZone: volume.availabilityZone,
-    status: volume.attachment ? 'in-use' : 'available',
+    status: volumeStatus(volume),
     createTime: volume.createTime,
     attachmentSet: volume.attachment
       ? [
@@ -208,11 +213,19 @@ function describeVolumes(context: HandlerContext, params: URLSearchParams): Hand
   const matching = filtered(all, params, {
     'volume-id': (v) => v.id,
     'attachment.instance-id': (v) => v.attachment?.instanceId,
-    status: (v) => (v.attachment ? 'in-use' : 'available'),
+    status: volumeStatus,
     'volume-type': (v) => v.volumeType,
+    'snapshot-id': (v) => v.snapshotId,
   });
   const { page, nextToken } = paged(matching, params, { min: 5, max: 500 }, ids.length > 0);
-  return answer(context, 'DescribeVolumes', { volumeSet: page.map(volumeXml), nextToken });
+  const answered = answer(context, 'DescribeVolumes', { volumeSet: page.map(volumeXml), nextToken });
+  // Each answer that shows a volume `creating` is one step towards `available` (as snapshots complete).
+  for (const volume of page) {
+    if (volume.creatingPolls === undefined) continue;
+    volume.creatingPolls++;
+    if (volume.creatingPolls >= context.config.completionPolls) volume.creatingPolls = undefined;
+  }
+  return answered;
 }
 
 function describeInstanceTypes(context: HandlerContext, params: URLSearchParams): HandlerResponse {
@@ -249,12 +262,12 @@ function progressOf(context: HandlerContext, snapshot: SnapshotState): string {
   return `${Math.min(99, Math.floor((100 * snapshot.polls) / polls))}%`;
 }
 
-function tagsFromSpecifications(params: URLSearchParams): EmulatorTag[] {
+function tagsFromSpecifications(params: URLSearchParams, resourceType = 'snapshot'): EmulatorTag[] {
   const tags: EmulatorTag[] = [];
   for (let i = 1; ; i++) {
     const type = params.get(`TagSpecification.${i}.ResourceType`);
     if (type === null) return tags;
-    if (type !== 'snapshot')
+    if (type !== resourceType)
       throw invalid(`'${type}' is not a valid taggable resource type for this operation.`);
     for (let j = 1; ; j++) {
       const key = params.get(`TagSpecification.${i}.Tag.${j}.Key`);
@@ -300,7 +313,7 @@ function createSnapshots(context: HandlerContext, params: URLSearchParams): Hand
       );
     }
   }
-  const tags = tagsFromSpecifications(params);
+  const tags = tagsFromSpecifications(params, 'snapshot');
   const copyTags = params.get('CopyTagsFromSource') === 'volume';
   const description = params.get('Description') ?? '';
   const startTime = context.state.now();
@@ -324,6 +337,7 @@ function createSnapshots(context: HandlerContext, params: URLSearchParams): Hand
       parentSnapshotId: undefined,
       clientToken: undefined,
       startFingerprint: undefined,
+      unwrittenReadsGarbage: false,
       putBlocks: new Set(),
       sortedIndexes: undefined,
     };
@@ -402,6 +416,74 @@ function deleteSnapshot(context: HandlerContext, params: URLSearchParams): Handl
   return answer(context, 'DeleteSnapshot', { return: true });
 }
 
+/**
+ * CreateVolume from a snapshot (a volume without a snapshot is not modelled): `SnapshotId`, `AvailabilityZone`
+ * (one of the region's), optional `Size` (not below the snapshot's), `VolumeType`, `Iops`, `Encrypted` /
+ * `KmsKeyId` (an encrypted snapshot makes an encrypted volume), `TagSpecification` (`volume`), `ClientToken`
+ * (idempotent). The volume holds the snapshot's blocks as a volume created from it reads them
+ * ({@link EmulatorState.volumeBlocksOf}); it is `creating` for `snapshotCompletionPolls` DescribeVolumes answers.
+ */
+function createVolume(context: HandlerContext, params: URLSearchParams): HandlerResponse {
+  const snapshotId = params.get('SnapshotId');
+  if (snapshotId === null)
+    throw invalid(
+      'The emulator creates volumes from snapshots only: SnapshotId is required',
+      'MissingParameter',
+    );
+  const zone = params.get('AvailabilityZone');
+  if (zone === null)
+    throw invalid('The request must contain the parameter AvailabilityZone', 'MissingParameter');
+  if (!/^[a-z]$/.test(zone.slice(context.config.region.length)) || !zone.startsWith(context.config.region)) {
+    throw invalid(`Invalid availability zone: [${zone}]`, 'InvalidParameterValue');
+  }
+  const token = params.get('ClientToken') ?? undefined;
+  if (token !== undefined) {
+    const existing = [...context.state.volumes.values()].find((v) => v.clientToken === token);
+    if (existing) {
+      if (existing.snapshotId !== snapshotId || existing.availabilityZone !== zone)
+        throw invalid('The client token was used with other parameters.', 'IdempotentParameterMismatch');
+      return answer(context, 'CreateVolume', volumeXml(existing));
+    }
+  }
+  const snapshot = context.state.snapshots.get(snapshotId);
+  if (!snapshot) throw invalid(`The snapshot '${snapshotId}' does not exist.`, 'InvalidSnapshot.NotFound');
+  if (snapshot.status !== 'completed') {
+    throw invalid(`Snapshot '${snapshotId}' is currently in state '${snapshot.status}'`, 'IncorrectState');
+  }
+  const sizeText = params.get('Size');
+  const sizeGiB = sizeText === null ? snapshot.sizeGiB : Number(sizeText);
+  if (!Number.isSafeInteger(sizeGiB) || sizeGiB < snapshot.sizeGiB || sizeGiB > 65_536) {
+    throw invalid(
+      `The volume size must be at least the snapshot size (${snapshot.sizeGiB} GiB) and at most 65536.`,
+      'InvalidParameterValue',
+    );
+  }
+  const encrypted = snapshot.encrypted || params.get('Encrypted') === 'true';
+  const volumeType = params.get('VolumeType') ?? 'gp2';
+  const iops = params.get('Iops');
+  const id = context.state.nextId('vol');
+  const volume: VolumeState = {
+    id,
+    sizeGiB,
+    volumeType,
+    iops: iops === null ? (volumeType === 'gp3' ? 3000 : undefined) : Number(iops),
+    encrypted,
+    kmsKeyId: encrypted
+      ? (params.get('KmsKeyId') ?? snapshot.kmsKeyId ?? context.config.defaultKmsKey)
+      : undefined,
+    availabilityZone: zone,
+    createTime: context.state.now(),
+    tags: tagsFromSpecifications(params, 'volume'),
+    blocks: context.state.volumeBlocksOf(snapshot),
+    attachment: undefined,
+    snapshotId,
+    ...(token === undefined ? {} : { clientToken: token }),
+    creatingPolls: context.config.completionPolls === 0 ? undefined : 0,
+  };
+  context.state.volumes.set(id, volume);
+  return answer(context, 'CreateVolume', volumeXml(volume));
+}
+
 function describeRegions(context: HandlerContext, params: URLSearchParams): HandlerResponse {
   const all = params.get('AllRegions') === 'true';
   const names = listParam(params, 'RegionName');
@@ -425,6 +507,7 @@ const HANDLERS: Record<string, (context: HandlerContext, params: URLSearchParams
   DescribeSnapshots: describeSnapshots,
   DeleteSnapshot: deleteSnapshot,
   DescribeRegions: describeRegions,
+  CreateVolume: createVolume,
 };
 
 /** Whether the emulator answers this EC2 action. @internal */
@@ -438,7 +521,10 @@ export function handleEc2(context: HandlerContext, action: string, params: URLSe
   if (!handler)
     throw new EmulatorError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
   const actions = [`ec2:${action}`];
-  if (action === 'CreateSnapshots' && params.get('TagSpecification.1.ResourceType') !== null)
+  if (
+    (action === 'CreateSnapshots' || action === 'CreateVolume') &&
+    params.get('TagSpecification.1.ResourceType') !== null
+  )
     actions.push('ec2:CreateTags');
   const denied = actions.find((a) => !context.isAllowed(a));
   if (denied) {

@@ -99,6 +99,10 @@ export interface ResolvedEmulatorConfig {
   readonly pageShape: { readonly shortPages: boolean; readonly emptyPageEvery: number | undefined };
   readonly regions: readonly { readonly name: string; readonly optInStatus: string }[];
   readonly instanceTypes: ReadonlyMap<string, AwsEmulatorInstanceType>;
+  /** The account's EBS encryption by default: the KMS key new snapshots are encrypted with, or undefined. */
+  readonly encryptionByDefaultKey: string | undefined;
+  /** The key of `Encrypted: true` without a `KmsKeyArn` (the account's `aws/ebs` key). */
+  readonly defaultKmsKey: string;
 }
 
 /** Counters a test can assert on. */

@@ -9,6 +9,20 @@ export const GIB = 1024 ** 3;
 export const BLOCK_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000;
 export const PAGE_TOKEN_TTL_MS = 60 * 60 * 1000;
 
+/**
+ * What a block an encrypted direct-API snapshot never received reads as on a volume created from it: a stand-in
+ * for the decryption of zeros (deterministic, not zeros).
+ */
+export const UNWRITTEN_ENCRYPTED_BLOCK: Buffer = (() => {
+  const block = Buffer.alloc(EBS_BLOCK_SIZE);
+  let seed = createHash('sha256').update('drkit emulator: decrypt(zeros)').digest();
+  for (let at = 0; at < block.length; at += seed.length) {
+    seed.copy(block, at);
+    seed = createHash('sha256').update(seed).digest();
+  }
+  return block;
+})();
+
 /** One written 512 KiB block. Immutable once made: volumes and snapshots share it. */
 export interface BlockRecord {
   /** A write generation, unique across the emulator: two snapshots differ at a block iff their records differ. */
@@ -36,6 +50,12 @@ export interface VolumeState {
   attachment:
     | { instanceId: string; device: string; attachTime: Date; deleteOnTermination: boolean }
     | undefined;
+  /** The snapshot it was created from (EC2 CreateVolume). */
+  readonly snapshotId?: string;
+  /** CreateVolume's idempotency token. */
+  readonly clientToken?: string;
+  /** DescribeVolumes answers that saw it `creating`; undefined once `available`. */
+  creatingPolls?: number | undefined;
 }
 
 export interface InstanceState {
@@ -79,6 +99,12 @@ export interface SnapshotState {
   readonly clientToken: string | undefined;
   /** The parameters a StartSnapshot ClientToken was first used with, to detect a conflicting reuse. */
   readonly startFingerprint: string | undefined;
+  /**
+   * An encrypted snapshot written through the direct APIs (no parent, or a parent that is one too): a block it
+   * never received reads on a volume created from it as the decryption of zeros, not as zeros (spec sheet,
+   * "Encrypted-snapshot caveat": coldsnap#395).
+   */
+  readonly unwrittenReadsGarbage: boolean;
   /** Blocks written by PutSnapshotBlock (direct snapshots). */
   readonly putBlocks: Set<number>;
   /** Block indexes in ascending order, computed once the snapshot can be read. */
@@ -190,6 +216,19 @@ export class EmulatorState {
       done += take;
     }
     return out;
+  }
+
+  /**
+   * The blocks a volume created from the snapshot holds: the snapshot's, and for one whose unwritten blocks read
+   * as garbage ({@link SnapshotState.unwrittenReadsGarbage}) one shared non-zero block at every other index.
+   */
+  volumeBlocksOf(snapshot: SnapshotState): Map<number, BlockRecord> {
+    const blocks = new Map(snapshot.blocks);
+    if (!snapshot.unwrittenReadsGarbage) return blocks;
+    const count = (snapshot.sizeGiB * GIB) / EBS_BLOCK_SIZE;
+    const garbage = { generation: this.nextGeneration(), data: UNWRITTEN_ENCRYPTED_BLOCK };
+    for (let index = 0; index < count; index++) if (!blocks.has(index)) blocks.set(index, garbage);
+    return blocks;
   }
 
   sortedIndexes(snapshot: SnapshotState): number[] {
