@@ -11,6 +11,7 @@ export type { NbdConnectOptions, NbdTlsOptions } from './nbd/nbd-export.js';
 export type { VmwareTlsOptions } from './soap/vmware-tls.js';
 export type { ManagedObjectReference } from './soap/xml-writer.js';
 export { VmwareDataPathNotBuiltError } from './vmware-changed-block-reader.js';
+export { VmwareConnectionLimitError } from './vmware-connection-budget.js';
 export type { VirtualDeviceBacking, VirtualDeviceInfo, VmwareDiskSkipReason } from './vmware-devices.js';
 export { missingPrivilegeOf, type VmwareFaultInfo, vmwareFaultOf } from './vmware-errors.js';
 export { diskIdOf, type VmwareInventory, type VmwareInventoryObject } from './vmware-inventory.js';
@@ -19,7 +20,7 @@ export type {
   VmwareNbdExportLocation,
   VmwareNbdOptions,
 } from './vmware-nbd-transport.js';
-export type { VmwarePlatformOptions, VmwareTransport } from './vmware-options.js';
+export type { VmwareConnectionLimits, VmwarePlatformOptions, VmwareTransport } from './vmware-options.js';
 export {
   createVmwarePlatform,
   type VmwareConnectionInfo,

@@ -8,8 +8,11 @@ import {
   type DiskSnapshot,
   type ExtentReadSession,
   InvalidArgumentError,
+  PermissionError,
 } from '@drkit/core';
 import { describe, expect, it } from 'vitest';
+import { startFakeNbdServer } from '../test/nbd/fake-nbd-server.js';
+import type { RangeRequest } from './soap/https-range-client.js';
 import type { VimSoapClient } from './soap/vim-soap-client.js';
 import { parseXml, type XmlElement } from './soap/xml-tree.js';
 import {
@@ -17,6 +20,7 @@ import {
   VmwareDataPathNotBuiltError,
   wholeByAllocation,
 } from './vmware-changed-block-reader.js';
+import { createConnectionBudget, VmwareConnectionLimitError } from './vmware-connection-budget.js';
 import { faultError } from './vmware-errors.js';
 import { resolveVmwareOptions } from './vmware-options.js';
 import type { ServiceContent, VmwareSession } from './vmware-session.js';
@@ -30,6 +34,8 @@ interface FakeVsphere {
   /** Pages of QueryChangedDiskAreas by startOffset: [length, areas]. */
   pages: Map<number, readonly [number, readonly (readonly [number, number])[]]>;
   refuseAll: boolean;
+  /** Thrown by every QueryChangedDiskAreas when set (not a change id vSphere refuses: deciding fails). */
+  failWith?: Error;
   /** The disk's file in the snapshot's configuration. */
   fileName?: string;
   readonly queries: { startOffset: number; changeId: string }[];
@@ -47,6 +53,8 @@ function fakeSession(fake: FakeVsphere): VmwareSession {
         result = object('VirtualMachine', 'vm-1', 'parent', ref('val', 'Datacenter', 'datacenter-2'));
       } else if (path === 'parent') {
         result = object('Datacenter', 'datacenter-2', 'parent', ref('val', 'Folder', 'group-d1'));
+      } else if (path === 'runtime.host') {
+        result = object('VirtualMachine', 'vm-1', path, ref('val', 'HostSystem', 'host-1'));
       } else if (path === 'name') {
         result = object('Datacenter', 'datacenter-2', 'name', '<val>DC0</val>');
       } else if (path === 'config.changeTrackingEnabled') {
@@ -63,6 +71,7 @@ function fakeSession(fake: FakeVsphere): VmwareSession {
       const startOffset = Number(/<startOffset>(\d+)<\/startOffset>/.exec(body)?.[1]);
       const changeId = /<changeId>([^<]*)<\/changeId>/.exec(body)?.[1] ?? '';
       fake.queries.push({ startOffset, changeId });
+      if (fake.failWith) throw fake.failWith;
       if (fake.refuseAll) throw faultError({ type: 'FileFault', message: 'no ctk file' }, method);
       const [length, areas] = fake.pages.get(startOffset) ?? [CAPACITY - startOffset, []];
       const listed = areas
@@ -113,6 +122,7 @@ function setup(fake: Partial<FakeVsphere> = {}) {
     session: fakeSession(state),
     client: {} as VimSoapClient,
     settings,
+    budget: createConnectionBudget(settings.limits),
   });
   const disk: Disk = { id: 'uuid-1:2000', hostId: 'uuid-1', name: 'Hard disk 1', capacityBytes: CAPACITY };
   const diskSnapshot = (changeId: string | undefined): DiskSnapshot => {
@@ -283,10 +293,167 @@ describe('the VMware reader decides', () => {
       session: fakeSession({ trackingEnabled: true, pages: new Map(), refuseAll: false, queries: [] }),
       client: {} as VimSoapClient,
       settings,
+      budget: createConnectionBudget(settings.limits),
     });
     const disk: Disk = { id: 'd', hostId: 'h', name: 'd', capacityBytes: CAPACITY };
     const error = await reader.open({ disk, chunkSize: MiB }).catch((e: unknown) => e);
     expect(InvalidArgumentError.isInstance(error)).toBe(true);
+  });
+});
+
+describe('HTTPS sessions and the per-host connection budget', () => {
+  function budgeted(connectionsPerHost: number) {
+    const settings = resolveVmwareOptions({
+      id: 'vc',
+      url: 'vc',
+      username: 'u',
+      password: 'p',
+      transport: 'https',
+      maxConcurrentReads: 2,
+      limits: { connectionsPerHost },
+    });
+    const budget = createConnectionBudget(settings.limits);
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const perFile = new Map<string, { now: number; max: number }>();
+    const client = {
+      ranges: {
+        async get(request: RangeRequest) {
+          const file = perFile.get(request.path) ?? { now: 0, max: 0 };
+          perFile.set(request.path, file);
+          inFlight += 1;
+          file.now += 1;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          file.max = Math.max(file.max, file.now);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          inFlight -= 1;
+          file.now -= 1;
+          const data = request.allocate(request.length).fill(7);
+          return {
+            status: 206,
+            data,
+            contentRange: `bytes ${request.offset}-${request.offset + request.length - 1}/${CAPACITY}`,
+          };
+        },
+        close() {},
+      },
+    } as unknown as VimSoapClient;
+    const reader = createVmwareChangedBlockReader({
+      session: fakeSession({ trackingEnabled: true, pages: new Map(), refuseAll: false, queries: [] }),
+      client,
+      settings,
+      budget,
+    });
+    const open = (name: string, deadline?: number) => {
+      const disk: Disk = { id: `uuid-1:${name}`, hostId: 'uuid-1', name, capacityBytes: CAPACITY };
+      const ref: VmwareDiskSnapshotRef = {
+        vm: 'vm-1',
+        snapshot: 'snapshot-9',
+        deviceKey: 2000,
+        changeId: `${EPOCH}/1`,
+        fileName: `[ds1] vm-1/${name}.vmdk`,
+        capacityBytes: CAPACITY,
+      };
+      return reader.open({
+        disk,
+        diskSnapshot: { diskId: disk.id, ref: JSON.stringify(ref) },
+        chunkSize: MiB,
+        ...(deadline === undefined ? {} : { deadline }),
+      }) as Promise<ExtentReadSession>;
+    };
+    const readAll = (session: ExtentReadSession) =>
+      Promise.all([0, 1, 2, 3].map((i) => session.read({ offset: i * MiB, length: MiB })));
+    return { budget, open, readAll, maxInFlight: () => maxInFlight, perFile };
+  }
+
+  it('two disks on one host, budget 2, 2 reads wanted each: never more than 2 requests in flight, the second after the first closes', async () => {
+    const { budget, open, readAll, maxInFlight } = budgeted(2);
+    const a = await open('a');
+    expect(budget.inUse('host-1')).toBe(2);
+    let bOpened = false;
+    const b = open('b').then((session) => {
+      bOpened = true;
+      return session;
+    });
+    await readAll(a);
+    expect(bOpened).toBe(false);
+    await a.close();
+    const second = await b;
+    const data = await readAll(second);
+    expect(data.every((r) => r.data.length === MiB && r.data[0] === 7)).toBe(true);
+    await second.close();
+    expect(maxInFlight()).toBe(2);
+    expect(budget.inUse()).toBe(0);
+  });
+
+  it('budget 3: the second session gets 1 and reads one range at a time; the third times out with VmwareConnectionLimitError', async () => {
+    const { budget, open, readAll, maxInFlight, perFile } = budgeted(3);
+    const a = await open('a');
+    const b = await open('b');
+    expect(budget.inUse('host-1')).toBe(3);
+    const error = await open('c', Date.now() + 20).catch((e: unknown) => e);
+    expect(VmwareConnectionLimitError.isInstance(error)).toBe(true);
+    await Promise.all([readAll(a), readAll(b)]);
+    expect(maxInFlight()).toBe(3);
+    const max = (name: string) => [...perFile].find(([path]) => path.includes(`/${name}-flat.vmdk`))?.[1].max;
+    expect([max('a'), max('b')]).toEqual([2, 1]);
+    await a.close();
+    await b.close();
+    await b.close(); // idempotent: given back once
+    expect(budget.inUse()).toBe(0);
+  });
+});
+
+describe('NBD sessions of the reader and the per-host connection budget', () => {
+  it('a session whose change set cannot be decided stops waiting for a connection: the error, nothing held', async () => {
+    const server = await startFakeNbdServer({ content: Buffer.alloc(CAPACITY) });
+    try {
+      const settings = resolveVmwareOptions({
+        id: 'vc',
+        url: 'vc',
+        username: 'u',
+        password: 'p',
+        transport: 'nbd',
+        limits: { connectionsPerHost: 2 },
+        nbd: {
+          locate: async () => ({ ...(server.address as { socketPath: string }), connections: 2 }),
+        },
+      });
+      const budget = createConnectionBudget(settings.limits);
+      const denied = new PermissionError('NoPermission: VirtualMachine.Provisioning.DiskRandomRead');
+      const reader = createVmwareChangedBlockReader({
+        session: fakeSession({
+          trackingEnabled: true,
+          pages: new Map(),
+          refuseAll: false,
+          queries: [],
+          failWith: denied,
+        }),
+        client: {} as VimSoapClient,
+        settings,
+        budget,
+      });
+      const held = await budget.acquire('host-1', 2, {}); // another disk of host-1 holds both
+      const disk: Disk = { id: 'uuid-1:2000', hostId: 'uuid-1', name: 'd', capacityBytes: CAPACITY };
+      const ref: VmwareDiskSnapshotRef = {
+        vm: 'vm-1',
+        snapshot: 'snapshot-9',
+        deviceKey: 2000,
+        changeId: `${EPOCH}/1`,
+        fileName: '[ds1] vm-1/vm-1.vmdk',
+        capacityBytes: CAPACITY,
+      };
+      // No deadline: without stopping the wait this would hang until `held` is released.
+      const error = await reader
+        .open({ disk, diskSnapshot: { diskId: disk.id, ref: JSON.stringify(ref) }, chunkSize: MiB })
+        .catch((e: unknown) => e);
+      expect(error).toBe(denied);
+      expect([budget.waiting(), budget.inUse(), server.connections()]).toEqual([0, 2, 0]);
+      held.release();
+      expect(budget.inUse()).toBe(0);
+    } finally {
+      await server.close();
+    }
   });
 });
 

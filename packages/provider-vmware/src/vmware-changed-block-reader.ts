@@ -22,6 +22,7 @@ import {
   type ChangedAreasQuery,
   queryChangedDiskAreasPage,
 } from './vmware-changed-areas.js';
+import type { VmwareConnectionBudget, VmwareConnectionGrant } from './vmware-connection-budget.js';
 import { createDatastoreRangeReader, datacenterPathOf, flatFileOf } from './vmware-datastore-ranges.js';
 import { vmwareFaultOf } from './vmware-errors.js';
 import { openNbdSource, type VmwareNbdSource } from './vmware-nbd-transport.js';
@@ -181,6 +182,8 @@ export interface VmwareReaderContext {
   readonly session: VmwareSession;
   readonly client: VimSoapClient;
   readonly settings: ResolvedVmwareOptions;
+  /** The platform's data connections per ESXi host, shared by every session. */
+  readonly budget: VmwareConnectionBudget;
 }
 
 /** Where a session reads the disk's bytes: HTTPS datastore ranges or an NBD export. */
@@ -206,6 +209,49 @@ interface Decision {
 }
 
 /**
+ * HTTPS ranges with at most `grant.connections` requests in flight (the session's share of its host's budget);
+ * the others wait in order. `close` gives the connections back.
+ */
+function budgetedRanges(
+  ranges: { readonly url: string; read: DiskDataSource['read'] },
+  grant: VmwareConnectionGrant,
+): DiskDataSource {
+  let inFlight = 0;
+  const queue: (() => void)[] = [];
+  const limit = grant.connections;
+  return {
+    url: ranges.url,
+    async read(offset, length, options) {
+      if (inFlight >= limit) {
+        await new Promise<void>((resolve, reject) => {
+          const go = () => {
+            options.signal?.removeEventListener('abort', onAbort);
+            resolve();
+          };
+          const onAbort = () => {
+            const at = queue.indexOf(go);
+            if (at >= 0) queue.splice(at, 1);
+            reject(options.signal?.reason);
+          };
+          queue.push(go);
+          options.signal?.addEventListener('abort', onAbort, { once: true });
+        });
+      } else inFlight += 1;
+      try {
+        return await ranges.read(offset, length, options);
+      } finally {
+        const next = queue.shift();
+        if (next) next();
+        else inFlight -= 1;
+      }
+    },
+    async close() {
+      grant.release();
+    },
+  };
+}
+
+/**
  * The changed-block reader of a VMware platform: `extents` mode. `open` decides from the snapshot's change id and
  * the base checkpoint's: an exact incremental (`QueryChangedDiskAreas` from the base's change id), or a full read
  * (`"*"`: allocated areas only, or every byte when the snapshot has no change id) with its reason. Reads go over
@@ -213,7 +259,25 @@ interface Decision {
  * @internal
  */
 export function createVmwareChangedBlockReader(context: VmwareReaderContext): ChangedBlockReader {
-  const { session, client, settings } = context;
+  const { session, client, settings, budget } = context;
+
+  /** The moref value of the ESXi host running the VM (`runtime.host`): the key of its connection budget. */
+  async function esxiHostOf(vm: string, o: CallOptions): Promise<string> {
+    const sc = await session.serviceContent(o);
+    const obj: ManagedObjectReference = { type: 'VirtualMachine', value: vm };
+    for await (const content of retrieveObjects(
+      session,
+      sc,
+      objectSpec(obj, { type: obj.type, paths: ['runtime.host'] }),
+      1,
+      o,
+    )) {
+      const host = content.properties.get('runtime.host')?.text.trim();
+      if (host) return host;
+    }
+    // No host reported (a VM being registered or moved): one shared budget for such VMs, never none.
+    return '(unknown host)';
+  }
 
   async function trackingEnabledAt(
     snapshot: ManagedObjectReference,
@@ -382,24 +446,35 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     const capacityBytes = ref.capacityBytes ?? options.disk.capacityBytes;
     if (nbd) {
       // The change set is decided (SOAP) while the export is located and connected: neither waits for the other.
-      const sourcing = openNbdSource(
-        nbd,
-        {
-          diskId: options.disk.id,
-          vm: ref.vm,
-          snapshot: ref.snapshot,
-          deviceKey: ref.deviceKey,
-          fileName: ref.fileName,
-          capacityBytes,
-        },
-        requestTimeoutSeconds,
-        callOptions,
+      // When deciding fails, a session still waiting for a connection of its host stops waiting.
+      const stopSourcing = new AbortController();
+      const sourceOptions: CallOptions = {
+        ...callOptions,
+        signal: options.signal ? AbortSignal.any([options.signal, stopSourcing.signal]) : stopSourcing.signal,
+      };
+      const sourcing = esxiHostOf(ref.vm, o()).then((esxiHost) =>
+        openNbdSource(
+          nbd,
+          {
+            diskId: options.disk.id,
+            vm: ref.vm,
+            snapshot: ref.snapshot,
+            deviceKey: ref.deviceKey,
+            fileName: ref.fileName,
+            capacityBytes,
+            esxiHost,
+          },
+          requestTimeoutSeconds,
+          sourceOptions,
+          budget,
+        ),
       );
       sourcing.catch(() => undefined); // awaited below, or closed when deciding failed
       let decision: Decision;
       try {
         decision = await decide(options, ref, capacityBytes, o);
       } catch (error) {
+        stopSourcing.abort(error);
         await sourcing.then((source) => source.close()).catch(() => undefined);
         throw error;
       }
@@ -411,6 +486,8 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     // The datacenter's path and the change set are asked for at once.
     const deciding = decide(options, ref, capacityBytes, o);
     deciding.catch(() => undefined); // awaited below
+    const hosting = esxiHostOf(ref.vm, o());
+    hosting.catch(() => undefined); // awaited below
     const datacenterPath = await datacenterPathOf(
       session,
       sc,
@@ -425,7 +502,15 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
       file: flat.file,
       requestTimeoutSeconds,
     });
-    return finish(await deciding, { url: ranges.url, read: ranges.read, close: async () => {} });
+    const decision = await deciding;
+    // The host's file service serves the ranges: requests in flight count against its budget like NBD connections.
+    const grant = await budget.acquire(await hosting, settings.maxConcurrentReads, callOptions);
+    try {
+      return await finish(decision, budgetedRanges(ranges, grant));
+    } catch (error) {
+      grant.release();
+      throw error;
+    }
 
     async function finish(decision: Decision, source: DiskDataSource): Promise<ExtentReadSession> {
       if (options.signal?.aborted) {

@@ -1,5 +1,6 @@
 import { type CallOptions, SourceProtocolError } from '@drkit/core';
 import { connectNbdExport, type NbdConnectOptions, type NbdExport } from './nbd/index.js';
+import type { VmwareConnectionBudget, VmwareConnectionGrant } from './vmware-connection-budget.js';
 
 /**
  * The largest NBD request of a read unless `locate` says otherwise: the engine's reads (1 MiB chunks) go as
@@ -22,6 +23,11 @@ export interface VmwareNbdDisk {
   readonly fileName: string | undefined;
   /** The disk's capacity at the snapshot: the export must be exactly this size. */
   readonly capacityBytes: number;
+  /**
+   * The moref value of the ESXi host that runs the VM (`runtime.host`, `host-12`): the host whose NFC connections
+   * the export's connections use, counted against `limits.connectionsPerHost`.
+   */
+  readonly esxiHost: string;
 }
 
 /**
@@ -93,9 +99,12 @@ export interface VmwareNbdSource {
 }
 
 /**
- * Connects to the export `locate` names and checks that it is the disk's size. Reads honour `signal`, `deadline`
- * and the request timeout; the export's connections are closed, then `release` called, on `close()`.
+ * Connects to the export `locate` names and checks that it is the disk's size. Its connections are taken from the
+ * ESXi host's budget first: as many as `locate` asks for and the host has free (at least one, waited for until the
+ * deadline), and given back when the session closes or connecting fails. Reads honour `signal`, `deadline` and the
+ * request timeout; the export's connections are closed, then `release` called, on `close()`.
  *
+ * @throws `VmwareConnectionLimitError` (a TimeoutError) when no connection to the host was free by the deadline.
  * @throws {@link @drkit/core!SourceProtocolError} when the export's size is not the disk's capacity; the NBD client's
  * connection errors.
  * @internal
@@ -105,20 +114,28 @@ export async function openNbdSource(
   disk: VmwareNbdDisk,
   requestTimeoutSeconds: number,
   options: CallOptions,
+  budget: VmwareConnectionBudget,
 ): Promise<VmwareNbdSource> {
   const location = await nbd.locate(disk, options);
   let exported: NbdExport;
+  let grant: VmwareConnectionGrant | undefined;
   try {
     const { release: _release, ...connect } = location;
+    grant = await budget.acquire(disk.esxiHost, connect.connections ?? 1, options);
     exported = await connectNbdExport({
       ...connect,
+      connections: grant.connections,
       maxRequestBytes: connect.maxRequestBytes ?? DEFAULT_REQUEST_BYTES,
       ...options,
     });
+    // A server without NBD_FLAG_CAN_MULTI_CONN gets one connection: the others go back at once.
+    grant.release(grant.connections - exported.info.connections);
   } catch (error) {
+    grant?.release();
     await location.release?.().catch(() => undefined);
     throw error;
   }
+  const held = grant;
   const url = location.socketPath
     ? `nbd+unix:///${location.exportName ?? ''}?socket=${location.socketPath}`
     : `nbd://${location.host}:${location.port ?? 10809}/${location.exportName ?? ''}`;
@@ -128,6 +145,7 @@ export async function openNbdSource(
       try {
         await exported.close();
       } finally {
+        held.release();
         await location.release?.();
       }
     })();

@@ -46,6 +46,16 @@ describe('options', () => {
       'tls.thumbprint',
     );
     expect(fieldOf(() => resolveVmwareOptions({ ...base, tls: { ca: 'x', thumbprint: 'y' } }))).toBe('tls');
+    expect(fieldOf(() => resolveVmwareOptions({ ...base, limits: 4 as never }))).toBe('limits');
+    expect(fieldOf(() => resolveVmwareOptions({ ...base, limits: { connectionsPerHost: 0 } }))).toBe(
+      'limits.connectionsPerHost',
+    );
+    expect(fieldOf(() => resolveVmwareOptions({ ...base, limits: { connectionsPerHost: 2.5 } }))).toBe(
+      'limits.connectionsPerHost',
+    );
+    expect(fieldOf(() => resolveVmwareOptions({ ...base, limits: { connectionsPerVcenter: -1 } }))).toBe(
+      'limits.connectionsPerVcenter',
+    );
   });
 
   it('takes SHA-256 thumbprints in any spelling and refuses SHA-1', () => {
@@ -61,6 +71,12 @@ describe('options', () => {
       httpTimeoutSeconds: 600,
       pageSize: 100,
       apiVersion: '6.7',
+      // VDDK programming guide, "NFC Session Limits and Timeouts": 48 per ESXi host, 52 through vCenter.
+      limits: { connectionsPerHost: 48, connectionsPerVcenter: 52 },
+    });
+    expect(resolveVmwareOptions({ ...base, limits: { connectionsPerVcenter: 8 } }).limits).toEqual({
+      connectionsPerHost: 8,
+      connectionsPerVcenter: 8,
     });
   });
 });

@@ -2,6 +2,23 @@ import { InvalidSettingsError, type Logger } from '@drkit/core';
 import { type ResolvedTls, resolveTls, type VmwareTlsOptions } from './soap/vmware-tls.js';
 import type { VmwareNbdOptions } from './vmware-nbd-transport.js';
 
+/**
+ * Caps on the data connections read sessions open at once, shared by every disk session of the platform (see the
+ * README, "Connection limits"). Defaults from VMware's VDDK programming guide, "NFC Session Limits and
+ * Timeouts": an ESXi host's NFC server holds 48 MB of connection buffers (1 MB per stream: 48 at once), and vCenter
+ * allows 52 NFC connections in all.
+ */
+export interface VmwareConnectionLimits {
+  /**
+   * Data connections to one ESXi host (the VM's `runtime.host`) at once, over every disk session: NBD connections
+   * to the nbdkit (VDDK) export, each one NFC connection to the host, and HTTPS range requests in flight. 1 to
+   * 1024; default 48.
+   */
+  readonly connectionsPerHost?: number;
+  /** Data connections of the whole platform at once (vCenter's own NFC limit). 1 to 4096; default 52. */
+  readonly connectionsPerVcenter?: number;
+}
+
 /** How the disk data of a snapshot is read (see the README: which works where). */
 export type VmwareTransport = 'nbd' | 'https';
 
@@ -35,6 +52,11 @@ export interface VmwarePlatformOptions {
   /** Reads in flight per disk (the reader's `maxConcurrentReads`). 1 to 32; default 4. */
   readonly maxConcurrentReads?: number;
   /**
+   * Data connections at once per ESXi host and per platform, shared by every disk session; a session waits for a
+   * free one until its deadline (then a `VmwareConnectionLimitError`). Defaults 48 per host, 52 in all.
+   */
+  readonly limits?: VmwareConnectionLimits;
+  /**
    * The Sync Proxy's HTTP timeout: no answer to a SOAP request for this long fails it. Whole seconds from 1 to
    * 86400; default 600.
    */
@@ -57,6 +79,7 @@ export interface ResolvedVmwareOptions {
   readonly transport: VmwareTransport;
   readonly nbd: VmwareNbdOptions | undefined;
   readonly maxConcurrentReads: number;
+  readonly limits: Required<VmwareConnectionLimits>;
   readonly httpTimeoutSeconds: number;
   readonly pageSize: number;
   readonly apiVersion: string;
@@ -135,6 +158,32 @@ function nbdOptions(value: unknown): VmwareNbdOptions | undefined {
   return value as VmwareNbdOptions;
 }
 
+function connectionLimits(value: unknown): Required<VmwareConnectionLimits> {
+  if (value === undefined) return { connectionsPerHost: 48, connectionsPerVcenter: 52 };
+  if (typeof value !== 'object' || value === null) {
+    throw new InvalidSettingsError(
+      'limits',
+      'must be an object: { connectionsPerHost?, connectionsPerVcenter? }',
+    );
+  }
+  const limits = value as VmwareConnectionLimits;
+  const connectionsPerVcenter = integer(
+    limits.connectionsPerVcenter,
+    'limits.connectionsPerVcenter',
+    1,
+    4096,
+    52,
+  );
+  const connectionsPerHost = integer(
+    limits.connectionsPerHost,
+    'limits.connectionsPerHost',
+    1,
+    1024,
+    Math.min(48, connectionsPerVcenter),
+  );
+  return { connectionsPerHost, connectionsPerVcenter };
+}
+
 /**
  * Validates the options.
  *
@@ -166,6 +215,7 @@ export function resolveVmwareOptions(options: VmwarePlatformOptions): ResolvedVm
     transport,
     nbd: nbdOptions(options.nbd),
     maxConcurrentReads: integer(options.maxConcurrentReads, 'maxConcurrentReads', 1, 32, 4),
+    limits: connectionLimits(options.limits),
     httpTimeoutSeconds: integer(options.httpTimeoutSeconds, 'httpTimeoutSeconds', 1, 86_400, 600),
     pageSize: integer(options.pageSize, 'pageSize', 1, 10_000, 100),
     apiVersion,

@@ -15,6 +15,7 @@ import { createVimSoapClient } from './soap/vim-soap-client.js';
 import { child } from './soap/xml-tree.js';
 import { escapeXml, type ManagedObjectReference, refElement } from './soap/xml-writer.js';
 import { createVmwareChangedBlockReader } from './vmware-changed-block-reader.js';
+import { createConnectionBudget } from './vmware-connection-budget.js';
 import {
   addInventoryObject,
   hostIdOf,
@@ -156,7 +157,8 @@ export function createVmwarePlatform(options: VmwarePlatformOptions): VmwarePlat
     logger: settings.logger,
   });
   const session: VmwareSession = createVmwareSession(client, settings);
-  const reader: ChangedBlockReader = createVmwareChangedBlockReader({ session, client, settings });
+  const budget = createConnectionBudget(settings.limits);
+  const reader: ChangedBlockReader = createVmwareChangedBlockReader({ session, client, settings, budget });
 
   function withLogger(callOptions: CallOptions | undefined): CallOptions {
     return {

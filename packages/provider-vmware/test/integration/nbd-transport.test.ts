@@ -142,6 +142,8 @@ it('through the engine over NBD: a full read of the allocated areas, then only t
     expect(locator.located[0]).toMatchObject({
       deviceKey: expect.any(Number),
       capacityBytes: disk.capacityBytes,
+      // The VM's runtime.host: the key of the per-host connection budget.
+      esxiHost: expect.stringMatching(/^host-\d+$/),
     });
     expect(locator.located[0]!.snapshot).not.toBe(locator.located[1]!.snapshot);
     expect(locator.running.size).toBe(0);

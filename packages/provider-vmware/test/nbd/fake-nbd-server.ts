@@ -101,6 +101,10 @@ export interface FakeNbdServer {
   readonly requests: FakeRequest[];
   /** Connections accepted so far. */
   readonly connections: () => number;
+  /** Connections open now (accepted, and the client has not ended them). */
+  readonly open: () => number;
+  /** The largest number of connections open at once. */
+  readonly maxOpen: () => number;
   /** The largest number of requests outstanding on one connection at once. */
   readonly maxOutstanding: () => number;
   /** Options received, in order, on every connection. */
@@ -237,6 +241,8 @@ export async function startFakeNbdServer(options: FakeNbdServerOptions): Promise
   const optionsSeen: FakeNbdServer['options'] = [];
   const sockets = new Set<Socket>();
   let connections = 0;
+  let open = 0;
+  let maxOpen = 0;
   let maxOutstanding = 0;
   let disconnects = 0;
   const contextId = options.contextId ?? 7;
@@ -367,7 +373,20 @@ export async function startFakeNbdServer(options: FakeNbdServerOptions): Promise
 
   const server: Server = createServer((socket) => {
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    open++;
+    maxOpen = Math.max(maxOpen, open);
+    let ended = false;
+    const gone = () => {
+      if (ended) return;
+      ended = true;
+      open--;
+    };
+    // The client's half-close ('end') counts: it comes before the client sees the connection closed.
+    socket.on('end', gone);
+    socket.on('close', () => {
+      gone();
+      sockets.delete(socket);
+    });
     socket.on('error', () => undefined);
     connections++;
     serve(socket, connections).catch(() => socket.destroy());
@@ -390,6 +409,8 @@ export async function startFakeNbdServer(options: FakeNbdServerOptions): Promise
     requests,
     options: optionsSeen,
     connections: () => connections,
+    open: () => open,
+    maxOpen: () => maxOpen,
     maxOutstanding: () => maxOutstanding,
     disconnects: () => disconnects,
     dropAll: () => {
