@@ -80,6 +80,13 @@ describe('the connection budget', () => {
     await expect(budget.acquire('host-1', 1, { deadline: Date.now() - 1 })).rejects.toSatisfy((e) =>
       VmwareConnectionLimitError.isInstance(e),
     );
+    // A deadline past what one timer holds (about 24.8 days) is still waited for, not taken as already past.
+    const far = budget.acquire('host-1', 1, { deadline: Date.now() + 30 * 24 * 3600_000 });
+    const farCaught = far.catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(25 * 24 * 3600_000);
+    expect(budget.waiting()).toBe(1);
+    await vi.advanceTimersByTimeAsync(5 * 24 * 3600_000);
+    expect(VmwareConnectionLimitError.isInstance(await farCaught)).toBe(true);
     held.release();
     expect(budget.inUse()).toBe(0);
   });

@@ -157,15 +157,21 @@ export function createConnectionBudget(limits: {
         };
         queue.push(waiter);
         options.signal?.addEventListener('abort', onAbort, { once: true });
-        if (deadline !== undefined) {
-          timer = setTimeout(
-            () => {
-              done();
-              reject(limitError(esxiHost, limit, deadline));
-              serve();
-            },
-            Math.max(0, deadline - Date.now()),
-          );
+        if (deadline !== undefined && Number.isFinite(deadline)) {
+          // Timers hold at most 2^31 - 1 ms: a later deadline is waited for in steps.
+          const arm = () => {
+            const left = deadline - Date.now();
+            timer = setTimeout(
+              () => {
+                if (Date.now() < deadline) return arm();
+                done();
+                reject(limitError(esxiHost, limit, deadline));
+                serve();
+              },
+              Math.min(Math.max(0, left), 2_147_483_647),
+            );
+          };
+          arm();
         }
       });
     },
