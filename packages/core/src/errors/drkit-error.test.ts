@@ -4,6 +4,8 @@ import {
   DrkitError,
   InvalidSettingsError,
   NotFoundError,
+  PointWithdrawnError,
+  RepositoryLockedError,
   ThrottledError,
   UnreachableError,
 } from './drkit-error.js';
@@ -43,6 +45,16 @@ describe('DrkitError', () => {
     expect(JSON.stringify(error)).toBe(
       '{"name":"InvalidSettingsError","code":"INVALID_SETTINGS","message":"disks[1].path: must not be empty","retryable":false}',
     );
+  });
+
+  it('a withdrawn point is a retryable lock error that names what was missing', () => {
+    const missing = { manifest: false, segments: [], chunks: ['ab'.repeat(32)], total: 1 };
+    const error = new PointWithdrawnError('withdrawn', '20261202T031500123-1a2b3c4d', missing);
+    expect(RepositoryLockedError.isInstance(error)).toBe(true);
+    expect(PointWithdrawnError.isInstance(error)).toBe(true);
+    expect(PointWithdrawnError.isInstance(new RepositoryLockedError('held'))).toBe(false);
+    expect(error).toMatchObject({ code: 'REPOSITORY_LOCKED', retryable: true, missing });
+    expect(JSON.parse(JSON.stringify(error))).toMatchObject({ pointId: error.pointId, missing });
   });
 
   it('keeps Retry-After on throttling', () => {

@@ -297,6 +297,61 @@ export class RepositoryLockedError extends DrkitError {
   }
 }
 
+const pointWithdrawnMarker = Symbol.for('drkit.error.point-withdrawn');
+
+/** What a withdrawn point named that the store no longer held, as {@link PointWithdrawnError} reports it. */
+export interface WithdrawnPointMissing {
+  /** Whether the point's manifest (`indexes/<point id>`) was gone. */
+  readonly manifest: boolean;
+  /** Keys of missing index segments (`segments/<h2>/<id>`), at most the first few. */
+  readonly segments: readonly string[];
+  /** Ids (hex) of missing chunks, at most the first few. */
+  readonly chunks: readonly string[];
+  /** How many distinct blobs were found missing in all (manifest, segments and chunks). */
+  readonly total: number;
+}
+
+/**
+ * A backup session's commit wrote its point metadata, then found by its own clocks that it had been paused (or
+ * starved) long enough for its lock to be judged stale, waited for any prune to finish, and found that a sweep had
+ * deleted chunks or segments the point names. It withdrew the point (deleted its metadata, then its manifest):
+ * no point was committed. A {@link RepositoryLockedError} (code `REPOSITORY_LOCKED`), retryable: the next backup
+ * of the disk writes the missing chunks again.
+ *
+ * @example
+ * ```ts
+ * try { await session.commit(point, index); } catch (error) {
+ *   if (PointWithdrawnError.isInstance(error)) console.error(error.pointId, error.missing.chunks);
+ * }
+ * ```
+ */
+export class PointWithdrawnError extends RepositoryLockedError {
+  /** The id the withdrawn point had. */
+  readonly pointId: string;
+  /** What the store no longer held. */
+  readonly missing: WithdrawnPointMissing;
+  constructor(message: string, pointId: string, missing: WithdrawnPointMissing, options?: DrkitErrorOptions) {
+    super(message, { retryable: true, ...options });
+    this.pointId = pointId;
+    this.missing = {
+      manifest: missing.manifest,
+      segments: [...missing.segments],
+      chunks: [...missing.chunks],
+      total: missing.total,
+    };
+    Object.defineProperty(this, pointWithdrawnMarker, { value: true });
+  }
+  static override isInstance(error: unknown): error is PointWithdrawnError {
+    return (
+      RepositoryLockedError.isInstance(error) &&
+      (error as unknown as Record<symbol, unknown>)[pointWithdrawnMarker] === true
+    );
+  }
+  override toJSON(): ReturnType<DrkitError['toJSON']> & { pointId: string; missing: WithdrawnPointMissing } {
+    return { ...super.toJSON(), pointId: this.pointId, missing: this.missing };
+  }
+}
+
 /** A source broke its contract: a malformed or truncated stream, unsorted extents, data past the disk's end. */
 export class SourceProtocolError extends DrkitError {
   constructor(message: string, options?: DrkitErrorOptions) {

@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto';
+import { writeSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import {
   InvalidArgumentError,
+  PointWithdrawnError,
   RepositoryCorruptError,
   RepositoryLockedError,
 } from '../errors/drkit-error.js';
+import { sleep } from '../util/abort.js';
 import { chunkIdFromKey, chunkKey, encodeChunkBlob } from './chunk-blob.js';
 import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash, isZeroId, sameId } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
@@ -25,8 +29,9 @@ import {
   recoveryPoint,
   serializePoint,
 } from './point-metadata.js';
+import { referencedChunkIds, referencedSegmentKeys } from './referenced-chunks.js';
 import { damagedKey, type RepositoryContext } from './repository-context.js';
-import { acquireBackupLock, type HeldLock } from './repository-lock.js';
+import { acquireBackupLock, type HeldLock, pruneLockLive } from './repository-lock.js';
 import { TaskWindow } from './task-window.js';
 import type {
   AdoptedPoint,
@@ -54,6 +59,21 @@ const HAS_CHECKS = 8;
 export const SESSION_LIMITS: { knownIds: number } = { knownIds: 1 << 18 };
 /** Chunk ids named in an error message. */
 const IDS_SHOWN = 5;
+/**
+ * How long a commit whose lock may have lapsed waits for a running prune to finish before it withdraws its point,
+ * in stale thresholds.
+ */
+const PRUNE_WAIT_THRESHOLDS = 3;
+
+/**
+ * Stops this process for a test (`DRKIT_TEST_BACKUP_STOP_AT=<phase>`): announces the phase on standard error,
+ * then sends itself SIGSTOP, so a test can keep the session paused exactly there and SIGCONT it. No-op otherwise.
+ */
+function testStop(phase: 'before-point'): void {
+  if (process.env.DRKIT_TEST_BACKUP_STOP_AT !== phase) return;
+  writeSync(2, `drkit-test: backup stopping at ${phase}\n`);
+  process.kill(process.pid, 'SIGSTOP');
+}
 
 function checkHash(hash: Uint8Array): void {
   if (!(hash instanceof Uint8Array) || hash.byteLength !== CHUNK_ID_BYTES) {
@@ -623,14 +643,120 @@ class RepositoryBackupSession implements BackupSession {
       await store.delete(indexKey(id)).catch(() => undefined);
       throw error;
     }
+    testStop('before-point');
     if (!(await store.put(pointKey(id), serializePoint(committed), { ifAbsent: true, signal }))) {
       throw new RepositoryCorruptError(`point metadata ${pointKey(id)} exists without having been committed`);
+    }
+    // A pause between the confirmation above and this put (SIGSTOP, a suspended VM) may have let a sweep judge
+    // the lock stale and delete chunks the point names. Only then (by our own two clocks) is the point checked.
+    if (this.lock.mayHaveLapsed()) {
+      try {
+        await this.checkStands(committed, signal);
+      } catch (error) {
+        this.state = 'aborted';
+        await this.lock.release().catch(() => undefined);
+        throw error;
+      }
     }
     this.state = 'committed';
     this.context.rememberPoint(committed);
     // The point is committed; a lock left behind (delete failed) goes stale and a prune removes it.
     await this.lock.release().catch(() => undefined);
     return committed;
+  }
+
+  /**
+   * For a point whose metadata was written after this session's lock may have lapsed: waits until no prune lock
+   * is live (a sweep that began before the metadata existed has finished; any later sweep sees the point), then
+   * checks that the manifest and every segment and chunk the point names exist. All present: the point stands.
+   * Otherwise, or when the check cannot finish (deadline, abort, a failed read), the point is withdrawn: its
+   * metadata deleted, then its manifest.
+   *
+   * @throws {@link PointWithdrawnError} naming what was missing; {@link RepositoryLockedError} (retryable) when a
+   * prune held the repository past the deadline; the signal's reason when aborted.
+   */
+  private async checkStands(point: RecoveryPoint, signal: AbortSignal | undefined): Promise<void> {
+    const { store, lockStaleAfterMs } = this.context;
+    let missing: { manifest: boolean; segments: string[]; chunks: string[]; total: number };
+    try {
+      const deadline = performance.now() + PRUNE_WAIT_THRESHOLDS * lockStaleAfterMs;
+      const interval = Math.min(5000, Math.max(10, Math.floor(lockStaleAfterMs / 10)));
+      while (await pruneLockLive(store, lockStaleAfterMs, signal)) {
+        if (performance.now() > deadline) {
+          throw new RepositoryLockedError(
+            `cannot commit point ${point.id}: this session's lock may have lapsed (the process was paused), and a prune held the repository in the ${this.context.where} for more than ${PRUNE_WAIT_THRESHOLDS * lockStaleAfterMs} ms afterwards, so the point could not be checked; it was withdrawn. Back the disk up again`,
+          );
+        }
+        await sleep(interval, signal);
+      }
+      missing = await this.missingBlobs(point, signal);
+    } catch (error) {
+      await this.withdraw(point.id, error);
+      throw error;
+    }
+    if (missing.total === 0) return;
+    const shown = [
+      ...(missing.manifest ? [indexKey(point.id)] : []),
+      ...missing.segments,
+      ...missing.chunks.map(chunkKey),
+    ].slice(0, IDS_SHOWN);
+    const error = new PointWithdrawnError(
+      `point ${point.id} was withdrawn: this session's lock may have lapsed before the point was committed (the process was paused past ${lockStaleAfterMs / 2} ms), and a prune deleted what it names (${sample(shown, missing.total)}); back the disk up again, which writes them anew`,
+      point.id,
+      missing,
+    );
+    await this.withdraw(point.id, error);
+    throw error;
+  }
+
+  /** Deletes a point's metadata, then its manifest. */
+  private async withdraw(id: string, reason: unknown): Promise<void> {
+    const { store } = this.context;
+    try {
+      await store.delete(pointKey(id));
+    } catch (cause) {
+      throw new RepositoryCorruptError(
+        `point ${id} had to be withdrawn (${reason instanceof Error ? reason.message : String(reason)}), but its metadata ${pointKey(id)} could not be deleted; remove the point (verify reports what it lacks)`,
+        { cause, retryable: false },
+      );
+    }
+    await store.delete(indexKey(id)).catch(() => undefined);
+  }
+
+  /** The manifest, segments and chunks `point` names that the store does not hold (at most a few of each). */
+  private async missingBlobs(
+    point: RecoveryPoint,
+    signal: AbortSignal | undefined,
+  ): Promise<{ manifest: boolean; segments: string[]; chunks: string[]; total: number }> {
+    const { context } = this;
+    const { store } = context;
+    const found = { manifest: false, segments: [] as string[], chunks: [] as string[], total: 0 };
+    if (!(await store.has(indexKey(point.id), { signal }))) {
+      return { ...found, manifest: true, total: 1 };
+    }
+    const window = new TaskWindow(HAS_CHECKS);
+    const check = async (key: string, into: string[], shown: string): Promise<void> => {
+      await window.add(async () => {
+        if (await store.has(key, { signal })) return;
+        found.total++;
+        if (into.length < IDS_SHOWN) into.push(shown);
+      });
+    };
+    let previous = '';
+    for await (const key of referencedSegmentKeys(context, point, signal)) {
+      if (key !== previous) await check(key, found.segments, key);
+      previous = key;
+    }
+    await window.drain();
+    // The chunk ids are read from the segments: only once they are all there.
+    if (found.total > 0) return found;
+    for await (const bytes of referencedChunkIds(context, point, signal)) {
+      const id = chunkIdFromHash(bytes);
+      if (id !== previous) await check(chunkKey(id), found.chunks, id);
+      previous = id;
+    }
+    await window.drain();
+    return found;
   }
 
   async abort(): Promise<void> {

@@ -242,6 +242,18 @@ export class HeldLock {
   }
 
   /**
+   * Whether another process may have judged this lock stale at some moment since its last heartbeat that reached
+   * the store (no I/O): the lock is broken, or half the stale threshold has passed since that write started, by
+   * either clock. Others judge a lock stale only after the full threshold by their own wall clock, which agrees
+   * with ours within half of it; the other half is the margin. A heartbeat in flight counts only once it is
+   * written, and what counts is when it started, so a write that spanned a pause (and may have recreated a
+   * removed blob) does not hide the pause.
+   */
+  mayHaveLapsed(): boolean {
+    return this.brokenReason !== undefined || this.fenced();
+  }
+
+  /**
    * Re-reads the lock blob and checks it is still this holder's.
    *
    * @throws {@link RepositoryLockedError}
@@ -375,6 +387,20 @@ async function breakStaleLock(
   if (again.record !== undefined && again.record.heartbeatAt !== stale.record?.heartbeatAt) return false;
   await store.delete(stale.key, { signal });
   return true;
+}
+
+/**
+ * Whether `locks/prune.json` exists and is live (a sweep holds the repository, or a paused one has not gone stale
+ * yet).
+ *
+ * @internal
+ */
+export async function pruneLockLive(
+  store: Store,
+  staleAfterMs: number,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  return (await observeLock(store, PRUNE_LOCK_KEY, staleAfterMs, signal))?.live === true;
 }
 
 /** What {@link acquirePruneLock} found besides the lock it took. */

@@ -305,10 +305,15 @@ export interface BackupSession extends AsyncDisposable {
   }): PointIndexBuilder;
   /**
    * Writes the remaining segments, the manifest and the point (manifest first, point metadata last, create-only),
-   * releases the lock and returns the committed point. Checks first that every chunk the index names exists.
+   * releases the lock and returns the committed point. Checks first that every chunk the index names exists. When
+   * the session's own clocks show, after the metadata is written, that its lock could have been judged stale since
+   * its last heartbeat (the process was paused), it waits for any running prune to finish and checks that every
+   * blob the point names still exists; otherwise nothing more is done.
    *
    * @throws {@link RepositoryCorruptError} when a referenced chunk is missing;
-   * {@link RepositoryLockedError} when the session's lock was broken (e.g. judged stale by a prune).
+   * {@link RepositoryLockedError} when the session's lock was broken (e.g. judged stale by a prune);
+   * {@link PointWithdrawnError} (retryable) when, after such a pause, a prune had deleted a blob the point names:
+   * the point was withdrawn, and the next backup of the disk writes the blob again.
    */
   commit(
     point: NewPoint,
