@@ -1,7 +1,6 @@
 // A backup session in a real child process, stopped with SIGSTOP right before it writes its point metadata (its
 // lock just confirmed), past its lock's lifetime, while a prune in this process sweeps: the session must never
 // commit a point that names a deleted chunk. The child runs the built core (`pnpm build` first).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,77 +17,24 @@ import {
   TEST_CHUNK_SIZE,
   TEST_LINEAGE,
 } from '../src/repository/repository-fixture.js';
-import type { Store } from '../src/repository/store.js';
 import type { PruneResult } from '../src/repository/types.js';
+import { backdateMark, keys, type StoppingChild, startStoppingChild } from './stopping-child.js';
 
 const CHILD = fileURLToPath(new URL('./backup-child.mjs', import.meta.url));
 const BUILT = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 /** The stale threshold of every process here (a holder fences itself after half of it). */
 const STALE_MS = 3000;
 
-interface Backup {
-  readonly child: ChildProcess;
-  /** Resolves when the child announced its stop and the kernel shows it stopped. */
-  readonly stopped: Promise<void>;
-  /** The child's JSON line and exit code. */
-  readonly done: Promise<{ line: Record<string, unknown>; code: number | null }>;
-}
+type Backup = StoppingChild;
 
 function startBackup(folder: string, imageFile: string): Backup {
-  const child = spawn(
-    process.execPath,
-    [CHILD, folder, String(STALE_MS), imageFile, String(TEST_CHUNK_SIZE)],
-    {
-      env: { ...process.env, DRKIT_TEST_BACKUP_STOP_AT: 'before-point' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const announced = new Promise<void>((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes('drkit-test: backup stopping at before-point\n')) resolve();
-    });
-    child.on('exit', (code) =>
-      reject(new Error(`the backup exited (${code}) before it stopped: ${stderr}${stdout}`)),
-    );
+  return startStoppingChild({
+    script: CHILD,
+    args: [folder, String(STALE_MS), imageFile, String(TEST_CHUNK_SIZE)],
+    env: { DRKIT_TEST_BACKUP_STOP_AT: 'before-point' },
+    announcement: 'drkit-test: backup stopping at before-point',
+    what: 'the backup',
   });
-  const stopped = announced.then(async () => {
-    for (;;) {
-      const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  });
-  const done = new Promise<{ line: Record<string, unknown>; code: number | null }>((resolve, reject) => {
-    child.on('close', (code) => {
-      try {
-        resolve({
-          line: JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Record<string, unknown>,
-          code,
-        });
-      } catch {
-        reject(new Error(`the backup printed no result (exit ${code}): ${stderr}${stdout}`));
-      }
-    });
-  });
-  return { child, stopped, done };
-}
-
-async function keys(store: Store, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const entry of store.list(prefix)) found.push(entry.key);
-  return found;
-}
-
-/** Moves the pending mark back a day: its grace period has passed. */
-async function backdateMark(store: Store): Promise<void> {
-  const mark = JSON.parse(new TextDecoder().decode(await store.get('prune/mark.json')));
-  mark.markedAt = new Date(Date.now() - 24 * 60 * 60 * 1000).toISOString();
-  await store.delete('prune/mark.json');
-  await store.put('prune/mark.json', new TextEncoder().encode(JSON.stringify(mark)));
 }
 
 describe.skipIf(process.platform !== 'linux')(

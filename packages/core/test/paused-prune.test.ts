@@ -1,6 +1,5 @@
 // A pruner in a real child process, stopped with SIGSTOP at a phase it announces, while backups in this process
 // run and commit: no committed point may lose a chunk. The child runs the built core (`pnpm build` first).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -20,6 +19,7 @@ import {
 } from '../src/repository/repository-fixture.js';
 import type { Store } from '../src/repository/store.js';
 import type { BackupSession, RecoveryPoint } from '../src/repository/types.js';
+import { backdateMark, keys, type StoppingChild, startStoppingChild } from './stopping-child.js';
 
 const CHILD = fileURLToPath(new URL('./prune-child.mjs', import.meta.url));
 const BUILT = fileURLToPath(new URL('../dist/index.js', import.meta.url));
@@ -29,13 +29,7 @@ const BUILT = fileURLToPath(new URL('../dist/index.js', import.meta.url));
  */
 const STALE_MS = 3000;
 
-interface Pruner {
-  readonly child: ChildProcess;
-  /** Resolves when the child announced `phase` and the kernel shows it stopped. */
-  readonly stopped: Promise<void>;
-  /** The child's JSON line and exit code. */
-  readonly done: Promise<{ line: Record<string, unknown>; code: number | null }>;
-}
+type Pruner = StoppingChild;
 
 function startPruner(
   folder: string,
@@ -43,58 +37,16 @@ function startPruner(
   graceMs: number,
   wait: boolean,
 ): Pruner {
-  const child = spawn(process.execPath, [CHILD, folder, String(STALE_MS), String(graceMs), String(wait)], {
-    env: { ...process.env, DRKIT_TEST_PRUNE_STOP_AT: phase },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return startStoppingChild({
+    script: CHILD,
+    args: [folder, String(STALE_MS), String(graceMs), String(wait)],
+    env: { DRKIT_TEST_PRUNE_STOP_AT: phase },
+    announcement: `drkit-test: prune stopping at ${phase}`,
+    what: 'the pruner',
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  const announced = new Promise<void>((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes(`drkit-test: prune stopping at ${phase}\n`)) resolve();
-    });
-    child.on('exit', (code) =>
-      reject(new Error(`the pruner exited (${code}) before it stopped: ${stderr}${stdout}`)),
-    );
-  });
-  const stopped = announced.then(async () => {
-    // The announcement comes right before SIGSTOP: wait until the kernel says the process is stopped ("T").
-    for (;;) {
-      const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  });
-  const done = new Promise<{ line: Record<string, unknown>; code: number | null }>((resolve, reject) => {
-    child.on('close', (code) => {
-      try {
-        resolve({
-          line: JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Record<string, unknown>,
-          code,
-        });
-      } catch {
-        reject(new Error(`the pruner printed no result (exit ${code}): ${stderr}${stdout}`));
-      }
-    });
-  });
-  return { child, stopped, done };
 }
 
-async function chunkKeys(store: Store): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const entry of store.list('chunks/')) keys.push(entry.key);
-  return keys;
-}
-
-/** Moves the pending mark back a day: its grace period has passed. */
-async function backdateMark(store: Store): Promise<void> {
-  const mark = JSON.parse(new TextDecoder().decode(await store.get('prune/mark.json')));
-  mark.markedAt = new Date(Date.now() - 24 * 60 * 60 * 1000).toISOString();
-  await store.delete('prune/mark.json');
-  await store.put('prune/mark.json', new TextEncoder().encode(JSON.stringify(mark)));
-}
+const chunkKeys = (store: Store) => keys(store, 'chunks/');
 
 describe.skipIf(process.platform !== 'linux')(
   'a paused pruner (SIGSTOP) cannot delete what committed points need',
