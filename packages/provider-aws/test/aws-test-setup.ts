@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
+import { type BackupJobResult, createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
 import {
   type AwsEmulator,
   type AwsEmulatorOptions,
@@ -124,4 +124,22 @@ export async function openTempRepository(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The tasks of a job, every one succeeded (else an error naming the first that did not). */
+export function succeeded(result: BackupJobResult) {
+  return result.tasks.map((task) => {
+    if (task.status !== 'succeeded')
+      throw new Error(`${task.diskId}: ${task.status} ${String((task as { error?: unknown }).error)}`);
+    return task;
+  });
+}
+
+/** A 1 GiB volume of one instance `db-1`: data blocks 0, 3 and 6, block 5 written with zeros (listed, read, all zero). */
+export function setUpVolume(emulator: AwsEmulator): string {
+  const volumeId = emulator.createVolume({ sizeGiB: 1 });
+  for (const index of [0, 3, 6]) emulator.writeVolume(volumeId, index * BLOCK, pattern(index));
+  emulator.writeVolume(volumeId, 5 * BLOCK, Buffer.alloc(BLOCK));
+  emulator.createInstance({ name: 'db-1', volumes: [{ volumeId }] });
+  return volumeId;
 }

@@ -1,12 +1,19 @@
 // The provider through the engine against the AWS emulator: full, incremental and restores of every point.
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type BackupJobResult, createBackupEngine, type Repository } from '@drkit/core';
+import { createBackupEngine, type Repository } from '@drkit/core';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 
 vi.setConfig({ testTimeout: 120_000 });
 
-import { type AwsTestBed, BLOCK, openTempRepository, pattern, startAwsTestBed } from './aws-test-setup.js';
+import {
+  type AwsTestBed,
+  BLOCK,
+  openTempRepository,
+  pattern,
+  startAwsTestBed,
+  succeeded,
+} from './aws-test-setup.js';
 
 let bed: AwsTestBed;
 let dir: string;
@@ -45,14 +52,6 @@ async function expectRestoredEquals(
   } finally {
     await file.close();
   }
-}
-
-function succeeded(result: BackupJobResult) {
-  return result.tasks.map((task) => {
-    if (task.status !== 'succeeded')
-      throw new Error(`${task.diskId}: ${task.status} ${String((task as { error?: unknown }).error)}`);
-    return task;
-  });
 }
 
 it('backs up an instance in full, then only the changed blocks, and every point restores byte for byte', async () => {

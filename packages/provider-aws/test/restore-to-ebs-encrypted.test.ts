@@ -3,7 +3,7 @@
 // restored snapshot is read back through a volume created from it, where an encrypted snapshot's missing blocks
 // would read as garbage.
 import { createHash } from 'node:crypto';
-import { type BackupJobResult, createBackupEngine, InvalidArgumentError, type Repository } from '@drkit/core';
+import { createBackupEngine, InvalidArgumentError, type Repository } from '@drkit/core';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { createMemoryPlatform } from '../../core/test/memory-platform.js';
 import {
@@ -12,7 +12,9 @@ import {
   GIB,
   openTempRepository,
   pattern,
+  setUpVolume,
   startAwsTestBed,
+  succeeded,
 } from './aws-test-setup.js';
 
 // Encrypted restores write every block of a 1 GiB volume (2048 requests of 512 KiB): room for a busy machine.
@@ -36,24 +38,6 @@ afterEach(async () => {
   await bed.close();
 });
 
-function succeeded(result: BackupJobResult) {
-  return result.tasks.map((task) => {
-    if (task.status !== 'succeeded')
-      throw new Error(`${task.diskId}: ${task.status} ${String((task as { error?: unknown }).error)}`);
-    return task;
-  });
-}
-
-/** A 1 GiB volume: data blocks 0, 3 and 6, block 5 written with zeros. */
-function setUpVolume() {
-  const { emulator } = bed;
-  const volumeId = emulator.createVolume({ sizeGiB: 1 });
-  for (const index of [0, 3, 6]) emulator.writeVolume(volumeId, index * BLOCK, pattern(index));
-  emulator.writeVolume(volumeId, 5 * BLOCK, Buffer.alloc(BLOCK));
-  emulator.createInstance({ name: 'db-1', volumes: [{ volumeId }] });
-  return volumeId;
-}
-
 /** The SHA-256 of `content` followed by zeros up to `size`. */
 function sha256Padded(content: Uint8Array, size: number): string {
   const hash = createHash('sha256').update(content);
@@ -65,7 +49,7 @@ function sha256Padded(content: Uint8Array, size: number): string {
 
 it('an encrypted restore writes every block, zeros included, and a volume created from it reads back byte-identical', async () => {
   const { emulator } = bed;
-  const volumeId = setUpVolume();
+  const volumeId = setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());
@@ -102,7 +86,7 @@ it("an account's encryption by default is honoured without being asked: the rest
   await bed.close();
   bed = await startAwsTestBed({ encryptionByDefault: true });
   const { emulator } = bed;
-  const volumeId = setUpVolume();
+  const volumeId = setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());
@@ -118,7 +102,7 @@ it("an account's encryption by default is honoured without being asked: the rest
 
 it('an encrypted incremental restore builds on the encrypted restore of its parent, never on an unencrypted one', async () => {
   const { emulator } = bed;
-  const volumeId = setUpVolume();
+  const volumeId = setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [first] = succeeded(await engine.backup());
@@ -199,7 +183,7 @@ it('a point of 256 KiB chunks is gathered into 512 KiB blocks (a partial last bl
 
 it('a chunk size neither a multiple nor a divisor of 512 KiB is refused before anything is written', async () => {
   const { emulator } = bed;
-  setUpVolume();
+  setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());

@@ -1,8 +1,16 @@
 import { CompleteSnapshotCommand, EBSClient } from '@aws-sdk/client-ebs';
-import { type BackupJobResult, createBackupEngine, type Repository, UnreachableError } from '@drkit/core';
+import { createBackupEngine, type Repository, UnreachableError } from '@drkit/core';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { AWS_RESTORED_POINT_TAG } from '../src/index.js';
-import { type AwsTestBed, BLOCK, openTempRepository, pattern, startAwsTestBed } from './aws-test-setup.js';
+import {
+  type AwsTestBed,
+  BLOCK,
+  openTempRepository,
+  pattern,
+  setUpVolume,
+  startAwsTestBed,
+  succeeded,
+} from './aws-test-setup.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -22,27 +30,9 @@ afterEach(async () => {
   await bed.close();
 });
 
-function succeeded(result: BackupJobResult) {
-  return result.tasks.map((task) => {
-    if (task.status !== 'succeeded')
-      throw new Error(`${task.diskId}: ${task.status} ${String((task as { error?: unknown }).error)}`);
-    return task;
-  });
-}
-
-/** A 1 GiB volume: data blocks 0, 3 and 6, block 5 written with zeros (listed, read, but all zero). */
-function setUpVolume() {
-  const { emulator } = bed;
-  const volumeId = emulator.createVolume({ sizeGiB: 1 });
-  for (const index of [0, 3, 6]) emulator.writeVolume(volumeId, index * BLOCK, pattern(index));
-  emulator.writeVolume(volumeId, 5 * BLOCK, Buffer.alloc(BLOCK));
-  emulator.createInstance({ name: 'db-1', volumes: [{ volumeId }] });
-  return volumeId;
-}
-
 it('a point restored to a new snapshot reads back byte-identical; zero blocks are not written; it is tagged', async () => {
   const { emulator } = bed;
-  setUpVolume();
+  setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());
@@ -88,7 +78,7 @@ it('a point restored to a new snapshot reads back byte-identical; zero blocks ar
 
 it('the restore of an incremental point builds on the restore of its parent and writes only what changed', async () => {
   const { emulator } = bed;
-  const volumeId = setUpVolume();
+  const volumeId = setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [first] = succeeded(await engine.backup());
@@ -107,7 +97,7 @@ it('the restore of an incremental point builds on the restore of its parent and 
 
 it('a run after an interruption finishes the same snapshot; a run after success returns it', async () => {
   const { emulator } = bed;
-  setUpVolume();
+  setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());
@@ -134,7 +124,7 @@ it('a run after an interruption finishes the same snapshot; a run after success 
 
 it('a run after one interrupted once CompleteSnapshot was sent waits for that snapshot instead of writing again', async () => {
   const { emulator } = bed;
-  setUpVolume();
+  setUpVolume(bed.emulator);
   const platform = bed.platform();
   await using engine = createBackupEngine({ repository, platforms: [platform], chunkSize: 1024 * 1024 });
   const [task] = succeeded(await engine.backup());

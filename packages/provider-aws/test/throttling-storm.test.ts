@@ -5,17 +5,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  type BackupJobResult,
-  createBackupEngine,
-  createLocalFolderStore,
-  openRepository,
-  type Repository,
-} from '@drkit/core';
+import { createBackupEngine, createLocalFolderStore, openRepository, type Repository } from '@drkit/core';
 import type { AwsEmulatorOptions } from '@drkit/testkit';
 import { afterEach, expect, it, vi } from 'vitest';
 import type { AwsPlatform } from '../src/index.js';
-import { type AwsTestBed, BLOCK, startAwsTestBed, virtualTime } from './aws-test-setup.js';
+import { type AwsTestBed, BLOCK, startAwsTestBed, succeeded, virtualTime } from './aws-test-setup.js';
 
 vi.setConfig({ testTimeout: 300_000 });
 
@@ -82,14 +76,6 @@ function startingTogether(platforms: AwsPlatform[]): AwsPlatform[] {
         },
       },
     };
-  });
-}
-
-function succeeded(result: BackupJobResult) {
-  return result.tasks.map((task) => {
-    if (task.status !== 'succeeded')
-      throw new Error(`${task.diskId}: ${task.status} ${String((task as { error?: unknown }).error)}`);
-    return task;
   });
 }
 
