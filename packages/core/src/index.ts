@@ -55,6 +55,7 @@ export {
 } from './repository/chunk-index.js';
 export {
   createLocalFolderStore,
+  defaultLocalFolderSyncLevel,
   LOCAL_FOLDER_SYNC_LEVELS,
   type LocalFolderStoreOptions,
   type LocalFolderSyncLevel,

@@ -8,7 +8,7 @@ import {
   RepositoryLockedError,
 } from '../errors/drkit-error.js';
 import { sleep } from '../util/abort.js';
-import { chunkIdFromKey, chunkKey, encodeChunkBlob } from './chunk-blob.js';
+import { CHUNK_BLOB_HEADER_BYTES, chunkIdFromKey, chunkKey, encodeChunkBlob } from './chunk-blob.js';
 import { CHUNK_ID_BYTES, chunkIdFromHash, chunkIdToHash, isZeroId, sameId } from './chunk-id.js';
 import { ChunkIdSet } from './chunk-id-set.js';
 import {
@@ -93,6 +93,14 @@ function checkLineage(lineage: DiskLineage): DiskLineage {
 /** Some ids and how many there are, for a message. */
 function sample(ids: readonly string[], total: number): string {
   return `${ids.slice(0, IDS_SHOWN).join(', ')}${total > IDS_SHOWN ? `, … (${total} in all)` : ''}`;
+}
+
+/**
+ * Whether a found chunk blob of this size lost its content: a name made durable before its data (a machine crash
+ * at sync level `filesystem` or `none` leaves it empty). Every chunk blob holds a header and a non-empty payload.
+ */
+function hollowSize(size: number): boolean {
+  return size <= CHUNK_BLOB_HEADER_BYTES;
 }
 
 /** A segment being built: the ids set so far and which positions were set. */
@@ -320,6 +328,8 @@ class RepositoryBackupSession implements BackupSession {
   /** Segment blobs written (`durable: false`) or found present, synced like {@link found}. */
   private readonly foundSegments: string[] = [];
   private readonly damagedIds = new ChunkIdSet();
+  /** Chunks found named in the store with their content lost ({@link hollowSize}): `putChunk` overwrites them. */
+  private readonly hollow = new ChunkIdSet();
   /** Indexes this session adopted (the only ones {@link createIndex} accepts as a base). */
   private readonly adopted = new Set<StoredPointIndex>();
   private readonly written = { bytesStored: 0, chunksWritten: 0, segmentsWritten: 0 };
@@ -464,12 +474,26 @@ class RepositoryBackupSession implements BackupSession {
     const id = chunkIdFromHash(hash);
     if (this.damaged.has(id)) return false;
     if (this.known.has(hash)) return true;
-    const present = await this.context.store.has(chunkKey(id), options);
+    const presence = await this.presence(chunkKey(id), options.signal);
+    if (presence === 'hollow') this.hollow.add(hash);
+    const present = presence === 'present';
     if (present) {
       this.known.add(hash);
       this.found.add(hash);
     }
     return present;
+  }
+
+  /** Whether a chunk blob is stored, and whole as far as its size tells (one stat where the store has `size`). */
+  private async presence(
+    key: string,
+    signal: AbortSignal | undefined,
+  ): Promise<'absent' | 'present' | 'hollow'> {
+    const { store } = this.context;
+    if (store.size === undefined) return (await store.has(key, { signal })) ? 'present' : 'absent';
+    const size = await store.size(key, { signal });
+    if (size === undefined) return 'absent';
+    return hollowSize(size) ? 'hollow' : 'present';
   }
 
   async putChunk(chunk: EncodedChunkBlob, options: { signal?: AbortSignal } = {}): Promise<boolean> {
@@ -491,11 +515,15 @@ class RepositoryBackupSession implements BackupSession {
     }
     if (this.known.has(chunk.hash)) return false;
     // Written or found present, the blob is made durable by the session's one sync (syncFound) before commit.
-    const written = await store.put(chunkKey(id), blob, {
-      ifAbsent: true,
+    // A name found with its content lost (by hasChunk, or here when the create-only put finds it) is overwritten.
+    let written = await store.put(chunkKey(id), blob, {
+      ifAbsent: !this.hollow.has(chunk.hash),
       durable: false,
       signal: options.signal,
     });
+    if (!written && (await this.presence(chunkKey(id), options.signal)) !== 'present') {
+      written = await store.put(chunkKey(id), blob, { durable: false, signal: options.signal });
+    }
     this.known.add(chunk.hash);
     this.found.add(chunk.hash);
     if (written) {
@@ -517,7 +545,7 @@ class RepositoryBackupSession implements BackupSession {
       const window = new TaskWindow(HAS_CHECKS);
       for (const id of ids) {
         await window.add(async () => {
-          if (!(await store.has(chunkKey(id), { signal }))) missing.add(id);
+          if ((await this.presence(chunkKey(id), signal)) !== 'present') missing.add(id);
         });
       }
       await window.drain();
@@ -534,7 +562,7 @@ class RepositoryBackupSession implements BackupSession {
         const id = chunkIdFromKey(entry.key);
         if (id === undefined) continue;
         const bytes = chunkIdToHash(id);
-        if (unknown.has(bytes)) found.add(bytes);
+        if (unknown.has(bytes) && !hollowSize(entry.size)) found.add(bytes);
       }
     }
     unknown.forEach((id) => {

@@ -13,14 +13,16 @@ import { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from '
 /**
  * How the local folder store makes blobs durable (after Proxmox Backup Server's datastore "sync level"):
  *
- * - `file` (the default): every blob's content is `fsync`ed before its name is linked, so a name on disk never
+ * - `file` (the default where syncfs(2) is missing: not Linux): every blob's content is `fsync`ed before its name is linked, so a name on disk never
  *   points at content a crash can lose; folders are `fsync`ed once per `sync` (one per chunk folder, not per
  *   chunk) or, for a `durable` put, at once. Calls per backup grow with the chunks it writes (one each).
- * - `filesystem`: blobs put with `durable: false` are written without any sync; `sync`, and every `durable` put,
+ * - `filesystem` (the default on Linux): blobs put with `durable: false` are written without any sync; `sync`, and every `durable` put,
  *   is one syncfs(2) of the store's file system (coreutils `sync --file-system`; Linux only). Calls per backup do
  *   not grow with its chunks. It syncs everything on that file system, other programs' writes included, and a
  *   machine crash during a backup can leave the names of that backup's unsynced chunks with lost content
- *   (ext4 commits names every few seconds, data later), which `verify` finds.
+ *   (ext4 commits names every few seconds, data later). A backup therefore checks the size of every chunk it
+ *   finds present and did not write (one stat, which it makes anyway) and rewrites one whose content is lost, so
+ *   no point is committed on it.
  * - `none`: nothing is ever synced. **Unsafe**: a machine crash can lose committed points or leave a point whose
  *   chunks are gone. For throw-away repositories and tests.
  */
@@ -29,11 +31,21 @@ export type LocalFolderSyncLevel = 'none' | 'filesystem' | 'file';
 /** The sync levels, for validation and help texts. */
 export const LOCAL_FOLDER_SYNC_LEVELS: readonly LocalFolderSyncLevel[] = ['none', 'filesystem', 'file'];
 
+/**
+ * The sync level a local folder store uses when none is given: `filesystem` where syncfs(2) exists (Linux), `file`
+ * elsewhere (macOS, Windows, the BSDs).
+ */
+export function defaultLocalFolderSyncLevel(
+  platform: NodeJS.Platform = process.platform,
+): LocalFolderSyncLevel {
+  return platform === 'linux' ? 'filesystem' : 'file';
+}
+
 /** Settings of {@link createLocalFolderStore}. */
 export interface LocalFolderStoreOptions {
   /** The folder that holds the blobs. Created (with its parents) on the first write. */
   readonly path: string;
-  /** How blobs are made durable; see {@link LocalFolderSyncLevel}. Default `file`. */
+  /** How blobs are made durable; see {@link LocalFolderSyncLevel}. Default {@link defaultLocalFolderSyncLevel}. */
   readonly syncLevel?: LocalFolderSyncLevel;
 }
 
@@ -98,11 +110,12 @@ export function createLocalFolderStoreOn(
   if (typeof options?.path !== 'string' || options.path === '') {
     throw new InvalidSettingsError('path', 'must be a non-empty folder path');
   }
-  const level = options.syncLevel ?? 'file';
+  const platform = options.platform ?? process.platform;
+  const level = options.syncLevel ?? defaultLocalFolderSyncLevel(platform);
   if (!LOCAL_FOLDER_SYNC_LEVELS.includes(level)) {
     throw new InvalidSettingsError('syncLevel', `must be one of ${LOCAL_FOLDER_SYNC_LEVELS.join(', ')}`);
   }
-  if (level === 'filesystem' && (options.platform ?? process.platform) !== 'linux') {
+  if (level === 'filesystem' && platform !== 'linux') {
     throw new InvalidSettingsError(
       'syncLevel',
       'filesystem needs syncfs(2), which only Linux has; use file on this system',
@@ -281,6 +294,20 @@ export function createLocalFolderStoreOn(
     }
   }
 
+  async function size(key: string, callOptions: CallOptions = {}): Promise<number | undefined> {
+    assertValidStoreKey(key);
+    const { signal } = callOptions;
+    signal?.throwIfAborted();
+    try {
+      const info = await fs.stat(pathOf(key));
+      return info.isFile ? info.size : undefined;
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      return rethrow(error, signal);
+    }
+  }
+
   async function remove(key: string, callOptions: CallOptions = {}): Promise<void> {
     assertValidStoreKey(key);
     const { signal } = callOptions;
@@ -389,5 +416,5 @@ export function createLocalFolderStoreOn(
     }
   }
 
-  return { kind: 'local-folder', location: root, get, put, has, list, delete: remove, sync };
+  return { kind: 'local-folder', location: root, get, put, has, size, list, delete: remove, sync };
 }

@@ -77,6 +77,12 @@ export interface Store {
    * stored) leaves it out, and a caller then has nothing to do.
    */
   sync?(keys: Iterable<string>, options?: CallOptions): Promise<void>;
+  /**
+   * The size in bytes of the blob with the key, or `undefined` when there is none: one metadata call (a stat), the
+   * content is not read. Optional: a backup uses it to check that a chunk it finds present is not a name whose
+   * content a crash lost (a store whose visible blobs are always whole leaves it out).
+   */
+  size?(key: string, options?: CallOptions): Promise<number | undefined>;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
   /** Deletes a blob. Deleting a missing key is not an error. */
