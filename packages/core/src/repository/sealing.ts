@@ -1,0 +1,101 @@
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt } from 'node:crypto';
+import { RepositoryCorruptError } from '../errors/drkit-error.js';
+
+/** Bytes of an AES-256-GCM nonce in a sealed blob. */
+export const SEAL_NONCE_BYTES = 12;
+/** Bytes of an AES-256-GCM tag in a sealed blob. */
+export const SEAL_TAG_BYTES = 16;
+/** The four bytes that start a sealed checked JSON blob: ASCII `DRKE`. */
+export const SEALED_JSON_MAGIC: Uint8Array = new Uint8Array([0x44, 0x52, 0x4b, 0x45]);
+/** Version byte of the `DRKE` envelope. */
+export const SEALED_JSON_VERSION = 1;
+/** HKDF-SHA-256 info string of the key that seals blobs. */
+export const SEAL_KEY_INFO = 'drkit seal v1';
+/** HKDF-SHA-256 info string of the key that ids are keyed with (HMAC-SHA-256). */
+export const ID_KEY_INFO = 'drkit chunk-id v1';
+
+/** scrypt parameters of a passphrase's master key. */
+export interface ScryptParameters {
+  /** CPU/memory cost, a power of two. */
+  readonly N: number;
+  /** Block size. */
+  readonly r: number;
+  /** Parallelism. */
+  readonly p: number;
+}
+
+/** The default scrypt parameters: 2^17, 8, 1 (128 MiB). */
+export const DEFAULT_SCRYPT: ScryptParameters = { N: 2 ** 17, r: 8, p: 1 };
+
+/** Derives a 32-byte master key from a passphrase with scrypt. */
+export function deriveMasterKey(
+  passphrase: string,
+  salt: Uint8Array,
+  parameters: ScryptParameters = DEFAULT_SCRYPT,
+): Promise<Uint8Array> {
+  const { N, r, p } = parameters;
+  return new Promise((resolve, reject) => {
+    scrypt(passphrase.normalize('NFC'), salt, 32, { N, r, p, maxmem: 256 * N * r }, (error, key) =>
+      error === null ? resolve(new Uint8Array(key)) : reject(error),
+    );
+  });
+}
+
+/** Derives a 32-byte subkey of the data key with HKDF-SHA-256 (empty salt) and an info string. */
+export function deriveSubkey(dataKey: Uint8Array, info: string): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', dataKey, new Uint8Array(0), info, 32));
+}
+
+/** Seals `plain` with AES-256-GCM: a random 12-byte nonce, the ciphertext and the 16-byte tag. */
+export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array): Uint8Array {
+  const nonce = randomBytes(SEAL_NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(aad);
+  const body = cipher.update(plain);
+  const last = cipher.final();
+  return Buffer.concat([nonce, body, last, cipher.getAuthTag()]);
+}
+
+/**
+ * Opens what {@link seal} produced.
+ *
+ * @param what - Names the blob in the error.
+ * @throws {@link RepositoryCorruptError} naming `what` when it is too short or does not authenticate.
+ */
+export function unseal(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, what: string): Uint8Array {
+  if (sealed.byteLength < SEAL_NONCE_BYTES + SEAL_TAG_BYTES) {
+    throw new RepositoryCorruptError(`${what} is damaged: its sealed payload is too short`);
+  }
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, SEAL_NONCE_BYTES));
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(sealed.byteLength - SEAL_TAG_BYTES));
+  try {
+    const body = decipher.update(sealed.subarray(SEAL_NONCE_BYTES, sealed.byteLength - SEAL_TAG_BYTES));
+    return new Uint8Array(Buffer.concat([body, decipher.final()]));
+  } catch (error) {
+    throw new RepositoryCorruptError(`${what} is damaged: it does not authenticate`, { cause: error });
+  }
+}
+
+/** Seals a checked JSON blob whole: `DRKE`, the version byte, then {@link seal} with those 5 bytes as AAD. */
+export function sealJson(key: Uint8Array, plain: Uint8Array): Uint8Array {
+  const head = Buffer.from([...SEALED_JSON_MAGIC, SEALED_JSON_VERSION]);
+  return Buffer.concat([head, seal(key, plain, head)]);
+}
+
+/**
+ * Opens a `DRKE` envelope.
+ *
+ * @throws {@link RepositoryCorruptError} naming `what` when it is not an envelope or does not authenticate.
+ */
+export function unsealJson(key: Uint8Array, blob: Uint8Array, what: string): Uint8Array {
+  for (let i = 0; i < 4; i++) {
+    if (blob[i] !== SEALED_JSON_MAGIC[i]) {
+      throw new RepositoryCorruptError(`${what} is damaged: it is not sealed (no "DRKE")`);
+    }
+  }
+  if (blob[4] !== SEALED_JSON_VERSION) {
+    throw new RepositoryCorruptError(`${what} is damaged: unknown envelope version ${blob[4]}`);
+  }
+  return unseal(key, blob.subarray(5), blob.subarray(0, 5), what);
+}
