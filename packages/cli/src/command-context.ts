@@ -35,7 +35,7 @@ export interface CommandContext {
   readonly repositoryPath: string | undefined;
   /**
    * How the repository folder is synced: `--sync-level`, else the configuration's `repository.syncLevel`, else
-   * `DRKIT_SYNC_LEVEL`, else the local folder store's default (`file`).
+   * `DRKIT_SYNC_LEVEL`, else the local folder store's default (`filesystem` on Linux, `file` elsewhere).
    */
   readonly syncLevel: LocalFolderSyncLevel | undefined;
 }

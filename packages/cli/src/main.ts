@@ -56,8 +56,9 @@ Options for every command:
   --config <file>            configuration file, JSON or YAML (or DRKIT_CONFIG): repository, platforms,
                              Sync Proxies; secrets only as { env: VAR } or { file: PATH }
   --repo <dir>               repository folder (else the configuration's repository, else DRKIT_REPO)
-  --sync-level <level>       how the repository folder is synced: file (default), filesystem (one syncfs per
-                             commit, Linux), none (unsafe on a machine crash); else the configuration's
+  --sync-level <level>       how the repository folder is synced: filesystem (one syncfs per commit; the
+                             default on Linux), file (fsync per chunk; the default elsewhere), none (unsafe on
+                             a machine crash); else the configuration's
                              repository.syncLevel, else DRKIT_SYNC_LEVEL
   --json                     machine-readable output on stdout
   -h, --help                 this help
