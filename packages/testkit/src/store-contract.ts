@@ -144,6 +144,20 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(await store().has('a/b/c')).toBe(false);
     });
 
+    it('tells the size of a blob without reading it, and undefined for a missing key or a folder (when the store has size)', {
+      timeout,
+    }, async () => {
+      const size = store().size?.bind(store());
+      if (size === undefined) return;
+      expect(await size('sized/b')).toBeUndefined();
+      await store().put('sized/b', text('twelve bytes'));
+      await store().put('sized/empty', new Uint8Array(0));
+      expect(await size('sized/b')).toBe(12);
+      expect(await size('sized/empty')).toBe(0);
+      expect(await size('sized')).toBeUndefined();
+      expect(await size('sized/b/c')).toBeUndefined();
+    });
+
     it('throws NotFoundError for a missing key', { timeout }, async () => {
       const error = await rejection(() => store().get('missing/key'));
       expect(NotFoundError.isInstance(error)).toBe(true);
