@@ -53,6 +53,7 @@ export {
   MIN_CHUNK_SIZE,
   SEGMENT_CHUNKS,
 } from './repository/chunk-index.js';
+export { DEFAULT_KEY_SCRYPT, type RepositoryEncryption } from './repository/keyring.js';
 export {
   createLocalFolderStore,
   defaultLocalFolderSyncLevel,
@@ -62,6 +63,7 @@ export {
 } from './repository/local-folder-store.js';
 export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
 export { planRetention, type RetentionPlan } from './repository/retention.js';
+export type { ScryptParameters } from './repository/sealing.js';
 export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
 export { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './repository/store-key.js';
 export type {

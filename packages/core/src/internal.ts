@@ -23,6 +23,7 @@ export {
   segmentKey,
 } from './repository/chunk-index.js';
 export { decodeCheckedJson, encodeCheckedJson } from './repository/repository-config.js';
+export { SEALED_BLOB_OVERHEAD, SealedStore } from './repository/sealed-store.js';
 export {
   ChunkIdSorter,
   type ChunkIdSorterOptions,

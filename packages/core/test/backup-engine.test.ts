@@ -63,51 +63,64 @@ function fill(platform: MemoryPlatform, diskId: string, capacity: number) {
   platform.write(diskId, Math.floor(capacity / 3), randomBytes(Math.floor(capacity / 3)));
 }
 
+async function backUpChangeBackUpRestore(): Promise<void> {
+  const platform = createMemoryPlatform({
+    disks: [
+      { id: 'd1', capacity: 3 * MiB },
+      { id: 'd2', capacity: 2 * MiB + 4096 },
+    ],
+  });
+  fill(platform, 'd1', 3 * MiB);
+  fill(platform, 'd2', 2 * MiB);
+  engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
+  const progress: DiskTaskProgress[] = [];
+  const first = await engine.backup({ onProgress: (p) => progress.push(p) });
+  expect(first.failed).toBe(0);
+  const expected: Record<string, string[]> = {
+    d1: [sha(platform.content('d1'))],
+    d2: [sha(platform.content('d2'))],
+  };
+  const r1 = okTask(first, 'd1');
+  expect(r1.validity).toEqual({ kind: 'full', reason: 'first-backup' });
+  expect(progress.some((p) => p.state === 'done' && p.diskId === 'd1')).toBe(true);
+
+  // Unaligned writes: chunks only partly covered are completed from the parent point.
+  platform.write('d1', 1000, randomBytes(5000));
+  platform.write('d1', 3 * MiB - 1, Uint8Array.of(0xff)); // the last byte
+  platform.write('d2', CHUNK * 3 + 17, randomBytes(CHUNK + 3));
+  const second = await engine.backup();
+  expect(second.failed).toBe(0);
+  expected.d1!.push(sha(platform.content('d1')));
+  expected.d2!.push(sha(platform.content('d2')));
+  const r2 = okTask(second, 'd1');
+  expect(r2.validity).toEqual({ kind: 'exact' });
+  expect(r2.bytesRead).toBe(5000 + 1);
+  expect(r2.bytesWritten).toBeGreaterThan(0);
+  expect(r2.bytesWritten).toBeLessThan(3 * CHUNK); // two touched chunks, compressed
+
+  for (const diskId of ['d1', 'd2']) {
+    const points = await repository.points({ diskId });
+    expect(points).toHaveLength(2);
+    expect(points[1]!.parentId).toBe(points[0]!.id);
+    for (const [i, point] of points.entries())
+      expect(sha(await restoreBytes(point.id))).toBe(expected[diskId]![i]);
+  }
+}
+
 // Each test runs whole backup jobs and restores (1 to 5 MiB disks, the chunk worker pool, a folder store that
 // fsyncs every blob): well under a second alone, about 2 s seen with 2 busy cores. Hence 60 s, not vitest's 5 s.
 describe('BackupEngine with host snapshots and exact change tracking', { timeout: 60_000 }, () => {
   it('backs up, changes data, backs up again, and restores every point byte for byte', async () => {
-    const platform = createMemoryPlatform({
-      disks: [
-        { id: 'd1', capacity: 3 * MiB },
-        { id: 'd2', capacity: 2 * MiB + 4096 },
-      ],
-    });
-    fill(platform, 'd1', 3 * MiB);
-    fill(platform, 'd2', 2 * MiB);
-    engine = createBackupEngine({ repository, platforms: [platform], chunkSize: CHUNK });
-    const progress: DiskTaskProgress[] = [];
-    const first = await engine.backup({ onProgress: (p) => progress.push(p) });
-    expect(first.failed).toBe(0);
-    const expected: Record<string, string[]> = {
-      d1: [sha(platform.content('d1'))],
-      d2: [sha(platform.content('d2'))],
-    };
-    const r1 = okTask(first, 'd1');
-    expect(r1.validity).toEqual({ kind: 'full', reason: 'first-backup' });
-    expect(progress.some((p) => p.state === 'done' && p.diskId === 'd1')).toBe(true);
+    await backUpChangeBackUpRestore();
+  });
 
-    // Unaligned writes: chunks only partly covered are completed from the parent point.
-    platform.write('d1', 1000, randomBytes(5000));
-    platform.write('d1', 3 * MiB - 1, Uint8Array.of(0xff)); // the last byte
-    platform.write('d2', CHUNK * 3 + 17, randomBytes(CHUNK + 3));
-    const second = await engine.backup();
-    expect(second.failed).toBe(0);
-    expected.d1!.push(sha(platform.content('d1')));
-    expected.d2!.push(sha(platform.content('d2')));
-    const r2 = okTask(second, 'd1');
-    expect(r2.validity).toEqual({ kind: 'exact' });
-    expect(r2.bytesRead).toBe(5000 + 1);
-    expect(r2.bytesWritten).toBeGreaterThan(0);
-    expect(r2.bytesWritten).toBeLessThan(3 * CHUNK); // two touched chunks, compressed
-
-    for (const diskId of ['d1', 'd2']) {
-      const points = await repository.points({ diskId });
-      expect(points).toHaveLength(2);
-      expect(points[1]!.parentId).toBe(points[0]!.id);
-      for (const [i, point] of points.entries())
-        expect(sha(await restoreBytes(point.id))).toBe(expected[diskId]![i]);
-    }
+  it('does the same in an encrypted repository', async () => {
+    await closeTempRepository({ dir, repository, engine: undefined });
+    ({ dir, repository } = await openTempRepository('drkit-engine-sealed-', {
+      encryption: { passphrase: 'engine test passphrase', scrypt: { N: 1024, r: 8, p: 1 } },
+    }));
+    expect(repository.encrypted).toBe(true);
+    await backUpChangeBackUpRestore();
   });
 
   it('keeps only the newest snapshot as the base and records it in the ledger first', async () => {

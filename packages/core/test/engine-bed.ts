@@ -3,7 +3,13 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type BackupEngine, createLocalFolderStore, openRepository, type Repository } from '../src/index.js';
+import {
+  type BackupEngine,
+  createLocalFolderStore,
+  openRepository,
+  type Repository,
+  type RepositoryEncryption,
+} from '../src/index.js';
 import { encodeCheckedJson } from '../src/repository/repository-config.js';
 
 /** SHA-256 of some bytes, hex. */
@@ -11,12 +17,16 @@ export function sha(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** A new repository in a new temporary folder (`<dir>/repo`). */
-export async function openTempRepository(prefix: string): Promise<{ dir: string; repository: Repository }> {
+/** A new repository (encrypted with `options.encryption`) in a new temporary folder (`<dir>/repo`). */
+export async function openTempRepository(
+  prefix: string,
+  options: { encryption?: RepositoryEncryption } = {},
+): Promise<{ dir: string; repository: Repository }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const repository = await openRepository({
     store: createLocalFolderStore({ path: join(dir, 'repo') }),
     create: true,
+    ...options,
   });
   return { dir, repository };
 }

@@ -1,7 +1,7 @@
 // The chunk worker's operations, apart from the thread they run in: chunk-worker.mjs wires them to its parentPort,
 // and tests wire them into fixture workers that inject faults (a worker that exits, throws or hangs).
 // Plain JavaScript so that it runs unchanged from the sources (tests) and from the published package.
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { compressBound, compressInto, decompress } from './zstd-codec.mjs';
 
 function withOut(transfer, out) {
@@ -24,8 +24,10 @@ function ownsBuffer(view) {
   return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
 }
 
-function sha256(bytes) {
-  return createHash('sha256').update(bytes).digest();
+// A chunk's id: SHA-256 of its plain bytes, or HMAC-SHA-256 under the repository's id key (an encrypted
+// repository; `idKey` is 32 bytes sent with every call).
+function chunkId(bytes, idKey) {
+  return (idKey ? createHmac('sha256', idKey) : createHash('sha256')).update(bytes).digest();
 }
 
 /**
@@ -36,7 +38,7 @@ export function handleChunkMessage(message, post) {
   const { id, op } = message;
   try {
     if (op === 'encode') {
-      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number }
+      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number, idKey?: Uint8Array(32) }
       // Buffers go back to the main thread in every answer (so it can reuse them); none is left here as
       // garbage, where a worker that allocates little on its own heap would keep it long.
       const data = message.data;
@@ -46,7 +48,7 @@ export function handleChunkMessage(message, post) {
         post({ id, zero: true, returned: data, out: message.out }, withOut(transfer, message.out));
         return;
       }
-      const hash = sha256(data);
+      const hash = chunkId(data, message.idKey);
       if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
         post({ id, hash, unchanged: true, returned: data, out: message.out }, withOut(transfer, message.out));
         return;
@@ -67,7 +69,7 @@ export function handleChunkMessage(message, post) {
         withOut(transfer, out),
       );
     } else if (op === 'decode') {
-      // { payload, codec, plainLength }. The payload's buffer is this thread's own (transferred or cloned):
+      // { payload, codec, plainLength, idKey? }. The payload's buffer is this thread's own (transferred or cloned):
       // it goes back with the answer, for the reason given above.
       const payload = Buffer.from(
         message.payload.buffer,
@@ -82,14 +84,14 @@ export function handleChunkMessage(message, post) {
         });
         return;
       }
-      const hash = sha256(plain);
+      const hash = chunkId(plain, message.idKey);
       const out = new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
       const transfer = [message.payload.buffer];
       if (message.codec === 1 && ownsBuffer(out)) transfer.push(out.buffer);
       post({ id, hash, plain: out, returned: message.payload }, transfer);
     } else if (op === 'hash') {
       const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
-      post({ id, hash: sha256(data) });
+      post({ id, hash: chunkId(data, message.idKey) });
     } else {
       post({ id, error: `unknown op ${op}` });
     }

@@ -664,6 +664,7 @@ class ChunkAssembler {
       parentHash: await this.parentHash(i, length),
       output: buffers.output.take(),
       headroom: CHUNK_BLOB_HEADER_BYTES,
+      idKey: backup.chunkIdKey,
     });
     buffers.input.give(encoded.returned.input);
     const c = progress.counters;

@@ -16,6 +16,7 @@ export type DrkitErrorCode =
   | 'INVALID_ARGUMENT'
   | 'REPOSITORY_CORRUPT'
   | 'REPOSITORY_LOCKED'
+  | 'REPOSITORY_KEY'
   | 'SOURCE_PROTOCOL'
   | 'TIMEOUT'
   | 'WORKER_CRASHED'
@@ -207,6 +208,27 @@ export class RepositoryCorruptError extends DrkitError {
   }
   static override isInstance(error: unknown): error is RepositoryCorruptError {
     return hasCode(error, 'REPOSITORY_CORRUPT');
+  }
+}
+
+/**
+ * The repository's key cannot be unlocked: a wrong passphrase or key, a passphrase given for a repository that is
+ * not encrypted, none given for one that is. Raised before anything is written. Not retryable with the same
+ * secret.
+ *
+ * @example
+ * ```ts
+ * try { await openRepository({ store, encryption: { passphrase } }); } catch (error) {
+ *   if (RepositoryKeyError.isInstance(error)) console.error('check the passphrase:', error.message);
+ * }
+ * ```
+ */
+export class RepositoryKeyError extends DrkitError {
+  constructor(message: string, options?: DrkitErrorOptions) {
+    super('REPOSITORY_KEY', message, options);
+  }
+  static override isInstance(error: unknown): error is RepositoryKeyError {
+    return hasCode(error, 'REPOSITORY_KEY');
   }
 }
 

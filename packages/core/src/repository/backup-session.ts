@@ -293,7 +293,7 @@ class SessionIndexBuilder implements PointIndexBuilder {
       }
     }
     session.checkIds(ids, baseSegment?.ids, this);
-    const encoded = encodeSegment(ids);
+    const encoded = encodeSegment(ids, session.chunkIdKey);
     this.segmentIds.set(encoded.id, s * CHUNK_ID_BYTES);
     if (encoded.blob === undefined) return;
     if (base !== undefined && s < base.segmentCount && sameId(encoded.id, 0, base.segmentId(s), 0)) return;
@@ -334,6 +334,10 @@ class RepositoryBackupSession implements BackupSession {
   private readonly adopted = new Set<StoredPointIndex>();
   private readonly written = { bytesStored: 0, chunksWritten: 0, segmentsWritten: 0 };
   private state: 'open' | 'committed' | 'aborted' = 'open';
+
+  get chunkIdKey(): Uint8Array | undefined {
+    return this.context.idKey;
+  }
 
   constructor(
     private readonly context: RepositoryContext,

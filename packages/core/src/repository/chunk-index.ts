@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { InvalidArgumentError, NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
 import { CHUNK_ID_BYTES, chunkIdFromHash, isZeroId } from './chunk-id.js';
@@ -111,16 +111,25 @@ function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(bytes).digest());
 }
 
+/** A segment's id: SHA-256 of its plain ids, or HMAC-SHA-256 under the id key of an encrypted repository. */
+function segmentIdOf(ids: Uint8Array, idKey: Uint8Array | undefined): Uint8Array {
+  return idKey === undefined ? sha256(ids) : new Uint8Array(createHmac('sha256', idKey).update(ids).digest());
+}
+
 /**
  * Encodes the ids of one segment (`32 × n` bytes, `n` from 1 to {@link SEGMENT_CHUNKS}) as a segment blob: the
  * 12-byte header (`DRKS`, version 2, codec, two zero bytes, plain length uint32 LE), the payload, and a SHA-256
  * of everything before it.
  *
+ * @param idKey - The id key of an encrypted repository: the id is then HMAC-SHA-256 of the plain ids under it.
  * @returns the segment's id (SHA-256 of the plain ids) and blob, or the zero id and no blob when every id is
  * zero (an all-zero segment is never stored).
  * @throws {@link InvalidArgumentError} when the length is not a multiple of 32 in range.
  */
-export function encodeSegment(ids: Uint8Array): { id: Uint8Array; blob: Uint8Array | undefined } {
+export function encodeSegment(
+  ids: Uint8Array,
+  idKey?: Uint8Array,
+): { id: Uint8Array; blob: Uint8Array | undefined } {
   const n = ids.byteLength / CHUNK_ID_BYTES;
   if (!Number.isInteger(n) || n < 1 || n > SEGMENT_CHUNKS) {
     throw new InvalidArgumentError(`a segment holds 1 to ${SEGMENT_CHUNKS} ids, not ${ids.byteLength} bytes`);
@@ -142,7 +151,7 @@ export function encodeSegment(ids: Uint8Array): { id: Uint8Array; blob: Uint8Arr
   new DataView(blob.buffer).setUint32(8, ids.byteLength, true);
   blob.set(payload, SEGMENT_HEADER_BYTES);
   blob.set(sha256(blob.subarray(0, bodyBytes)), bodyBytes);
-  return { id: sha256(ids), blob };
+  return { id: segmentIdOf(ids, idKey), blob };
 }
 
 /**
@@ -151,6 +160,7 @@ export function encodeSegment(ids: Uint8Array): { id: Uint8Array; blob: Uint8Arr
  *
  * @param chunkCount - Positions the manifest says this segment has.
  * @param what - Names the blob in error messages (its key and point).
+ * @param idKey - The id key of an encrypted repository (see {@link encodeSegment}).
  * @throws {@link RepositoryCorruptError} naming the blob when any check fails.
  */
 export function decodeSegment(
@@ -158,6 +168,7 @@ export function decodeSegment(
   id: Uint8Array,
   chunkCount: number,
   what: string,
+  idKey?: Uint8Array,
 ): Uint8Array {
   const fail = (problem: string): never => {
     throw new RepositoryCorruptError(`${what} is damaged: ${problem}`);
@@ -178,7 +189,9 @@ export function decodeSegment(
   }
   const plain = decompress(blob[5]!, blob.subarray(SEGMENT_HEADER_BYTES, bodyBytes), plainLength);
   if (typeof plain === 'string') return fail(plain);
-  if (Buffer.compare(sha256(plain), id) !== 0) fail('its ids do not hash to the segment id in its key');
+  if (Buffer.compare(segmentIdOf(plain, idKey), id) !== 0) {
+    fail('its ids do not hash to the segment id in its key');
+  }
   return plain;
 }
 
@@ -298,6 +311,8 @@ export class StoredPointIndex implements PointIndex {
     private readonly manifest: Manifest,
     /** Names the point in messages. */
     private readonly pointId: string,
+    /** The id key of an encrypted repository. */
+    private readonly idKey: Uint8Array | undefined = undefined,
   ) {
     this.chunkCount = manifest.chunkCount;
     this.segmentCount = manifest.segmentCount;
@@ -347,7 +362,13 @@ export class StoredPointIndex implements PointIndex {
       throw error;
     }
     this.segmentsRead++;
-    const ids = decodeSegment(blob, id, count, `segment blob ${key} (segment ${s} of point ${this.pointId})`);
+    const ids = decodeSegment(
+      blob,
+      id,
+      count,
+      `segment blob ${key} (segment ${s} of point ${this.pointId})`,
+      this.idKey,
+    );
     return { ...base, zero: false, ids };
   }
 
@@ -430,6 +451,7 @@ export async function openPointIndex(
   key: string,
   where: string,
   signal: AbortSignal | undefined,
+  idKey?: Uint8Array,
 ): Promise<StoredPointIndex> {
   let blob: Uint8Array;
   try {
@@ -455,5 +477,5 @@ export async function openPointIndex(
       `manifest blob ${key} describes a ${manifest.capacityBytes}-byte disk in ${manifest.chunkSize}-byte chunks, point ${point.id} a ${point.capacityBytes}-byte disk in ${point.chunkSize}-byte chunks`,
     );
   }
-  return new StoredPointIndex(store, manifest, point.id);
+  return new StoredPointIndex(store, manifest, point.id, idKey);
 }

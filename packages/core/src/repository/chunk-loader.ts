@@ -27,7 +27,8 @@ function isWorkerFailure(error: unknown): error is WorkerCrashedError | TimeoutE
 
 /**
  * Reads a chunk blob, checks its header (its plain length against `expectedLength`, unless undefined: verify knows
- * ids, not positions), decodes it in the worker pool and compares the SHA-256 with the id.
+ * ids, not positions), decodes it in the worker pool and compares the SHA-256 (HMAC-SHA-256 under `idKey` in an
+ * encrypted repository) with the id.
  * Damage is returned, not thrown; aborts, retryable store errors, a closed pool and failures of the worker
  * (which say nothing about the chunk) are thrown. A worker that crashes or times out on the chunk gets one more
  * try: the blob is read again and decoded on the replacement worker.
@@ -41,12 +42,13 @@ export async function loadChunk(
   hash: Uint8Array,
   expectedLength: number | undefined,
   signal: AbortSignal | undefined,
+  idKey?: Uint8Array,
 ): Promise<LoadedChunk> {
   try {
-    return await loadChunkOnce(store, workers, hash, expectedLength, signal);
+    return await loadChunkOnce(store, workers, hash, expectedLength, signal, idKey);
   } catch (error) {
     if (!isWorkerFailure(error) || !error.retryable) throw error;
-    return loadChunkOnce(store, workers, hash, expectedLength, signal);
+    return loadChunkOnce(store, workers, hash, expectedLength, signal, idKey);
   }
 }
 
@@ -56,6 +58,7 @@ async function loadChunkOnce(
   hash: Uint8Array,
   expectedLength: number | undefined,
   signal: AbortSignal | undefined,
+  idKey: Uint8Array | undefined,
 ): Promise<LoadedChunk> {
   const key = chunkKey(hash);
   let blob: Uint8Array;
@@ -86,7 +89,7 @@ async function loadChunkOnce(
   let result: { plain: Uint8Array; hash: Uint8Array };
   try {
     // The blob was read for this call alone: hand its buffer to the worker rather than copy it.
-    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength, true);
+    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength, true, idKey);
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     if (error instanceof Error && POOL_CLOSED.test(error.message)) throw error;

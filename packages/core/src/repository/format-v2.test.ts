@@ -154,7 +154,7 @@ describe('repository format v2', { timeout: 60_000 }, () => {
     // beside the old chunks, so 80 chunk ids, read segment by segment.
     const context = new RepositoryContext(
       counted.store,
-      await loadRepositoryConfig(counted.store, false, undefined),
+      (await loadRepositoryConfig(counted.store, false, undefined)).config,
       600_000,
       fixture.workers,
     );

@@ -145,6 +145,9 @@ async function* markCandidates(
     try {
       bytes = await store.get(segment.key, { signal });
     } catch (error) {
+      if (RepositoryCorruptError.isInstance(error) && !signal?.aborted) {
+        throw damagedMark(`prune mark segment ${segment.key} is unreadable: ${error.message}`, error);
+      }
       if (!NotFoundError.isInstance(error)) throw error;
       throw damagedMark(`prune mark segment ${segment.key} is missing`, error);
     }
@@ -278,6 +281,7 @@ async function readMark(
     bytes = await context.store.get(PRUNE_MARK_KEY, { signal });
   } catch (error) {
     if (NotFoundError.isInstance(error)) return undefined;
+    if (RepositoryCorruptError.isInstance(error) && !signal?.aborted) return 'invalid'; // sealed, not opening
     throw error;
   }
   return parseMark(bytes, context.config.id) ?? 'invalid';

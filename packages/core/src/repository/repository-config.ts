@@ -1,6 +1,20 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { NotFoundError, RepositoryCorruptError, RepositoryVersionError } from '../errors/drkit-error.js';
+import { randomBytes } from 'node:crypto';
+import {
+  NotFoundError,
+  RepositoryCorruptError,
+  RepositoryKeyError,
+  RepositoryVersionError,
+} from '../errors/drkit-error.js';
+import { decodeCheckedJson, encodeCheckedJson } from './checked-json.js';
+import {
+  createFirstKey,
+  type RepositoryEncryption,
+  type RepositoryKeys,
+  unlockRepository,
+} from './keyring.js';
 import type { Store } from './store.js';
+
+export { decodeCheckedJson, encodeCheckedJson } from './checked-json.js';
 
 /** Store key of the repository configuration. */
 export const CONFIG_KEY = 'config';
@@ -9,10 +23,13 @@ export const REPOSITORY_FORMAT = 'drkit-repository';
 /** The repository format version this code writes and reads. */
 export const REPOSITORY_FORMAT_VERSION = 2;
 
-/** What starts the checksum line that ends every checked JSON blob (config, point metadata). */
-const CHECKSUM_PREFIX = 'drkit-sha256:';
-/** Bytes of the checksum line: the prefix, 64 hex digits and a line feed. */
-const CHECKSUM_LINE_BYTES = CHECKSUM_PREFIX.length + 64 + 1;
+/**
+ * The feature of an encrypted repository: every blob but `config` and `keys/…` is sealed with AES-256-GCM, and
+ * chunk and segment ids are HMAC-SHA-256 under a key of the data key.
+ */
+export const ENCRYPTION_FEATURE = 'sealed-aes256gcm';
+/** The features this drkit reads. */
+const KNOWN_FEATURES: readonly string[] = [ENCRYPTION_FEATURE];
 
 /** The repository configuration stored at the key `config`. */
 export interface RepositoryConfig {
@@ -25,53 +42,10 @@ export interface RepositoryConfig {
   /** When the repository was created (ISO 8601). */
   readonly createdAt: string;
   /**
-   * Features a reader must know to read the repository (none in this version; encryption will add one). A
+   * Features a reader must know to read the repository: empty, or `sealed-aes256gcm` for an encrypted one. A
    * reader refuses a repository naming a feature it does not know.
    */
   readonly features: readonly string[];
-}
-
-/**
- * Serialises a JSON document as a checked blob: the pretty-printed document and a line feed, then the line
- * `drkit-sha256:<64 hex>` and a line feed, the hex being the SHA-256 of every byte before that line.
- */
-export function encodeCheckedJson(value: unknown): Uint8Array {
-  const document = Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8');
-  const digest = createHash('sha256').update(document).digest('hex');
-  return Buffer.concat([document, Buffer.from(`${CHECKSUM_PREFIX}${digest}\n`, 'ascii')]);
-}
-
-/**
- * Checks and parses a checked JSON blob (see {@link encodeCheckedJson}).
- *
- * @returns the parsed document, or `undefined` when the blob does not end with a checksum line at all (a
- * version 1 blob, or not a drkit blob).
- * @throws {@link RepositoryCorruptError} naming `what` when the checksum does not match or the document is not
- * UTF-8 JSON.
- */
-export function decodeCheckedJson(bytes: Uint8Array, what: string): { value: unknown } | undefined {
-  const tail = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (tail.byteLength < CHECKSUM_LINE_BYTES) return undefined;
-  const lineStart = tail.byteLength - CHECKSUM_LINE_BYTES;
-  const line = tail.subarray(lineStart).toString('latin1');
-  if (!line.startsWith(CHECKSUM_PREFIX) || !line.endsWith('\n')) return undefined;
-  if (lineStart > 0 && tail[lineStart - 1] !== 0x0a) return undefined;
-  const recorded = line.slice(CHECKSUM_PREFIX.length, -1);
-  if (!/^[0-9a-f]{64}$/.test(recorded)) {
-    throw new RepositoryCorruptError(`${what} is damaged: its checksum line is not 64 lowercase hex digits`);
-  }
-  const document = tail.subarray(0, lineStart);
-  const digest = createHash('sha256').update(document).digest('hex');
-  if (digest !== recorded) {
-    throw new RepositoryCorruptError(
-      `${what} is damaged: its content hashes to ${digest}, its checksum line records ${recorded}`,
-    );
-  }
-  try {
-    return { value: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(document)) };
-  } catch (error) {
-    throw new RepositoryCorruptError(`${what} is damaged: it is not valid UTF-8 JSON`, { cause: error });
-  }
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -128,9 +102,10 @@ function parseConfig(bytes: Uint8Array, location: string): RepositoryConfig {
   if (!Array.isArray(config.features) || !config.features.every((f) => typeof f === 'string')) {
     throw new RepositoryCorruptError(`${what} has no valid features list`);
   }
-  if (config.features.length > 0) {
+  const unknown = config.features.filter((feature) => !KNOWN_FEATURES.includes(feature));
+  if (unknown.length > 0) {
     throw new RepositoryVersionError(
-      `the repository at ${location} needs features this drkit does not know (${config.features.join(', ')}); use a newer drkit`,
+      `the repository at ${location} needs features this drkit does not know (${unknown.join(', ')}); use a newer drkit`,
       config.version as number,
       REPOSITORY_FORMAT_VERSION,
     );
@@ -140,43 +115,100 @@ function parseConfig(bytes: Uint8Array, location: string): RepositoryConfig {
     version: config.version as number,
     id: config.id,
     createdAt: config.createdAt,
-    features: [],
+    features: [...new Set(config.features as string[])],
   };
 }
 
+/** Whether a configuration names the repository encrypted. */
+export function isEncrypted(config: RepositoryConfig): boolean {
+  return config.features.includes(ENCRYPTION_FEATURE);
+}
+
+/** What {@link loadRepositoryConfig} returns: the configuration, and the keys of an encrypted repository. */
+export interface LoadedRepository {
+  readonly config: RepositoryConfig;
+  readonly keys: RepositoryKeys | undefined;
+}
+
+/** Reads the configuration, or undefined when there is none. */
+async function readConfig(
+  store: Store,
+  where: string,
+  signal: AbortSignal | undefined,
+): Promise<RepositoryConfig | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await store.get(CONFIG_KEY, { signal });
+  } catch (error) {
+    if (NotFoundError.isInstance(error)) return undefined;
+    throw error;
+  }
+  return parseConfig(bytes, where);
+}
+
+/** Unlocks a repository read from the store, or refuses an `encryption` it has no use for. */
+async function unlock(
+  store: Store,
+  config: RepositoryConfig,
+  encryption: RepositoryEncryption | undefined,
+  where: string,
+  signal: AbortSignal | undefined,
+): Promise<LoadedRepository> {
+  if (!isEncrypted(config)) {
+    if (encryption !== undefined) {
+      throw new RepositoryKeyError(
+        `the repository in the ${where} is not encrypted; open it without a passphrase or key (a new encrypted repository needs an empty store)`,
+      );
+    }
+    return { config, keys: undefined };
+  }
+  if (encryption === undefined) {
+    throw new RepositoryKeyError(
+      `the repository in the ${where} is encrypted; give its passphrase or key (the CLI: DRKIT_PASSPHRASE or --passphrase-file)`,
+    );
+  }
+  return { config, keys: await unlockRepository(store, config.id, encryption, where, signal) };
+}
+
 /**
- * Reads the configuration, creating it first when `create` is true and none exists (create-only, so two
- * processes initialising the same store at once end up with one configuration).
+ * Reads the configuration and, for an encrypted repository, unlocks its data key; with `create` and no
+ * configuration, initialises the repository first (with `encryption`, an encrypted one: its first key blob is
+ * written, durable, before the configuration, which is written create-only, so two processes initialising the
+ * same store at once end up with one configuration). Nothing is written when the configuration exists.
  *
  * @throws {@link NotFoundError} when there is no configuration and `create` is false;
- * {@link RepositoryVersionError} when it is of another format version (version 1: see its message);
- * {@link RepositoryCorruptError} naming the blob when it is damaged.
+ * {@link RepositoryKeyError} when `encryption` does not unlock the repository, is given for one that is not
+ * encrypted, or is missing for one that is; {@link RepositoryVersionError} when it is of another format version
+ * (version 1: see its message); {@link RepositoryCorruptError} naming the blob when it is damaged.
  */
 export async function loadRepositoryConfig(
   store: Store,
   create: boolean,
   signal: AbortSignal | undefined,
-): Promise<RepositoryConfig> {
+  encryption?: RepositoryEncryption,
+): Promise<LoadedRepository> {
   const where = `${store.kind} store ${store.location}`;
-  if (create) {
-    const config: RepositoryConfig = {
-      format: REPOSITORY_FORMAT,
-      version: REPOSITORY_FORMAT_VERSION,
-      id: randomBytes(16).toString('hex'),
-      createdAt: new Date().toISOString(),
-      features: [],
-    };
-    if (await store.put(CONFIG_KEY, encodeCheckedJson(config), { ifAbsent: true, signal })) return config;
+  const found = await readConfig(store, where, signal);
+  if (found !== undefined) return unlock(store, found, encryption, where, signal);
+  if (!create) {
+    throw new NotFoundError(
+      `there is no drkit repository in the ${where}; initialise one with openRepository({ store, create: true }) (the CLI: drkit init)`,
+    );
   }
-  try {
-    return parseConfig(await store.get(CONFIG_KEY, { signal }), where);
-  } catch (error) {
-    if (NotFoundError.isInstance(error)) {
-      throw new NotFoundError(
-        `there is no drkit repository in the ${where}; initialise one with openRepository({ store, create: true }) (the CLI: drkit init)`,
-        { cause: error },
-      );
-    }
-    throw error;
-  }
+  const config: RepositoryConfig = {
+    format: REPOSITORY_FORMAT,
+    version: REPOSITORY_FORMAT_VERSION,
+    id: randomBytes(16).toString('hex'),
+    createdAt: new Date().toISOString(),
+    features: encryption === undefined ? [] : [ENCRYPTION_FEATURE],
+  };
+  const keys =
+    encryption === undefined ? undefined : await createFirstKey(store, config.id, encryption, signal);
+  if (await store.put(CONFIG_KEY, encodeCheckedJson(config), { ifAbsent: true, signal }))
+    return { config, keys };
+  // Another process initialised the store first: its repository is the one, and this key blob belongs to none.
+  if (keys !== undefined) await store.delete(keys.keyBlob, { signal });
+  const theirs = await readConfig(store, where, signal);
+  if (theirs === undefined) throw new RepositoryCorruptError(`the configuration in the ${where} vanished`);
+  return unlock(store, theirs, encryption, where, signal);
 }

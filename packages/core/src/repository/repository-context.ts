@@ -1,4 +1,4 @@
-import { InvalidArgumentError, NotFoundError } from '../errors/drkit-error.js';
+import { InvalidArgumentError, NotFoundError, RepositoryCorruptError } from '../errors/drkit-error.js';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { isChunkId } from './chunk-id.js';
 import { openPointIndex, type StoredPointIndex } from './chunk-index.js';
@@ -45,6 +45,11 @@ export class RepositoryContext {
     readonly config: RepositoryConfig,
     readonly lockStaleAfterMs: number,
     workers: ChunkWorkerPool | undefined,
+    /**
+     * The HMAC-SHA-256 key of chunk and segment ids in an encrypted repository (undefined: ids are SHA-256).
+     * `store` then seals and opens every blob.
+     */
+    readonly idKey: Uint8Array | undefined = undefined,
   ) {
     this.pool = workers;
     this.ownsPool = workers === undefined;
@@ -144,6 +149,10 @@ export class RepositoryContext {
       bytes = await this.store.get(key, { signal });
     } catch (error) {
       if (NotFoundError.isInstance(error)) return undefined;
+      // A sealed blob that does not authenticate: unreadable, like one whose checksum fails.
+      if (RepositoryCorruptError.isInstance(error) && !signal?.aborted) {
+        return { id, key, problem: 'corrupt', detail: error.message, error };
+      }
       throw error;
     }
     const reading = readPointMetadata(bytes, key);
@@ -187,7 +196,7 @@ export class RepositoryContext {
    */
   async openIndex(point: RecoveryPoint, signal: AbortSignal | undefined): Promise<StoredPointIndex> {
     this.checkOpen();
-    return openPointIndex(this.store, point, indexKey(point.id), this.where, signal);
+    return openPointIndex(this.store, point, indexKey(point.id), this.where, signal, this.idKey);
   }
 
   /** Ids of chunks marked damaged. */

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
+import type { RepositoryEncryption } from './keyring.js';
 import { createLocalFolderStore } from './local-folder-store.js';
 import { openRepository } from './repository.js';
 import type { Store } from './store.js';
@@ -29,7 +30,7 @@ export interface RepositoryFixture {
   readonly workers: ChunkWorkerPool;
   readonly repository: Repository;
   /** Another repository object on the same folder (another process, as far as locks go). */
-  reopen(options?: { lockStaleAfterMs?: number }): Promise<Repository>;
+  reopen(options?: { lockStaleAfterMs?: number; encryption?: RepositoryEncryption }): Promise<Repository>;
   cleanup(): Promise<void>;
 }
 
@@ -40,7 +41,7 @@ export const TEST_LINEAGE: DiskLineage = { platformId: 'platform-1', hostId: 'ho
 
 /** @internal */
 export async function createRepositoryFixture(
-  options: { lockStaleAfterMs?: number } = {},
+  options: { lockStaleAfterMs?: number; encryption?: RepositoryEncryption } = {},
 ): Promise<RepositoryFixture> {
   const folder = await mkdtemp(join(tmpdir(), 'drkit-repository-'));
   const store = createLocalFolderStore({ path: folder });
@@ -53,10 +54,11 @@ export async function createRepositoryFixture(
     store,
     workers,
     repository,
-    async reopen(reopenOptions = options) {
+    async reopen(reopenOptions = {}) {
       const other = await openRepository({
         store: createLocalFolderStore({ path: folder }),
         workers,
+        ...options,
         ...reopenOptions,
       });
       opened.push(other);
@@ -140,7 +142,7 @@ export async function storeImage(
   for (let i = 0; i < count; i++) {
     const plain = image.slice(i * TEST_CHUNK_SIZE, Math.min((i + 1) * TEST_CHUNK_SIZE, image.byteLength));
     const plainLength = plain.byteLength;
-    const encoded = await workers.encode(plain);
+    const encoded = await workers.encode(plain, { idKey: session.chunkIdKey });
     if (encoded.kind === 'zero') continue;
     if (encoded.kind !== 'data') throw new Error('unexpected unchanged chunk without a parent');
     index.setId(i, encoded.hash);

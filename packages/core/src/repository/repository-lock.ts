@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { NotFoundError, RepositoryLockedError } from '../errors/drkit-error.js';
+import { NotFoundError, RepositoryCorruptError, RepositoryLockedError } from '../errors/drkit-error.js';
 import type { Store } from './store.js';
 import type { DiskLineage } from './types.js';
 
@@ -93,14 +93,15 @@ async function observeLock(
   staleAfterMs: number,
   signal: AbortSignal | undefined,
 ): Promise<ObservedLock | undefined> {
-  let bytes: Uint8Array;
+  let bytes: Uint8Array | undefined;
   try {
     bytes = await store.get(key, { signal });
   } catch (error) {
     if (NotFoundError.isInstance(error)) return undefined;
-    throw error;
+    // A sealed lock that does not authenticate is unreadable, like one that is not JSON.
+    if (!RepositoryCorruptError.isInstance(error) || signal?.aborted) throw error;
   }
-  const record = parseLock(bytes);
+  const record = bytes === undefined ? undefined : parseLock(bytes);
   const heartbeatMs = record ? Date.parse(record.heartbeatAt) : await modifiedAt(store, key, signal);
   const gone = record !== undefined && holderIsGone(record);
   return {
@@ -261,12 +262,15 @@ export class HeldLock {
   async confirm(signal?: AbortSignal): Promise<void> {
     this.checkLive();
     let bytes: Uint8Array | undefined;
+    let unreadable = false;
     try {
       bytes = await this.store.get(this.key, { signal });
     } catch (error) {
-      if (!NotFoundError.isInstance(error)) throw error;
+      unreadable = RepositoryCorruptError.isInstance(error) && !signal?.aborted;
+      if (!NotFoundError.isInstance(error) && !unreadable) throw error;
     }
-    if (bytes === undefined)
+    if (unreadable) this.brokenReason = 'its lock blob is unreadable (damaged, or not sealed with this key)';
+    else if (bytes === undefined)
       this.brokenReason = 'its lock blob was removed (judged stale by another process)';
     else if (parseLock(bytes)?.sessionId !== this.record.sessionId) {
       this.brokenReason = 'its lock blob now belongs to another session';
@@ -289,7 +293,7 @@ export class HeldLock {
     try {
       bytes = await this.store.get(this.key);
     } catch (error) {
-      if (NotFoundError.isInstance(error)) return;
+      if (NotFoundError.isInstance(error) || RepositoryCorruptError.isInstance(error)) return; // not this holder's
       throw error;
     }
     if (parseLock(bytes)?.sessionId === this.record.sessionId) await this.store.delete(this.key);

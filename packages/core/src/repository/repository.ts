@@ -1,10 +1,16 @@
-import { ChecksumMismatchError, InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
+import {
+  ChecksumMismatchError,
+  InvalidSettingsError,
+  NotFoundError,
+  RepositoryKeyError,
+} from '../errors/drkit-error.js';
 import type { SnapshotConsistency } from '../spec/v2/index.js';
 import { sleep } from '../util/abort.js';
 import type { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { beginBackupSession } from './backup-session.js';
 import { chunkIdFromHash } from './chunk-id.js';
 import { loadChunk } from './chunk-loader.js';
+import { checkEncryption, type RepositoryEncryption, type RepositoryKeys, rewrapKey } from './keyring.js';
 import { createLedger } from './ledger.js';
 import { indexKey, pointKey } from './point-metadata.js';
 import { pruneRepository } from './prune.js';
@@ -13,6 +19,7 @@ import { RepositoryContext } from './repository-context.js';
 import { DEFAULT_LOCK_STALE_AFTER_MS, tryAcquireHostLock } from './repository-lock.js';
 import { restorePoint } from './restore.js';
 import { planRetention } from './retention.js';
+import { SealedStore } from './sealed-store.js';
 import type { Store } from './store.js';
 import type { DiskLineage, HostPoint, RecoveryPoint, Repository } from './types.js';
 import { verifyPoints } from './verify.js';
@@ -23,6 +30,13 @@ export interface OpenRepositoryOptions {
   readonly store: Store;
   /** Initialise the repository when the store holds none (default false). Opening an existing one is fine. */
   readonly create?: boolean;
+  /**
+   * The passphrase (or 32-byte master key) of an encrypted repository. With `create` on an empty store, the new
+   * repository is encrypted: a random data key, wrapped by this one, seals every blob (AES-256-GCM) and keys
+   * every chunk id (HMAC-SHA-256). Opening an encrypted repository needs it; giving it for one that is not
+   * encrypted is an error. Never logged or stored: keep it safe, without it the repository cannot be read.
+   */
+  readonly encryption?: RepositoryEncryption;
   /**
    * The worker pool that decodes and hashes chunks. Leave it out: the repository then starts its own on first
    * use and stops it on {@link Repository.close}. A pool passed in (a `ChunkWorkerPool` of
@@ -117,20 +131,47 @@ function weakestConsistency(values: readonly SnapshotConsistency[]): SnapshotCon
  * ```
  */
 export async function openRepository(options: OpenRepositoryOptions): Promise<Repository> {
-  const { store, create = false, workers, lockStaleAfterMs = DEFAULT_LOCK_STALE_AFTER_MS, signal } = options;
+  const {
+    store,
+    create = false,
+    workers,
+    lockStaleAfterMs = DEFAULT_LOCK_STALE_AFTER_MS,
+    encryption,
+    signal,
+  } = options;
   if (typeof store?.get !== 'function') throw new InvalidSettingsError('store', 'must be a Store');
   if (typeof lockStaleAfterMs !== 'number' || !(lockStaleAfterMs > 0) || !Number.isFinite(lockStaleAfterMs)) {
     throw new InvalidSettingsError('lockStaleAfterMs', 'must be a positive number of milliseconds');
   }
+  if (encryption !== undefined) checkEncryption(encryption);
   signal?.throwIfAborted();
-  const config = await loadRepositoryConfig(store, create, signal);
-  const context = new RepositoryContext(store, config, lockStaleAfterMs, workers);
+  const loaded = await loadRepositoryConfig(store, create, signal, encryption);
+  const { config } = loaded;
+  let keys: RepositoryKeys | undefined = loaded.keys;
+  const context = new RepositoryContext(
+    keys === undefined ? store : new SealedStore(store, keys.sealKey),
+    config,
+    lockStaleAfterMs,
+    workers,
+    keys?.idKey,
+  );
   const ledger = createLedger(context);
 
   const repository: Repository = {
     id: config.id,
     store,
+    encrypted: keys !== undefined,
     ledger,
+
+    async changePassphrase(next, callOptions = {}) {
+      context.checkOpen();
+      if (keys === undefined) {
+        throw new RepositoryKeyError(
+          `the repository in the ${context.where} is not encrypted: it has no passphrase to change`,
+        );
+      }
+      keys = await rewrapKey(store, config.id, keys, next, callOptions.signal);
+    },
 
     async points(filter, callOptions = {}) {
       return (await context.listPoints(callOptions.signal)).filter((point) => matches(point, filter));
@@ -157,7 +198,14 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
 
     async readChunk(hash, plainLength, callOptions = {}) {
       const id = chunkIdFromHash(hash);
-      const loaded = await loadChunk(store, context.workers(), hash, plainLength, callOptions.signal);
+      const loaded = await loadChunk(
+        context.store,
+        context.workers(),
+        hash,
+        plainLength,
+        callOptions.signal,
+        context.idKey,
+      );
       if (loaded.ok) return loaded.plain;
       if (loaded.problem === 'missing') throw new NotFoundError(`chunk ${id} is not in the ${context.where}`);
       throw new ChecksumMismatchError(`chunk ${id} is damaged: ${loaded.detail}; run verify`, {
@@ -219,14 +267,14 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
         for (const point of plan.removed) {
           retentionSignal?.throwIfAborted();
           // Metadata first: once it is gone the point no longer exists, and its index is an orphan.
-          await store.delete(pointKey(point.id), { signal: retentionSignal });
+          await context.store.delete(pointKey(point.id), { signal: retentionSignal });
           context.forgetPoint(point.id);
-          await store.delete(indexKey(point.id), { signal: retentionSignal });
+          await context.store.delete(indexKey(point.id), { signal: retentionSignal });
         }
         // The removals made durable before anything relies on them: a point that came back after a crash while a
         // later prune's deletions of its chunks stuck would name chunks that are gone.
-        if (plan.removed.length > 0 && store.sync !== undefined) {
-          await store.sync(
+        if (plan.removed.length > 0 && context.store.sync !== undefined) {
+          await context.store.sync(
             plan.removed.flatMap((point) => [pointKey(point.id), indexKey(point.id)]),
             { signal: retentionSignal },
           );

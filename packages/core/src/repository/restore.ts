@@ -196,10 +196,12 @@ export async function restorePoint(
   const start = (position: number, ids: Uint8Array, at: number) => {
     if (isZeroId(ids, at)) return { position, chunk: undefined };
     const hash = ids.subarray(at, at + CHUNK_ID_BYTES);
-    const chunk = loadChunk(context.store, workers, hash, lengthAt(position), signal).then((loaded) => {
-      if (!loaded.ok) throw chunkError(loaded, hash, point, position);
-      return loaded.plain;
-    });
+    const chunk = loadChunk(context.store, workers, hash, lengthAt(position), signal, context.idKey).then(
+      (loaded) => {
+        if (!loaded.ok) throw chunkError(loaded, hash, point, position);
+        return loaded.plain;
+      },
+    );
     chunk.catch(() => undefined);
     return { position, chunk };
   };

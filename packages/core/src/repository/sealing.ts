@@ -5,10 +5,10 @@ import { RepositoryCorruptError } from '../errors/drkit-error.js';
 export const SEAL_NONCE_BYTES = 12;
 /** Bytes of an AES-256-GCM tag in a sealed blob. */
 export const SEAL_TAG_BYTES = 16;
-/** The four bytes that start a sealed checked JSON blob: ASCII `DRKE`. */
-export const SEALED_JSON_MAGIC: Uint8Array = new Uint8Array([0x44, 0x52, 0x4b, 0x45]);
-/** Version byte of the `DRKE` envelope. */
-export const SEALED_JSON_VERSION = 1;
+/** The four bytes that start a sealed blob: ASCII `DRKE`. */
+export const SEALED_MAGIC: Uint8Array = new Uint8Array([0x44, 0x52, 0x4b, 0x45]);
+/** Version byte of a sealed blob. */
+export const SEALED_VERSION = 1;
 /** HKDF-SHA-256 info string of the key that seals blobs. */
 export const SEAL_KEY_INFO = 'drkit seal v1';
 /** HKDF-SHA-256 info string of the key that ids are keyed with (HMAC-SHA-256). */
@@ -46,14 +46,25 @@ export function deriveSubkey(dataKey: Uint8Array, info: string): Uint8Array {
   return new Uint8Array(hkdfSync('sha256', dataKey, new Uint8Array(0), info, 32));
 }
 
-/** Seals `plain` with AES-256-GCM: a random 12-byte nonce, the ciphertext and the 16-byte tag. */
-export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array): Uint8Array {
+/**
+ * Seals `plain` with AES-256-GCM: a random 12-byte nonce, the ciphertext and the 16-byte tag, after `headroom`
+ * bytes left for the caller (a blob header), in one buffer of its own.
+ */
+export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array, headroom = 0): Uint8Array {
   const nonce = randomBytes(SEAL_NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
+  const out = new Uint8Array(headroom + SEAL_NONCE_BYTES + plain.byteLength + SEAL_TAG_BYTES);
+  out.set(nonce, headroom);
+  let at = headroom + SEAL_NONCE_BYTES;
   const body = cipher.update(plain);
+  out.set(body, at);
+  at += body.byteLength;
   const last = cipher.final();
-  return Buffer.concat([nonce, body, last, cipher.getAuthTag()]);
+  out.set(last, at);
+  at += last.byteLength;
+  out.set(cipher.getAuthTag(), at);
+  return out;
 }
 
 /**
@@ -70,32 +81,13 @@ export function unseal(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, wha
   decipher.setAAD(aad);
   decipher.setAuthTag(sealed.subarray(sealed.byteLength - SEAL_TAG_BYTES));
   try {
+    // A buffer of its own (never Node's shared pool): a reader may transfer it to a worker thread.
+    const out = new Uint8Array(sealed.byteLength - SEAL_NONCE_BYTES - SEAL_TAG_BYTES);
     const body = decipher.update(sealed.subarray(SEAL_NONCE_BYTES, sealed.byteLength - SEAL_TAG_BYTES));
-    return new Uint8Array(Buffer.concat([body, decipher.final()]));
+    out.set(body, 0);
+    out.set(decipher.final(), body.byteLength);
+    return out;
   } catch (error) {
     throw new RepositoryCorruptError(`${what} is damaged: it does not authenticate`, { cause: error });
   }
-}
-
-/** Seals a checked JSON blob whole: `DRKE`, the version byte, then {@link seal} with those 5 bytes as AAD. */
-export function sealJson(key: Uint8Array, plain: Uint8Array): Uint8Array {
-  const head = Buffer.from([...SEALED_JSON_MAGIC, SEALED_JSON_VERSION]);
-  return Buffer.concat([head, seal(key, plain, head)]);
-}
-
-/**
- * Opens a `DRKE` envelope.
- *
- * @throws {@link RepositoryCorruptError} naming `what` when it is not an envelope or does not authenticate.
- */
-export function unsealJson(key: Uint8Array, blob: Uint8Array, what: string): Uint8Array {
-  for (let i = 0; i < 4; i++) {
-    if (blob[i] !== SEALED_JSON_MAGIC[i]) {
-      throw new RepositoryCorruptError(`${what} is damaged: it is not sealed (no "DRKE")`);
-    }
-  }
-  if (blob[4] !== SEALED_JSON_VERSION) {
-    throw new RepositoryCorruptError(`${what} is damaged: unknown envelope version ${blob[4]}`);
-  }
-  return unseal(key, blob.subarray(5), blob.subarray(0, 5), what);
 }

@@ -1,5 +1,6 @@
 import type { RepositoryCorruptError } from '../errors/drkit-error.js';
 import type { ChangeSetValidity, Checkpoint, SnapshotConsistency } from '../spec/v2/index.js';
+import type { RepositoryEncryption } from './keyring.js';
 import type { Store } from './store.js';
 
 /** Hex SHA-256 of a chunk's plain data (64 lowercase hex digits). */
@@ -284,6 +285,13 @@ export interface BackupSession extends AsyncDisposable {
    * @throws {@link NotFoundError} when the point no longer exists; {@link RepositoryCorruptError} for a bad index.
    */
   adoptPoint(pointId: string, options?: { signal?: AbortSignal }): Promise<AdoptedPoint>;
+  /**
+   * The key chunk ids are HMAC-SHA-256 under in an encrypted repository (undefined: ids are SHA-256). Whoever
+   * hashes the chunks it puts (the engine, in its worker pool) must hash with it.
+   *
+   * @internal
+   */
+  readonly chunkIdKey?: Uint8Array;
   /** Whether the repository already holds a healthy copy of the chunk (not listed as damaged). */
   hasChunk(hash: Uint8Array, options?: { signal?: AbortSignal }): Promise<boolean>;
   /** Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written. */
@@ -487,7 +495,24 @@ export interface LedgerEntry {
 export interface Repository extends AsyncDisposable {
   /** The repository's id (32 hex digits, from its `config` blob). */
   readonly id: string;
+  /** The store it lives in, as given (in an encrypted repository it holds sealed blobs). */
   readonly store: Store;
+  /** Whether the repository is encrypted (its blobs sealed with AES-256-GCM, its chunk ids keyed). */
+  readonly encrypted: boolean;
+  /**
+   * Wraps the data key of an encrypted repository under a new passphrase or key: a new key blob is written
+   * (durable) and the one this repository was opened with deleted. No chunk or other blob is rewritten, so it
+   * takes the same time whatever the repository holds. Other key blobs (added by another drkit) are left alone.
+   *
+   * @throws {@link RepositoryKeyError} when the repository is not encrypted; {@link InvalidSettingsError} for an
+   * invalid `encryption`.
+   *
+   * @example
+   * ```ts
+   * await repository.changePassphrase({ passphrase: await readFile('/etc/drkit/new-passphrase', 'utf8') });
+   * ```
+   */
+  changePassphrase(encryption: RepositoryEncryption, options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Committed points, oldest first, optionally of one lineage or host. A point whose metadata cannot be read
    * (corrupt, or written by a newer drkit) is skipped, not an error: see {@link Repository.unreadablePoints}.

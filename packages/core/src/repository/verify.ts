@@ -93,7 +93,7 @@ export async function verifyPoints(
       const id = view.slice();
       const marked = previouslyDamagedSet.size > 0 && previouslyDamagedSet.has(id);
       await window.add(async () => {
-        const loaded = await loadChunk(context.store, workers, id, undefined, signal);
+        const loaded = await loadChunk(context.store, workers, id, undefined, signal, context.idKey);
         chunksChecked++;
         if (loaded.ok) {
           bytesChecked += loaded.plain.byteLength;

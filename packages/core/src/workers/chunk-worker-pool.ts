@@ -35,6 +35,8 @@ export interface EncodeOptions {
   readonly output?: Uint8Array;
   /** Bytes to leave free before the payload in the output buffer (room for a blob header). */
   readonly headroom?: number;
+  /** The id key of an encrypted repository: the hash is then HMAC-SHA-256 under it, not SHA-256. */
+  readonly idKey?: Uint8Array;
 }
 
 /**
@@ -299,7 +301,7 @@ export class ChunkWorkerPool {
   }
 
   /**
-   * Hashes a chunk and, unless it is all zeros or equal to `parentHash`, compresses it (keeping it raw when
+   * Hashes a chunk (SHA-256, or HMAC-SHA-256 under `options.idKey`) and, unless it is all zeros or equal to `parentHash`, compresses it (keeping it raw when
    * compression does not shrink it) into the output buffer (or one the worker allocates). `data` and `output` are
    * transferred to the worker and come back in `returned`, so a caller can reuse them rather than allocate (and
    * leave to the garbage collector) buffers for every chunk.
@@ -315,6 +317,7 @@ export class ChunkWorkerPool {
         parentId: options.parentHash,
         out: options.output,
         headroom: options.headroom ?? 0,
+        idKey: options.idKey,
       },
       transfer,
     );
@@ -332,25 +335,27 @@ export class ChunkWorkerPool {
   }
 
   /**
-   * Decompresses a stored payload and returns the plain bytes with their SHA-256. With `transfer`, the payload's
-   * whole underlying buffer moves to the worker (no copy) and is unusable after the call.
+   * Decompresses a stored payload and returns the plain bytes with their SHA-256 (HMAC-SHA-256 under `idKey`,
+   * when given). With `transfer`, the payload's whole underlying buffer moves to the worker (no copy) and is
+   * unusable after the call.
    */
   async decode(
     payload: Uint8Array,
     codec: ChunkCodec,
     plainLength: number,
     transfer = false,
+    idKey?: Uint8Array,
   ): Promise<{ plain: Uint8Array; hash: Uint8Array }> {
     const reply = await this.call(
-      { op: 'decode', payload, codec, plainLength },
+      { op: 'decode', payload, codec, plainLength, idKey },
       transfer ? [payload.buffer as ArrayBuffer] : [],
     );
     return { plain: reply.plain as Uint8Array, hash: reply.hash as Uint8Array };
   }
 
-  /** SHA-256 of `data` (copied to the worker; `data` stays usable). */
-  async hash(data: Uint8Array): Promise<Uint8Array> {
-    const reply = await this.call({ op: 'hash', data }, []);
+  /** SHA-256 of `data` (HMAC-SHA-256 under `idKey`, when given; copied to the worker, `data` stays usable). */
+  async hash(data: Uint8Array, idKey?: Uint8Array): Promise<Uint8Array> {
+    const reply = await this.call({ op: 'hash', data, idKey }, []);
     return reply.hash as Uint8Array;
   }
 

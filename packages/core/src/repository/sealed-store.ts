@@ -1,0 +1,98 @@
+import { RepositoryCorruptError } from '../errors/drkit-error.js';
+import type { CallOptions } from '../spec/v2/index.js';
+import { KEYS_PREFIX } from './keyring.js';
+import { CONFIG_KEY } from './repository-config.js';
+import { SEAL_NONCE_BYTES, SEAL_TAG_BYTES, SEALED_MAGIC, SEALED_VERSION, seal, unseal } from './sealing.js';
+import type { Store, StoreEntry, StorePutOptions } from './store.js';
+
+/** Bytes a sealed blob adds to the blob it seals: `DRKE`, the version byte, the nonce and the tag. */
+export const SEALED_BLOB_OVERHEAD = 5 + SEAL_NONCE_BYTES + SEAL_TAG_BYTES;
+
+/** Whether a key is one an encrypted repository keeps in the clear: `config` and the key blobs. */
+function isClear(key: string): boolean {
+  return key === CONFIG_KEY || key.startsWith(KEYS_PREFIX);
+}
+
+/** The associated data of the blob at `key`: `DRKE`, the version byte, and the key in UTF-8. */
+function aadOf(key: string): Uint8Array {
+  const name = Buffer.from(key, 'utf8');
+  const aad = Buffer.allocUnsafe(5 + name.byteLength);
+  aad.set(SEALED_MAGIC, 0);
+  aad[4] = SEALED_VERSION;
+  aad.set(name, 5);
+  return aad;
+}
+
+/**
+ * The store of an encrypted repository: every blob but `config` and `keys/…` is sealed on the way in and opened
+ * (authenticated) on the way out, so the repository's code reads and writes the same blobs as in a repository
+ * without encryption. A sealed blob is `DRKE`, version 1, a random 12-byte nonce, the AES-256-GCM ciphertext of
+ * the blob and its 16-byte tag; the associated data is `DRKE`, the version byte and the blob's key, so a blob
+ * moved to another key does not open. Sizes it reports are those of the blobs it seals (the stored size less
+ * {@link SEALED_BLOB_OVERHEAD}).
+ *
+ * @internal
+ */
+export class SealedStore implements Store {
+  readonly kind: string;
+  readonly location: string;
+  readonly sync?: Store['sync'];
+
+  constructor(
+    private readonly inner: Store,
+    private readonly sealKey: Uint8Array,
+  ) {
+    this.kind = inner.kind;
+    this.location = inner.location;
+    if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
+    if (inner.size === undefined) this.size = undefined;
+  }
+
+  /**
+   * The blob at `key`, opened.
+   *
+   * @throws {@link RepositoryCorruptError} naming the key when it is not sealed or does not authenticate
+   * (damaged, moved from another key, or sealed with another data key).
+   */
+  async get(key: string, options?: CallOptions): Promise<Uint8Array> {
+    const blob = await this.inner.get(key, options);
+    if (isClear(key)) return blob;
+    const what = `blob ${key} in the ${this.inner.kind} store ${this.inner.location}`;
+    for (let i = 0; i < 4; i++) {
+      if (blob[i] !== SEALED_MAGIC[i]) {
+        throw new RepositoryCorruptError(`${what} is damaged: it is not sealed (no "DRKE")`);
+      }
+    }
+    if (blob[4] !== SEALED_VERSION) {
+      throw new RepositoryCorruptError(`${what} is damaged: unknown sealed blob version ${blob[4]}`);
+    }
+    return unseal(this.sealKey, blob.subarray(5), aadOf(key), what);
+  }
+
+  put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean> {
+    if (isClear(key)) return this.inner.put(key, data, options);
+    const aad = aadOf(key);
+    const sealed = seal(this.sealKey, data, aad, 5);
+    sealed.set(aad.subarray(0, 5), 0);
+    return this.inner.put(key, sealed, options);
+  }
+
+  has(key: string, options?: CallOptions): Promise<boolean> {
+    return this.inner.has(key, options);
+  }
+
+  size?: (key: string, options?: CallOptions) => Promise<number | undefined> = async (key, options) => {
+    const size = await this.inner.size!(key, options);
+    return size === undefined || isClear(key) ? size : Math.max(0, size - SEALED_BLOB_OVERHEAD);
+  };
+
+  async *list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry> {
+    for await (const entry of this.inner.list(prefix, options)) {
+      yield isClear(entry.key) ? entry : { ...entry, size: Math.max(0, entry.size - SEALED_BLOB_OVERHEAD) };
+    }
+  }
+
+  delete(key: string, options?: CallOptions): Promise<void> {
+    return this.inner.delete(key, options);
+  }
+}
