@@ -1,6 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
   createLocalFolderStore,
+  InvalidSettingsError,
   LOCAL_FOLDER_SYNC_LEVELS,
   type LocalFolderSyncLevel,
   openRepository,
@@ -38,6 +40,52 @@ export interface CommandContext {
    * `DRKIT_SYNC_LEVEL`, else the local folder store's default (`filesystem` on Linux, `file` elsewhere).
    */
   readonly syncLevel: LocalFolderSyncLevel | undefined;
+  /**
+   * The repository's passphrase: the first line of `--passphrase-file` (or of `DRKIT_PASSPHRASE_FILE`), else
+   * `DRKIT_PASSPHRASE`. With one, a new repository is created encrypted and an existing one must be encrypted
+   * with it. Never on the command line itself (other users see it in the process list).
+   */
+  readonly passphrase: string | undefined;
+}
+
+/**
+ * Reads a secret from a file: its first line, without the line break (a file written by `echo` works).
+ *
+ * @throws {@link InvalidSettingsError} naming the option and the file, never the content, when it cannot be read
+ * or its first line is empty.
+ */
+export async function readSecretFile(path: string, from: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new InvalidSettingsError(
+      from,
+      `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+  const line = text.split(/\r?\n/, 1)[0] ?? '';
+  if (line === '') throw new InvalidSettingsError(from, `${path} starts with an empty line`);
+  return line;
+}
+
+/**
+ * The passphrase of the command (see {@link CommandContext.passphrase}), added to the redactor.
+ *
+ * @throws {@link InvalidSettingsError} when a passphrase file cannot be read.
+ */
+export async function resolvePassphrase(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv,
+  redactor: SecretRedactor,
+): Promise<string | undefined> {
+  const path = file ?? (env.DRKIT_PASSPHRASE_FILE || undefined);
+  const passphrase =
+    path !== undefined
+      ? await readSecretFile(path, file !== undefined ? '--passphrase-file' : 'DRKIT_PASSPHRASE_FILE')
+      : env.DRKIT_PASSPHRASE || undefined;
+  if (passphrase !== undefined) redactor.add(passphrase);
+  return passphrase;
 }
 
 /** A sync level given on the command line or in the environment. @throws {@link UsageError} when it is none. */
@@ -71,7 +119,8 @@ export function requireConfig(context: CommandContext, command: string): DrkitCo
 }
 
 /**
- * Opens the command's local-folder repository (at its sync level), runs `body`, closes it.
+ * Opens the command's local-folder repository (at its sync level, with its passphrase), runs `body`, closes it.
+ * With `create`, a store without a repository gets one: encrypted when a passphrase is given.
  *
  * @throws {@link UsageError} when no repository is given.
  */
@@ -84,7 +133,11 @@ export async function withRepository<T>(
   const store = createLocalFolderStore(
     context.syncLevel === undefined ? { path } : { path, syncLevel: context.syncLevel },
   );
-  const repository = await openRepository({ store, create });
+  const repository = await openRepository({
+    store,
+    create,
+    ...(context.passphrase === undefined ? {} : { encryption: { passphrase: context.passphrase } }),
+  });
   try {
     return await body(repository);
   } finally {

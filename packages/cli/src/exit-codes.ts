@@ -78,6 +78,7 @@ function exitCodeForCode(code: string): number | undefined {
       return ExitCode.notFound;
     case 'AUTHENTICATION_FAILED':
     case 'PERMISSION_DENIED':
+    case 'REPOSITORY_KEY':
       return ExitCode.accessDenied;
     case 'UNREACHABLE':
     case 'TIMEOUT':

@@ -18,6 +18,8 @@ import {
   type CliIo,
   type CommandContext,
   parseSyncLevel,
+  readSecretFile,
+  resolvePassphrase,
   UsageError,
   withRepository,
 } from './command-context.js';
@@ -51,6 +53,8 @@ Commands:
                              (after a grace period, twice the lock stale time: 20 min) deletes those still
                              unreferenced
   ledger                     list source-side snapshots drkit created and has not released yet
+  change-passphrase          wrap the key of an encrypted repository under a new passphrase (nothing else
+                             is rewritten): --new-passphrase-file <file>, or DRKIT_NEW_PASSPHRASE
 
 Options for every command:
   --config <file>            configuration file, JSON or YAML (or DRKIT_CONFIG): repository, platforms,
@@ -60,6 +64,9 @@ Options for every command:
                              default on Linux), file (fsync per chunk; the default elsewhere), none (unsafe on
                              a machine crash); else the configuration's
                              repository.syncLevel, else DRKIT_SYNC_LEVEL
+  --passphrase-file <file>   the repository's passphrase: the file's first line (or DRKIT_PASSPHRASE_FILE,
+                             or DRKIT_PASSPHRASE); a new repository is then encrypted (AES-256-GCM), an
+                             existing one must be encrypted with it. Never pass it on the command line
   --json                     machine-readable output on stdout
   -h, --help                 this help
   --version                  the version
@@ -139,6 +146,10 @@ export async function main(argv: readonly string[], rawIo: CliIo): Promise<numbe
       verify: (c) => onRepository(c, (r) => verify(r, args, json, io)),
       prune: (c) => onRepository(c, (r) => prune(r, values, json, io)),
       ledger: (c) => onRepository(c, (r) => ledger(r, json, io)),
+      'change-passphrase': (c) => {
+        noArguments('change-passphrase', args);
+        return changePassphrase(c, values['new-passphrase-file']);
+      },
     };
     const run = commands[command];
     if (!run) throw new UsageError(`unknown command "${command}"`);
@@ -155,6 +166,7 @@ export async function main(argv: readonly string[], rawIo: CliIo): Promise<numbe
         parseSyncLevel(values['sync-level'], '--sync-level') ??
         config?.repository?.syncLevel ??
         parseSyncLevel(io.env.DRKIT_SYNC_LEVEL, 'DRKIT_SYNC_LEVEL'),
+      passphrase: await resolvePassphrase(values['passphrase-file'], io.env, redactor),
     });
   } catch (error) {
     if (error instanceof UsageError) {
@@ -180,6 +192,29 @@ function noArguments(command: string, args: readonly string[]): void {
   if (args.length > 0) throw new UsageError(`${command} takes no arguments, got "${args.join(' ')}"`);
 }
 
+/** `drkit change-passphrase`: the data key re-wrapped under the new passphrase. */
+async function changePassphrase(context: CommandContext, file: string | undefined): Promise<number> {
+  const next =
+    file !== undefined
+      ? await readSecretFile(file, '--new-passphrase-file')
+      : context.io.env.DRKIT_NEW_PASSPHRASE || undefined;
+  if (next === undefined) {
+    throw new UsageError(
+      'change-passphrase needs the new passphrase: --new-passphrase-file <file> or DRKIT_NEW_PASSPHRASE',
+    );
+  }
+  if (context.passphrase === undefined) {
+    throw new UsageError(
+      'change-passphrase needs the current passphrase: --passphrase-file <file>, DRKIT_PASSPHRASE_FILE or DRKIT_PASSPHRASE',
+    );
+  }
+  context.redactor.add(next);
+  await onRepository(context, (repository) => repository.changePassphrase({ passphrase: next }));
+  if (context.json) context.io.stdout.write(`${JSON.stringify({ changed: true })}\n`);
+  else context.io.stdout.write('passphrase changed: the old one no longer opens the repository\n');
+  return ExitCode.ok;
+}
+
 function onRepository<T>(context: CommandContext, body: (r: Repository) => Promise<T>): Promise<T> {
   return withRepository(context, false, body);
 }
@@ -196,6 +231,8 @@ function parse(argv: readonly string[]) {
       config: { type: 'string' },
       repo: { type: 'string' },
       'sync-level': { type: 'string' },
+      'passphrase-file': { type: 'string' },
+      'new-passphrase-file': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },

@@ -35,6 +35,7 @@ describe('drkit CLI', () => {
       'verify',
       'prune',
       'ledger',
+      'change-passphrase',
     ]) {
       expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     }
@@ -111,6 +112,58 @@ describe('drkit CLI', () => {
     expect(table.stdout.split('\n')[0]).toMatch(
       /^ID\s+SNAPSHOT TIME\s+COMMITTED\s+HOST\s+DISK\s+SIZE\s+CHANGE SET/,
     );
+  });
+
+  it('encrypts a new repository with a passphrase from a file, refuses a wrong one, and changes it', async () => {
+    const sealed = join(dir, 'sealed-repo');
+    const secretFile = join(dir, 'passphrase');
+    const secret = 'cli passphrase 0f the test';
+    await writeFile(secretFile, `${secret}\n`);
+    const sum = await sha256File(image);
+    const first = await runCli([
+      'backup',
+      image,
+      '--repo',
+      sealed,
+      '--passphrase-file',
+      secretFile,
+      '--json',
+    ]);
+    expect(first.code, first.stderr).toBe(0);
+    const config = await readFile(join(sealed, 'config'), 'utf8');
+    expect(config).toContain('sealed-aes256gcm');
+    // No blob of the repository holds the passphrase or a plain chunk header.
+    for (const entry of await readdir(sealed, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const bytes = await readFile(join(entry.parentPath, entry.name));
+      expect(bytes.includes(secret)).toBe(false);
+      expect(bytes.includes('DRKC')).toBe(false);
+    }
+
+    const none = await runCli(['points', '--repo', sealed]);
+    expect(none.code).toBe(4);
+    expect(none.stderr).toMatch(/is encrypted; give its passphrase/);
+    const wrong = await runCli(['points', '--repo', sealed], { DRKIT_PASSPHRASE: 'not the passphrase' });
+    expect(wrong.code).toBe(4);
+    expect(wrong.stderr).toMatch(/does not unlock/);
+    const listed = await runCli(['points', '--repo', sealed, '--json'], { DRKIT_PASSPHRASE: secret });
+    expect(listed.code, listed.stderr).toBe(0);
+    const [point] = JSON.parse(listed.stdout);
+
+    const changed = await runCli(['change-passphrase', '--repo', sealed, '--passphrase-file', secretFile], {
+      DRKIT_NEW_PASSPHRASE: 'the new cli passphrase',
+    });
+    expect(changed.code, changed.stderr).toBe(0);
+    expect((await runCli(['points', '--repo', sealed, '--passphrase-file', secretFile])).code).toBe(4);
+    const target = join(dir, 'restored-sealed.img');
+    const restored = await runCli(['restore', point.id, target, '--repo', sealed], {
+      DRKIT_PASSPHRASE: 'the new cli passphrase',
+    });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(await sha256File(target)).toBe(sum);
+    const missingFile = await runCli(['points', '--repo', sealed, '--passphrase-file', join(dir, 'no-such')]);
+    expect(missingFile.code).toBe(9);
+    expect(missingFile.stderr).toMatch(/--passphrase-file/);
   });
 
   it('exits 3 for an unknown point and 9 for a malformed point id', async () => {
