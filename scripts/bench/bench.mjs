@@ -5,7 +5,10 @@
 // with peak RSS, the repository's growth and the fsync-like calls counted by strace when it is installed.
 //
 //   pnpm bench [-- --size-gib 2 --dir <work folder> --no-others --sparse-tib 8 --no-sparse --only-sparse
-//                 --sync-level file --profile <folder>]
+//                 --sync-level file --profile <folder> --no-encryption]
+//
+// drkit runs twice on the image: into a plain repository and into an encrypted one (`drkit+enc`, the passphrase
+// from DRKIT_PASSPHRASE); --no-encryption skips the second.
 //
 // --sync-level is handed to drkit (default: its own, file). --profile writes a CPU profile of each drkit step
 // (`node --cpu-prof`, one file per thread) under <folder>/<step> and prints where the time went
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     'sparse-tib': { type: 'string', default: '8' },
     'no-sparse': { type: 'boolean' },
     'only-sparse': { type: 'boolean' },
+    'no-encryption': { type: 'boolean' },
   },
 });
 const GiB = 1024 ** 3;
@@ -218,34 +222,47 @@ if (!values['only-sparse']) {
   const copyFull = copy();
   console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)} s`);
 
-  // drkit
-  const repo = join(work, 'drkit-repo');
-  const full = measure(
-    'drkit full',
-    `${drkit('full')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
-  );
-  record('drkit', 'full', full, copyFull.seconds);
+  // drkit, without and with encryption (restic always encrypts; borg runs with `-e none`)
   const image0 = join(work, 'disk-v1.img');
   execFileSync('cp', ['--sparse=always', image, image0]);
-  await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
-  const copyIncr = copy();
-  const incr = measure(
-    'drkit incr',
-    `${drkit('incremental')} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
-  );
-  record('drkit', 'incremental', incr, copyIncr.seconds);
-  const points = JSON.parse(
-    execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], { encoding: 'utf8' }),
-  );
-  const copyRestore = copy();
-  const restore = measure(
-    'drkit restore',
-    `${drkit('restore')} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
-  );
-  record('drkit', 'restore', restore, copyRestore.seconds);
-  const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
-  console.log(`restored image identical to the source: ${same}`);
-  await rm(join(work, 'restored.img'), { force: true });
+  let copyIncr;
+  let copyRestore;
+  for (const sealed of values['no-encryption'] ? [false] : [false, true]) {
+    const tool = sealed ? 'drkit+enc' : 'drkit';
+    const env = sealed ? { DRKIT_PASSPHRASE: 'bench passphrase' } : {};
+    const repo = join(work, sealed ? 'drkit-sealed-repo' : 'drkit-repo');
+    if (sealed) execFileSync('cp', ['--sparse=always', image0, image]);
+    const full = measure(
+      `${tool} full`,
+      `${drkit(`${tool}-full`)} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+      env,
+    );
+    record(tool, 'full', full, copyFull.seconds);
+    await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
+    copyIncr ??= copy();
+    const incr = measure(
+      `${tool} incr`,
+      `${drkit(`${tool}-incremental`)} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+      env,
+    );
+    record(tool, 'incremental', incr, copyIncr.seconds);
+    const points = JSON.parse(
+      execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+      }),
+    );
+    copyRestore ??= copy();
+    const restore = measure(
+      `${tool} restore`,
+      `${drkit(`${tool}-restore`)} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
+      env,
+    );
+    record(tool, 'restore', restore, copyRestore.seconds);
+    const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
+    console.log(`${tool}: restored image identical to the source: ${same}`);
+    await rm(join(work, 'restored.img'), { force: true });
+  }
 
   if (!values['no-others']) {
     // restic (content-defined chunking, deduplication, compression auto on repository v2)
@@ -318,8 +335,8 @@ for (const r of rows) {
 }
 if (values.profile !== undefined) {
   const summary = fileURLToPath(new URL('./profile-summary.mjs', import.meta.url));
-  for (const step of ['full', 'incremental', 'restore']) {
-    console.log(`\nCPU profile of drkit ${step} (${join(values.profile, step)})`);
+  for (const step of rows.filter((row) => row.tool.startsWith('drkit')).map((row) => `${row.tool}-${row.operation}`)) {
+    console.log(`\nCPU profile of ${step} (${join(values.profile, step)})`);
     console.log(execFileSync('node', [summary, join(values.profile, step)], { encoding: 'utf8' }));
   }
 }
