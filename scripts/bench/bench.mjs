@@ -335,7 +335,9 @@ for (const r of rows) {
 }
 if (values.profile !== undefined) {
   const summary = fileURLToPath(new URL('./profile-summary.mjs', import.meta.url));
-  for (const step of rows.filter((row) => row.tool.startsWith('drkit')).map((row) => `${row.tool}-${row.operation}`)) {
+  for (const step of rows
+    .filter((row) => row.tool.startsWith('drkit'))
+    .map((row) => `${row.tool}-${row.operation}`)) {
     console.log(`\nCPU profile of ${step} (${join(values.profile, step)})`);
     console.log(execFileSync('node', [summary, join(values.profile, step)], { encoding: 'utf8' }));
   }
