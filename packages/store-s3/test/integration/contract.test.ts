@@ -1,0 +1,18 @@
+import { describeStoreContract } from '@drkit/testkit';
+import { freshBucket, removeBucket, rgwStore } from './rgw-fixture.js';
+
+describeStoreContract({
+  name: 's3 (ceph rgw 16)',
+  timeoutMs: 120_000,
+  async createStore() {
+    const bucket = await freshBucket();
+    const store = rgwStore(bucket);
+    return {
+      store,
+      async cleanup() {
+        await removeBucket(bucket);
+        store.destroy();
+      },
+    };
+  },
+});
