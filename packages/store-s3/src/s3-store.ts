@@ -194,8 +194,14 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       try {
         return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: root + key }), { abortSignal });
       } catch (error) {
+        // HEAD has no body: a 404 for a missing bucket looks like a missing key (see the README).
         if (httpStatus(error) === 404 && s3Code(error) !== 'NoSuchBucket') return undefined;
-        // HEAD has no body: a 404 for a missing bucket looks like a missing key; a 404 is all HEAD can say.
+        if (httpStatus(error) === 403) {
+          // Nor can a 403 tell a wrong secret from a missing permission: a one-byte GET says which (error path only).
+          await client.send(new GetObjectCommand({ Bucket: bucket, Key: root + key, Range: 'bytes=0-0' }), {
+            abortSignal,
+          });
+        }
         throw error;
       }
     });
