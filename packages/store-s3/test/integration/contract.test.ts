@@ -7,11 +7,18 @@ describeStoreContract({
   async createStore() {
     const bucket = await freshBucket();
     const store = rgwStore(bucket);
+    const others: ReturnType<typeof rgwStore>[] = [];
     return {
       store,
+      secondClient() {
+        const other = rgwStore(bucket);
+        others.push(other);
+        return other;
+      },
       async cleanup() {
         await removeBucket(bucket);
         store.destroy();
+        for (const other of others) other.destroy();
       },
     };
   },
