@@ -107,17 +107,17 @@ export function mapS3Error(error: unknown, context: S3ErrorContext): DrkitError 
   if (DrkitError.isInstance(error)) return error;
   const status = httpStatus(error);
   const code = s3Code(error) ?? 'Error';
-  const detail = redact(
-    (error as SdkErrorShape | undefined)?.message ?? String(error),
-    context.secrets,
-  );
+  const detail = redact((error as SdkErrorShape | undefined)?.message ?? String(error), context.secrets);
   const where = `s3://${context.bucket}${context.key === undefined ? '' : `/${context.key}`}`;
   const cause = new Error(`${code}${status === undefined ? '' : ` (HTTP ${status})`}: ${detail}`);
   const say = (text: string): string => redact(`${context.operation} ${where}: ${text}`, context.secrets);
   if (code === 'SignatureDoesNotMatch' || code === 'InvalidAccessKeyId' || code === 'ExpiredToken') {
-    return new AuthenticationError(say(`the credentials were refused (${code}): check the access and secret key`), {
-      cause,
-    });
+    return new AuthenticationError(
+      say(`the credentials were refused (${code}): check the access and secret key`),
+      {
+        cause,
+      },
+    );
   }
   if (code === 'NoSuchBucket') {
     return new NotFoundError(say(`bucket "${context.bucket}" does not exist`), { cause });
@@ -128,11 +128,20 @@ export function mapS3Error(error: unknown, context: S3ErrorContext): DrkitError 
   if (code === 'AccessDenied' || status === 403) {
     return new PermissionError(say(`access denied (${code}): ${detail}`), { cause });
   }
-  if (code === 'SlowDown' || code === 'Throttling' || code === 'ServiceUnavailable' || status === 503 || status === 429) {
-    return new ThrottledError(say(`the store asked to slow down (${code}${status ? `, HTTP ${status}` : ''})`), {
-      cause,
-      retryAfterMs: retryAfterMs(error),
-    });
+  if (
+    code === 'SlowDown' ||
+    code === 'Throttling' ||
+    code === 'ServiceUnavailable' ||
+    status === 503 ||
+    status === 429
+  ) {
+    return new ThrottledError(
+      say(`the store asked to slow down (${code}${status ? `, HTTP ${status}` : ''})`),
+      {
+        cause,
+        retryAfterMs: retryAfterMs(error),
+      },
+    );
   }
   const network = networkCode(error);
   if (network !== undefined) {
@@ -141,5 +150,7 @@ export function mapS3Error(error: unknown, context: S3ErrorContext): DrkitError 
   if (status !== undefined && status >= 500) {
     return new UnreachableError(say(`the store failed (${code}, HTTP ${status}): ${detail}`), { cause });
   }
-  return new DrkitError('SOURCE_PROTOCOL', say(`${code}${status ? ` (HTTP ${status})` : ''}: ${detail}`), { cause });
+  return new DrkitError('SOURCE_PROTOCOL', say(`${code}${status ? ` (HTTP ${status})` : ''}: ${detail}`), {
+    cause,
+  });
 }

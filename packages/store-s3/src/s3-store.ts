@@ -213,7 +213,9 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     async get(key, callOptions) {
       assertValidStoreKey(key);
       return call('GetObject', key, callOptions?.signal, async (_attempt, abortSignal) => {
-        const reply = await client.send(new GetObjectCommand({ Bucket: bucket, Key: root + key }), { abortSignal });
+        const reply = await client.send(new GetObjectCommand({ Bucket: bucket, Key: root + key }), {
+          abortSignal,
+        });
         const bytes = await bodyBytes(reply.Body);
         const expected = etagMd5(reply.ETag);
         if (expected !== undefined && md5(bytes).toString('hex') !== expected) {

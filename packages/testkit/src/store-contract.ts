@@ -399,19 +399,24 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(listed).toEqual(names.map((name) => `many/${name.slice(0, 2)}/${name}`).sort());
     });
 
-    it(`lists ${manyKeys} keys (more than one S3 page of 1 000) in order, each exactly once`, { timeout }, async () => {
+    it(`lists ${manyKeys} keys (more than one S3 page of 1 000) in order, each exactly once`, {
+      timeout,
+    }, async () => {
       const names = Array.from({ length: manyKeys }, (_, i) => `long/${String(i).padStart(5, '0')}`);
       const pending = [...names];
       await Promise.all(
         Array.from({ length: 16 }, async () => {
-          for (let key = pending.pop(); key !== undefined; key = pending.pop()) await store().put(key, text(key));
+          for (let key = pending.pop(); key !== undefined; key = pending.pop())
+            await store().put(key, text(key));
         }),
       );
       expect(await keys(store(), 'long/')).toEqual(names);
       expect(await keys(store(), 'long/010')).toEqual(names.filter((name) => name.startsWith('long/010')));
     });
 
-    it('shows a write, a create-only write and a delete to a second client at once', { timeout }, async () => {
+    it('shows a write, a create-only write and a delete to a second client at once', {
+      timeout,
+    }, async () => {
       const other = fixture?.secondClient?.() ?? store();
       await store().put('raw/one', text('first'));
       expect(new TextDecoder().decode(await other.get('raw/one'))).toBe('first');

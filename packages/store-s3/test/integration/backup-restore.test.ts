@@ -33,7 +33,11 @@ describe('a repository on Ceph RGW 16', () => {
     const sums = [await sha256(image)];
     const store = rgwStore(bucket);
     const repository = await openRepository({ store, create: true });
-    const platform = createLocalDiskPlatform({ id: 'local', hostName: 'h', disks: [{ path: image, name: 'disk.img' }] });
+    const platform = createLocalDiskPlatform({
+      id: 'local',
+      hostName: 'h',
+      disks: [{ path: image, name: 'disk.img' }],
+    });
     const engine = createBackupEngine({ repository, platforms: [platform] });
     const points: string[] = [];
     try {
@@ -44,8 +48,9 @@ describe('a repository on Ceph RGW 16', () => {
         }
         const job = await engine.backup();
         const task = job.tasks[0]!;
-        if (task.status !== 'succeeded') throw task.error;
-        points.push(task.result!.pointId);
+        if (task.status === 'failed') throw task.error;
+        if (task.status !== 'succeeded') throw new Error(`the backup task was ${task.status}`);
+        points.push(task.result.pointId);
       }
     } finally {
       await engine.close();

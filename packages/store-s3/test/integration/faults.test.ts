@@ -19,7 +19,9 @@ async function rejection(action: () => Promise<unknown>): Promise<unknown> {
  * A proxy in front of RGW on 127.0.0.1 that answers the next `storm` requests with 503 SlowDown and forwards the
  * rest unchanged (the Host header too, so that signatures still match).
  */
-async function slowDownProxy(target: URL): Promise<{ server: Server; url: string; storm(n: number): void; refused(): number }> {
+async function slowDownProxy(
+  target: URL,
+): Promise<{ server: Server; url: string; storm(n: number): void; refused(): number }> {
   let remaining = 0;
   let refused = 0;
   const server = createServer((incoming, outgoing) => {
@@ -29,12 +31,20 @@ async function slowDownProxy(target: URL): Promise<{ server: Server; url: string
       incoming.resume();
       incoming.on('end', () => {
         outgoing.writeHead(503, { 'content-type': 'application/xml', 'retry-after': '0' });
-        outgoing.end('<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+        outgoing.end(
+          '<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>',
+        );
       });
       return;
     }
     const forwarded = request(
-      { host: target.hostname, port: target.port, method: incoming.method, path: incoming.url, headers: incoming.headers },
+      {
+        host: target.hostname,
+        port: target.port,
+        method: incoming.method,
+        path: incoming.url,
+        headers: incoming.headers,
+      },
       (reply) => {
         outgoing.writeHead(reply.statusCode ?? 502, reply.headers);
         reply.pipe(outgoing);
@@ -69,10 +79,16 @@ describe('faults against Ceph RGW 16', () => {
     const store = rgwStore(bucket, {
       credentials: { accessKeyId: rgw().accessKeyId, secretAccessKey: wrong },
     });
-    for (const action of [() => store.put('k', new Uint8Array(1)), () => store.get('k'), () => store.has('k')]) {
+    for (const action of [
+      () => store.put('k', new Uint8Array(1)),
+      () => store.get('k'),
+      () => store.has('k'),
+    ]) {
       const error = await rejection(action);
       expect(AuthenticationError.isInstance(error), inspect(error)).toBe(true);
-      const text = [(error as Error).message, inspect(error, { depth: 10 }), JSON.stringify(error)].join('\n');
+      const text = [(error as Error).message, inspect(error, { depth: 10 }), JSON.stringify(error)].join(
+        '\n',
+      );
       expect(text).not.toContain(wrong);
       expect(text).not.toContain(rgw().secretAccessKey);
     }
@@ -81,9 +97,13 @@ describe('faults against Ceph RGW 16', () => {
 
   it('a missing bucket is a NotFoundError naming the bucket', async () => {
     const store = rgwStore('drkit-no-such-bucket');
-    for (const action of [() => store.put('k', new Uint8Array(1)), () => store.get('k'), async () => {
-      for await (const _ of store.list('')) break;
-    }]) {
+    for (const action of [
+      () => store.put('k', new Uint8Array(1)),
+      () => store.get('k'),
+      async () => {
+        for await (const _ of store.list('')) break;
+      },
+    ]) {
       const error = await rejection(action);
       expect(NotFoundError.isInstance(error), inspect(error)).toBe(true);
       expect((error as Error).message).toContain('drkit-no-such-bucket');
@@ -100,7 +120,9 @@ describe('faults against Ceph RGW 16', () => {
         retry: { attempts: 6, sleep: async (ms) => void waits.push(ms) },
       });
       proxy.storm(4);
-      expect(await store.put('storm/a', new TextEncoder().encode('after the storm'), { ifAbsent: true })).toBe(true);
+      expect(
+        await store.put('storm/a', new TextEncoder().encode('after the storm'), { ifAbsent: true }),
+      ).toBe(true);
       expect(proxy.refused()).toBe(4);
       expect(waits).toHaveLength(4);
       proxy.storm(3);

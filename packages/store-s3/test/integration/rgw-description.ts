@@ -10,7 +10,9 @@ export interface RgwDescription {
 }
 
 /** What the global setup provides: the peer, or why it did not start. */
-export type ProvidedRgw = { readonly ok: true; readonly rgw: RgwDescription } | { readonly ok: false; readonly reason: string };
+export type ProvidedRgw =
+  | { readonly ok: true; readonly rgw: RgwDescription }
+  | { readonly ok: false; readonly reason: string };
 
 declare module 'vitest' {
   export interface ProvidedContext {

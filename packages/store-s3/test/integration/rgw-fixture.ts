@@ -19,7 +19,9 @@ export function rawClient(peer: RgwDescription = rgw(), endpoint = peer.endpoint
 /** A fresh bucket with a random name. */
 export async function freshBucket(client: S3Client = rawClient(), objectLock = false): Promise<string> {
   const bucket = `drkit-${randomBytes(6).toString('hex')}`;
-  await client.send(new CreateBucketCommand({ Bucket: bucket, ...(objectLock ? { ObjectLockEnabledForBucket: true } : {}) }));
+  await client.send(
+    new CreateBucketCommand({ Bucket: bucket, ...(objectLock ? { ObjectLockEnabledForBucket: true } : {}) }),
+  );
   return bucket;
 }
 

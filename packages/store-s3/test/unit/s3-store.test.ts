@@ -32,7 +32,12 @@ const client = new S3Client({
 const mock = mockClient(client);
 afterEach(() => mock.reset());
 
-function s3Error(name: string, status: number, message = `${name} happened`, headers: Record<string, string> = {}) {
+function s3Error(
+  name: string,
+  status: number,
+  message = `${name} happened`,
+  headers: Record<string, string> = {},
+) {
   const error = new S3ServiceException({
     name,
     $fault: status >= 500 ? 'server' : 'client',
@@ -79,8 +84,12 @@ const context = { operation: 'GetObject', bucket: 'b', key: 'k', endpoint: 'http
 
 describe('error mapping', () => {
   it('maps S3 codes and statuses to core typed errors', () => {
-    expect(AuthenticationError.isInstance(mapS3Error(s3Error('SignatureDoesNotMatch', 403), context))).toBe(true);
-    expect(AuthenticationError.isInstance(mapS3Error(s3Error('InvalidAccessKeyId', 403), context))).toBe(true);
+    expect(AuthenticationError.isInstance(mapS3Error(s3Error('SignatureDoesNotMatch', 403), context))).toBe(
+      true,
+    );
+    expect(AuthenticationError.isInstance(mapS3Error(s3Error('InvalidAccessKeyId', 403), context))).toBe(
+      true,
+    );
     expect(PermissionError.isInstance(mapS3Error(s3Error('AccessDenied', 403), context))).toBe(true);
     const bucket = mapS3Error(s3Error('NoSuchBucket', 404), { ...context, bucket: 'missing-bucket' });
     expect(NotFoundError.isInstance(bucket)).toBe(true);
@@ -109,7 +118,9 @@ describe('error mapping', () => {
   });
 
   it('never shows the secret key in a message, its cause, JSON or inspect output', async () => {
-    mock.on(GetObjectCommand).rejects(s3Error('SignatureDoesNotMatch', 403, `The signature for ${SECRET} failed`));
+    mock
+      .on(GetObjectCommand)
+      .rejects(s3Error('SignatureDoesNotMatch', 403, `The signature for ${SECRET} failed`));
     const error = await rejection(() => store().get('k'));
     expect(AuthenticationError.isInstance(error)).toBe(true);
     const everything = [
@@ -141,7 +152,12 @@ describe('retries', () => {
   it('gives up after the attempts, and does not retry what cannot succeed', async () => {
     mock.on(PutObjectCommand).rejects(s3Error('SlowDown', 503));
     const waits: number[] = [];
-    const error = await rejection(() => store(waits, { retry: { attempts: 3, sleep: async (ms) => void waits.push(ms) } }).put('k', new Uint8Array(1)));
+    const error = await rejection(() =>
+      store(waits, { retry: { attempts: 3, sleep: async (ms) => void waits.push(ms) } }).put(
+        'k',
+        new Uint8Array(1),
+      ),
+    );
     expect(ThrottledError.isInstance(error)).toBe(true);
     expect(mock.commandCalls(PutObjectCommand)).toHaveLength(3);
     mock.reset();
@@ -172,16 +188,24 @@ describe('retries', () => {
   it('a create-only write whose reply was lost and is retried: 412 with the same bytes is its own write', async () => {
     const data = new TextEncoder().encode('point');
     const etag = `"${createHash('md5').update(data).digest('hex')}"`;
-    mock.on(PutObjectCommand).rejectsOnce(networkError('ECONNRESET')).rejects(s3Error('PreconditionFailed', 412));
+    mock
+      .on(PutObjectCommand)
+      .rejectsOnce(networkError('ECONNRESET'))
+      .rejects(s3Error('PreconditionFailed', 412));
     mock.on(HeadObjectCommand).resolves({ ETag: etag, ContentLength: data.byteLength });
     expect(await store().put('points/x', data, { ifAbsent: true })).toBe(true);
     expect(mock.commandCalls(PutObjectCommand)).toHaveLength(2);
   });
 
   it('a create-only write whose reply was lost and is retried: 412 with other bytes is a typed error naming the key', async () => {
-    mock.on(PutObjectCommand).rejectsOnce(networkError('ECONNRESET')).rejects(s3Error('PreconditionFailed', 412));
+    mock
+      .on(PutObjectCommand)
+      .rejectsOnce(networkError('ECONNRESET'))
+      .rejects(s3Error('PreconditionFailed', 412));
     mock.on(HeadObjectCommand).resolves({ ETag: '"0123456789abcdef0123456789abcdef"', ContentLength: 5 });
-    const error = await rejection(() => store().put('locks/l', new TextEncoder().encode('mine'), { ifAbsent: true }));
+    const error = await rejection(() =>
+      store().put('locks/l', new TextEncoder().encode('mine'), { ifAbsent: true }),
+    );
     expect(CreateOnlyConflictError.isInstance(error)).toBe(true);
     expect(error).toBeInstanceOf(CreateOnlyConflictError);
     expect((error as CreateOnlyConflictError).key).toBe('locks/l');
@@ -195,12 +219,19 @@ describe('reads and listing', () => {
     const etag = `"${createHash('md5').update(good).digest('hex')}"`;
     mock
       .on(GetObjectCommand)
-      .resolvesOnce({ ETag: etag, Body: { transformToByteArray: async () => new Uint8Array([9, 9, 8]) } as never })
+      .resolvesOnce({
+        ETag: etag,
+        Body: { transformToByteArray: async () => new Uint8Array([9, 9, 8]) } as never,
+      })
       .resolves({ ETag: etag, Body: { transformToByteArray: async () => good } as never });
     expect([...(await store().get('k'))]).toEqual([9, 9, 9]);
     mock.reset();
-    mock.on(GetObjectCommand).resolves({ ETag: etag, Body: { transformToByteArray: async () => new Uint8Array([0]) } as never });
-    const error = await rejection(() => store([], { retry: { attempts: 2, sleep: async () => {} } }).get('k'));
+    mock
+      .on(GetObjectCommand)
+      .resolves({ ETag: etag, Body: { transformToByteArray: async () => new Uint8Array([0]) } as never });
+    const error = await rejection(() =>
+      store([], { retry: { attempts: 2, sleep: async () => {} } }).get('k'),
+    );
     expect(ChecksumMismatchError.isInstance(error)).toBe(true);
   });
 
