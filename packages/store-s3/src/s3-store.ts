@@ -64,7 +64,7 @@ export interface S3StoreOptions {
   readonly credentials?: S3Credentials;
   /** Path-style addressing (`endpoint/bucket/key`); needed for RGW and MinIO. Default: true when `endpoint` is set. */
   readonly forcePathStyle?: boolean;
-  /** Keep-alive sockets per endpoint. Default 32 (see the README for the measurement). */
+  /** Keep-alive sockets per endpoint. Default 16 (measured on Ceph RGW; see the README). */
   readonly maxSockets?: number;
   /** Timeout of one request in ms (no bytes moving). Default 120 000. */
   readonly requestTimeoutMs?: number;
@@ -137,7 +137,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
   const secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken].filter(
     (value): value is string => typeof value === 'string' && value !== '',
   );
-  const maxSockets = options.maxSockets ?? 32;
+  const maxSockets = options.maxSockets ?? 16;
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
   const httpAgent = new HttpAgent(agentOptions);
   const httpsAgent = new HttpsAgent(agentOptions);
