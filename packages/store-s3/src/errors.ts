@@ -10,7 +10,7 @@ import {
 
 /**
  * A create-only write was retried after its reply was lost, and the key then held different bytes: another writer
- * created it in between, so this write did not happen. A {@link RepositoryLockedError} (code `REPOSITORY_LOCKED`),
+ * created it in between, so this write did not happen. A `RepositoryLockedError` of `@drkit/core` (code `REPOSITORY_LOCKED`),
  * not retryable: the caller decides (a new key, or giving up).
  */
 export class CreateOnlyConflictError extends RepositoryLockedError {

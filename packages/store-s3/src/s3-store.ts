@@ -81,6 +81,12 @@ export interface S3StoreOptions {
 export interface S3Store extends Store {
   /** `s3`. */
   readonly kind: 's3';
+  /**
+   * Reads a whole blob with GetObject, checked against its ETag (MD5) when the object is single-part.
+   *
+   * @throws `NotFoundError` (of `@drkit/core`) when no blob has the key, or when the bucket does not exist.
+   */
+  get(key: string, options?: CallOptions): Promise<Uint8Array>;
   /** The size of a blob from HeadObject, or `undefined` when there is none. */
   size(key: string, options?: CallOptions): Promise<number | undefined>;
   /** Deletes many keys with DeleteObjects, 1 000 per request; missing keys are not an error. */
