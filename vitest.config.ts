@@ -12,6 +12,7 @@ export default defineConfig({
       'packages/provider-openstack-ceph/vitest.openstack.config.ts',
       'packages/provider-vmware/vitest.vcsim.config.ts',
       'packages/provider-vmware/vitest.nbd.config.ts',
+      'packages/store-s3/vitest.rgw.config.ts',
       'test/packaging',
     ],
   },

@@ -1,5 +1,5 @@
 import { defineProject } from 'vitest/config';
 
 export default defineProject({
-  test: { name: 'store-s3' },
+  test: { name: 'store-s3', include: ['test/unit/*.test.ts'] },
 });

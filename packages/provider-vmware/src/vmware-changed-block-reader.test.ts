@@ -262,7 +262,29 @@ describe('the VMware reader decides', () => {
     expect(asked.slice(0, 2)).toEqual([0, MiB]);
     expect(asked).toContain(MiB + MiB / 2);
     expect(asked).toContain(2 * MiB);
-    expect(asked.length).toBeLessThanOrEqual(2 + 2 * 4);
+    expect(asked.length).toBeLessThanOrEqual(2 + 2 * 16);
+  });
+
+  it('pages ahead are bounded: never more than 16 asked beyond the page being listed, none wasted on even pages', async () => {
+    const span = 64 * 1024;
+    const pageCount = CAPACITY / span;
+    const pages = new Map<number, readonly [number, readonly (readonly [number, number])[]]>();
+    for (let i = 0; i < pageCount; i++) pages.set(i * span, [span, [[i * span, 4096]]]);
+    const { state, open } = setup({ pages });
+    const session = await open(`${EPOCH}/5`, `${EPOCH}/4`);
+    const listed: ChangedExtent[] = [];
+    for await (const extent of session.extents()) {
+      // The extent of page i is yielded while page i + 1 is listed: at most 16 pages are asked beyond that one.
+      const listing = listed.length + 1;
+      expect(state.queries.length).toBeLessThanOrEqual(listing + 1 + 16);
+      listed.push(extent);
+    }
+    expect(listed).toEqual(
+      Array.from({ length: pageCount }, (_, i) => ({ kind: 'data', offset: i * span, length: 4096 })),
+    );
+    expect(state.queries.map((q) => q.startOffset)).toEqual(
+      Array.from({ length: pageCount }, (_, i) => i * span),
+    );
   });
 
   it('another epoch: full, tracking-reset, before asking vSphere', async () => {

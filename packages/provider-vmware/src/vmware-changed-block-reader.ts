@@ -86,8 +86,12 @@ export interface VmwareCheckpointToken {
  */
 const BLOCK_SIZE = 512;
 
-/** `QueryChangedDiskAreas` pages asked for ahead of the one being listed (in memory at most, with it). */
-const PAGES_AHEAD = 4;
+/**
+ * `QueryChangedDiskAreas` pages asked for ahead of the one being listed (in memory at most, with it). 16: each
+ * answer is a SOAP round trip, and with small answers (vcsim's 4 MiB) the listing, not the reads, bounds a
+ * session; 16 ahead read NBD sessions at 0.27 of nbdcopy (median of five bench invocations) against 0.19 with 4.
+ */
+const PAGES_AHEAD = 16;
 
 /** The VMDK a snapshot chain's delta belongs to: `[ds] vm/disk-000002.vmdk` → `[ds] vm/disk.vmdk`. */
 function baseFileOf(fileName: string | undefined): string {

@@ -19,6 +19,8 @@ export interface StoreContractCapabilities {
   readonly largeBlobBytes?: number;
   /** Number of writers in the create-only race. Default 16. */
   readonly racingWriters?: number;
+  /** Number of keys of the long-listing test, more than one S3 page (1 000). Default 1 100. */
+  readonly manyKeys?: number;
 }
 
 /** A fresh, empty store for one test, and how to remove it. */
@@ -26,6 +28,11 @@ export interface StoreContractFixture {
   readonly store: Store;
   /** Removes everything the fixture created. Called after every test, also a failed one. */
   cleanup(): Promise<void>;
+  /**
+   * Another store object on the same blobs (another client: its own connections, no shared state), for the
+   * read-after-write test. Optional: without it that test reads through a second reference to `store`.
+   */
+  readonly secondClient?: () => Store;
 }
 
 /** Options of {@link describeStoreContract}. */
@@ -83,7 +90,9 @@ function uniform(bytes: Uint8Array, value: number): boolean {
  * listing with prefixes and nested keys, idempotent delete, `NotFoundError`, create-only puts of which exactly
  * one of many racing writers wins, atomic overwrites (a reader never sees part of a blob), `durable: false` puts
  * read back at once and `sync` of present, missing and deleted keys (from a generator) changing no blob, aborts
- * that reject with `signal.reason`, and key validation. Call it at the top level of a test file.
+ * that reject with `signal.reason`, key validation, listings longer than one S3 page (1 000 keys), and
+ * read-after-write, create-only and delete seen at once from a second client. Call it at the top level of a test
+ * file.
  *
  * @example
  * ```ts
@@ -104,6 +113,7 @@ export function describeStoreContract(options: StoreContractOptions): void {
   const abortInFlight = capabilities.abortInFlight ?? true;
   const largeBlobBytes = capabilities.largeBlobBytes ?? 8 * 1024 * 1024;
   const racingWriters = capabilities.racingWriters ?? 16;
+  const manyKeys = capabilities.manyKeys ?? 1100;
   const timeout = options.timeoutMs ?? 30_000;
 
   describe(`store contract: ${options.name}`, () => {
@@ -387,6 +397,37 @@ export function describeStoreContract(options: StoreContractOptions): void {
       await Promise.all(names.map((name) => store().put(`many/${name.slice(0, 2)}/${name}`, text(name))));
       const listed = await keys(store(), 'many/');
       expect(listed).toEqual(names.map((name) => `many/${name.slice(0, 2)}/${name}`).sort());
+    });
+
+    it(`lists ${manyKeys} keys (more than one S3 page of 1 000) in order, each exactly once`, {
+      timeout,
+    }, async () => {
+      const names = Array.from({ length: manyKeys }, (_, i) => `long/${String(i).padStart(5, '0')}`);
+      const pending = [...names];
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          for (let key = pending.pop(); key !== undefined; key = pending.pop())
+            await store().put(key, text(key));
+        }),
+      );
+      expect(await keys(store(), 'long/')).toEqual(names);
+      expect(await keys(store(), 'long/010')).toEqual(names.filter((name) => name.startsWith('long/010')));
+    });
+
+    it('shows a write, a create-only write and a delete to a second client at once', {
+      timeout,
+    }, async () => {
+      const other = fixture?.secondClient?.() ?? store();
+      await store().put('raw/one', text('first'));
+      expect(new TextDecoder().decode(await other.get('raw/one'))).toBe('first');
+      await store().put('raw/one', text('second'));
+      expect(new TextDecoder().decode(await other.get('raw/one'))).toBe('second');
+      expect(await store().put('raw/once', text('mine'), { ifAbsent: true })).toBe(true);
+      expect(await other.put('raw/once', text('theirs'), { ifAbsent: true })).toBe(false);
+      expect(await other.has('raw/once')).toBe(true);
+      await store().delete('raw/one');
+      expect(await other.has('raw/one')).toBe(false);
+      expect(await keys(other, 'raw/')).toEqual(['raw/once']);
     });
   });
 }
