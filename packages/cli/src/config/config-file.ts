@@ -131,7 +131,7 @@ function parseRepository(value: unknown, dir: string): RepositoryConfig | undefi
   if (type !== 'local') {
     throw new InvalidSettingsError(
       'repository.type',
-      `${JSON.stringify(type)} is not available: the CLI keeps repositories in a local folder only (@drkit/store-s3 has no store yet); use { path: /backup/repo }`,
+      `${JSON.stringify(type)} is not available: the CLI keeps repositories in a local folder only (an S3 repository is for embedders, with @drkit/store-s3); use { path: /backup/repo }`,
     );
   }
   checkKeys(value, ['type', 'path', 'syncLevel'], 'repository');
