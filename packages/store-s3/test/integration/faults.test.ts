@@ -3,17 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { AuthenticationError, NotFoundError, ThrottledError } from '@drkit/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rejection } from '../rejection.js';
 import { rgw } from './rgw-description.js';
 import { freshBucket, removeBucket, rgwStore } from './rgw-fixture.js';
-
-async function rejection(action: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await action();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 /**
  * A proxy in front of RGW on 127.0.0.1 that answers the next `storm` requests with 503 SlowDown and forwards the

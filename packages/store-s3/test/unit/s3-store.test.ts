@@ -20,6 +20,7 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CreateOnlyConflictError, createS3Store, mapS3Error, type S3StoreOptions } from '../../src/index.js';
+import { rejection } from '../rejection.js';
 
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY';
 const client = new S3Client({
@@ -69,15 +70,6 @@ function store(waits: number[] = [], extra: Partial<S3StoreOptions> = {}) {
     },
     ...extra,
   });
-}
-
-async function rejection(action: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await action();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
 }
 
 const context = { operation: 'GetObject', bucket: 'b', key: 'k', endpoint: 'http://x', secrets: [SECRET] };
