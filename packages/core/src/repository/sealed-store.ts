@@ -37,6 +37,7 @@ export class SealedStore implements Store {
   readonly kind: string;
   readonly location: string;
   readonly sync?: Store['sync'];
+  readonly size?: Store['size'];
 
   constructor(
     private readonly inner: Store,
@@ -45,7 +46,13 @@ export class SealedStore implements Store {
     this.kind = inner.kind;
     this.location = inner.location;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
-    if (inner.size === undefined) this.size = undefined;
+    const innerSize = inner.size;
+    if (innerSize !== undefined) {
+      this.size = async (key, options) => {
+        const size = await innerSize.call(inner, key, options);
+        return size === undefined || isClear(key) ? size : Math.max(0, size - SEALED_BLOB_OVERHEAD);
+      };
+    }
   }
 
   /**
@@ -80,11 +87,6 @@ export class SealedStore implements Store {
   has(key: string, options?: CallOptions): Promise<boolean> {
     return this.inner.has(key, options);
   }
-
-  size?: (key: string, options?: CallOptions) => Promise<number | undefined> = async (key, options) => {
-    const size = await this.inner.size!(key, options);
-    return size === undefined || isClear(key) ? size : Math.max(0, size - SEALED_BLOB_OVERHEAD);
-  };
 
   async *list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry> {
     for await (const entry of this.inner.list(prefix, options)) {

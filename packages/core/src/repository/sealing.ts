@@ -24,14 +24,11 @@ export interface ScryptParameters {
   readonly p: number;
 }
 
-/** The default scrypt parameters: 2^17, 8, 1 (128 MiB). */
-export const DEFAULT_SCRYPT: ScryptParameters = { N: 2 ** 17, r: 8, p: 1 };
-
 /** Derives a 32-byte master key from a passphrase with scrypt. */
 export function deriveMasterKey(
   passphrase: string,
   salt: Uint8Array,
-  parameters: ScryptParameters = DEFAULT_SCRYPT,
+  parameters: ScryptParameters,
 ): Promise<Uint8Array> {
   const { N, r, p } = parameters;
   return new Promise((resolve, reject) => {
