@@ -471,6 +471,7 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
           requestTimeoutSeconds,
           sourceOptions,
           budget,
+          options.waiting,
         ),
       );
       sourcing.catch(() => undefined); // awaited below, or closed when deciding failed
@@ -508,7 +509,12 @@ export function createVmwareChangedBlockReader(context: VmwareReaderContext): Ch
     });
     const decision = await deciding;
     // The host's file service serves the ranges: requests in flight count against its budget like NBD connections.
-    const grant = await budget.acquire(await hosting, settings.maxConcurrentReads, callOptions);
+    const grant = await budget.acquire(
+      await hosting,
+      settings.maxConcurrentReads,
+      callOptions,
+      options.waiting,
+    );
     try {
       return await finish(decision, budgetedRanges(ranges, grant));
     } catch (error) {

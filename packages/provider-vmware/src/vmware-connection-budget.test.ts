@@ -106,4 +106,35 @@ describe('the connection budget', () => {
     got.release();
     expect([budget.inUse(), budget.waiting()]).toEqual([0, 0]);
   });
+
+  it('tells `waiting` only when a session has to wait, and ends it when the wait ends, however it ends', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const budget = createConnectionBudget({ connectionsPerHost: 1, connectionsPerVcenter: 52 });
+    const told: string[] = [];
+    const waiting = (resource: string) => {
+      told.push(`wait ${resource}`);
+      return () => told.push('done');
+    };
+    const held = await budget.acquire('host-1', 1, {}, waiting);
+    expect(told).toEqual([]); // a free connection: no wait
+    const granted = budget.acquire('host-1', 1, {}, waiting);
+    const timedOut = budget.acquire('host-1', 1, { deadline: Date.now() + 5_000 }, waiting);
+    const stop = new AbortController();
+    const aborted = budget.acquire('host-1', 1, { signal: stop.signal }, waiting);
+    expect(told).toEqual([
+      'wait a data connection to ESXi host host-1 (connectionsPerHost)',
+      'wait a data connection to ESXi host host-1 (connectionsPerHost)',
+      'wait a data connection to ESXi host host-1 (connectionsPerHost)',
+    ]);
+    stop.abort(new Error('cancelled'));
+    await expect(aborted).rejects.toThrow('cancelled');
+    expect(told.filter((t) => t === 'done')).toHaveLength(1);
+    held.release();
+    const second = await granted;
+    expect(told.filter((t) => t === 'done')).toHaveLength(2);
+    vi.advanceTimersByTime(5_000);
+    await expect(timedOut).rejects.toSatisfy((error) => VmwareConnectionLimitError.isInstance(error));
+    expect(told.filter((t) => t === 'done')).toHaveLength(3);
+    second.release();
+  });
 });

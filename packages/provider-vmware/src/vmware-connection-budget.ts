@@ -44,9 +44,17 @@ export interface VmwareConnectionBudget {
    * Waits (in arrival order per host) until the host and the platform each have one connection free, then takes
    * as many as are free, up to `wanted`.
    *
+   * `waiting` is told when the call has to wait (the engine's stall watchdog then does not count the wait) and its
+   * returned function called when the wait ends.
+   *
    * @throws {@link VmwareConnectionLimitError} when not one was free by `deadline`; `signal.reason` when aborted.
    */
-  acquire(esxiHost: string, wanted: number, options: CallOptions): Promise<VmwareConnectionGrant>;
+  acquire(
+    esxiHost: string,
+    wanted: number,
+    options: CallOptions,
+    waiting?: (resource: string) => () => void,
+  ): Promise<VmwareConnectionGrant>;
   /** Connections held on a host now (all hosts when omitted). */
   inUse(esxiHost?: string): number;
   /** Sessions waiting for a connection. */
@@ -119,7 +127,7 @@ export function createConnectionBudget(limits: {
     connectionsPerVcenter: limits.connectionsPerVcenter,
     inUse: (esxiHost) => (esxiHost === undefined ? total : (held.get(esxiHost) ?? 0)),
     waiting: () => queue.length,
-    acquire(esxiHost, wanted, options) {
+    acquire(esxiHost, wanted, options, waiting) {
       options.signal?.throwIfAborted();
       const want = Math.max(1, Math.floor(wanted));
       const free = freeOn(esxiHost);
@@ -136,7 +144,9 @@ export function createConnectionBudget(limits: {
       }
       return new Promise<VmwareConnectionGrant>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
+        const waited = waiting?.(`a data connection to ESXi host ${esxiHost} (${limit})`);
         const done = () => {
+          waited?.();
           if (timer !== undefined) clearTimeout(timer);
           options.signal?.removeEventListener('abort', onAbort);
           const at = queue.indexOf(waiter);

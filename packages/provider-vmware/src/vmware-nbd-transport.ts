@@ -101,7 +101,7 @@ export interface VmwareNbdSource {
 /**
  * Connects to the export `locate` names and checks that it is the disk's size. Its connections are taken from the
  * ESXi host's budget first: as many as `locate` asks for and the host has free (at least one, waited for until the
- * deadline), and given back when the session closes or connecting fails. Reads honour `signal`, `deadline` and the
+ * deadline; `waiting` is told while it waits), and given back when the session closes or connecting fails. Reads honour `signal`, `deadline` and the
  * request timeout; the export's connections are closed, then `release` called, on `close()`.
  *
  * @throws `VmwareConnectionLimitError` (a TimeoutError) when no connection to the host was free by the deadline.
@@ -115,13 +115,14 @@ export async function openNbdSource(
   requestTimeoutSeconds: number,
   options: CallOptions,
   budget: VmwareConnectionBudget,
+  waiting?: (resource: string) => () => void,
 ): Promise<VmwareNbdSource> {
   const location = await nbd.locate(disk, options);
   let exported: NbdExport;
   let grant: VmwareConnectionGrant | undefined;
   try {
     const { release: _release, ...connect } = location;
-    grant = await budget.acquire(disk.esxiHost, connect.connections ?? 1, options);
+    grant = await budget.acquire(disk.esxiHost, connect.connections ?? 1, options, waiting);
     exported = await connectNbdExport({
       ...connect,
       connections: grant.connections,

@@ -58,10 +58,17 @@ export interface DiskTaskContext {
 }
 
 /**
- * The most reads the engine keeps in flight on one list-then-read session, whatever its reader declares: with
- * 1 MiB chunks, 64 MiB of answers per disk task at most.
+ * The most reads the engine keeps in flight on one list-then-read session, whatever its reader declares.
  */
 export const MAX_CONCURRENT_READS = 64;
+
+/**
+ * Chunks of answers a list-then-read session may hold per read in flight: reads complete out of order, and an
+ * answer that arrives ahead of an earlier, slower one (or while the chunk pipeline is busy) waits for its turn
+ * within this budget instead of stopping the next read. At most {@link MAX_CONCURRENT_READS} chunks in all (with
+ * 1 MiB chunks, 64 MiB of answers per disk task at most).
+ */
+const READ_BUFFER_CHUNKS_PER_READ = 2;
 
 /**
  * What the reader declares must fit the task: a block size that is a power of two dividing the chunk size, a
@@ -167,21 +174,25 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     signal: context.signal,
   });
   const c = progress.counters;
+  // Answers of reads that arrived ahead of their turn are progress too (the next chunk may wait for a slow read).
+  let bytesAnswered = 0;
   const watchdog = new StallWatchdog({
     taskId: task.id,
     timeoutSeconds: stallTimeoutSeconds,
-    progress: () => c.bytesRead + c.bytesDone,
+    progress: () => c.bytesRead + c.bytesDone + bytesAnswered,
     signal: context.signal,
   });
   // Declared after the backup session, so disposed before it: the watch ends, then the session is released.
   using _watch = { [Symbol.dispose]: () => watchdog.stop() };
   const { signal } = watchdog;
   const maxInFlight = pool.size * 2 + 2;
-  // A list-then-read source's answers in flight: each at most one chunk, so memory stays bounded.
+  // A list-then-read source's reads in flight, and the answers it may hold (in flight or waiting for their
+  // turn): each at most one chunk, so memory stays bounded by the budget, whatever the disk's size.
   const readConcurrency =
     reader.mode === 'extents' ? Math.min(reader.maxConcurrentReads, MAX_CONCURRENT_READS) : 0;
+  const readBufferChunks = Math.min(readConcurrency * READ_BUFFER_CHUNKS_PER_READ, MAX_CONCURRENT_READS);
   const buffers = {
-    input: new BufferPool(task.chunkSize, maxInFlight + 4 + readConcurrency),
+    input: new BufferPool(task.chunkSize, maxInFlight + 4 + Math.max(readConcurrency, readBufferChunks)),
     output: new BufferPool(CHUNK_BLOB_HEADER_BYTES + zstdCompressBound(task.chunkSize), maxInFlight + 2),
   };
   // When the data is from: the engine's time just before the host snapshot, else now, as the read session opens.
@@ -204,6 +215,10 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
     fullReason: task.fullReason,
     chunkSize: task.chunkSize,
     allocate: (length) => (length === task.chunkSize ? buffers.input.take() : new Uint8Array(length)),
+    waiting: (resource) => {
+      logger?.debug({ taskId: task.id, resource }, 'the read session waits for a shared resource');
+      return watchdog.pause();
+    },
     signal,
   });
   let adopted: Awaited<ReturnType<typeof backup.adoptPoint>> | undefined;
@@ -309,6 +324,10 @@ export async function runDiskTask(task: DiskTask, context: DiskTaskContext): Pro
             chunkSize: task.chunkSize,
             blockSize: reader.blockSize,
             concurrency: readConcurrency,
+            bufferBytes: readBufferChunks * task.chunkSize,
+            onAnswer: (bytes) => {
+              bytesAnswered += bytes;
+            },
             signal,
             ...(context.requestTimeoutSeconds === undefined
               ? {}

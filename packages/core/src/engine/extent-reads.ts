@@ -12,13 +12,38 @@ export interface ExtentReadsOptions {
   readonly blockSize: number;
   /** Reads in flight at most (the reader's `maxConcurrentReads`, at least 1). */
   readonly concurrency: number;
+  /**
+   * Bytes the reads may hold at most: those of reads in flight plus those of reads answered but not yet taken by
+   * the consumer (answered ahead of an earlier, slower read, or while the consumer is busy). Each listed extent
+   * and each read counts at least {@link MIN_ENTRY_BYTES}, so the budget also bounds how far the listing runs
+   * ahead. Default `concurrency × chunkSize` (no read waits for the budget before it waits for a place in
+   * flight); at least one chunk.
+   */
+  readonly bufferBytes?: number;
   readonly signal: AbortSignal;
   /** Bounds each `read` call (`deadline`), the proxy's HTTP communication timeout. */
   readonly requestTimeoutSeconds?: number;
   readonly logger?: Logger;
   /** Waits between attempts of a throttled or failed read; a test passes one that does not wait. */
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Told the length of each answer as it arrives, before its turn comes (the stall watchdog counts it). */
+  readonly onAnswer?: (bytes: number) => void;
+  /** Filled in as the reads go: what they held at most. */
+  readonly stats?: ExtentReadStats;
 }
+
+/** What {@link orderedExtentReads} held at most (for tests and benchmarks). */
+export interface ExtentReadStats {
+  /** Reads in flight at most. */
+  maxInFlight: number;
+  /** Bytes of answers held at most: in flight plus answered and not yet taken. */
+  maxBufferedBytes: number;
+  /** Answers that arrived while an earlier read was still in flight (completed out of order). */
+  answeredOutOfOrder: number;
+}
+
+/** The least one listed extent or read counts against the budget: its bookkeeping, whatever its length. */
+export const MIN_ENTRY_BYTES = 4096;
 
 /** Attempts of one read that fails with a retryable error or returns bytes that do not match their checksum. */
 const READ_ATTEMPTS = 4;
@@ -32,12 +57,27 @@ function isTransientReadError(error: unknown): boolean {
   return isRetryableError(error) || ChecksumMismatchError.isInstance(error);
 }
 
+/** One listed zero extent or one read, in order of offset, until the consumer takes it. */
+interface Entry {
+  /** What it counts against the budget. */
+  readonly cost: number;
+  /** Bytes of data it holds (0 for a zero extent). */
+  readonly bytes: number;
+  state: 'pending' | 'done' | 'failed';
+  change?: Change;
+  error?: unknown;
+}
+
 /**
  * Drives a list-then-read session as an ordered change stream: lists the extents, cuts each `data` extent at
- * chunk boundaries, keeps at most `concurrency` reads in flight (issued in order of offset) and yields their
- * answers in order of offset, so the chunk assembler sees what a stream source would give it. At most
- * `concurrency` answers are held, whatever the disk's size. Every answer's length is checked and its source
- * checksum verified. Stopping early (a failure, a break) aborts the reads still in flight.
+ * chunk boundaries, issues the reads in order of offset with at most `concurrency` in flight, and yields their
+ * answers in order of offset, so the chunk assembler sees what a stream source would give it. Reads complete in
+ * any order: a read that is answered frees its place in flight at once, and its answer waits for its turn within
+ * `bufferBytes`, so a slow read (or a busy consumer) does not stop the others. The listing and the reads go on
+ * while the consumer works on earlier answers. The budget, not the disk, bounds the bytes held. Every answer's
+ * length is checked and its source checksum verified. A failed read stops new reads; its error is thrown when
+ * its turn comes (errors surface in order of offset, as the changes do). Stopping early (a failure, a break)
+ * aborts the reads still in flight.
  *
  * @throws {@link SourceProtocolError} for an unsorted, unaligned or out-of-bounds listing, or a read answered with
  * the wrong length or an unknown checksum algorithm; {@link ChecksumMismatchError} when the bytes keep failing
@@ -49,35 +89,133 @@ export async function* orderedExtentReads(
 ): AsyncGenerator<Change> {
   const stop = new AbortController();
   const signal = AbortSignal.any([o.signal, stop.signal]);
-  const inFlight: Promise<Change>[] = [];
   const concurrency = Math.max(1, Math.floor(o.concurrency));
-  try {
+  const budget = Math.max(o.chunkSize, Math.floor(o.bufferBytes ?? concurrency * o.chunkSize));
+  const stats = o.stats;
+  const queue: Entry[] = [];
+  let head = 0; // queue[head] is the next entry the consumer takes
+  let inFlight = 0;
+  let held = 0; // cost of the entries not yet taken
+  let heldBytes = 0;
+  /** No new reads: one failed, the listing ended or failed, or the consumer stopped. */
+  let halted = false;
+  let listed = false;
+  let waiters: (() => void)[] = [];
+  const changed = () => new Promise<void>((resolve) => waiters.push(resolve));
+  const notify = () => {
+    const woken = waiters;
+    waiters = [];
+    for (const wake of woken) wake();
+  };
+  const push = (entry: Entry) => {
+    queue.push(entry);
+    held += entry.cost;
+    heldBytes += entry.bytes;
+    if (stats && heldBytes > stats.maxBufferedBytes) stats.maxBufferedBytes = heldBytes;
+    notify();
+  };
+  /** Waits until an entry of `cost` fits: a place in flight (for a read) and room in the budget. */
+  const admit = async (cost: number, read: boolean) => {
+    while (!halted && ((read && inFlight >= concurrency) || (queue.length > head && held + cost > budget))) {
+      await changed();
+    }
+  };
+
+  const producing = (async () => {
     let end = 0;
-    for await (const extent of o.session.extents({ signal })) {
-      checkExtent(extent, end, capacityBytes, o);
-      end = extent.offset + extent.length;
-      if (extent.kind === 'zero') {
-        while (inFlight.length > 0) yield await inFlight.shift()!;
-        yield { kind: 'zero', offset: extent.offset, length: extent.length };
+    try {
+      for await (const extent of o.session.extents({ signal })) {
+        if (halted) return;
+        checkExtent(extent, end, capacityBytes, o);
+        end = extent.offset + extent.length;
+        if (extent.kind === 'zero') {
+          await admit(MIN_ENTRY_BYTES, false);
+          if (halted) return;
+          push({
+            cost: MIN_ENTRY_BYTES,
+            bytes: 0,
+            state: 'done',
+            change: { kind: 'zero', offset: extent.offset, length: extent.length },
+          });
+          continue;
+        }
+        for (let offset = extent.offset; offset < end; ) {
+          const pieceEnd = Math.min(end, (Math.floor(offset / o.chunkSize) + 1) * o.chunkSize);
+          const length = pieceEnd - offset;
+          const cost = Math.max(length, MIN_ENTRY_BYTES);
+          await admit(cost, true);
+          if (halted) return;
+          const request: ReadRequest = {
+            offset,
+            length,
+            ...(extent.token === undefined ? {} : { token: extent.token }),
+          };
+          const entry: Entry = { cost, bytes: length, state: 'pending' };
+          inFlight += 1;
+          if (stats && inFlight > stats.maxInFlight) stats.maxInFlight = inFlight;
+          push(entry);
+          readPiece(request, o, signal).then(
+            (change) => {
+              inFlight -= 1;
+              entry.state = 'done';
+              entry.change = change;
+              const first = queue[head];
+              if (stats && first !== entry && first?.state === 'pending') stats.answeredOutOfOrder += 1;
+              o.onAnswer?.(length);
+              notify();
+            },
+            (error: unknown) => {
+              inFlight -= 1;
+              entry.state = 'failed';
+              entry.error = error;
+              halted = true;
+              notify();
+            },
+          );
+          offset = pieceEnd;
+        }
+      }
+    } catch (error) {
+      // In its place in the order: the changes listed before it are still yielded first.
+      halted = true;
+      push({ cost: 0, bytes: 0, state: 'failed', error });
+      return;
+    } finally {
+      listed = true;
+      notify();
+    }
+  })();
+
+  try {
+    for (;;) {
+      const entry = queue[head];
+      if (entry === undefined) {
+        if (listed) break;
+        await changed();
         continue;
       }
-      for (let offset = extent.offset; offset < end; ) {
-        const pieceEnd = Math.min(end, (Math.floor(offset / o.chunkSize) + 1) * o.chunkSize);
-        while (inFlight.length >= concurrency) yield await inFlight.shift()!;
-        const request: ReadRequest = {
-          offset,
-          length: pieceEnd - offset,
-          ...(extent.token === undefined ? {} : { token: extent.token }),
-        };
-        const reading = readPiece(request, o, signal);
-        reading.catch(() => undefined); // awaited in order below; an earlier failure may leave it unawaited
-        inFlight.push(reading);
-        offset = pieceEnd;
+      if (entry.state === 'pending') {
+        await changed();
+        continue;
       }
+      queue[head] = undefined as unknown as Entry; // let the answer go once yielded
+      head += 1;
+      if (head > 1024 && head * 2 > queue.length) {
+        queue.splice(0, head);
+        head = 0;
+      }
+      held -= entry.cost;
+      heldBytes -= entry.bytes;
+      notify();
+      if (entry.state === 'failed') throw entry.error;
+      yield entry.change!;
     }
-    while (inFlight.length > 0) yield await inFlight.shift()!;
   } finally {
+    halted = true;
     stop.abort(new Error('the extent reads were stopped'));
+    notify();
+    // The listing ends on its own (the signal is aborted; a hung one is the stall watchdog's): not waited for.
+    void producing;
   }
 }
 

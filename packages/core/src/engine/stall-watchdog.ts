@@ -18,7 +18,9 @@ export function resolveStallTimeoutSeconds(value: number | undefined, field: str
  * Fails a disk task that makes no progress for `timeoutSeconds`: it samples a progress figure (bytes read plus
  * bytes done) every tenth of the timeout (at most every 10 s), and when the figure has not moved for the whole
  * timeout it aborts {@link StallWatchdog.signal} and rejects every promise given to {@link StallWatchdog.guard}
- * with a {@link TaskStalledError}, whether or not the hung operation honours the signal.
+ * with a {@link TaskStalledError}, whether or not the hung operation honours the signal. Time {@link
+ * StallWatchdog.pause}d (a reader waiting for a data connection other sessions hold) is not counted: such a wait
+ * is bounded by its own deadline.
  *
  * @internal
  */
@@ -30,6 +32,7 @@ export class StallWatchdog {
   private rejectStalled!: (error: TaskStalledError) => void;
   private timer: ReturnType<typeof setInterval> | undefined;
   private error: TaskStalledError | undefined;
+  private paused = 0;
 
   constructor(options: {
     readonly taskId: string;
@@ -51,6 +54,12 @@ export class StallWatchdog {
     let idleMs = 0;
     this.timer = setInterval(() => {
       const now = progress();
+      if (this.paused > 0) {
+        // A wait for a shared resource, not a stall: the idle time starts again when it ends.
+        last = now;
+        idleMs = 0;
+        return;
+      }
       if (now !== last) {
         last = now;
         idleMs = 0;
@@ -79,6 +88,20 @@ export class StallWatchdog {
   guard<T>(promise: Promise<T>): Promise<T> {
     promise.catch(() => undefined); // it may reject after the race is lost: not an unhandled rejection
     return Promise.race([promise, this.stalled]);
+  }
+
+  /**
+   * Stops counting idle time until the returned function is called (once; later calls do nothing); pauses nest.
+   * The idle time counts from zero again after the last one ends.
+   */
+  pause(): () => void {
+    this.paused += 1;
+    let resumed = false;
+    return () => {
+      if (resumed) return;
+      resumed = true;
+      this.paused -= 1;
+    };
   }
 
   /** Stops watching (before the commit, and when the task ends). */

@@ -7,8 +7,9 @@ import type { ReadSessionBase } from './read-session-base.js';
 /**
  * A session that lists its changed extents and lets the engine read them by range, several at once
  * (`QueryChangedDiskAreas` then NBD reads, `ListChangedBlocks` then `GetSnapshotBlock`, `SEEK_DATA` then
- * `pread`). The engine keeps at most the reader's `maxConcurrentReads` reads in flight, issues them in order of
- * offset, and holds at most that many answers: memory stays bounded whatever the disk's size.
+ * `pread`). The engine keeps at most the reader's `maxConcurrentReads` reads in flight and issues them in order of
+ * offset; they may complete in any order. Answers wait for their turn within a budget of two chunks per read in
+ * flight (at most 64 chunks): memory stays bounded whatever the disk's size.
  */
 export interface ExtentReadSession extends ReadSessionBase {
   readonly mode: 'extents';

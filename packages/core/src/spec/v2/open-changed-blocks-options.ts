@@ -36,4 +36,21 @@ export interface OpenChangedBlocksOptions extends CallOptions {
    * default.
    */
   readonly requestTimeoutSeconds?: number;
+  /**
+   * Tells the engine that the session waits for a resource other sessions hold (a data connection of its host's
+   * budget), not for its source: the engine's stall watchdog does not count the time until the returned function
+   * is called (once, when the wait ends, whether it got the resource or not). Such a wait must be bounded by the
+   * call's own `deadline` or `requestTimeoutSeconds`. Readers that never wait so ignore it.
+   *
+   * @example
+   * ```ts
+   * const done = options.waiting?.('a data connection to host-12');
+   * try {
+   *   connection = await budget.acquire('host-12', options);
+   * } finally {
+   *   done?.();
+   * }
+   * ```
+   */
+  readonly waiting?: (resource: string) => () => void;
 }
