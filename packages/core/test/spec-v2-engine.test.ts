@@ -269,6 +269,60 @@ describe('the session outcome', () => {
     expect(await repository.points()).toEqual([]);
   });
 
+  it("does not count a session's wait for a shared resource (open's waiting) as a stall", async () => {
+    const platform = createMemoryPlatform({
+      mode: 'extents',
+      disks: [
+        { id: 'd1', capacity: CHUNK },
+        { id: 'd2', capacity: CHUNK },
+      ],
+    });
+    platform.write('d1', 0, randomBytes(CHUNK));
+    platform.gates.set('d2', new Promise<void>(() => undefined)); // d2's source never answers: it stalls
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const reader = platform.changedBlockReader;
+    const told: string[] = [];
+    (platform as { changedBlockReader: Platform['changedBlockReader'] }).changedBlockReader = {
+      ...reader,
+      async open(o) {
+        if (o.disk.id === 'd1') {
+          // d1 waits for a connection other sessions hold, as long as d2 takes to stall and then some.
+          const done = o.waiting?.('a data connection of the test');
+          told.push(done ? 'waiting' : 'no waiting hook');
+          await released;
+          done?.();
+        }
+        return reader.open(o);
+      },
+    };
+    engine = createBackupEngine({
+      repository,
+      platforms: [platform],
+      chunkSize: CHUNK,
+      stallTimeoutSeconds: 1,
+    });
+    const job = engine.backup();
+    await vi.waitFor(() => expect(platform.events).toContain('abandon:d2:failed'), {
+      timeout: 60_000,
+      interval: 20,
+    });
+    // Another full stall timeout after d2's (which started no earlier than d1's watch) fired.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    release();
+    const result = await job;
+    expect(told).toEqual(['waiting']);
+    expect(
+      TaskStalledError.isInstance(
+        errorOf({ ...result, tasks: result.tasks.filter((t) => t.diskId === 'd2') }),
+      ),
+    ).toBe(true);
+    const point = pointOf(result, 'd1');
+    expect(sha(await restored(point.pointId))).toBe(sha(platform.content('d1')));
+  });
+
   it('keeps a committed point a success when the session fails to close, and a failure its own error', async () => {
     const platform = createMemoryPlatform({ disks: [{ id: 'd1', capacity: 2 * CHUNK }] });
     platform.write('d1', 0, randomBytes(2 * CHUNK));
