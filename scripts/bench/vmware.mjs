@@ -2,7 +2,9 @@
 // @drkit/provider-vmware, measured in the same run against standard tools reading the same bytes:
 //
 //   - HTTPS datastore ranges against vcsim (the project's launcher, scripts/peers/vcsim/): the reader's session
-//     (open, QueryChangedDiskAreas, one ranged GET per piece) next to `curl --parallel` of the same ranges of the
+//     driven by the engine's own read loop (`orderedExtentReads` of @drkit/core/internal, as a disk task drives it:
+//     pieces of at most one chunk, `--reads` in flight, answers completed out of order within the engine's budget
+//     of two chunks per read in flight, consumed in order of offset; no hashing or storing) next to `curl --parallel` of the same ranges of the
 //     same `-flat.vmdk` URL, with the same requests in flight;
 //   - NBD against nbdkit's file plugin on the same disk file (the stand-in for nbdkit's VDDK plugin the tests use):
 //     the reader's session over `transport: 'nbd'` next to `nbdcopy ... null:` with the same connections, requests
@@ -16,7 +18,9 @@
 // of `--area-kib` spread over the disk, and a second snapshot taken: the reader lists exactly those areas (the
 // launcher's CBT extension, 64 KiB blocks; each QueryChangedDiskAreas answer covers at most `--cbt-page-mib` of the
 // disk, the launcher's default 4). The reads start while the areas are listed, as the engine drives a session.
-// Throughput = changed bytes / wall seconds; median of `--runs`.
+// Throughput = changed bytes / wall seconds; median of `--runs`. `--budget-chunks N` sets the read loop's budget
+// (the engine's: 2 × `--reads`, at most 64; `--budget-chunks <reads>` holds no answer beyond the reads in flight,
+// as the engine did before reads completed out of order).
 //
 //   pnpm bench:vmware [-- --size-mib 512 --fraction 0.25 --area-kib 1024 --runs 3 --reads 4 --cbt-page-mib 4]
 //
@@ -42,6 +46,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     reads: { type: 'string', default: '4' },
     'cbt-page-mib': { type: 'string', default: '4' },
+    'budget-chunks': { type: 'string' },
   },
 });
 const KiB = 1024;
@@ -62,7 +67,8 @@ if (!Number.isInteger(reads) || reads < 1 || reads > 16) throw new Error('--read
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const providerDist = join(root, 'packages/provider-vmware/dist/index.js');
 const coreDist = join(root, 'packages/core/dist/index.js');
-for (const built of [providerDist, coreDist]) {
+const coreInternalDist = join(root, 'packages/core/dist/internal.js');
+for (const built of [providerDist, coreDist, coreInternalDist]) {
   if (!existsSync(built)) throw new Error(`${built} is missing: build the packages first (pnpm -r build)`);
 }
 for (const tool of ['curl', 'nbdkit', 'nbdcopy']) {
@@ -73,6 +79,10 @@ for (const tool of ['curl', 'nbdkit', 'nbdcopy']) {
   }
 }
 const { createVmwarePlatform } = await import(providerDist);
+const { orderedExtentReads, READ_BUFFER_CHUNKS_PER_READ } = await import(coreInternalDist);
+const budgetChunks = Number(values['budget-chunks'] ?? Math.min(64, READ_BUFFER_CHUNKS_PER_READ * reads));
+if (!Number.isInteger(budgetChunks) || budgetChunks < 1)
+  throw new Error('--budget-chunks must be at least 1');
 const binary = execFileSync('sh', [join(root, 'scripts/peers/vcsim.sh'), 'build'], {
   encoding: 'utf8',
   stdio: ['ignore', 'pipe', 'inherit'],
@@ -223,50 +233,36 @@ try {
     chunkSize: CHUNK,
   };
 
-  /** The reader's whole session: open, list the areas, read them in pieces of CHUNK, `reads` in flight. */
+  /**
+   * The reader's whole session, driven by the engine's read loop: open, list the areas, read them in pieces of
+   * CHUNK, `reads` in flight, completed out of order within the budget, consumed in order (each buffer back to the
+   * pool at once, as the engine's chunk pipeline takes a whole-chunk buffer without a copy).
+   */
   async function drkitSession(platform) {
-    const free = Array.from({ length: reads }, () => new Uint8Array(CHUNK));
+    const free = Array.from({ length: budgetChunks }, () => new Uint8Array(CHUNK));
     const started = performance.now();
-    const session = await platform.changedBlockReader.open({ ...openOptions, allocate: () => free.pop() });
+    const session = await platform.changedBlockReader.open({
+      ...openOptions,
+      allocate: (length) =>
+        length === CHUNK ? (free.pop() ?? new Uint8Array(CHUNK)) : new Uint8Array(length),
+    });
     if (session.validity.kind !== 'exact') throw new Error(`not exact: ${JSON.stringify(session.validity)}`);
     const openedAt = performance.now();
     let bytes = 0;
-    // As the engine drives a session: reads start while the areas are still being listed (in order of offset,
-    // `reads` in flight), so the listing's SOAP round trips overlap the reads.
-    const pieces = [];
-    let listing = true;
-    const waiting = [];
-    const worker = async () => {
-      for (;;) {
-        const piece = pieces.shift();
-        if (!piece) {
-          if (!listing) return;
-          await new Promise((resolve) => waiting.push(resolve));
-          continue;
-        }
-        const { data } = await session.read(piece);
-        bytes += data.length;
-        free.push(data);
-      }
-    };
-    const workers = Array.from({ length: reads }, worker);
-    for (const w of workers) w.catch(() => undefined); // awaited below
-    const notify = () => {
-      for (const resolve of waiting.splice(0)) resolve();
-    };
     try {
-      try {
-        for await (const extent of session.extents()) {
-          for (let at = extent.offset; at < extent.offset + extent.length; at += CHUNK) {
-            pieces.push({ offset: at, length: Math.min(CHUNK, extent.offset + extent.length - at) });
-          }
-          notify();
-        }
-      } finally {
-        listing = false;
+      for await (const change of orderedExtentReads(session.capacityBytes, {
+        session,
+        diskId: disk.id,
+        chunkSize: CHUNK,
+        blockSize: platform.changedBlockReader.blockSize,
+        concurrency: reads,
+        bufferBytes: budgetChunks * CHUNK,
+        signal: new AbortController().signal,
+      })) {
+        if (change.kind !== 'data') continue;
+        bytes += change.data.byteLength;
+        free.push(change.data);
       }
-      notify();
-      await Promise.all(workers);
     } finally {
       await session.close();
     }
@@ -370,7 +366,7 @@ try {
   const nbdcopyRate = rate(size, median(times.nbdcopy));
   console.log(
     `${changedBytes / MiB} MiB changed of a ${size / MiB} MiB vcsim disk (${listed.length} pieces of at most ` +
-      `${CHUNK / KiB} KiB, ${reads} in flight), median of ${runs}`,
+      `${CHUNK / KiB} KiB, ${reads} in flight, a budget of ${budgetChunks} chunks), median of ${runs}`,
   );
   const httpsReadsRate = rate(changedBytes, median(times.httpsReads));
   const nbdReadsRate = rate(changedBytes, median(times.nbdReads));

@@ -10,7 +10,17 @@
  * @packageDocumentation
  */
 
-export { type DiskTaskContext, runDiskTask } from './engine/disk-task-runner.js';
+export {
+  type DiskTaskContext,
+  READ_BUFFER_CHUNKS_PER_READ,
+  runDiskTask,
+} from './engine/disk-task-runner.js';
+export {
+  type ExtentReadStats,
+  type ExtentReadsOptions,
+  MIN_ENTRY_BYTES,
+  orderedExtentReads,
+} from './engine/extent-reads.js';
 export { type ChunkBlob, chunkKey, decodeChunkBlob, encodeChunkBlob } from './repository/chunk-blob.js';
 export { chunkIdFromHash, chunkIdToHash, isChunkId } from './repository/chunk-id.js';
 export {

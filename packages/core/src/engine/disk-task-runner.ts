@@ -68,7 +68,7 @@ export const MAX_CONCURRENT_READS = 64;
  * within this budget instead of stopping the next read. At most {@link MAX_CONCURRENT_READS} chunks in all (with
  * 1 MiB chunks, 64 MiB of answers per disk task at most).
  */
-const READ_BUFFER_CHUNKS_PER_READ = 2;
+export const READ_BUFFER_CHUNKS_PER_READ = 2;
 
 /**
  * What the reader declares must fit the task: a block size that is a power of two dividing the chunk size, a
