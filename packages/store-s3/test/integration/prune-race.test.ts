@@ -2,11 +2,13 @@
 // SIGSTOP at a phase it announces (DRKIT_TEST_PRUNE_STOP_AT), while backups in this process find the prune's
 // candidates present (a create-only put answered 412, no HeadObject) and commit. The ordering comes from the
 // prune's phases, not from timing; the grace period and the lock's stale threshold are small but above 0. No chunk
-// a committed point references may be deleted: every committed point restores byte-identical, verify is clean.
+// a committed point references may be deleted: every committed point restores byte-identical, verify is clean. And
+// the other way round: a backup child paused before its point metadata (DRKIT_TEST_BACKUP_STOP_AT) while a sweep
+// deletes the chunks its 412s found has its point withdrawn, never committed.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +25,8 @@ import type { S3Store } from '../../src/index.js';
 import { rgw } from './rgw-description.js';
 import { freshBucket, removeBucket, rgwStore } from './rgw-fixture.js';
 
-const CHILD = fileURLToPath(new URL('./prune-child.mjs', import.meta.url));
+const PRUNE_CHILD = fileURLToPath(new URL('./prune-child.mjs', import.meta.url));
+const BACKUP_CHILD = fileURLToPath(new URL('./backup-child.mjs', import.meta.url));
 const BUILT = [
   fileURLToPath(new URL('../../dist/index.js', import.meta.url)),
   fileURLToPath(new URL('../../../core/dist/index.js', import.meta.url)),
@@ -33,7 +36,8 @@ const STALE_MS = 3000;
 const CHUNK = 256 * 1024;
 const LINEAGE = { platformId: 'platform-1', hostId: 'host-1', diskId: 'disk-1' };
 
-interface Pruner {
+/** A child process that stops itself with SIGSTOP at a phase it announces. */
+interface StoppingChild {
   readonly child: ChildProcess;
   /** Resolves when the child announced its stop and the kernel shows it stopped. */
   readonly stopped: Promise<void>;
@@ -41,15 +45,16 @@ interface Pruner {
   readonly done: Promise<{ line: Record<string, unknown>; code: number | null }>;
 }
 
-function startPruner(
-  bucket: string,
-  phase: 'marked' | 'before-delete',
-  graceMs: number,
-  wait: boolean,
-): Pruner {
-  const announcement = `drkit-test: prune stopping at ${phase}\n`;
-  const child = spawn(process.execPath, [CHILD, bucket, String(STALE_MS), String(graceMs), String(wait)], {
-    env: { ...process.env, DRKIT_TEST_PRUNE_STOP_AT: phase, DRKIT_TEST_RGW: JSON.stringify(rgw()) },
+/** Runs a child script with the peer in its environment, waiting for `announcement` on its standard error. */
+function startStoppingChild(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  announcement: string,
+  what: string,
+): StoppingChild {
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, ...env, DRKIT_TEST_RGW: JSON.stringify(rgw()) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -58,10 +63,10 @@ function startPruner(
   const announced = new Promise<void>((resolve, reject) => {
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
-      if (stderr.includes(announcement)) resolve();
+      if (stderr.includes(`${announcement}\n`)) resolve();
     });
     child.on('exit', (code) =>
-      reject(new Error(`the pruner exited (${code}) before it stopped: ${stderr}${stdout}`)),
+      reject(new Error(`${what} exited (${code}) before it stopped: ${stderr}${stdout}`)),
     );
   });
   const stopped = announced.then(async () => {
@@ -80,11 +85,37 @@ function startPruner(
           code,
         });
       } catch {
-        reject(new Error(`the pruner printed no result (exit ${code}): ${stderr}${stdout}`));
+        reject(new Error(`${what} printed no result (exit ${code}): ${stderr}${stdout}`));
       }
     });
   });
   return { child, stopped, done };
+}
+
+function startPruner(
+  bucket: string,
+  phase: 'marked' | 'before-delete',
+  graceMs: number,
+  wait: boolean,
+): StoppingChild {
+  return startStoppingChild(
+    PRUNE_CHILD,
+    [bucket, String(STALE_MS), String(graceMs), String(wait)],
+    { DRKIT_TEST_PRUNE_STOP_AT: phase },
+    `drkit-test: prune stopping at ${phase}`,
+    'the pruner',
+  );
+}
+
+/** A backup that reuses every chunk of `imageFile` through 412s and stops right before its point metadata. */
+function startPausedBackup(bucket: string, imageFile: string): StoppingChild {
+  return startStoppingChild(
+    BACKUP_CHILD,
+    [bucket, String(STALE_MS), imageFile, String(CHUNK)],
+    { DRKIT_TEST_BACKUP_STOP_AT: 'before-point' },
+    'drkit-test: backup stopping at before-point',
+    'the backup',
+  );
 }
 
 /** An image of `chunks` random chunks (incompressible: stored raw), deterministic per seed. */
@@ -174,7 +205,7 @@ describe.skipIf(process.platform !== 'linux')(
     let work: string;
     let store: S3Store;
     let repository: Repository;
-    let pruner: Pruner | undefined;
+    let paused: StoppingChild | undefined;
     beforeEach(async () => {
       for (const built of BUILT)
         if (!existsSync(built)) throw new Error(`${built} is missing: run pnpm -r build first`);
@@ -184,11 +215,11 @@ describe.skipIf(process.platform !== 'linux')(
       repository = await openRepository({ store, create: true, lockStaleAfterMs: STALE_MS });
     });
     afterEach(async () => {
-      if (pruner?.child.exitCode === null) {
-        pruner.child.kill('SIGCONT');
-        pruner.child.kill('SIGKILL');
+      if (paused?.child.exitCode === null) {
+        paused.child.kill('SIGCONT');
+        paused.child.kill('SIGKILL');
       }
-      pruner = undefined;
+      paused = undefined;
       await repository.close();
       store.destroy();
       await removeBucket(bucket);
@@ -209,8 +240,8 @@ describe.skipIf(process.platform !== 'linux')(
       const all = await keys(store, 'chunks/');
       expect(all).toHaveLength(9);
 
-      pruner = startPruner(bucket, 'marked', STALE_MS + 1, true);
-      await pruner.stopped; // the mark is written; the pruner will wait out the grace period, then sweep
+      paused = startPruner(bucket, 'marked', STALE_MS + 1, true);
+      await paused.stopped; // the mark is written; the pruner will wait out the grace period, then sweep
       expect(await store.has('prune/mark.json')).toBe(true);
       expect(await store.has('locks/prune.json')).toBe(false); // the mark holds no lock
 
@@ -221,8 +252,8 @@ describe.skipIf(process.platform !== 'linux')(
       const { point: freshPoint, written: freshWritten } = await commitImage(repository, fresh);
       expect(freshWritten).toBe(4);
 
-      pruner.child.kill('SIGCONT');
-      const { line, code } = await pruner.done;
+      paused.child.kill('SIGCONT');
+      const { line, code } = await paused.done;
       expect(line).toMatchObject({ ok: true, result: { phase: 'swept', chunksRemoved: 3 } });
       expect(code).toBe(0);
 
@@ -250,8 +281,8 @@ describe.skipIf(process.platform !== 'linux')(
       });
       await backdateMark(store);
 
-      pruner = startPruner(bucket, 'before-delete', STALE_MS + 1, false);
-      await pruner.stopped; // it holds the prune lock, has recomputed, and is about to delete every candidate
+      paused = startPruner(bucket, 'before-delete', STALE_MS + 1, false);
+      await paused.stopped; // it holds the prune lock, has recomputed, and is about to delete every candidate
       expect(await store.has('locks/prune.json')).toBe(true);
 
       // Backups refuse while the paused pruner's lock is live, and break it once it is stale (the event is a
@@ -273,8 +304,8 @@ describe.skipIf(process.platform !== 'linux')(
       const { point: reusedPoint, written } = await commitImage(repository, reused, session);
       expect(written).toBe(0);
 
-      pruner.child.kill('SIGCONT');
-      const { line, code } = await pruner.done;
+      paused.child.kill('SIGCONT');
+      const { line, code } = await paused.done;
       expect(code).toBe(1);
       expect(line).toMatchObject({ ok: false, code: 'REPOSITORY_LOCKED', retryable: false });
       expect(String(line.message)).toMatch(/prune lock locks\/prune\.json .* is no longer held/);
@@ -284,6 +315,52 @@ describe.skipIf(process.platform !== 'linux')(
       expect(report.ok).toBe(true);
       expect(report.chunksChecked).toBe(8);
       await expectRestores(reusedPoint, reused);
+      await expectRestores(keptPoint, kept);
+    });
+
+    it('a backup paused before its point metadata past its lock lifetime, whose puts found the candidates taken (412): a sweep deletes them, and the point is withdrawn with a typed, retryable error, never committed', async () => {
+      const kept = image(3, 6);
+      const reused = image(5, 7);
+      const { point: keptPoint } = await commitImage(repository, kept);
+      await litter(repository, reused);
+      expect(await repository.prune({ graceMs: STALE_MS + 1 })).toMatchObject({
+        phase: 'marked',
+        candidateChunks: 5,
+      });
+      await backdateMark(store);
+
+      const file = join(work, 'reused.img');
+      await writeFile(file, reused);
+      paused = startPausedBackup(bucket, file);
+      await paused.stopped; // every put found its chunk taken; it wrote its manifest and confirmed its lock
+      expect(await keys(store, 'locks/backup-')).toHaveLength(1);
+
+      // Sweeps as soon as the paused session's lock is stale (the event: a prune that no longer refuses).
+      let swept: Awaited<ReturnType<Repository['prune']>> | undefined;
+      for (let attempt = 0; swept === undefined; attempt++) {
+        expect(attempt).toBeLessThan(1000);
+        try {
+          swept = await repository.prune({ graceMs: STALE_MS + 1 });
+        } catch (error) {
+          if (!RepositoryLockedError.isInstance(error)) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+      expect(swept).toMatchObject({ phase: 'swept', chunksRemoved: 5 });
+      expect(await keys(store, 'locks/backup-')).toEqual([]);
+      expect(await keys(store, 'chunks/')).toHaveLength(3);
+
+      paused.child.kill('SIGCONT');
+      const { line, code } = await paused.done;
+      expect(code).toBe(1);
+      expect(line).toMatchObject({ ok: false, withdrawn: true, code: 'REPOSITORY_LOCKED', retryable: true });
+      expect(line.missing).toMatchObject({ manifest: false, segments: [], total: 5 });
+
+      // Never a committed point with a missing chunk: its metadata and manifest are gone.
+      expect(await keys(store, 'points/')).toEqual([`points/${keptPoint.id}.json`]);
+      expect(await keys(store, 'indexes/')).toEqual([`indexes/${keptPoint.id}`]);
+      expect((await repository.points()).map((p) => p.id)).toEqual([keptPoint.id]);
+      expect((await repository.verify()).ok).toBe(true);
       await expectRestores(keptPoint, kept);
     });
   },
