@@ -82,6 +82,11 @@ export interface S3Store extends Store {
   /** `s3`. */
   readonly kind: 's3';
   /**
+   * `true`: a visible S3 object is always whole, and a create-only PutObject answered 412 proves it, so a backup
+   * writes a new chunk without a HeadObject first (see core's `Store.createOnlyProvesWhole`).
+   */
+  readonly createOnlyProvesWhole: true;
+  /**
    * Reads a whole blob with GetObject, checked against its ETag (MD5) when the object is single-part.
    *
    * @throws `NotFoundError` (of `@drkit/core`) when no blob has the key, or when the bucket does not exist.
@@ -215,6 +220,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
   const store: S3Store = {
     kind: 's3',
     location: `s3://${bucket}/${root}`,
+    createOnlyProvesWhole: true,
 
     async get(key, callOptions) {
       assertValidStoreKey(key);

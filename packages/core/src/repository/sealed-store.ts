@@ -38,6 +38,7 @@ export class SealedStore implements Store {
   readonly location: string;
   readonly sync?: Store['sync'];
   readonly size?: Store['size'];
+  readonly createOnlyProvesWhole?: true;
 
   constructor(
     private readonly inner: Store,
@@ -45,6 +46,8 @@ export class SealedStore implements Store {
   ) {
     this.kind = inner.kind;
     this.location = inner.location;
+    // A sealed blob is written and stored whole exactly when the inner blob is.
+    if (inner.createOnlyProvesWhole === true) this.createOnlyProvesWhole = true;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
     const innerSize = inner.size;
     if (innerSize !== undefined) {
