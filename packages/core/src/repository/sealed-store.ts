@@ -38,6 +38,8 @@ export class SealedStore implements Store {
   readonly location: string;
   readonly sync?: Store['sync'];
   readonly size?: Store['size'];
+  readonly deleteMany?: Store['deleteMany'];
+  readonly immutability?: Store['immutability'];
 
   constructor(
     private readonly inner: Store,
@@ -46,6 +48,9 @@ export class SealedStore implements Store {
     this.kind = inner.kind;
     this.location = inner.location;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
+    // Locks and bulk deletes act on keys, which a sealed store does not change: forwarded as they are.
+    if (inner.deleteMany !== undefined) this.deleteMany = (keys, options) => inner.deleteMany!(keys, options);
+    if (inner.immutability !== undefined) this.immutability = inner.immutability;
     const innerSize = inner.size;
     if (innerSize !== undefined) {
       this.size = async (key, options) => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
+  GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -55,6 +56,8 @@ function networkError(code: string): Error {
 }
 
 function store(waits: number[] = [], extra: Partial<S3StoreOptions> = {}) {
+  // An unversioned bucket: create-only writes rely on If-None-Match alone.
+  mock.on(GetBucketVersioningCommand).resolves({});
   return createS3Store({
     bucket: 'b',
     prefix: 'p',
