@@ -269,42 +269,112 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     readonly versionId: string;
     readonly marker: boolean;
     readonly modified: number;
+    /** The MD5 of a single-part version's ETag (none for delete markers). */
+    readonly md5: string | undefined;
   }
-  /** Every version and delete marker of one key, newest first (as S3 lists them). */
-  const versionsOf = async (key: string, signal: AbortSignal | undefined): Promise<KeyVersion[]> => {
-    const found: { versions: KeyVersion[]; markers: KeyVersion[] } = { versions: [], markers: [] };
-    let keyMarker: string | undefined;
+  /**
+   * The versions and delete markers of bucket keys from `Prefix` (after `KeyMarker`), page by page, until `keep`
+   * says stop: every version S3 lists with its full key. At most `maxPages` pages (undefined: no limit).
+   */
+  const listVersionPages = async (
+    prefix: string,
+    keyMarker: string | undefined,
+    signal: AbortSignal | undefined,
+    visit: (fullKey: string, version: KeyVersion) => boolean,
+    maxPages?: number,
+  ): Promise<'done' | 'stopped' | 'budget'> => {
+    let marker = keyMarker;
     let versionMarker: string | undefined;
-    for (;;) {
-      const page = await call('ListObjectVersions', key, signal, (_attempt, abortSignal) =>
+    for (let pages = 0; maxPages === undefined || pages < maxPages; pages++) {
+      const page = await call('ListObjectVersions', undefined, signal, (_attempt, abortSignal) =>
         client.send(
           new ListObjectVersionsCommand({
             Bucket: bucket,
-            Prefix: root + key,
-            ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }),
+            Prefix: prefix,
+            ...(marker === undefined ? {} : { KeyMarker: marker }),
             ...(versionMarker === undefined ? {} : { VersionIdMarker: versionMarker }),
           }),
           { abortSignal },
         ),
       );
-      for (const [list, into] of [
-        [page.Versions ?? [], found.versions],
-        [page.DeleteMarkers ?? [], found.markers],
-      ] as const) {
-        for (const entry of list) {
-          if (entry.Key !== root + key || entry.VersionId === undefined) continue;
-          into.push({
-            versionId: entry.VersionId,
-            marker: into === found.markers,
-            modified: entry.LastModified?.getTime() ?? 0,
-          });
-        }
+      const entries = [
+        ...(page.Versions ?? []).map((entry) => ({ entry, marker: false })),
+        ...(page.DeleteMarkers ?? []).map((entry) => ({ entry, marker: true })),
+      ];
+      for (const { entry, marker: isMarker } of entries) {
+        if (entry.Key === undefined || entry.VersionId === undefined) continue;
+        const version: KeyVersion = {
+          versionId: entry.VersionId,
+          marker: isMarker,
+          modified: entry.LastModified?.getTime() ?? 0,
+          md5: isMarker ? undefined : etagMd5((entry as { ETag?: string }).ETag),
+        };
+        if (!visit(entry.Key, version)) return 'stopped';
       }
-      if (!page.IsTruncated) break;
-      keyMarker = page.NextKeyMarker;
+      if (!page.IsTruncated) return 'done';
+      marker = page.NextKeyMarker;
       versionMarker = page.NextVersionIdMarker;
     }
-    return [...found.versions, ...found.markers];
+    return 'budget';
+  };
+
+  /** Every version and delete marker of one key: its versions newest first, then its delete markers. */
+  const versionsOf = async (key: string, signal: AbortSignal | undefined): Promise<KeyVersion[]> => {
+    const found: KeyVersion[] = [];
+    await listVersionPages(root + key, undefined, signal, (fullKey, version) => {
+      if (fullKey === root + key) found.push(version);
+      return true;
+    });
+    return [...found.filter((v) => !v.marker), ...found.filter((v) => v.marker)];
+  };
+
+  /**
+   * The versions of many keys. A batch of neighbouring keys (a prune's candidates come in key order) is listed as
+   * one range — ListObjectVersions from just before the first key, 1 000 versions a page, until past the last —
+   * within a budget of a page per 10 keys; keys the range did not reach are listed one by one (8 at a time). So a
+   * dense batch costs about one request per 1 000 versions and a sparse one no more than a request per key.
+   */
+  const versionsOfMany = async (
+    keys: readonly string[],
+    signal: AbortSignal | undefined,
+  ): Promise<Map<string, KeyVersion[]>> => {
+    const sorted = [...new Set(keys)].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const found = new Map<string, KeyVersion[]>(sorted.map((key) => [key, []]));
+    let reached = 0; // keys below this index were passed by the range listing
+    if (sorted.length > 16) {
+      const first = root + sorted[0]!;
+      const last = root + sorted[sorted.length - 1]!;
+      let common = 0;
+      while (common < first.length && first[common] === last[common]) common++;
+      const lastBytes = Buffer.from(last);
+      const outcome = await listVersionPages(
+        first.slice(0, common),
+        // Keys strictly after the first key less its last character: the first key and everything after it.
+        first.slice(0, -1),
+        signal,
+        (fullKey, version) => {
+          if (Buffer.compare(Buffer.from(fullKey), lastBytes) > 0) return false;
+          const key = fullKey.slice(root.length);
+          found.get(key)?.push(version);
+          while (reached < sorted.length && root + sorted[reached]! < fullKey) reached++;
+          return true;
+        },
+        Math.ceil(sorted.length / 10),
+      );
+      // The key being listed when the budget ran out may have more versions: list it again with the rest.
+      if (outcome === 'budget') {
+        if (reached < sorted.length) found.set(sorted[reached]!, []);
+      } else reached = sorted.length;
+    }
+    const rest = sorted.slice(reached);
+    for (let i = 0; i < rest.length; i += 8) {
+      const part = rest.slice(i, i + 8);
+      const lists = await Promise.all(part.map((key) => versionsOf(key, signal)));
+      lists.forEach((versions, j) => {
+        found.set(part[j]!, versions);
+      });
+    }
+    return found;
   };
 
   /** The lock date of one version (error path of a refused delete), or undefined when it cannot be read. */
@@ -348,11 +418,8 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     signal: AbortSignal | undefined,
   ): Promise<StoreDeleteFailure[]> => {
     const targets: { key: string; versionId: string }[] = [];
-    for (let i = 0; i < keys.length; i += 8) {
-      const lists = await Promise.all(keys.slice(i, i + 8).map((key) => versionsOf(key, signal)));
-      lists.forEach((versions, j) => {
-        for (const version of versions) targets.push({ key: keys[i + j]!, versionId: version.versionId });
-      });
+    for (const [key, versions] of await versionsOfMany(keys, signal)) {
+      for (const version of versions) targets.push({ key, versionId: version.versionId });
     }
     const failures = new Map<string, DrkitError>();
     for (let i = 0; i < targets.length; i += 1000) {
@@ -390,16 +457,23 @@ export function createS3Store(options: S3StoreOptions): S3Store {
   /**
    * After a create-only PutObject on a versioned bucket (which RGW 16 does not refuse): whether a version older
    * than ours, not hidden by a delete marker, existed. Then the key was present and ours is removed again (of
-   * racing writers the oldest version wins, as If-None-Match would have decided).
+   * racing writers the oldest version wins, as If-None-Match would have decided). When the put was retried after
+   * a lost reply, an older version with our bytes is our own first attempt: the put stands and the duplicate goes.
    */
-  const lostCreateOnly = async (key: string, ours: string, signal: AbortSignal | undefined) => {
+  const lostCreateOnly = async (
+    key: string,
+    ours: string,
+    retried: boolean,
+    md5hex: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> => {
     const all = await versionsOf(key, signal);
-    const mine = all.find((v) => v.versionId === ours);
     const newestMarker = Math.max(-1, ...all.filter((v) => v.marker).map((v) => v.modified));
     const versionsOnly = all.filter((v) => !v.marker);
     const at = versionsOnly.findIndex((v) => v.versionId === ours);
-    const older = at < 0 ? [] : versionsOnly.slice(at + 1);
-    if (mine === undefined || !older.some((v) => v.modified > newestMarker)) return false;
+    const older = at < 0 ? [] : versionsOnly.slice(at + 1).filter((v) => v.modified > newestMarker);
+    if (at < 0 || older.length === 0) return false;
+    const lost = !(retried && older.every((v) => v.md5 === md5hex));
     try {
       await call('DeleteObject', key, signal, (_attempt, abortSignal) =>
         client.send(new DeleteObjectCommand({ Bucket: bucket, Key: root + key, VersionId: ours }), {
@@ -410,7 +484,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       // Locked by its own put (a chunk: the same bytes as the present version): it stays until its date.
       if (!PermissionErrorLike(error)) throw error;
     }
-    return true;
+    return lost;
   };
 
   let lockChecked: Promise<void> | undefined;
@@ -525,7 +599,9 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       const retain = putOptions?.retain;
       const checkAfter = ifAbsent && (await isVersioned(putOptions?.signal));
       let versionId: string | undefined;
+      let attempts = 0;
       const written = await call('PutObject', key, putOptions?.signal, async (attempt, abortSignal) => {
+        attempts = attempt;
         try {
           const reply = await client.send(
             new PutObjectCommand({
@@ -568,7 +644,8 @@ export function createS3Store(options: S3StoreOptions): S3Store {
         }
       });
       if (written && checkAfter && versionId !== undefined) {
-        return !(await lostCreateOnly(key, versionId, putOptions?.signal));
+        const retried = attempts > 1;
+        return !(await lostCreateOnly(key, versionId, retried, digest.toString('hex'), putOptions?.signal));
       }
       return written;
     },

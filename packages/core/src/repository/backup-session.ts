@@ -372,9 +372,24 @@ class RepositoryBackupSession implements BackupSession {
         : { mode: policy.mode, until: new Date(context.now() + policy.periodMs + policy.windowMs) };
   }
 
+  /**
+   * The lock of a blob written or found now: the session's lock date, or now + period when a backup has run past
+   * it (a store refuses a date in the past). Never earlier than the session's date, which the floor counts on.
+   */
+  private lockNow(): StoreRetention | undefined {
+    const retention = this.retainNew;
+    const policy = this.context.immutability;
+    if (retention === undefined || policy === undefined) return undefined;
+    const soonest = this.context.now() + policy.periodMs;
+    return soonest <= retention.until.getTime()
+      ? retention
+      : { mode: retention.mode, until: new Date(soonest) };
+  }
+
   /** The `retain` option of a put: the session's lock in a repository of immutable points. */
   private get retainOption(): { retain?: StoreRetention } {
-    return this.retainNew === undefined ? {} : { retain: this.retainNew };
+    const retention = this.lockNow();
+    return retention === undefined ? {} : { retain: retention };
   }
 
   private checkOpen(): void {
@@ -682,7 +697,7 @@ class RepositoryBackupSession implements BackupSession {
    * covered by the parent's `chunksLockedUntil` (see commit).
    */
   private async retainFound(signal: AbortSignal | undefined): Promise<void> {
-    const retention = this.retainNew;
+    const retention = this.lockNow();
     const immutability = this.context.store.immutability;
     if (retention === undefined || immutability === undefined) return;
     const window = new TaskWindow(RETAIN_CALLS);

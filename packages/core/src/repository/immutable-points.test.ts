@@ -294,6 +294,18 @@ describe('immutable points (feature object-lock)', { timeout: 60_000 }, () => {
     expect(fourth.point.chunksLockedUntil).toBe(new Date(extended).toISOString());
   });
 
+  it('a backup that outlasts its period and window locks what it writes until a date still ahead, then extends', async () => {
+    const session = await repository.beginBackup(TEST_LINEAGE); // its lock date: T0 + 2 days
+    now = T0 + 3 * DAY; // the backup is slow
+    const { index } = await storeImage(session, workers, image);
+    const point = await session.commit(newPoint(image.byteLength), index);
+    const chunks = await chunkKeysOf(repository, point);
+    expect((session as unknown as { retainCalls: number }).retainCalls).toBe(chunks.length + 1);
+    expect(point.lockedUntil).toBe(new Date(T0 + 4 * DAY).toISOString());
+    expect(point.chunksLockedUntil).toBe(new Date(T0 + 5 * DAY).toISOString());
+    for (const key of chunks) expect(store.locks.get(key)?.until.getTime()).toBe(T0 + 5 * DAY);
+  });
+
   it('locks chunks found by deduplication (of unknown origin) one call each', async () => {
     await full(image);
     now = T0 + HOUR;
