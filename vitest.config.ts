@@ -13,6 +13,7 @@ export default defineConfig({
       'packages/provider-vmware/vitest.vcsim.config.ts',
       'packages/provider-vmware/vitest.nbd.config.ts',
       'packages/store-s3/vitest.rgw.config.ts',
+      'packages/cli/vitest.rgw.config.ts',
       'test/packaging',
     ],
   },

@@ -7,8 +7,10 @@ import {
   type LocalFolderSyncLevel,
   openRepository,
   type Repository,
+  type Store,
 } from '@drkit/core';
-import type { DrkitConfig } from './config/config-file.js';
+import type { DrkitConfig, RepositoryConfig } from './config/config-file.js';
+import { openS3Store } from './repository-location.js';
 import type { SecretRedactor } from './secret-redactor.js';
 
 /** Where the command writes and what it reads from its environment. */
@@ -33,8 +35,11 @@ export interface CommandContext {
   /** The configuration file, when one was named (`--config`, `DRKIT_CONFIG`). */
   readonly config: DrkitConfig | undefined;
   readonly redactor: SecretRedactor;
-  /** The repository folder: `--repo`, else the configuration's `repository`, else `DRKIT_REPO`. */
-  readonly repositoryPath: string | undefined;
+  /**
+   * The repository: `--repo` (a folder, or `s3://bucket/prefix`), else the configuration's `repository`, else
+   * `DRKIT_REPO`.
+   */
+  readonly repository: RepositoryConfig | undefined;
   /**
    * How the repository folder is synced: `--sync-level`, else the configuration's `repository.syncLevel`, else
    * `DRKIT_SYNC_LEVEL`, else the local folder store's default (`filesystem` on Linux, `file` elsewhere).
@@ -97,14 +102,14 @@ export function parseSyncLevel(value: string | undefined, from: string): LocalFo
   return value as LocalFolderSyncLevel;
 }
 
-/** The repository folder of the command. @throws {@link UsageError} when none is given. */
-export function requireRepositoryPath(context: CommandContext): string {
-  if (context.repositoryPath === undefined || context.repositoryPath === '') {
+/** The repository of the command. @throws {@link UsageError} when none is given. */
+export function requireRepository(context: CommandContext): RepositoryConfig {
+  if (context.repository === undefined) {
     throw new UsageError(
-      'no repository: pass --repo <dir>, set DRKIT_REPO, or name one in the configuration file (repository: { path })',
+      'no repository: pass --repo <dir | s3://bucket/prefix>, set DRKIT_REPO, or name one in the configuration file (repository: { path })',
     );
   }
-  return context.repositoryPath;
+  return context.repository;
 }
 
 /** The configuration file of a command that needs one. @throws {@link UsageError} when none is named. */
@@ -119,28 +124,44 @@ export function requireConfig(context: CommandContext, command: string): DrkitCo
 }
 
 /**
- * Opens the command's local-folder repository (at its sync level, with its passphrase), runs `body`, closes it.
- * With `create`, a store without a repository gets one: encrypted when a passphrase is given.
+ * Opens the command's repository (a local folder at its sync level, or an S3 bucket; with its passphrase), runs
+ * `body`, closes it. With `create`, a store without a repository gets one: encrypted when a passphrase is given.
  *
- * @throws {@link UsageError} when no repository is given.
+ * @throws {@link UsageError} when no repository is given, or a sync level is given for an S3 repository.
  */
 export async function withRepository<T>(
   context: CommandContext,
   create: boolean,
   body: (repository: Repository) => Promise<T>,
 ): Promise<T> {
-  const path = resolve(requireRepositoryPath(context));
-  const store = createLocalFolderStore(
-    context.syncLevel === undefined ? { path } : { path, syncLevel: context.syncLevel },
-  );
-  const repository = await openRepository({
-    store,
-    create,
-    ...(context.passphrase === undefined ? {} : { encryption: { passphrase: context.passphrase } }),
-  });
+  const location = requireRepository(context);
+  let store: Store;
+  let release = async () => {};
+  if (location.type === 'local') {
+    const path = resolve(location.path);
+    store = createLocalFolderStore(
+      context.syncLevel === undefined ? { path } : { path, syncLevel: context.syncLevel },
+    );
+  } else {
+    if (context.syncLevel !== undefined) {
+      throw new UsageError('--sync-level and DRKIT_SYNC_LEVEL are for a repository folder, not an S3 bucket');
+    }
+    const s3 = await openS3Store(location, context);
+    store = s3;
+    release = () => s3.destroy();
+  }
   try {
-    return await body(repository);
+    const repository = await openRepository({
+      store,
+      create,
+      ...(context.passphrase === undefined ? {} : { encryption: { passphrase: context.passphrase } }),
+    });
+    try {
+      return await body(repository);
+    } finally {
+      await repository.close();
+    }
   } finally {
-    await repository.close();
+    await release();
   }
 }

@@ -29,6 +29,7 @@ import { formatBytes, formatRate, formatSeconds, table } from './format.js';
 import { hostPointId, listHostPoints, restoreHostPoint } from './host-points.js';
 import { hostsCommand, platformBackupCommand, platformsCommand } from './platform-commands.js';
 import { ProgressBar } from './progress-bar.js';
+import { repositoryOf } from './repository-location.js';
 import { redactingStream, SecretRedactor } from './secret-redactor.js';
 
 export type { CliIo } from './command-context.js';
@@ -59,7 +60,10 @@ Commands:
 Options for every command:
   --config <file>            configuration file, JSON or YAML (or DRKIT_CONFIG): repository, platforms,
                              Sync Proxies; secrets only as { env: VAR } or { file: PATH }
-  --repo <dir>               repository folder (else the configuration's repository, else DRKIT_REPO)
+  --repo <dir | s3://bucket/prefix>
+                             repository folder, or S3 bucket (endpoint: DRKIT_S3_ENDPOINT; region and
+                             credentials: AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the AWS
+                             SDK's other sources); else the configuration's repository, else DRKIT_REPO
   --sync-level <level>       how the repository folder is synced: filesystem (one syncfs per commit; the
                              default on Linux), file (fsync per chunk; the default elsewhere), none (unsafe on
                              a machine crash); else the configuration's
@@ -161,10 +165,10 @@ export async function main(argv: readonly string[], rawIo: CliIo): Promise<numbe
       json,
       config,
       redactor,
-      repositoryPath: values.repo ?? config?.repository?.path ?? io.env.DRKIT_REPO,
+      repository: repositoryOf(values.repo, config, io.env),
       syncLevel:
         parseSyncLevel(values['sync-level'], '--sync-level') ??
-        config?.repository?.syncLevel ??
+        (config?.repository?.type === 'local' ? config.repository.syncLevel : undefined) ??
         parseSyncLevel(io.env.DRKIT_SYNC_LEVEL, 'DRKIT_SYNC_LEVEL'),
       passphrase: await resolvePassphrase(values['passphrase-file'], io.env, redactor),
     });

@@ -454,11 +454,22 @@ describe('configuration errors', () => {
     }
   });
 
-  it('a repository other than a local folder, a platform without id, an unbound platform: exit 9', async () => {
-    const s3 = await writeConfig('s3.json', { repository: { type: 's3', bucket: 'backups' } });
-    const run = await drkit(['points', '--config', s3]);
+  it('an unknown repository type, an S3 secret written in the file, a platform without id, an unbound platform: exit 9', async () => {
+    const ftp = await writeConfig('ftp.json', { repository: { type: 'ftp', path: 'r' } });
+    const run = await drkit(['points', '--config', ftp]);
     expect(run.code).toBe(9);
-    expect(run.stderr).toContain('repository.type: "s3" is not available');
+    expect(run.stderr).toContain('repository.type: must be local');
+    const literal = await writeConfig('s3.json', {
+      repository: {
+        type: 's3',
+        bucket: 'backups',
+        credentials: { accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'written-in-the-file-0123456789' },
+      },
+    });
+    const secretRun = await drkit(['points', '--config', literal]);
+    expect(secretRun.code).toBe(9);
+    expect(secretRun.stderr).toContain('repository.credentials.secretAccessKey');
+    expect(secretRun.stderr).not.toContain('written-in-the-file');
     const noId = await writeConfig('no-id.yaml', { platforms: [{ provider: 'local-disk', options: {} }] });
     expect((await drkit(['platforms', '--config', noId])).stderr).toContain('platforms[0].id: is required');
     const unbound = await writeConfig('unbound.yaml', {

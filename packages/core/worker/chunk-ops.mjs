@@ -2,7 +2,7 @@
 // and tests wire them into fixture workers that inject faults (a worker that exits, throws or hangs).
 // Plain JavaScript so that it runs unchanged from the sources (tests) and from the published package.
 import { createHash, createHmac } from 'node:crypto';
-import { compressBound, compressInto, decompress } from './zstd-codec.mjs';
+import { compressBound, compressInto, decompress, decompressInto } from './zstd-codec.mjs';
 
 function withOut(transfer, out) {
   return out && ownsBuffer(out) ? [...transfer, out.buffer] : transfer;
@@ -69,14 +69,21 @@ export function handleChunkMessage(message, post) {
         withOut(transfer, out),
       );
     } else if (op === 'decode') {
-      // { payload, codec, plainLength, idKey? }. The payload's buffer is this thread's own (transferred or cloned):
-      // it goes back with the answer, for the reason given above.
+      // { payload, codec, plainLength, idKey?, out? }. The payload's buffer is this thread's own (transferred or
+      // cloned): it goes back with the answer, for the reason given above. `out` (a buffer of its own, at least
+      // plainLength bytes) receives a zstd payload's plain bytes; unused (a raw payload) it goes back as `spare`.
       const payload = Buffer.from(
         message.payload.buffer,
         message.payload.byteOffset,
         message.payload.byteLength,
       );
-      const plain = message.codec === 1 ? decompress(payload, message.plainLength) : payload;
+      const given = message.out && message.out.byteLength >= message.plainLength ? message.out : undefined;
+      let plain = payload;
+      if (message.codec === 1) {
+        plain = given
+          ? decompressInto(given.subarray(0, message.plainLength), payload)
+          : decompress(payload, message.plainLength);
+      }
       if (plain.byteLength !== message.plainLength) {
         post({
           id,
@@ -87,8 +94,9 @@ export function handleChunkMessage(message, post) {
       const hash = chunkId(plain, message.idKey);
       const out = new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
       const transfer = [message.payload.buffer];
-      if (message.codec === 1 && ownsBuffer(out)) transfer.push(out.buffer);
-      post({ id, hash, plain: out, returned: message.payload }, transfer);
+      if (message.codec === 1 && (given || ownsBuffer(out))) transfer.push(out.buffer);
+      const spare = message.codec === 1 && given ? undefined : message.out;
+      post({ id, hash, plain: out, returned: message.payload, spare }, withOut(transfer, spare));
     } else if (op === 'hash') {
       const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
       post({ id, hash: chunkId(data, message.idKey) });

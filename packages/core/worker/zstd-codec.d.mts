@@ -31,3 +31,10 @@ export declare function compressInto(out: Uint8Array, data: Uint8Array): number;
  * @throws an `Error` when the frame is corrupt (the addon: also when it does not declare `plainLength`).
  */
 export declare function decompress(payload: Uint8Array, plainLength: number): Buffer;
+
+/**
+ * Decompresses one frame into `out` (exactly the frame's content size) and returns `out`.
+ *
+ * @throws an `Error` when the frame is corrupt or does not hold `out.byteLength` bytes.
+ */
+export declare function decompressInto(out: Uint8Array, payload: Uint8Array): Uint8Array;

@@ -120,3 +120,21 @@ export const decompress = addon
       return plain;
     }
   : (payload, plainLength) => zstdDecompressSync(payload, { chunkSize: Math.max(64, plainLength) });
+
+/**
+ * Decompresses one frame into `out`, which must have exactly the frame's content size, and returns `out`. The
+ * addon writes straight into it; the built-in codec decompresses into a buffer of its own and copies.
+ */
+export const decompressInto = addon
+  ? (out, payload) => {
+      addon.decompressInto(out, payload);
+      return out;
+    }
+  : (out, payload) => {
+      const plain = zstdDecompressSync(payload, { chunkSize: Math.max(64, out.byteLength) });
+      if (plain.byteLength !== out.byteLength) {
+        throw new Error(`the frame holds ${plain.byteLength} bytes, expected ${out.byteLength}`);
+      }
+      out.set(plain, 0);
+      return out;
+    };

@@ -13,13 +13,65 @@ import { parseDocument } from 'yaml';
 import { PROVIDER_ALIASES, type ProviderReference } from './providers.js';
 import { checkNoLiteralSecrets, childField } from './secrets.js';
 
-/** Where points go: a local folder (the only store the CLI has today). */
-export interface RepositoryConfig {
+/** Where points go: a local folder, or an S3-compatible bucket. */
+export type RepositoryConfig = LocalRepositoryConfig | S3RepositoryConfig;
+
+/** A repository in a local folder. */
+export interface LocalRepositoryConfig {
   readonly type: 'local';
   /** Absolute path (a relative one in the file is relative to the file's folder). */
   readonly path: string;
   /** How the folder is synced (`syncLevel` in the file); absent: the store's default. */
   readonly syncLevel?: LocalFolderSyncLevel;
+}
+
+/**
+ * A repository in an S3-compatible bucket (`@drkit/store-s3`): `{ type: s3, bucket, prefix?, endpoint?, region?,
+ * forcePathStyle?, credentials? }` in the file, or `--repo s3://bucket/prefix`.
+ */
+export interface S3RepositoryConfig {
+  readonly type: 's3';
+  readonly bucket: string;
+  /** Keys are stored under `prefix/`; empty: at the bucket's root. */
+  readonly prefix: string;
+  /** URL of an S3-compatible service (RGW, MinIO); absent: AWS. */
+  readonly endpoint?: string;
+  /** Absent: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1` with an endpoint. */
+  readonly region?: string;
+  readonly forcePathStyle?: boolean;
+  /**
+   * `{ accessKeyId, secretAccessKey: { env | file }, sessionToken?: { env | file } }` as written (references not
+   * resolved yet); absent: the AWS SDK's default chain (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, the
+   * shared credentials file, instance roles).
+   */
+  readonly credentials?: Readonly<Record<string, unknown>>;
+  /** Where it was given, for messages: `repository` (the file) or `--repo`. */
+  readonly field: string;
+}
+
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/**
+ * The S3 repository of `s3://bucket/prefix` (`--repo`, `DRKIT_REPO`), or undefined when `location` is not an
+ * `s3://` URL. The endpoint comes from `DRKIT_S3_ENDPOINT`, the credentials from the AWS SDK's default chain.
+ *
+ * @throws {@link InvalidSettingsError} naming `field` when the URL has no valid bucket name.
+ */
+export function s3RepositoryOf(
+  location: string,
+  field: string,
+  env: NodeJS.ProcessEnv,
+): S3RepositoryConfig | undefined {
+  if (!location.startsWith('s3://')) return undefined;
+  const rest = location.slice('s3://'.length);
+  const slash = rest.indexOf('/');
+  const bucket = slash < 0 ? rest : rest.slice(0, slash);
+  const prefix = slash < 0 ? '' : rest.slice(slash + 1).replace(/\/+$/, '');
+  if (!BUCKET_NAME.test(bucket)) {
+    throw new InvalidSettingsError(field, `s3://${bucket}/… does not name a bucket (s3://bucket/prefix)`);
+  }
+  const endpoint = env.DRKIT_S3_ENDPOINT || undefined;
+  return { type: 's3', bucket, prefix, field, ...(endpoint === undefined ? {} : { endpoint }) };
 }
 
 /** One platform of the configuration, not created yet. */
@@ -128,10 +180,11 @@ function parseRepository(value: unknown, dir: string): RepositoryConfig | undefi
     throw new InvalidSettingsError('repository', 'must be the path of a folder, or { path: /backup/repo }');
   }
   const type = value.type ?? 'local';
+  if (type === 's3') return parseS3Repository(value);
   if (type !== 'local') {
     throw new InvalidSettingsError(
       'repository.type',
-      `${JSON.stringify(type)} is not available: the CLI keeps repositories in a local folder only (an S3 repository is for embedders, with @drkit/store-s3); use { path: /backup/repo }`,
+      `must be local (a folder: { path: /backup/repo }) or s3 ({ type: s3, bucket, prefix, endpoint }), got ${JSON.stringify(type)}`,
     );
   }
   checkKeys(value, ['type', 'path', 'syncLevel'], 'repository');
@@ -144,6 +197,60 @@ function parseRepository(value: unknown, dir: string): RepositoryConfig | undefi
     );
   }
   return { type: 'local', path, syncLevel: value.syncLevel as LocalFolderSyncLevel };
+}
+
+function parseS3Repository(value: Record<string, unknown>): S3RepositoryConfig {
+  checkKeys(
+    value,
+    ['type', 'bucket', 'prefix', 'endpoint', 'region', 'forcePathStyle', 'credentials'],
+    'repository',
+  );
+  const bucket = requiredText(value.bucket, 'repository.bucket', 'backups');
+  if (!BUCKET_NAME.test(bucket)) {
+    throw new InvalidSettingsError('repository.bucket', `${JSON.stringify(bucket)} is not a bucket name`);
+  }
+  const text = (key: string): string | undefined => {
+    const item = value[key];
+    if (item === undefined) return undefined;
+    if (typeof item !== 'string') throw new InvalidSettingsError(`repository.${key}`, 'must be a string');
+    return item;
+  };
+  const prefix = (text('prefix') ?? '').replace(/\/+$/, '');
+  const endpoint = text('endpoint');
+  const region = text('region');
+  if (value.forcePathStyle !== undefined && typeof value.forcePathStyle !== 'boolean') {
+    throw new InvalidSettingsError('repository.forcePathStyle', 'must be true or false');
+  }
+  let credentials: Record<string, unknown> | undefined;
+  if (value.credentials !== undefined) {
+    if (!isPlainObject(value.credentials)) {
+      throw new InvalidSettingsError(
+        'repository.credentials',
+        'must be { accessKeyId, secretAccessKey: { env: NAME } | { file: path }, sessionToken? }',
+      );
+    }
+    checkKeys(
+      value.credentials,
+      ['accessKeyId', 'secretAccessKey', 'sessionToken'],
+      'repository.credentials',
+    );
+    if (value.credentials.accessKeyId === undefined || value.credentials.secretAccessKey === undefined) {
+      throw new InvalidSettingsError('repository.credentials', 'needs accessKeyId and secretAccessKey');
+    }
+    // secretAccessKey and sessionToken are secrets by their names: references ({ env } or { file }), never text.
+    checkNoLiteralSecrets(value.credentials, 'repository.credentials');
+    credentials = value.credentials;
+  }
+  return {
+    type: 's3',
+    bucket,
+    prefix,
+    field: 'repository',
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(region === undefined ? {} : { region }),
+    ...(value.forcePathStyle === undefined ? {} : { forcePathStyle: value.forcePathStyle }),
+    ...(credentials === undefined ? {} : { credentials }),
+  };
 }
 
 function parseProvider(

@@ -15,7 +15,12 @@ export type ChunkProblem = 'missing' | 'unreadable' | 'checksum';
 
 /** The outcome of {@link loadChunk}. */
 export type LoadedChunk =
-  | { readonly ok: true; readonly plain: Uint8Array }
+  | {
+      readonly ok: true;
+      readonly plain: Uint8Array;
+      /** The `output` buffer given to {@link loadChunk} when the plain bytes are not in it (a raw chunk). */
+      readonly spare?: Uint8Array;
+    }
   | { readonly ok: false; readonly problem: ChunkProblem; readonly detail: string; readonly cause?: unknown };
 
 const POOL_CLOSED = /chunk worker pool (is )?closed/;
@@ -33,6 +38,10 @@ function isWorkerFailure(error: unknown): error is WorkerCrashedError | TimeoutE
  * (which say nothing about the chunk) are thrown. A worker that crashes or times out on the chunk gets one more
  * try: the blob is read again and decoded on the replacement worker.
  *
+ * `output` (a buffer of its own, at least the chunk's length) receives the plain bytes of a compressed chunk:
+ * `plain` is then a view of it, and a caller that recycles its buffers allocates none per chunk. It is moved to
+ * the worker: once the call settles, only what comes back (`plain`'s buffer or `spare`) is usable.
+ *
  * @throws {@link WorkerCrashedError} or {@link TimeoutError} when the second try fails the same way.
  * @internal
  */
@@ -43,12 +52,14 @@ export async function loadChunk(
   expectedLength: number | undefined,
   signal: AbortSignal | undefined,
   idKey?: Uint8Array,
+  output?: Uint8Array,
 ): Promise<LoadedChunk> {
   try {
-    return await loadChunkOnce(store, workers, hash, expectedLength, signal, idKey);
+    return await loadChunkOnce(store, workers, hash, expectedLength, signal, idKey, output);
   } catch (error) {
     if (!isWorkerFailure(error) || !error.retryable) throw error;
-    return loadChunkOnce(store, workers, hash, expectedLength, signal, idKey);
+    // The output went down with the worker: the second try decodes into a buffer of the worker's own.
+    return loadChunkOnce(store, workers, hash, expectedLength, signal, idKey, undefined);
   }
 }
 
@@ -59,6 +70,7 @@ async function loadChunkOnce(
   expectedLength: number | undefined,
   signal: AbortSignal | undefined,
   idKey: Uint8Array | undefined,
+  output: Uint8Array | undefined,
 ): Promise<LoadedChunk> {
   const key = chunkKey(hash);
   let blob: Uint8Array;
@@ -86,10 +98,12 @@ async function loadChunkOnce(
     };
   }
   signal?.throwIfAborted();
-  let result: { plain: Uint8Array; hash: Uint8Array };
+  let result: { plain: Uint8Array; hash: Uint8Array; spare?: Uint8Array };
+  // Too small for this chunk (verify does not know lengths), the output stays with the caller unused.
+  const into = output !== undefined && output.byteLength >= decoded.plainLength ? output : undefined;
   try {
     // The blob was read for this call alone: hand its buffer to the worker rather than copy it.
-    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength, true, idKey);
+    result = await workers.decode(decoded.payload, decoded.codec, decoded.plainLength, true, idKey, into);
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     if (error instanceof Error && POOL_CLOSED.test(error.message)) throw error;
@@ -108,5 +122,6 @@ async function loadChunkOnce(
       detail: `its content hashes to ${chunkIdFromHash(result.hash)}`,
     };
   }
-  return { ok: true, plain: result.plain };
+  const spare = into === undefined ? output : result.spare;
+  return spare === undefined ? { ok: true, plain: result.plain } : { ok: true, plain: result.plain, spare };
 }

@@ -16,6 +16,11 @@ interface RestoreSink {
   write(data: Uint8Array, offset: number, zero: boolean): Promise<void>;
   /** Whether zero chunks may be skipped (a fresh sparse file: they are holes already). */
   readonly skipsZeros: boolean;
+  /**
+   * Whether the bytes of a write are copied by the time it resolves (a file: the kernel has them), so that their
+   * buffer may be reused; a stream may hold the buffer itself until it is flushed.
+   */
+  readonly copies: boolean;
   /** Flushes (fsync for files and devices). */
   finish(): Promise<void>;
   /** Releases what the sink holds, also after a failure. */
@@ -53,6 +58,7 @@ async function fileSink(path: string, capacityBytes: number): Promise<RestoreSin
   let closed = false;
   return {
     skipsZeros: !device,
+    copies: true,
     async write(data, offset, zero) {
       if (zero && !device) return;
       let done = 0;
@@ -122,6 +128,7 @@ function streamSink(stream: NodeJS.WritableStream, signal: AbortSignal | undefin
 
   return {
     skipsZeros: false,
+    copies: false,
     async write(data) {
       checkFailure();
       let accepted!: boolean;
@@ -193,15 +200,31 @@ export async function restorePoint(
   const inFlight: { position: number; chunk: Promise<Uint8Array> | undefined }[] = [];
   let bytesDone = 0;
 
+  // Plain buffers of one chunk each, recycled: a compressed chunk is decoded into one, written, and given back,
+  // so the restore allocates about a window of them in all rather than one per chunk.
+  const free: Uint8Array[] = [];
+  const recycle = (buffer: Uint8Array | undefined) => {
+    if (buffer === undefined || buffer.byteLength !== chunkSize || free.length > window) return;
+    if (buffer.byteOffset !== 0 || buffer.buffer.byteLength !== chunkSize) return;
+    free.push(buffer);
+  };
   const start = (position: number, ids: Uint8Array, at: number) => {
     if (isZeroId(ids, at)) return { position, chunk: undefined };
     const hash = ids.subarray(at, at + CHUNK_ID_BYTES);
-    const chunk = loadChunk(context.store, workers, hash, lengthAt(position), signal, context.idKey).then(
-      (loaded) => {
-        if (!loaded.ok) throw chunkError(loaded, hash, point, position);
-        return loaded.plain;
-      },
-    );
+    const output = free.pop() ?? new Uint8Array(chunkSize);
+    const chunk = loadChunk(
+      context.store,
+      workers,
+      hash,
+      lengthAt(position),
+      signal,
+      context.idKey,
+      output,
+    ).then((loaded) => {
+      if (!loaded.ok) throw chunkError(loaded, hash, point, position);
+      recycle(loaded.spare);
+      return loaded.plain;
+    });
     chunk.catch(() => undefined);
     return { position, chunk };
   };
@@ -210,7 +233,12 @@ export async function restorePoint(
     const length = lengthAt(head.position);
     const offset = head.position * chunkSize;
     if (head.chunk === undefined) await sink.write(zeros.subarray(0, length), offset, true);
-    else await sink.write(await head.chunk, offset, false);
+    else {
+      const plain = await head.chunk;
+      await sink.write(plain, offset, false);
+      // Written (a stream sink's write resolves once the stream has taken the bytes), the buffer is free again.
+      if (sink.copies) recycle(new Uint8Array(plain.buffer));
+    }
     signal?.throwIfAborted();
     bytesDone += length;
     onProgress?.({ bytesDone, totalBytes: capacityBytes });

@@ -78,11 +78,17 @@ export function unseal(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, wha
   decipher.setAAD(aad);
   decipher.setAuthTag(sealed.subarray(sealed.byteLength - SEAL_TAG_BYTES));
   try {
-    // A buffer of its own (never Node's shared pool): a reader may transfer it to a worker thread.
-    const out = new Uint8Array(sealed.byteLength - SEAL_NONCE_BYTES - SEAL_TAG_BYTES);
+    const length = sealed.byteLength - SEAL_NONCE_BYTES - SEAL_TAG_BYTES;
     const body = decipher.update(sealed.subarray(SEAL_NONCE_BYTES, sealed.byteLength - SEAL_TAG_BYTES));
+    const last = decipher.final();
+    // The result must be a buffer of its own (never Node's shared pool): a reader may transfer it to a worker
+    // thread. GCM's update returns all the plain bytes in a buffer of their own except for small blobs.
+    if (last.byteLength === 0 && body.byteOffset === 0 && body.buffer.byteLength === length) {
+      return new Uint8Array(body.buffer, 0, length);
+    }
+    const out = new Uint8Array(length);
     out.set(body, 0);
-    out.set(decipher.final(), body.byteLength);
+    out.set(last, body.byteLength);
     return out;
   } catch (error) {
     throw new RepositoryCorruptError(`${what} is damaged: it does not authenticate`, { cause: error });

@@ -337,7 +337,11 @@ export class ChunkWorkerPool {
   /**
    * Decompresses a stored payload and returns the plain bytes with their SHA-256 (HMAC-SHA-256 under `idKey`,
    * when given). With `transfer`, the payload's whole underlying buffer moves to the worker (no copy) and is
-   * unusable after the call.
+   * unusable after the call. With `output` (a buffer of its own, at least `plainLength` bytes, transferred too), a
+   * zstd payload is decompressed into it, so a caller that reuses its buffers allocates none per chunk: `plain` is
+   * then a view of it; a raw payload leaves it unused and it comes back as `spare`.
+   *
+   * @throws {@link InvalidArgumentError} when `output` is a view into a larger buffer or shares the payload's.
    */
   async decode(
     payload: Uint8Array,
@@ -345,12 +349,21 @@ export class ChunkWorkerPool {
     plainLength: number,
     transfer = false,
     idKey?: Uint8Array,
-  ): Promise<{ plain: Uint8Array; hash: Uint8Array }> {
-    const reply = await this.call(
-      { op: 'decode', payload, codec, plainLength, idKey },
-      transfer ? [payload.buffer as ArrayBuffer] : [],
-    );
-    return { plain: reply.plain as Uint8Array, hash: reply.hash as Uint8Array };
+    output?: Uint8Array,
+  ): Promise<{ plain: Uint8Array; hash: Uint8Array; spare?: Uint8Array }> {
+    const buffers: ArrayBuffer[] = transfer ? [payload.buffer as ArrayBuffer] : [];
+    if (output !== undefined) {
+      if (!owns(output) || output.buffer === payload.buffer) {
+        throw new InvalidArgumentError('the output of decode must be a buffer of its own');
+      }
+      buffers.push(output.buffer as ArrayBuffer);
+    }
+    const reply = await this.call({ op: 'decode', payload, codec, plainLength, idKey, out: output }, buffers);
+    return {
+      plain: reply.plain as Uint8Array,
+      hash: reply.hash as Uint8Array,
+      ...(reply.spare === undefined ? {} : { spare: reply.spare as Uint8Array }),
+    };
   }
 
   /** SHA-256 of `data` (HMAC-SHA-256 under `idKey`, when given; copied to the worker, `data` stays usable). */

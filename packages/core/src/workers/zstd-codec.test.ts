@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
@@ -16,6 +17,7 @@ interface ZstdAddon {
 
 const packageRoot = fileURLToPath(new URL('../..', import.meta.url));
 const requireHere = createRequire(import.meta.url);
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest();
 
 function loadAddon(): ZstdAddon | string {
   try {
@@ -267,6 +269,79 @@ describe('the chunk worker pool and its codec', () => {
       }
     }
   });
+
+  it.each([
+    ['the codec in use', {}],
+    ['the built-in codec', { DRKIT_ZSTD_CODEC: 'zlib' }],
+  ])(
+    'decodes into the output it is given with %s, and hands an unused output back as spare',
+    async (_name, env) => {
+      const pool = withEnvironment(env, () => new ChunkWorkerPool(1));
+      try {
+        const packed = compressibleBytes(300_001);
+        const raw = randomBytes(4096, 7);
+        const [zstd, stored] = await Promise.all([
+          pool.encode(Buffer.from(packed)),
+          pool.encode(Buffer.from(raw)),
+        ]);
+        if (zstd?.kind !== 'data' || stored?.kind !== 'data') throw new Error('expected data chunks');
+        expect([zstd.codec, stored.codec]).toEqual([1, 0]);
+
+        // Payloads of their own (a small Buffer.from copy would sit in Node's shared pool, which cannot move).
+        const output = new Uint8Array(1 << 20);
+        const decoded = await pool.decode(
+          new Uint8Array(zstd.payload),
+          1,
+          packed.byteLength,
+          true,
+          undefined,
+          output,
+        );
+        expect(output.byteLength).toBe(0); // moved to the worker
+        expect(decoded.plain.buffer.byteLength).toBe(1 << 20); // it came back holding the plain bytes
+        expect(Buffer.from(decoded.plain).equals(packed)).toBe(true);
+        expect(Buffer.from(decoded.hash).equals(sha256(packed))).toBe(true);
+        expect(decoded.spare).toBeUndefined();
+
+        const again = new Uint8Array(decoded.plain.buffer); // recycled for the next chunk
+        const rawDecoded = await pool.decode(
+          new Uint8Array(stored.payload),
+          0,
+          raw.byteLength,
+          true,
+          undefined,
+          again,
+        );
+        expect(Buffer.from(rawDecoded.plain).equals(raw)).toBe(true);
+        expect(rawDecoded.spare?.byteLength).toBe(1 << 20); // unused, back whole
+
+        // An output too small is handed back unused; a view into a larger buffer is refused.
+        const small = new Uint8Array(16);
+        const fallback = await pool.decode(
+          new Uint8Array(zstd.payload),
+          1,
+          packed.byteLength,
+          true,
+          undefined,
+          small,
+        );
+        expect(Buffer.from(fallback.plain).equals(packed)).toBe(true);
+        expect(fallback.spare?.byteLength).toBe(16);
+        await expect(
+          pool.decode(
+            new Uint8Array(zstd.payload),
+            1,
+            packed.byteLength,
+            true,
+            undefined,
+            new Uint8Array(8).subarray(1),
+          ),
+        ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      } finally {
+        await pool.close();
+      }
+    },
+  );
 
   it('with DRKIT_ZSTD_CODEC=zlib, its workers use the built-in codec and the pool warns once', async () => {
     const warnings: Array<{ name: string; code?: string; message: string }> = [];
