@@ -4,7 +4,10 @@
 // store's socket pool. Prints throughputs, drkit/raw ratios and the store requests per GiB of disk; stops the peer at
 // the end (also on failure).
 //
-//   pnpm bench:s3 [-- --size-mib 1024 --sockets 16]
+//   pnpm bench:s3 [-- --size-mib 1024 --sockets 16 --ask-first]
+//
+// `--ask-first` hides the store's `createOnlyProvesWhole`, so the backup asks (HeadObject) before each new chunk as
+// it does over a store without it: the request counts of both ways, one run each.
 //
 // Needs the built packages (`pnpm -r build`) and radosgw (`sh scripts/peers/rgw.sh install`).
 import { execFileSync } from 'node:child_process';
@@ -17,7 +20,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { 'size-mib': { type: 'string', default: '1024' }, sockets: { type: 'string', default: '16' } },
+  options: {
+    'size-mib': { type: 'string', default: '1024' },
+    sockets: { type: 'string', default: '16' },
+    'ask-first': { type: 'boolean', default: false },
+  },
 });
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -55,13 +62,14 @@ async function pool(count, concurrency, task) {
   );
 }
 
-/** A Store that counts the calls it passes on. */
-function counting(store) {
+/** A Store that counts the calls it passes on (and, with `askFirst`, hides `createOnlyProvesWhole`). */
+function counting(store, askFirst) {
   const counts = {};
   const bump = (name) => {
     counts[name] = (counts[name] ?? 0) + 1;
   };
   const wrapped = Object.create(store);
+  if (askFirst) Object.defineProperty(wrapped, 'createOnlyProvesWhole', { value: undefined });
   for (const name of ['get', 'put', 'has', 'size', 'delete']) {
     wrapped[name] = (...args) => {
       bump(name);
@@ -122,7 +130,7 @@ try {
     credentials,
     maxSockets: sockets,
   });
-  const { store, counts } = counting(s3);
+  const { store, counts } = counting(s3, values['ask-first']);
   const repository = await openRepository({ store, create: true });
   const platform = createLocalDiskPlatform({
     id: 'local',
@@ -153,7 +161,7 @@ try {
       .map(([name, n]) => `${name} ${(n / gib).toFixed(0)}`)
       .join(', ');
   console.log(
-    `S3 bench: ${size / MiB} MiB image into Ceph RGW 16 (${peer.endpoint}), ${sockets} sockets / in flight`,
+    `S3 bench: ${size / MiB} MiB image into Ceph RGW 16 (${peer.endpoint}), ${sockets} sockets / in flight, ${values['ask-first'] ? 'asking before each new chunk (--ask-first)' : 'create-only put without asking'}`,
   );
   console.log(
     `  raw PutObject 4 MiB : ${rate(size, rawPutMs)}  (${(objects / gib).toFixed(0)} requests/GiB)`,

@@ -94,6 +94,11 @@ export interface S3Store extends Store {
   /** `s3`. */
   readonly kind: 's3';
   /**
+   * `true`: a visible S3 object is always whole, and a create-only PutObject answered 412 proves it, so a backup
+   * writes a new chunk without a HeadObject first (see core's `Store.createOnlyProvesWhole`).
+   */
+  readonly createOnlyProvesWhole: true;
+  /**
    * Reads a whole blob with GetObject, checked against its ETag (MD5) when the object is single-part.
    *
    * @throws `NotFoundError` (of `@drkit/core`) when no blob has the key, or when the bucket does not exist.
@@ -566,6 +571,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     requests,
     immutability,
     location: `s3://${bucket}/${root}`,
+    createOnlyProvesWhole: true,
 
     async get(key, callOptions) {
       assertValidStoreKey(key);
@@ -598,6 +604,9 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       const ifAbsent = putOptions?.ifAbsent === true;
       const retain = putOptions?.retain;
       const checkAfter = ifAbsent && (await isVersioned(putOptions?.signal));
+      // On a versioned bucket a create-only write asks first: If-None-Match may be ignored (RGW 16), and a version
+      // written with a lock over a present key could not be removed again until its date (its space lost).
+      if (checkAfter && (await head(key, putOptions?.signal)) !== undefined) return false;
       let versionId: string | undefined;
       let attempts = 0;
       const written = await call('PutObject', key, putOptions?.signal, async (attempt, abortSignal) => {

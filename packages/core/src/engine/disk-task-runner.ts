@@ -676,10 +676,10 @@ class ChunkAssembler {
       c.bytesSkippedUnchanged += length;
     } else {
       this.index.setId(i, encoded.hash);
-      if (await backup.hasChunk(encoded.hash, { signal })) {
-        c.bytesDeduplicated += length;
-      } else {
-        await backup.putChunk(
+      // Over a store whose create-only write settles presence (S3), asking first would only add a request.
+      const written =
+        (backup.putSettlesPresence || !(await backup.hasChunk(encoded.hash, { signal }))) &&
+        (await backup.putChunk(
           {
             hash: encoded.hash,
             codec: encoded.codec,
@@ -688,10 +688,14 @@ class ChunkAssembler {
             frameInPlace: true,
           },
           { signal },
-        );
+        ));
+      if (written) {
         c.bytesWritten += encoded.payload.byteLength;
         this.plainBytesWritten += length;
         this.chunksWritten++;
+      } else {
+        // Already held: found by hasChunk, known to the session, or taken when the create-only write came.
+        c.bytesDeduplicated += length;
       }
     }
     buffers.output.give(encoded.returned.output); // the store is done with the payload

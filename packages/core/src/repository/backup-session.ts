@@ -357,6 +357,10 @@ class RepositoryBackupSession implements BackupSession {
     return this.context.idKey;
   }
 
+  get putSettlesPresence(): boolean {
+    return this.context.store.createOnlyProvesWhole === true;
+  }
+
   constructor(
     private readonly context: RepositoryContext,
     private readonly lineage: DiskLineage,
@@ -559,9 +563,9 @@ class RepositoryBackupSession implements BackupSession {
     this.lock.checkLive();
     options.signal?.throwIfAborted();
     const id = chunkIdFromHash(chunk.hash);
-    const blob = encodeChunkBlob(chunk);
     const { store } = this.context;
     if (this.damaged.has(id)) {
+      const blob = encodeChunkBlob(chunk);
       await store.put(chunkKey(id), blob, { signal: options.signal, ...this.retainOption });
       await store.delete(damagedKey(id), { signal: options.signal });
       this.damaged.delete(id);
@@ -570,7 +574,8 @@ class RepositoryBackupSession implements BackupSession {
       this.written.bytesStored += blob.byteLength;
       return true;
     }
-    if (this.known.has(chunk.hash)) return false;
+    if (this.known.has(chunk.hash)) return false; // no request: written or found by this session
+    const blob = encodeChunkBlob(chunk);
     // Written or found present, the blob is made durable by the session's one sync (syncFound) before commit.
     // A name found with its content lost (by hasChunk, or here when the create-only put finds it) is overwritten.
     let written = await store.put(chunkKey(id), blob, {
@@ -579,7 +584,12 @@ class RepositoryBackupSession implements BackupSession {
       signal: options.signal,
       ...this.retainOption,
     });
-    if (!written && (await this.presence(chunkKey(id), options.signal)) !== 'present') {
+    // A taken key is checked for lost content, unless the store's create-only write proves a whole blob.
+    if (
+      !written &&
+      store.createOnlyProvesWhole !== true &&
+      (await this.presence(chunkKey(id), options.signal)) !== 'present'
+    ) {
       written = await store.put(chunkKey(id), blob, {
         durable: false,
         signal: options.signal,
@@ -953,8 +963,13 @@ class RepositoryBackupSession implements BackupSession {
     await this.lock.release();
   }
 
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.abort();
+  /**
+   * Aborts, and never throws: disposal runs when the backup has already ended, often because the store failed,
+   * and a lock whose delete fails too is left to go stale (a prune removes it) rather than hide the typed error
+   * that ended the backup behind a `SuppressedError`.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.abort().catch(() => undefined);
   }
 }
 

@@ -40,6 +40,7 @@ export class SealedStore implements Store {
   readonly size?: Store['size'];
   readonly deleteMany?: Store['deleteMany'];
   readonly immutability?: Store['immutability'];
+  readonly createOnlyProvesWhole?: true;
 
   constructor(
     private readonly inner: Store,
@@ -47,6 +48,8 @@ export class SealedStore implements Store {
   ) {
     this.kind = inner.kind;
     this.location = inner.location;
+    // A sealed blob is written and stored whole exactly when the inner blob is.
+    if (inner.createOnlyProvesWhole === true) this.createOnlyProvesWhole = true;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
     // Locks and bulk deletes act on keys, which a sealed store does not change: forwarded as they are.
     if (inner.deleteMany !== undefined) this.deleteMany = (keys, options) => inner.deleteMany!(keys, options);

@@ -128,6 +128,16 @@ export interface Store {
    * content a crash lost (a store whose visible blobs are always whole leaves it out).
    */
   size?(key: string, options?: CallOptions): Promise<number | undefined>;
+  /**
+   * Declares that a create-only `put` (`ifAbsent`) that finds the key taken (returns `false`) proves a whole blob
+   * is stored there, and that asking first ({@link Store.has}, {@link Store.size}) costs a request of its own. Over
+   * such a store a backup writes each chunk it does not know yet create-only without asking whether it exists: the
+   * put settles it in one request (a taken key counts as deduplicated, a race between writers is settled by the
+   * store), and a taken key is not checked again for lost content. Set by the S3 store (a visible object is always
+   * whole, and a HeadObject costs as much as the conditional PutObject); left out by the local folder store, whose
+   * stat is cheap and spares a write, and where a machine crash can leave a durable name with its content lost.
+   */
+  readonly createOnlyProvesWhole?: true;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
   /**

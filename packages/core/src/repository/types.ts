@@ -305,7 +305,17 @@ export interface BackupSession extends AsyncDisposable {
   readonly chunkIdKey?: Uint8Array;
   /** Whether the repository already holds a healthy copy of the chunk (not listed as damaged). */
   hasChunk(hash: Uint8Array, options?: { signal?: AbortSignal }): Promise<boolean>;
-  /** Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written. */
+  /**
+   * Whether {@link BackupSession.putChunk} alone settles whether a chunk was already stored, as cheaply as
+   * {@link BackupSession.hasChunk} would ask (true when the store declares `createOnlyProvesWhole`, as the S3 store
+   * does): a writer then calls `putChunk` for each new chunk without asking `hasChunk` first, and counts a `false`
+   * as deduplicated. False over the local folder store, where asking first is a cheap stat that spares a write.
+   */
+  readonly putSettlesPresence: boolean;
+  /**
+   * Stores a chunk (idempotent; rewrites a chunk listed as damaged). Returns whether bytes were written: `false`
+   * when the repository already held it (known to the session, or found present by the create-only write).
+   */
   putChunk(chunk: EncodedChunkBlob, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
    * Starts the new point's index. With `base` (the index {@link BackupSession.adoptPoint} returned), positions
@@ -339,7 +349,11 @@ export interface BackupSession extends AsyncDisposable {
     index: PointIndexBuilder,
     options?: { signal?: AbortSignal },
   ): Promise<RecoveryPoint>;
-  /** Releases the lock without committing. The chunks already written stay for a later resume. Idempotent. */
+  /**
+   * Releases the lock without committing. The chunks already written stay for a later resume. Idempotent. Disposing
+   * the session (`await using`) aborts it too, but never throws: a lock it cannot delete (the store is down) is left
+   * to go stale.
+   */
   abort(): Promise<void>;
 }
 

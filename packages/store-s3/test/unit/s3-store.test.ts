@@ -268,8 +268,16 @@ describe('versioned buckets (Object Lock)', () => {
     return s;
   };
 
+  it('a create-only write on a versioned bucket asks first: a present key is false and nothing is written', async () => {
+    const s = versioned();
+    mock.on(HeadObjectCommand).resolves({ ETag: `"${md5hex}"`, ContentLength: data.byteLength });
+    expect(await s.put('points/x', data, { ifAbsent: true })).toBe(false);
+    expect(mock.commandCalls(PutObjectCommand)).toHaveLength(0);
+  });
+
   it('a create-only write that finds an older version (If-None-Match ignored) reports the key present and removes its own', async () => {
     const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
     mock.on(PutObjectCommand).resolves({ VersionId: 'v2' });
     mock.on(ListObjectVersionsCommand).resolves({
       Versions: [version('v2', md5hex, 2000), version('v1', '0123456789abcdef0123456789abcdef', 1000)],
@@ -284,6 +292,7 @@ describe('versioned buckets (Object Lock)', () => {
 
   it('a create-only write retried after a lost reply keeps its first version and removes the duplicate', async () => {
     const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
     mock.on(PutObjectCommand).rejectsOnce(networkError('ECONNRESET')).resolves({ VersionId: 'v2' });
     mock.on(ListObjectVersionsCommand).resolves({
       Versions: [version('v2', md5hex, 2000), version('v1', md5hex, 1000)],
@@ -295,6 +304,7 @@ describe('versioned buckets (Object Lock)', () => {
 
   it('a create-only write with no older version, or only one behind a delete marker, wins', async () => {
     const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
     mock.on(PutObjectCommand).resolves({ VersionId: 'v2' });
     mock.on(ListObjectVersionsCommand).resolves({
       Versions: [version('v2', md5hex, 3000), version('v1', md5hex, 1000)],
