@@ -157,7 +157,10 @@ function weakestConsistency(values: readonly SnapshotConsistency[]): SnapshotCon
  * {@link RepositoryVersionError} (a {@link RepositoryCorruptError}) when it is of another format version (a
  * version 1 repository: its message says what to do); {@link RepositoryCorruptError} when its configuration is
  * damaged;
- * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number.
+ * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number, or (field `immutability`) when
+ * `immutability` is invalid, differs from the policy the repository recorded, or the store cannot lock blobs (it
+ * has no {@link Store.immutability}, or its check fails: an S3 bucket without Object Lock), for a new repository
+ * before anything is written.
  *
  * @example
  * ```ts
