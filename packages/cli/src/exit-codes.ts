@@ -16,7 +16,7 @@ export const ExitCode = {
   unreachable: 5,
   /** Data failed verification or the repository is damaged. */
   corrupt: 6,
-  /** Another operation holds the repository lock; try again later. */
+  /** Another operation holds the repository lock, or the store keeps a blob locked (Object Lock); try again later. */
   locked: 7,
   /** Some disks of a backup failed (the others committed their points). */
   partial: 8,
@@ -88,6 +88,7 @@ function exitCodeForCode(code: string): number | undefined {
     case 'REPOSITORY_CORRUPT':
       return ExitCode.corrupt;
     case 'REPOSITORY_LOCKED':
+    case 'OBJECT_LOCKED':
     case 'PROXY_BUSY':
     case 'PROXY_BOUND':
       return ExitCode.locked;

@@ -491,13 +491,18 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
   }
   const kept = retention.kept.map((p) => p.id);
   const removed = retention.removed.map((p) => p.id);
+  const locked = retention.locked.map((entry) => ({ id: entry.point.id, lockedUntil: entry.lockedUntil }));
   if (json) {
     io.stdout.write(
-      `${JSON.stringify({ dryRun, kept, removed, unreadable: unreadable.map(unreadableJson), ...gc, ...(refusal === undefined ? {} : { error: errorJson(refusal) }) })}\n`,
+      `${JSON.stringify({ dryRun, kept, removed, ...(locked.length > 0 ? { locked } : {}), unreadable: unreadable.map(unreadableJson), ...gc, ...(refusal === undefined ? {} : { error: errorJson(refusal) }) })}\n`,
     );
   } else {
+    const firstUnlock = locked.map((entry) => entry.lockedUntil).sort()[0];
     io.stdout.write(
       `${dryRun ? 'would remove' : 'removed'} ${removed.length} point(s), kept ${kept.length}` +
+        (locked.length > 0
+          ? `, kept ${locked.length} locked point(s) (Object Lock; the first unlocks at ${firstUnlock})`
+          : '') +
         (unreadable.length > 0 ? `, left ${unreadable.length} unreadable point(s) alone` : '') +
         (dryRun || refusal !== undefined ? '\n' : `; ${pruneText(gc as PruneResult)}\n`),
     );
@@ -515,7 +520,10 @@ async function prune(repository: Repository, values: Values, json: boolean, io: 
 function pruneText(gc: PruneResult): string {
   const deleted =
     gc.phase === 'swept'
-      ? `deleted ${gc.chunksRemoved} unreferenced chunk(s), ${gc.indexSegmentsRemoved} index segment(s) and ${gc.indexesRemoved} orphan index(es), freed ${formatBytes(gc.bytesFreed)}; `
+      ? `deleted ${gc.chunksRemoved} unreferenced chunk(s), ${gc.indexSegmentsRemoved} index segment(s) and ${gc.indexesRemoved} orphan index(es), freed ${formatBytes(gc.bytesFreed)}; ` +
+        (gc.lockedSkipped > 0
+          ? `left ${gc.lockedSkipped} blob(s) still locked by Object Lock${gc.lockedSkippedUntil === undefined ? '' : ` (the first until ${gc.lockedSkippedUntil})`} for a later prune; `
+          : '')
       : '';
   if (gc.sweepAfter === undefined) return `${deleted}nothing is left to delete`;
   const marked = `${gc.candidateChunks} unreferenced chunk(s) and ${gc.candidateIndexSegments} index segment(s) (${formatBytes(gc.candidateBytes)}) and ${gc.candidateIndexes} orphan index(es)`;

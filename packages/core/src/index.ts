@@ -64,7 +64,14 @@ export {
 export { type OpenRepositoryOptions, openRepository } from './repository/repository.js';
 export { planRetention, type RetentionPlan } from './repository/retention.js';
 export type { ScryptParameters } from './repository/sealing.js';
-export type { Store, StoreEntry, StorePutOptions } from './repository/store.js';
+export type {
+  Store,
+  StoreDeleteFailure,
+  StoreEntry,
+  StoreImmutability,
+  StorePutOptions,
+  StoreRetention,
+} from './repository/store.js';
 export { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from './repository/store-key.js';
 export type {
   AdoptedPoint,
@@ -76,6 +83,7 @@ export type {
   HostLock,
   HostPoint,
   HostPointFilter,
+  ImmutabilityOptions,
   IndexSegment,
   LedgerEntry,
   LedgerEntryKind,

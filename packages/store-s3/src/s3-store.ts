@@ -4,10 +4,15 @@ import { Agent as HttpsAgent } from 'node:https';
 import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
+  type GetObjectLockConfigurationCommandOutput,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import {
@@ -15,12 +20,19 @@ import {
   assertValidStorePrefix,
   type CallOptions,
   ChecksumMismatchError,
+  type DrkitError,
   InvalidArgumentError,
+  InvalidSettingsError,
   isRetryableError,
+  NotFoundError,
+  ObjectLockedError,
   retry,
   type Store,
+  type StoreDeleteFailure,
   type StoreEntry,
+  type StoreImmutability,
   type StorePutOptions,
+  type StoreRetention,
 } from '@drkit/core';
 import { CreateOnlyConflictError, httpStatus, mapS3Error, s3Code } from './errors.js';
 
@@ -92,12 +104,37 @@ export interface S3Store extends Store {
    * @throws `NotFoundError` (of `@drkit/core`) when no blob has the key, or when the bucket does not exist.
    */
   get(key: string, options?: CallOptions): Promise<Uint8Array>;
+  /**
+   * Deletes a blob; a missing key is not an error. On a versioned bucket (every Object Lock bucket is) every
+   * version of the key is deleted, so no delete marker hides data that still takes space.
+   *
+   * @throws `ObjectLockedError` (of `@drkit/core`, with `key` and `retainUntil`) when a version is still locked.
+   */
+  delete(key: string, options?: CallOptions): Promise<void>;
   /** The size of a blob from HeadObject, or `undefined` when there is none. */
   size(key: string, options?: CallOptions): Promise<number | undefined>;
-  /** Deletes many keys with DeleteObjects, 1 000 per request; missing keys are not an error. */
-  deleteMany(keys: Iterable<string>, options?: CallOptions): Promise<void>;
+  /**
+   * Deletes many keys with DeleteObjects, 1 000 per request (on a versioned bucket, every version of each key);
+   * missing keys are not an error. Resolves with the keys it could not delete, each with a core typed error
+   * (`ObjectLockedError` for a version still locked).
+   */
+  deleteMany(keys: Iterable<string>, options?: CallOptions): Promise<StoreDeleteFailure[]>;
+  /** S3 Object Lock: lock blobs until a date (needs a bucket created with Object Lock; see the README). */
+  readonly immutability: StoreImmutability;
+  /** Requests sent, by S3 operation (`PutObject`, `DeleteObjects`, …), attempts included: for cost checks. */
+  readonly requests: Readonly<Record<string, number>>;
   /** Closes the sockets of the pool. The store must not be used afterwards. */
   destroy(): void;
+}
+
+/** The S3 Object Lock mode of a retention. */
+function lockMode(retention: StoreRetention): 'GOVERNANCE' | 'COMPLIANCE' {
+  return retention.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE';
+}
+
+/** Whether a mapped error is S3's 403 (access denied, or Object Lock refusing). */
+function PermissionErrorLike(error: unknown): boolean {
+  return (error as DrkitError | undefined)?.code === 'PERMISSION_DENIED';
 }
 
 const md5 = (data: Uint8Array): Buffer => createHash('md5').update(data).digest();
@@ -170,6 +207,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       },
     });
   const retryOptions = options.retry ?? {};
+  const requests: Record<string, number> = {};
 
   const call = async <T>(
     operation: string,
@@ -180,6 +218,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     signal?.throwIfAborted();
     return retry(
       async ({ attempt }) => {
+        requests[operation] = (requests[operation] ?? 0) + 1;
         try {
           return await attemptFn(attempt, signal);
         } catch (error) {
@@ -217,8 +256,320 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       }
     });
 
+  // A versioned bucket (every Object Lock bucket is): a plain DeleteObject only adds a delete marker, so deletes
+  // remove versions; and Ceph RGW 16 ignores If-None-Match there, so create-only writes are checked afterwards.
+  let versioned: Promise<boolean> | undefined;
+  const isVersioned = (signal: AbortSignal | undefined): Promise<boolean> => {
+    versioned ??= call('GetBucketVersioning', undefined, signal, async (_attempt, abortSignal) => {
+      const reply = await client.send(new GetBucketVersioningCommand({ Bucket: bucket }), { abortSignal });
+      return reply.Status === 'Enabled' || reply.Status === 'Suspended';
+    });
+    versioned.catch(() => {
+      versioned = undefined;
+    });
+    return versioned;
+  };
+
+  interface KeyVersion {
+    readonly versionId: string;
+    readonly marker: boolean;
+    readonly modified: number;
+    /** The MD5 of a single-part version's ETag (none for delete markers). */
+    readonly md5: string | undefined;
+  }
+  /**
+   * The versions and delete markers of bucket keys from `Prefix` (after `KeyMarker`), page by page, until `keep`
+   * says stop: every version S3 lists with its full key. At most `maxPages` pages (undefined: no limit).
+   */
+  const listVersionPages = async (
+    prefix: string,
+    keyMarker: string | undefined,
+    signal: AbortSignal | undefined,
+    visit: (fullKey: string, version: KeyVersion) => boolean,
+    maxPages?: number,
+  ): Promise<'done' | 'stopped' | 'budget'> => {
+    let marker = keyMarker;
+    let versionMarker: string | undefined;
+    for (let pages = 0; maxPages === undefined || pages < maxPages; pages++) {
+      const page = await call('ListObjectVersions', undefined, signal, (_attempt, abortSignal) =>
+        client.send(
+          new ListObjectVersionsCommand({
+            Bucket: bucket,
+            Prefix: prefix,
+            ...(marker === undefined ? {} : { KeyMarker: marker }),
+            ...(versionMarker === undefined ? {} : { VersionIdMarker: versionMarker }),
+          }),
+          { abortSignal },
+        ),
+      );
+      const entries = [
+        ...(page.Versions ?? []).map((entry) => ({ entry, marker: false })),
+        ...(page.DeleteMarkers ?? []).map((entry) => ({ entry, marker: true })),
+      ];
+      for (const { entry, marker: isMarker } of entries) {
+        if (entry.Key === undefined || entry.VersionId === undefined) continue;
+        const version: KeyVersion = {
+          versionId: entry.VersionId,
+          marker: isMarker,
+          modified: entry.LastModified?.getTime() ?? 0,
+          md5: isMarker ? undefined : etagMd5((entry as { ETag?: string }).ETag),
+        };
+        if (!visit(entry.Key, version)) return 'stopped';
+      }
+      if (!page.IsTruncated) return 'done';
+      marker = page.NextKeyMarker;
+      versionMarker = page.NextVersionIdMarker;
+    }
+    return 'budget';
+  };
+
+  /** Every version and delete marker of one key: its versions newest first, then its delete markers. */
+  const versionsOf = async (key: string, signal: AbortSignal | undefined): Promise<KeyVersion[]> => {
+    const found: KeyVersion[] = [];
+    await listVersionPages(root + key, undefined, signal, (fullKey, version) => {
+      if (fullKey === root + key) found.push(version);
+      return true;
+    });
+    return [...found.filter((v) => !v.marker), ...found.filter((v) => v.marker)];
+  };
+
+  /**
+   * The versions of many keys. A batch of neighbouring keys (a prune's candidates come in key order) is listed as
+   * one range — ListObjectVersions from just before the first key, 1 000 versions a page, until past the last —
+   * within a budget of a page per 10 keys; keys the range did not reach are listed one by one (8 at a time). So a
+   * dense batch costs about one request per 1 000 versions and a sparse one no more than a request per key.
+   */
+  const versionsOfMany = async (
+    keys: readonly string[],
+    signal: AbortSignal | undefined,
+  ): Promise<Map<string, KeyVersion[]>> => {
+    const sorted = [...new Set(keys)].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const found = new Map<string, KeyVersion[]>(sorted.map((key) => [key, []]));
+    let reached = 0; // keys below this index were passed by the range listing
+    if (sorted.length > 16) {
+      const first = root + sorted[0]!;
+      const last = root + sorted[sorted.length - 1]!;
+      let common = 0;
+      while (common < first.length && first[common] === last[common]) common++;
+      const lastBytes = Buffer.from(last);
+      const outcome = await listVersionPages(
+        first.slice(0, common),
+        // Keys strictly after the first key less its last character: the first key and everything after it.
+        first.slice(0, -1),
+        signal,
+        (fullKey, version) => {
+          if (Buffer.compare(Buffer.from(fullKey), lastBytes) > 0) return false;
+          const key = fullKey.slice(root.length);
+          found.get(key)?.push(version);
+          while (reached < sorted.length && root + sorted[reached]! < fullKey) reached++;
+          return true;
+        },
+        Math.ceil(sorted.length / 10),
+      );
+      // The key being listed when the budget ran out may have more versions: list it again with the rest.
+      if (outcome === 'budget') {
+        if (reached < sorted.length) found.set(sorted[reached]!, []);
+      } else reached = sorted.length;
+    }
+    const rest = sorted.slice(reached);
+    for (let i = 0; i < rest.length; i += 8) {
+      const part = rest.slice(i, i + 8);
+      const lists = await Promise.all(part.map((key) => versionsOf(key, signal)));
+      lists.forEach((versions, j) => {
+        found.set(part[j]!, versions);
+      });
+    }
+    return found;
+  };
+
+  /** The lock date of one version (error path of a refused delete), or undefined when it cannot be read. */
+  const lockDateOf = async (key: string, versionId: string | undefined): Promise<Date | undefined> => {
+    try {
+      const reply = await call('HeadObject', key, undefined, (_attempt, abortSignal) =>
+        client.send(
+          new HeadObjectCommand({
+            Bucket: bucket,
+            Key: root + key,
+            ...(versionId === undefined ? {} : { VersionId: versionId }),
+          }),
+          { abortSignal },
+        ),
+      );
+      return reply.ObjectLockRetainUntilDate;
+    } catch {
+      return undefined;
+    }
+  };
+
+  const lockedError = (key: string, until: Date | undefined): ObjectLockedError =>
+    new ObjectLockedError(
+      `DeleteObject s3://${bucket}/${root}${key}: the blob is locked by S3 Object Lock${
+        until === undefined ? '' : ` until ${until.toISOString()}`
+      }; drkit does not bypass it: delete it after that date`,
+      key,
+      until,
+    );
+
+  /** S3 answered that Object Lock forbids deleting a version. */
+  const isLockRefusal = (code: string | undefined, status: number | undefined) =>
+    code === 'AccessDenied' || status === 403;
+
+  /**
+   * Deletes every version of each key (DeleteObjects with version ids, 1 000 a request): the blob is gone, not
+   * hidden behind a delete marker. Failures per key, a locked version as `ObjectLockedError`.
+   */
+  const deleteVersions = async (
+    keys: readonly string[],
+    signal: AbortSignal | undefined,
+  ): Promise<StoreDeleteFailure[]> => {
+    const targets: { key: string; versionId: string }[] = [];
+    for (const [key, versions] of await versionsOfMany(keys, signal)) {
+      for (const version of versions) targets.push({ key, versionId: version.versionId });
+    }
+    const failures = new Map<string, DrkitError>();
+    for (let i = 0; i < targets.length; i += 1000) {
+      const part = targets.slice(i, i + 1000);
+      const reply = await call('DeleteObjects', undefined, signal, (_attempt, abortSignal) =>
+        client.send(
+          new DeleteObjectsCommand({
+            Bucket: bucket,
+            Delete: {
+              Objects: part.map((t) => ({ Key: root + t.key, VersionId: t.versionId })),
+              Quiet: true,
+            },
+          }),
+          { abortSignal },
+        ),
+      );
+      for (const entry of reply.Errors ?? []) {
+        if (entry.Code === 'NoSuchKey' || entry.Code === 'NoSuchVersion') continue;
+        const key = (entry.Key ?? '').slice(root.length);
+        if (failures.has(key)) continue;
+        failures.set(
+          key,
+          isLockRefusal(entry.Code, undefined)
+            ? lockedError(key, await lockDateOf(key, entry.VersionId))
+            : mapS3Error(
+                { name: entry.Code, message: entry.Message ?? '', $metadata: {} },
+                { operation: 'DeleteObjects', bucket, key, endpoint, secrets },
+              ),
+        );
+      }
+    }
+    return [...failures].map(([key, error]) => ({ key, error }));
+  };
+
+  /**
+   * After a create-only PutObject on a versioned bucket (which RGW 16 does not refuse): whether a version older
+   * than ours, not hidden by a delete marker, existed. Then the key was present and ours is removed again (of
+   * racing writers the oldest version wins, as If-None-Match would have decided). When the put was retried after
+   * a lost reply, an older version with our bytes is our own first attempt: the put stands and the duplicate goes.
+   */
+  const lostCreateOnly = async (
+    key: string,
+    ours: string,
+    retried: boolean,
+    md5hex: string,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> => {
+    const all = await versionsOf(key, signal);
+    const newestMarker = Math.max(-1, ...all.filter((v) => v.marker).map((v) => v.modified));
+    const versionsOnly = all.filter((v) => !v.marker);
+    const at = versionsOnly.findIndex((v) => v.versionId === ours);
+    const older = at < 0 ? [] : versionsOnly.slice(at + 1).filter((v) => v.modified > newestMarker);
+    if (at < 0 || older.length === 0) return false;
+    const lost = !(retried && older.every((v) => v.md5 === md5hex));
+    try {
+      await call('DeleteObject', key, signal, (_attempt, abortSignal) =>
+        client.send(new DeleteObjectCommand({ Bucket: bucket, Key: root + key, VersionId: ours }), {
+          abortSignal,
+        }),
+      );
+    } catch (error) {
+      // Locked by its own put (a chunk: the same bytes as the present version): it stays until its date.
+      if (!PermissionErrorLike(error)) throw error;
+    }
+    return lost;
+  };
+
+  let lockChecked: Promise<void> | undefined;
+  const immutability: StoreImmutability = {
+    check(callOptions) {
+      lockChecked ??= call(
+        'GetObjectLockConfiguration',
+        undefined,
+        callOptions?.signal,
+        async (_a, abortSignal) => {
+          let reply: GetObjectLockConfigurationCommandOutput | undefined;
+          try {
+            reply = await client.send(new GetObjectLockConfigurationCommand({ Bucket: bucket }), {
+              abortSignal,
+            });
+          } catch (error) {
+            if (s3Code(error) !== 'ObjectLockConfigurationNotFoundError') throw error;
+          }
+          const config = reply?.ObjectLockConfiguration;
+          if (config?.ObjectLockEnabled !== 'Enabled') {
+            throw new InvalidSettingsError(
+              'immutability',
+              `bucket "${bucket}" does not have S3 Object Lock enabled; create the repository in a bucket created with Object Lock (CreateBucket with ObjectLockEnabledForBucket), or leave immutability out`,
+            );
+          }
+          if (config.Rule?.DefaultRetention !== undefined) {
+            throw new InvalidSettingsError(
+              'immutability',
+              `bucket "${bucket}" has a default Object Lock retention, which would lock drkit's lock and prune blobs too; remove the bucket's default retention rule (drkit locks each blob itself)`,
+            );
+          }
+        },
+      );
+      lockChecked.catch(() => {
+        lockChecked = undefined;
+      });
+      return lockChecked;
+    },
+
+    async retain(key, retention, callOptions) {
+      assertValidStoreKey(key);
+      const signal = callOptions?.signal;
+      try {
+        await call('PutObjectRetention', key, signal, (_attempt, abortSignal) =>
+          client.send(
+            new PutObjectRetentionCommand({
+              Bucket: bucket,
+              Key: root + key,
+              Retention: { Mode: lockMode(retention), RetainUntilDate: retention.until },
+            }),
+            { abortSignal },
+          ),
+        );
+        return true;
+      } catch (error) {
+        if (NotFoundError.isInstance(error)) return false;
+        if (!PermissionErrorLike(error)) throw error;
+        // S3 refuses to shorten a lock without a bypass, which drkit never asks for: a later lock is fine as it is.
+        const present = await immutability.retention(key, { signal });
+        if (present !== undefined && present.until.getTime() >= retention.until.getTime()) return true;
+        throw error;
+      }
+    },
+
+    async retention(key, callOptions) {
+      assertValidStoreKey(key);
+      const reply = await head(key, callOptions?.signal);
+      if (reply?.ObjectLockRetainUntilDate === undefined || reply.ObjectLockMode === undefined)
+        return undefined;
+      return {
+        mode: reply.ObjectLockMode === 'COMPLIANCE' ? 'compliance' : 'governance',
+        until: reply.ObjectLockRetainUntilDate,
+      };
+    },
+  };
+
   const store: S3Store = {
     kind: 's3',
+    requests,
+    immutability,
     location: `s3://${bucket}/${root}`,
     createOnlyProvesWhole: true,
 
@@ -251,9 +602,17 @@ export function createS3Store(options: S3StoreOptions): S3Store {
       const digest = md5(data);
       const contentMd5 = digest.toString('base64');
       const ifAbsent = putOptions?.ifAbsent === true;
-      return call('PutObject', key, putOptions?.signal, async (attempt, abortSignal) => {
+      const retain = putOptions?.retain;
+      const checkAfter = ifAbsent && (await isVersioned(putOptions?.signal));
+      // On a versioned bucket a create-only write asks first: If-None-Match may be ignored (RGW 16), and a version
+      // written with a lock over a present key could not be removed again until its date (its space lost).
+      if (checkAfter && (await head(key, putOptions?.signal)) !== undefined) return false;
+      let versionId: string | undefined;
+      let attempts = 0;
+      const written = await call('PutObject', key, putOptions?.signal, async (attempt, abortSignal) => {
+        attempts = attempt;
         try {
-          await client.send(
+          const reply = await client.send(
             new PutObjectCommand({
               Bucket: bucket,
               Key: root + key,
@@ -261,9 +620,13 @@ export function createS3Store(options: S3StoreOptions): S3Store {
               ContentLength: data.byteLength,
               ContentMD5: contentMd5,
               ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+              ...(retain === undefined
+                ? {}
+                : { ObjectLockMode: lockMode(retain), ObjectLockRetainUntilDate: retain.until }),
             }),
             { abortSignal },
           );
+          versionId = reply.VersionId;
           return true;
         } catch (error) {
           if (!ifAbsent || httpStatus(error) !== 412) throw error;
@@ -289,6 +652,11 @@ export function createS3Store(options: S3StoreOptions): S3Store {
           );
         }
       });
+      if (written && checkAfter && versionId !== undefined) {
+        const retried = attempts > 1;
+        return !(await lostCreateOnly(key, versionId, retried, digest.toString('hex'), putOptions?.signal));
+      }
+      return written;
     },
 
     async has(key, callOptions) {
@@ -331,7 +699,13 @@ export function createS3Store(options: S3StoreOptions): S3Store {
 
     async delete(key, callOptions) {
       assertValidStoreKey(key);
-      await call('DeleteObject', key, callOptions?.signal, (_attempt, abortSignal) =>
+      const signal = callOptions?.signal;
+      if (await isVersioned(signal)) {
+        const [failure] = await deleteVersions([key], signal);
+        if (failure !== undefined) throw failure.error;
+        return;
+      }
+      await call('DeleteObject', key, signal, (_attempt, abortSignal) =>
         client.send(new DeleteObjectCommand({ Bucket: bucket, Key: root + key }), { abortSignal }),
       );
     },
@@ -339,38 +713,37 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     async deleteMany(keys, callOptions) {
       const signal = callOptions?.signal;
       signal?.throwIfAborted();
-      let batch: string[] = [];
-      const flush = async (): Promise<void> => {
-        if (batch.length === 0) return;
-        const objects = batch.map((key) => ({ Key: root + key }));
-        batch = [];
+      const all = [...keys];
+      for (const key of all) assertValidStoreKey(key);
+      if (await isVersioned(signal)) {
+        const failures: StoreDeleteFailure[] = [];
+        for (let i = 0; i < all.length; i += 1000) {
+          failures.push(...(await deleteVersions(all.slice(i, i + 1000), signal)));
+        }
+        return failures;
+      }
+      const failures: StoreDeleteFailure[] = [];
+      for (let i = 0; i < all.length; i += 1000) {
+        const objects = all.slice(i, i + 1000).map((key) => ({ Key: root + key }));
         const reply = await call('DeleteObjects', undefined, signal, (_attempt, abortSignal) =>
           client.send(
             new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: objects, Quiet: true } }),
             { abortSignal },
           ),
         );
-        const failed = (reply.Errors ?? []).filter((entry) => entry.Code !== 'NoSuchKey');
-        if (failed.length > 0) {
-          const first = failed[0]!;
-          throw mapS3Error(
-            { name: first.Code, message: first.Message ?? '', $metadata: {} },
-            {
-              operation: 'DeleteObjects',
-              bucket,
-              key: (first.Key ?? '').slice(root.length),
-              endpoint,
-              secrets,
-            },
-          );
+        for (const entry of reply.Errors ?? []) {
+          if (entry.Code === 'NoSuchKey') continue;
+          const key = (entry.Key ?? '').slice(root.length);
+          failures.push({
+            key,
+            error: mapS3Error(
+              { name: entry.Code, message: entry.Message ?? '', $metadata: {} },
+              { operation: 'DeleteObjects', bucket, key, endpoint, secrets },
+            ),
+          });
         }
-      };
-      for (const key of keys) {
-        assertValidStoreKey(key);
-        batch.push(key);
-        if (batch.length === 1000) await flush();
       }
-      await flush();
+      return failures;
     },
 
     destroy() {

@@ -17,6 +17,7 @@ export type DrkitErrorCode =
   | 'REPOSITORY_CORRUPT'
   | 'REPOSITORY_LOCKED'
   | 'REPOSITORY_KEY'
+  | 'OBJECT_LOCKED'
   | 'SOURCE_PROTOCOL'
   | 'TIMEOUT'
   | 'WORKER_CRASHED'
@@ -371,6 +372,46 @@ export class PointWithdrawnError extends RepositoryLockedError {
   }
   override toJSON(): ReturnType<DrkitError['toJSON']> & { pointId: string; missing: WithdrawnPointMissing } {
     return { ...super.toJSON(), pointId: this.pointId, missing: this.missing };
+  }
+}
+
+const objectLockedMarker = Symbol.for('drkit.error.object-locked');
+
+/**
+ * A blob could not be deleted because the store keeps it locked (S3 Object Lock, governance or compliance mode)
+ * until a date: the data is still there and readable. drkit never tries to bypass a lock; try again after
+ * `retainUntil` (not retryable before it). Code `OBJECT_LOCKED`.
+ *
+ * @example
+ * ```ts
+ * try { await store.delete(key); } catch (error) {
+ *   if (ObjectLockedError.isInstance(error)) console.log(`${error.key} is locked until ${error.retainUntil?.toISOString()}`);
+ * }
+ * ```
+ */
+export class ObjectLockedError extends DrkitError {
+  /** The store key of the locked blob. */
+  readonly key: string;
+  /** Until when the store keeps it, when the store said (undefined when it did not). */
+  readonly retainUntil: Date | undefined;
+  constructor(message: string, key: string, retainUntil: Date | undefined, options?: DrkitErrorOptions) {
+    super('OBJECT_LOCKED', message, options);
+    this.key = key;
+    this.retainUntil = retainUntil;
+    Object.defineProperty(this, objectLockedMarker, { value: true });
+  }
+  static override isInstance(error: unknown): error is ObjectLockedError {
+    return (
+      hasCode(error, 'OBJECT_LOCKED') &&
+      (error as unknown as Record<symbol, unknown>)[objectLockedMarker] === true
+    );
+  }
+  override toJSON(): ReturnType<DrkitError['toJSON']> & { key: string; retainUntil?: string } {
+    return {
+      ...super.toJSON(),
+      key: this.key,
+      ...(this.retainUntil === undefined ? {} : { retainUntil: this.retainUntil.toISOString() }),
+    };
   }
 }
 

@@ -32,6 +32,7 @@ import {
 import { referencedChunkIds, referencedSegmentKeys } from './referenced-chunks.js';
 import { damagedKey, type RepositoryContext } from './repository-context.js';
 import { acquireBackupLock, type HeldLock, pruneLockLive } from './repository-lock.js';
+import type { StoreRetention } from './store.js';
 import { TaskWindow } from './task-window.js';
 import type {
   AdoptedPoint,
@@ -50,6 +51,8 @@ import type {
 const HAS_CHECK_LIMIT = 256;
 /** Existence checks run at once. */
 const HAS_CHECKS = 8;
+/** Lock extensions (`retain`) run at once. */
+const RETAIN_CALLS = 8;
 /**
  * How many ids a session remembers (written or found) before it forgets those of sealed segments: its memory
  * stays bounded (about 64 bytes an id) however many chunks a backup writes. Mutable for tests only.
@@ -122,6 +125,10 @@ class SessionIndexBuilder implements PointIndexBuilder {
   private readonly zeroed = new Set<number>();
   /** Segments below this are written and final. */
   private sealed = 0;
+  /** The adopted index this one builds on, if any. */
+  get baseIndex(): StoredPointIndex | undefined {
+    return this.base;
+  }
   private flushing: Promise<void> = Promise.resolve();
   /** Non-zero ids of sealed segments that are neither adopted nor known: looked up in the store at commit. */
   readonly unknown = new ChunkIdSet();
@@ -327,11 +334,22 @@ class RepositoryBackupSession implements BackupSession {
   private readonly segments = new Set<string>();
   /** Segment blobs written (`durable: false`) or found present, synced like {@link found}. */
   private readonly foundSegments: string[] = [];
+  /** Of {@link found}: chunks this session's put wrote, hence locked by it (immutable points). */
+  private lockedByPut = new ChunkIdSet();
+  /** Of {@link foundSegments}: segments this session's put wrote, hence locked by it. */
+  private readonly segmentsLockedByPut = new Set<string>();
+  /**
+   * In a repository of immutable points: the lock of every blob this session writes, and of every chunk or
+   * segment it finds stored (of unknown origin): the session's start plus the period and the window.
+   */
+  private readonly retainNew: StoreRetention | undefined;
+  /** Lock extensions issued, for tests of their cost. */
+  retainCalls = 0;
   private readonly damagedIds = new ChunkIdSet();
   /** Chunks found named in the store with their content lost ({@link hollowSize}): `putChunk` overwrites them. */
   private readonly hollow = new ChunkIdSet();
-  /** Indexes this session adopted (the only ones {@link createIndex} accepts as a base). */
-  private readonly adopted = new Set<StoredPointIndex>();
+  /** Indexes this session adopted (the only ones {@link createIndex} accepts as a base), with their points. */
+  private readonly adopted = new Map<StoredPointIndex, RecoveryPoint>();
   private readonly written = { bytesStored: 0, chunksWritten: 0, segmentsWritten: 0 };
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
@@ -351,6 +369,31 @@ class RepositoryBackupSession implements BackupSession {
     private readonly damaged: Set<ChunkId>,
   ) {
     for (const id of damaged) this.damagedIds.add(chunkIdToHash(id));
+    const policy = context.immutability;
+    this.retainNew =
+      policy === undefined
+        ? undefined
+        : { mode: policy.mode, until: new Date(context.now() + policy.periodMs + policy.windowMs) };
+  }
+
+  /**
+   * The lock of a blob written or found now: the session's lock date, or now + period when a backup has run past
+   * it (a store refuses a date in the past). Never earlier than the session's date, which the floor counts on.
+   */
+  private lockNow(): StoreRetention | undefined {
+    const retention = this.retainNew;
+    const policy = this.context.immutability;
+    if (retention === undefined || policy === undefined) return undefined;
+    const soonest = this.context.now() + policy.periodMs;
+    return soonest <= retention.until.getTime()
+      ? retention
+      : { mode: retention.mode, until: new Date(soonest) };
+  }
+
+  /** The `retain` option of a put: the session's lock in a repository of immutable points. */
+  private get retainOption(): { retain?: StoreRetention } {
+    const retention = this.lockNow();
+    return retention === undefined ? {} : { retain: retention };
   }
 
   private checkOpen(): void {
@@ -418,7 +461,9 @@ class RepositoryBackupSession implements BackupSession {
     if (this.found.size + this.foundSegments.length > SESSION_LIMITS.knownIds) {
       await this.syncFound(signal);
       this.found = new ChunkIdSet();
+      this.lockedByPut = new ChunkIdSet();
       this.foundSegments.length = 0;
+      this.segmentsLockedByPut.clear();
     }
   }
 
@@ -428,9 +473,17 @@ class RepositoryBackupSession implements BackupSession {
     if (this.segments.has(hex)) return;
     const key = segmentKey(hex);
     // Written (without a sync) or found present, the blob is made durable by the session's one sync (syncFound).
-    if (await this.context.store.put(key, blob, { ifAbsent: true, durable: false, signal })) {
+    if (
+      await this.context.store.put(key, blob, {
+        ifAbsent: true,
+        durable: false,
+        signal,
+        ...this.retainOption,
+      })
+    ) {
       this.written.segmentsWritten++;
       this.written.bytesStored += blob.byteLength;
+      this.segmentsLockedByPut.add(key);
     }
     this.foundSegments.push(key);
     this.segments.add(hex);
@@ -444,7 +497,7 @@ class RepositoryBackupSession implements BackupSession {
     // point that exists now stays. Ids an index keeps from it need no existence check at commit.
     const point = await this.context.getPoint(pointId, signal);
     const index = await this.context.openIndex(point, signal);
-    this.adopted.add(index);
+    this.adopted.set(index, point);
     return { point, index };
   }
 
@@ -513,7 +566,7 @@ class RepositoryBackupSession implements BackupSession {
     const { store } = this.context;
     if (this.damaged.has(id)) {
       const blob = encodeChunkBlob(chunk);
-      await store.put(chunkKey(id), blob, { signal: options.signal });
+      await store.put(chunkKey(id), blob, { signal: options.signal, ...this.retainOption });
       await store.delete(damagedKey(id), { signal: options.signal });
       this.damaged.delete(id);
       this.known.add(chunk.hash);
@@ -529,6 +582,7 @@ class RepositoryBackupSession implements BackupSession {
       ifAbsent: !this.hollow.has(chunk.hash),
       durable: false,
       signal: options.signal,
+      ...this.retainOption,
     });
     // A taken key is checked for lost content, unless the store's create-only write proves a whole blob.
     if (
@@ -536,11 +590,16 @@ class RepositoryBackupSession implements BackupSession {
       store.createOnlyProvesWhole !== true &&
       (await this.presence(chunkKey(id), options.signal)) !== 'present'
     ) {
-      written = await store.put(chunkKey(id), blob, { durable: false, signal: options.signal });
+      written = await store.put(chunkKey(id), blob, {
+        durable: false,
+        signal: options.signal,
+        ...this.retainOption,
+      });
     }
     this.known.add(chunk.hash);
     this.found.add(chunk.hash);
     if (written) {
+      this.lockedByPut.add(chunk.hash);
       this.written.chunksWritten++;
       this.written.bytesStored += blob.byteLength;
     }
@@ -627,15 +686,96 @@ class RepositoryBackupSession implements BackupSession {
    */
   private async syncFound(signal: AbortSignal | undefined): Promise<void> {
     const { store } = this.context;
-    if ((this.found.size === 0 && this.foundSegments.length === 0) || store.sync === undefined) return;
+    if (this.found.size === 0 && this.foundSegments.length === 0) return;
     const { found, foundSegments } = this;
-    await store.sync(
-      (function* keys() {
-        for (const id of found.values()) yield chunkKey(id);
-        yield* foundSegments;
-      })(),
-      { signal },
-    );
+    if (store.sync !== undefined) {
+      await store.sync(
+        (function* keys() {
+          for (const id of found.values()) yield chunkKey(id);
+          yield* foundSegments;
+        })(),
+        { signal },
+      );
+    }
+    await this.retainFound(signal);
+  }
+
+  /**
+   * In a repository of immutable points: locks every chunk and segment this session found stored rather than
+   * wrote (deduplicated, of unknown origin) until the session's lock date, one store call each, so the cost
+   * follows the data the backup read. What it wrote was locked by its put; what it inherits from its parent is
+   * covered by the parent's `chunksLockedUntil` (see commit).
+   */
+  private async retainFound(signal: AbortSignal | undefined): Promise<void> {
+    const retention = this.lockNow();
+    const immutability = this.context.store.immutability;
+    if (retention === undefined || immutability === undefined) return;
+    const window = new TaskWindow(RETAIN_CALLS);
+    const retain = async (key: string) => {
+      await window.add(async () => {
+        this.retainCalls++;
+        if (!(await immutability.retain(key, retention, { signal }))) {
+          throw new RepositoryCorruptError(
+            `cannot commit: ${key} vanished from the ${this.context.where} before it could be locked; back the disk up again`,
+          );
+        }
+      });
+    };
+    for (const id of this.found.values()) {
+      if (!this.lockedByPut.has(id)) await retain(chunkKey(id));
+    }
+    for (const key of this.foundSegments) if (!this.segmentsLockedByPut.has(key)) await retain(key);
+    await window.drain();
+  }
+
+  /**
+   * In a repository of immutable points, before the point's metadata is written: the date until which every
+   * chunk and segment the point references is locked, at least `lockedUntil`. Inherited blobs are locked until
+   * the base's `chunksLockedUntil`, the others until the session's lock date; when the earlier of the two falls
+   * before `lockedUntil`, every blob the point references is locked anew until now + period + window (once a
+   * window: the cost is amortised over the backups of that window).
+   */
+  private async lockFloor(
+    point: RecoveryPoint,
+    base: RecoveryPoint | undefined,
+    lockedUntil: number,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
+    const policy = this.context.immutability!;
+    const immutability = this.context.store.immutability!;
+    const inherited =
+      base === undefined
+        ? Number.POSITIVE_INFINITY
+        : base.chunksLockedUntil === undefined
+          ? 0
+          : Date.parse(base.chunksLockedUntil);
+    const floor = Math.min(inherited, this.retainNew!.until.getTime());
+    if (floor >= lockedUntil) return floor;
+    const until = this.context.now() + policy.periodMs + policy.windowMs;
+    const retention: StoreRetention = { mode: policy.mode, until: new Date(until) };
+    const window = new TaskWindow(RETAIN_CALLS);
+    const retain = async (key: string) => {
+      await window.add(async () => {
+        this.retainCalls++;
+        if (!(await immutability.retain(key, retention, { signal }))) {
+          throw new RepositoryCorruptError(
+            `cannot commit: ${key}, which the point names, is not in the ${this.context.where}; back the disk up again`,
+          );
+        }
+      });
+    };
+    let previous = '';
+    for await (const key of referencedSegmentKeys(this.context, point, signal)) {
+      if (key !== previous) await retain(key);
+      previous = key;
+    }
+    for await (const bytes of referencedChunkIds(this.context, point, signal)) {
+      const key = chunkKey(bytes);
+      if (key !== previous) await retain(key);
+      previous = key;
+    }
+    await window.drain();
+    return until;
   }
 
   async commit(
@@ -670,14 +810,28 @@ class RepositoryBackupSession implements BackupSession {
     const { store } = this.context;
     const digest = createHash('sha256').update(blob).digest('hex');
     const createdAt = new Date(described.createdAt);
+    const policy = this.context.immutability;
+    // The point's own lock date: its metadata and manifest are locked until then, and retention keeps it.
+    const lockedUntil = policy === undefined ? undefined : this.context.now() + policy.periodMs;
+    const lockOption: { retain?: StoreRetention } =
+      policy === undefined ? {} : { retain: { mode: policy.mode, until: new Date(lockedUntil!) } };
     let id: string;
     do {
       id = newPointId(createdAt);
-    } while (!(await store.put(indexKey(id), blob, { ifAbsent: true, signal })));
-    const committed = recoveryPoint(id, described, digest, {
+    } while (!(await store.put(indexKey(id), blob, { ifAbsent: true, signal, ...lockOption })));
+    let committed = recoveryPoint(id, described, digest, {
       ...this.written,
       bytesStored: this.written.bytesStored + blob.byteLength,
     });
+    if (lockedUntil !== undefined) {
+      const base = index.baseIndex === undefined ? undefined : this.adopted.get(index.baseIndex);
+      const floor = await this.lockFloor(committed, base, lockedUntil, signal);
+      committed = {
+        ...committed,
+        lockedUntil: new Date(lockedUntil).toISOString(),
+        chunksLockedUntil: new Date(floor).toISOString(),
+      };
+    }
     try {
       // Last look at the lock: a prune that judged it stale may have deleted chunks this point names.
       await this.lock.confirm(signal);
@@ -686,7 +840,9 @@ class RepositoryBackupSession implements BackupSession {
       throw error;
     }
     testStop('before-point');
-    if (!(await store.put(pointKey(id), serializePoint(committed), { ifAbsent: true, signal }))) {
+    if (
+      !(await store.put(pointKey(id), serializePoint(committed), { ifAbsent: true, signal, ...lockOption }))
+    ) {
       throw new RepositoryCorruptError(`point metadata ${pointKey(id)} exists without having been committed`);
     }
     // A pause between the confirmation above and this put (SIGSTOP, a suspended VM) may have let a sweep judge

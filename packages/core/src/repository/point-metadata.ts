@@ -304,5 +304,12 @@ export function parsePoint(bytes: Uint8Array, key: string): RecoveryPoint {
   if (typeof value.indexDigest !== 'string' || !DIGEST.test(value.indexDigest)) {
     fail('indexDigest', 'must be 64 lowercase hex digits');
   }
-  return recoveryPoint(id as string, described, value.indexDigest as string, stored);
+  const point = recoveryPoint(id as string, described, value.indexDigest as string, stored);
+  if (value.lockedUntil === undefined && value.chunksLockedUntil === undefined) return point;
+  const lockedUntil = timestamp(value.lockedUntil, 'lockedUntil', fail);
+  const chunksLockedUntil = timestamp(value.chunksLockedUntil, 'chunksLockedUntil', fail);
+  if (Date.parse(chunksLockedUntil) < Date.parse(lockedUntil)) {
+    fail('chunksLockedUntil', 'must not be before lockedUntil');
+  }
+  return { ...point, lockedUntil, chunksLockedUntil };
 }

@@ -123,6 +123,7 @@ describe('prune and locks', { timeout: 60_000 }, () => {
       bytesFreed: 0,
       indexesRemoved: 0,
       staleLocksRemoved: 0,
+      lockedSkipped: 0,
       candidateChunks: 0,
       candidateIndexSegments: 0,
       candidateBytes: 0,

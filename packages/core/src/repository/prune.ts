@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import {
   InvalidArgumentError,
   NotFoundError,
+  ObjectLockedError,
   RepositoryCorruptError,
   UnreadablePointsError,
 } from '../errors/drkit-error.js';
@@ -24,6 +25,8 @@ import type { PruneOptions, PruneResult, RecoveryPoint } from './types.js';
 const DELETES = 8;
 /** Deletions between two re-reads of the prune lock. */
 const CONFIRM_EVERY = 1000;
+/** Keys per bulk delete ({@link Store.deleteMany}): one S3 DeleteObjects request. */
+const DELETE_BATCH = 1000;
 const INDEX_PREFIX = 'indexes/';
 /** Key prefix of everything a prune keeps between its calls. */
 export const PRUNE_PREFIX = 'prune/';
@@ -446,6 +449,9 @@ interface SweepOutcome {
   readonly segmentsRemoved: number;
   readonly indexesRemoved: number;
   readonly bytesFreed: number;
+  /** Candidates the store still keeps locked, left for a later sweep, and the earliest lock date said. */
+  readonly lockedSkipped: number;
+  readonly lockedSkippedUntil: number | undefined;
   /** The next mark, recorded in the same pass; undefined when nothing is left to mark. */
   readonly next: PruneMark | undefined;
 }
@@ -483,18 +489,70 @@ async function sweep(
   let indexesRemoved = 0;
   let bytesFreed = 0;
   let sinceConfirm = 0;
+  let lockedSkipped = 0;
+  let lockedSkippedUntil: number | undefined;
+  /** A candidate the store keeps locked (immutable points): not deleted, counted, left for a later sweep. */
+  const skipLocked = (error: ObjectLockedError) => {
+    lockedSkipped++;
+    const until = error.retainUntil?.getTime();
+    if (until !== undefined && (lockedSkippedUntil === undefined || until < lockedSkippedUntil)) {
+      lockedSkippedUntil = until;
+    }
+  };
   const window = new TaskWindow(DELETES);
+  /** Bulk deletes: candidates queued here, deleted a batch at a time (one request where the store allows). */
+  let batch: { key: string; size: number; then: (() => Promise<void>) | undefined }[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const taken = batch;
+    batch = [];
+    if (sinceConfirm >= CONFIRM_EVERY) {
+      await lock.confirm(signal);
+      sinceConfirm = 0;
+    }
+    lock.checkLive();
+    const failures = await store.deleteMany!(
+      taken.map((entry) => entry.key),
+      { signal },
+    );
+    const failed = new Map(failures.map((failure) => [failure.key, failure.error]));
+    for (const entry of taken) {
+      const error = failed.get(entry.key);
+      if (error === undefined) {
+        bytesFreed += entry.size;
+        await entry.then?.();
+      } else if (ObjectLockedError.isInstance(error)) skipLocked(error);
+      else throw error;
+    }
+  };
+  /** Waits for every deletion queued or in flight. */
+  const drain = async () => {
+    await flush();
+    await window.drain();
+  };
   /** Deletes one blob once the lock is known to be held, by both clocks, right before the deletion. */
   const remove = async (key: string, size: number, then?: () => Promise<void>) => {
     lock.checkLive();
-    if (++sinceConfirm >= CONFIRM_EVERY) {
+    sinceConfirm++;
+    if (store.deleteMany !== undefined) {
+      batch.push({ key, size, then });
+      if (batch.length >= DELETE_BATCH) await flush();
+      return;
+    }
+    if (sinceConfirm >= CONFIRM_EVERY) {
       await window.drain();
       await lock.confirm(signal);
       sinceConfirm = 0;
     }
     await window.add(async () => {
       lock.checkLive();
-      await store.delete(key, { signal });
+      try {
+        await store.delete(key, { signal });
+      } catch (error) {
+        if (!ObjectLockedError.isInstance(error)) throw error;
+        skipLocked(error);
+        return;
+      }
       bytesFreed += size;
       await then?.();
     });
@@ -534,7 +592,7 @@ async function sweep(
       }
     }
     await passDamaged(undefined);
-    await window.drain();
+    await drain();
     for await (const entry of store.list(SEGMENT_PREFIX, { signal })) {
       const id = idFromSegmentKey(entry.key);
       if (id === undefined || (await referencedSegments.seek(id))) continue;
@@ -546,7 +604,7 @@ async function sweep(
         await next.addIndexSegment(id, entry.size, signal);
       }
     }
-    await window.drain();
+    await drain();
     const orphans = new Set(old.orphanIndexes);
     for await (const entry of store.list(INDEX_PREFIX, { signal })) {
       const id = entry.key.slice(INDEX_PREFIX.length);
@@ -559,14 +617,23 @@ async function sweep(
         });
       } else next.orphanIndexes.push(id);
     }
-    await window.drain();
+    await drain();
     lock.checkLive();
     const written = next.empty ? undefined : await next.commit(old, signal);
     if (next.empty) await store.delete(PRUNE_MARK_KEY, { signal });
     await deleteMarkSegments(store, old.markId, signal);
     await deleteStraySegments(store, written?.markId, settings.graceMs, signal);
-    return { chunksRemoved, segmentsRemoved, indexesRemoved, bytesFreed, next: written };
+    return {
+      chunksRemoved,
+      segmentsRemoved,
+      indexesRemoved,
+      bytesFreed,
+      lockedSkipped,
+      lockedSkippedUntil,
+      next: written,
+    };
   } catch (error) {
+    batch = [];
     await window.drain().catch(() => undefined);
     await next.discard();
     throw error;
@@ -640,6 +707,7 @@ export async function pruneRepository(
     bytesFreed: 0,
     indexesRemoved: 0,
     staleLocksRemoved: 0,
+    lockedSkipped: 0,
   };
 
   const found = await readMark(context, signal);
@@ -700,6 +768,10 @@ export async function pruneRepository(
       bytesFreed: outcome.bytesFreed,
       indexesRemoved: outcome.indexesRemoved,
       staleLocksRemoved,
+      lockedSkipped: outcome.lockedSkipped,
+      ...(outcome.lockedSkippedUntil === undefined
+        ? {}
+        : { lockedSkippedUntil: new Date(outcome.lockedSkippedUntil).toISOString() }),
       ...describeMark(outcome.next, graceMs),
     };
   } catch (error) {

@@ -28,8 +28,26 @@ export const REPOSITORY_FORMAT_VERSION = 2;
  * chunk and segment ids are HMAC-SHA-256 under a key of the data key.
  */
 export const ENCRYPTION_FEATURE = 'sealed-aes256gcm';
+/**
+ * The feature of a repository of immutable points: every blob a committed point references is locked in the store
+ * (S3 Object Lock) at least until the point's own lock date, by the policy in the configuration's `immutability`.
+ */
+export const IMMUTABILITY_FEATURE = 'object-lock';
 /** The features this drkit reads. */
-const KNOWN_FEATURES: readonly string[] = [ENCRYPTION_FEATURE];
+const KNOWN_FEATURES: readonly string[] = [ENCRYPTION_FEATURE, IMMUTABILITY_FEATURE];
+
+/** The lock policy of a repository of immutable points, as its configuration records it. */
+export interface ImmutabilityPolicy {
+  /** S3 Object Lock mode of every lock drkit sets: `governance` or `compliance`. */
+  readonly mode: 'governance' | 'compliance';
+  /** How long a point stays locked after its commit, in milliseconds (its lock date is commit + period). */
+  readonly periodMs: number;
+  /**
+   * How far past the period new chunks are locked, in milliseconds: a chunk reused by later points needs its lock
+   * extended only once per window (see the format's "Immutable points").
+   */
+  readonly windowMs: number;
+}
 
 /** The repository configuration stored at the key `config`. */
 export interface RepositoryConfig {
@@ -46,6 +64,25 @@ export interface RepositoryConfig {
    * reader refuses a repository naming a feature it does not know.
    */
   readonly features: readonly string[];
+  /** The lock policy, present exactly when `features` has `object-lock`. */
+  readonly immutability?: ImmutabilityPolicy;
+}
+
+/** Longest period or window accepted: 100 years. */
+const MAX_LOCK_MS = 100 * 365 * 24 * 3600 * 1000;
+
+/** The policy of a configuration, or a description of what is wrong with it. */
+export function parseImmutabilityPolicy(value: unknown): ImmutabilityPolicy | string {
+  if (!isObject(value)) return 'must be an object';
+  if (value.mode !== 'governance' && value.mode !== 'compliance')
+    return 'mode must be governance or compliance';
+  for (const field of ['periodMs', 'windowMs'] as const) {
+    const ms = value[field];
+    if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 1000 || ms > MAX_LOCK_MS) {
+      return `${field} must be an integer number of milliseconds from 1000 to 100 years`;
+    }
+  }
+  return { mode: value.mode, periodMs: value.periodMs as number, windowMs: value.windowMs as number };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -110,12 +147,22 @@ function parseConfig(bytes: Uint8Array, location: string): RepositoryConfig {
       REPOSITORY_FORMAT_VERSION,
     );
   }
+  const features = [...new Set(config.features as string[])];
+  let immutability: ImmutabilityPolicy | undefined;
+  if (features.includes(IMMUTABILITY_FEATURE)) {
+    const policy = parseImmutabilityPolicy(config.immutability);
+    if (typeof policy === 'string') {
+      throw new RepositoryCorruptError(`${what} has the object-lock feature but its immutability ${policy}`);
+    }
+    immutability = policy;
+  }
   return {
     format: config.format,
     version: config.version as number,
     id: config.id,
     createdAt: config.createdAt,
-    features: [...new Set(config.features as string[])],
+    features,
+    ...(immutability === undefined ? {} : { immutability }),
   };
 }
 
@@ -186,6 +233,7 @@ export async function loadRepositoryConfig(
   create: boolean,
   signal: AbortSignal | undefined,
   encryption?: RepositoryEncryption,
+  immutability?: ImmutabilityPolicy,
 ): Promise<LoadedRepository> {
   const where = `${store.kind} store ${store.location}`;
   const found = await readConfig(store, where, signal);
@@ -200,7 +248,11 @@ export async function loadRepositoryConfig(
     version: REPOSITORY_FORMAT_VERSION,
     id: randomBytes(16).toString('hex'),
     createdAt: new Date().toISOString(),
-    features: encryption === undefined ? [] : [ENCRYPTION_FEATURE],
+    features: [
+      ...(encryption === undefined ? [] : [ENCRYPTION_FEATURE]),
+      ...(immutability === undefined ? [] : [IMMUTABILITY_FEATURE]),
+    ],
+    ...(immutability === undefined ? {} : { immutability }),
   };
   const keys =
     encryption === undefined ? undefined : await createFirstKey(store, config.id, encryption, signal);

@@ -3,7 +3,7 @@ import { ChunkWorkerPool } from '../workers/chunk-worker-pool.js';
 import { isChunkId } from './chunk-id.js';
 import { openPointIndex, type StoredPointIndex } from './chunk-index.js';
 import { indexKey, isPointId, pointIdFromKey, pointKey, readPointMetadata } from './point-metadata.js';
-import type { RepositoryConfig } from './repository-config.js';
+import type { ImmutabilityPolicy, RepositoryConfig } from './repository-config.js';
 import type { Store } from './store.js';
 import { TaskWindow } from './task-window.js';
 import type { ChunkId, RecoveryPoint, UnreadablePoint } from './types.js';
@@ -50,9 +50,16 @@ export class RepositoryContext {
      * `store` then seals and opens every blob.
      */
     readonly idKey: Uint8Array | undefined = undefined,
+    /** The wall clock (ms since the epoch) of lock dates; injectable for tests. */
+    readonly now: () => number = Date.now,
   ) {
     this.pool = workers;
     this.ownsPool = workers === undefined;
+  }
+
+  /** The lock policy of a repository of immutable points (feature `object-lock`), else undefined. */
+  get immutability(): ImmutabilityPolicy | undefined {
+    return this.config.immutability;
   }
 
   /** `kind store location`, for messages. */

@@ -2,6 +2,7 @@ import {
   ChecksumMismatchError,
   InvalidSettingsError,
   NotFoundError,
+  ObjectLockedError,
   RepositoryKeyError,
 } from '../errors/drkit-error.js';
 import type { SnapshotConsistency } from '../spec/v2/index.js';
@@ -14,14 +15,14 @@ import { checkEncryption, type RepositoryEncryption, type RepositoryKeys, rewrap
 import { createLedger } from './ledger.js';
 import { indexKey, pointKey } from './point-metadata.js';
 import { pruneRepository } from './prune.js';
-import { loadRepositoryConfig } from './repository-config.js';
+import { type ImmutabilityPolicy, loadRepositoryConfig } from './repository-config.js';
 import { RepositoryContext } from './repository-context.js';
 import { DEFAULT_LOCK_STALE_AFTER_MS, tryAcquireHostLock } from './repository-lock.js';
 import { restorePoint } from './restore.js';
 import { planRetention } from './retention.js';
 import { SealedStore } from './sealed-store.js';
 import type { Store } from './store.js';
-import type { DiskLineage, HostPoint, RecoveryPoint, Repository } from './types.js';
+import type { DiskLineage, HostPoint, ImmutabilityOptions, RecoveryPoint, Repository } from './types.js';
 import { verifyPoints } from './verify.js';
 
 /** Settings of {@link openRepository}. */
@@ -38,6 +39,20 @@ export interface OpenRepositoryOptions {
    */
   readonly encryption?: RepositoryEncryption;
   /**
+   * Immutable recovery points, chosen at creation and recorded in the repository (feature `object-lock`), so
+   * every writer behaves the same: each point, and every blob it references, is locked in the store (S3 Object
+   * Lock) until at least `period` after its commit; retention and prune never delete a locked blob and report it.
+   * The store must support it ({@link Store.immutability}: an S3 bucket created with Object Lock). Opening an
+   * existing repository needs no value (the recorded one applies); a different one is refused.
+   */
+  readonly immutability?: ImmutabilityOptions;
+  /**
+   * The wall clock of lock dates (ms since the epoch), for tests. Default `Date.now`.
+   *
+   * @internal
+   */
+  readonly clock?: () => number;
+  /**
    * The worker pool that decodes and hashes chunks. Leave it out: the repository then starts its own on first
    * use and stops it on {@link Repository.close}. A pool passed in (a `ChunkWorkerPool` of
    * `@drkit/core/internal`, for drkit's own tests) is left running.
@@ -51,6 +66,32 @@ export interface OpenRepositoryOptions {
    */
   readonly lockStaleAfterMs?: number;
   readonly signal?: AbortSignal;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** The policy of {@link ImmutabilityOptions}, checked. */
+function immutabilityPolicy(options: ImmutabilityOptions): ImmutabilityPolicy {
+  const field = 'immutability';
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidSettingsError(field, 'must be an object');
+  if (options.mode !== 'governance' && options.mode !== 'compliance') {
+    throw new InvalidSettingsError(`${field}.mode`, 'must be "governance" or "compliance"');
+  }
+  if ((options.periodDays === undefined) === (options.periodMs === undefined)) {
+    throw new InvalidSettingsError(field, 'give exactly one of periodDays and periodMs');
+  }
+  const periodMs = options.periodMs ?? Math.round((options.periodDays as number) * DAY_MS);
+  const windowMs = options.windowMs ?? periodMs;
+  for (const [name, ms] of [
+    ['period', periodMs],
+    ['windowMs', windowMs],
+  ] as const) {
+    if (!Number.isSafeInteger(ms) || ms < 1000 || ms > 100 * 365 * DAY_MS) {
+      throw new InvalidSettingsError(`${field}.${name}`, 'must be from 1 second to 100 years (integer ms)');
+    }
+  }
+  return { mode: options.mode, periodMs, windowMs };
 }
 
 function matches(point: RecoveryPoint, filter: Partial<DiskLineage> | undefined): boolean {
@@ -116,7 +157,10 @@ function weakestConsistency(values: readonly SnapshotConsistency[]): SnapshotCon
  * {@link RepositoryVersionError} (a {@link RepositoryCorruptError}) when it is of another format version (a
  * version 1 repository: its message says what to do); {@link RepositoryCorruptError} when its configuration is
  * damaged;
- * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number.
+ * {@link InvalidSettingsError} when `lockStaleAfterMs` is not a positive number, or (field `immutability`) when
+ * `immutability` is invalid, differs from the policy the repository recorded, or the store cannot lock blobs (it
+ * has no {@link Store.immutability}, or its check fails: an S3 bucket without Object Lock), for a new repository
+ * before anything is written.
  *
  * @example
  * ```ts
@@ -138,15 +182,39 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
     lockStaleAfterMs = DEFAULT_LOCK_STALE_AFTER_MS,
     encryption,
     signal,
+    clock = Date.now,
   } = options;
   if (typeof store?.get !== 'function') throw new InvalidSettingsError('store', 'must be a Store');
   if (typeof lockStaleAfterMs !== 'number' || !(lockStaleAfterMs > 0) || !Number.isFinite(lockStaleAfterMs)) {
     throw new InvalidSettingsError('lockStaleAfterMs', 'must be a positive number of milliseconds');
   }
   if (encryption !== undefined) checkEncryption(encryption);
+  const wanted = options.immutability === undefined ? undefined : immutabilityPolicy(options.immutability);
+  const where = `${store.kind} store ${store.location}`;
+  const checkLocking = async () => {
+    if (store.immutability === undefined) {
+      throw new InvalidSettingsError(
+        'immutability',
+        `the ${where} cannot lock blobs: immutable points need a store with Object Lock (an S3 bucket created with Object Lock enabled)`,
+      );
+    }
+    await store.immutability.check({ signal });
+  };
   signal?.throwIfAborted();
-  const loaded = await loadRepositoryConfig(store, create, signal, encryption);
+  // Checked before anything is written: a repository of immutable points is never created where locks fail.
+  if (wanted !== undefined && create) await checkLocking();
+  const loaded = await loadRepositoryConfig(store, create, signal, encryption, wanted);
   const { config } = loaded;
+  const recorded = config.immutability;
+  if (wanted !== undefined && JSON.stringify(wanted) !== JSON.stringify(recorded)) {
+    throw new InvalidSettingsError(
+      'immutability',
+      recorded === undefined
+        ? `the repository in the ${where} was created without immutable points; it is chosen at creation (use a new, Object Lock-enabled bucket)`
+        : `the repository in the ${where} records ${JSON.stringify(recorded)}; leave immutability out to use it`,
+    );
+  }
+  if (recorded !== undefined && wanted === undefined) await checkLocking();
   let keys: RepositoryKeys | undefined = loaded.keys;
   const context = new RepositoryContext(
     keys === undefined ? store : new SealedStore(store, keys.sealKey),
@@ -154,6 +222,7 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
     lockStaleAfterMs,
     workers,
     keys?.idKey,
+    clock,
   );
   const ledger = createLedger(context);
 
@@ -161,6 +230,7 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
     id: config.id,
     store,
     encrypted: keys !== undefined,
+    ...(recorded === undefined ? {} : { immutability: recorded }),
     ledger,
 
     async changePassphrase(next, callOptions = {}) {
@@ -263,24 +333,44 @@ export async function openRepository(options: OpenRepositoryOptions): Promise<Re
       // Unreadable points are left out of the plan: never counted by a rule, never removed.
       const { points, unreadable } = await context.scanPoints(retentionSignal);
       const plan = planRetention(points, policy);
+      // A point whose lock date has not passed is kept, and said so: the store would refuse its deletion.
+      const locked: { point: RecoveryPoint; lockedUntil: string }[] = [];
+      const due = plan.removed.filter((point) => {
+        if (point.lockedUntil === undefined || Date.parse(point.lockedUntil) <= context.now()) return true;
+        locked.push({ point, lockedUntil: point.lockedUntil });
+        return false;
+      });
+      const removed: RecoveryPoint[] = [];
       if (!dryRun) {
-        for (const point of plan.removed) {
+        for (const point of due) {
           retentionSignal?.throwIfAborted();
           // Metadata first: once it is gone the point no longer exists, and its index is an orphan.
-          await context.store.delete(pointKey(point.id), { signal: retentionSignal });
+          try {
+            await context.store.delete(pointKey(point.id), { signal: retentionSignal });
+          } catch (error) {
+            // The store's clock, not ours, decides: a point it still keeps is reported locked.
+            if (!ObjectLockedError.isInstance(error)) throw error;
+            const until = error.retainUntil?.toISOString() ?? point.lockedUntil ?? point.createdAt;
+            locked.push({ point, lockedUntil: until });
+            continue;
+          }
+          removed.push(point);
           context.forgetPoint(point.id);
-          await context.store.delete(indexKey(point.id), { signal: retentionSignal });
+          // A manifest still locked stays an orphan; a later prune removes it once its date has passed.
+          await context.store.delete(indexKey(point.id), { signal: retentionSignal }).catch((error) => {
+            if (!ObjectLockedError.isInstance(error)) throw error;
+          });
         }
         // The removals made durable before anything relies on them: a point that came back after a crash while a
         // later prune's deletions of its chunks stuck would name chunks that are gone.
-        if (plan.removed.length > 0 && context.store.sync !== undefined) {
+        if (removed.length > 0 && context.store.sync !== undefined) {
           await context.store.sync(
-            plan.removed.flatMap((point) => [pointKey(point.id), indexKey(point.id)]),
+            removed.flatMap((point) => [pointKey(point.id), indexKey(point.id)]),
             { signal: retentionSignal },
           );
         }
-      }
-      return { ...plan, unreadable };
+      } else removed.push(...due);
+      return { kept: plan.kept, removed, unreadable, locked };
     },
 
     prune(pruneOptions = {}) {

@@ -38,6 +38,8 @@ export class SealedStore implements Store {
   readonly location: string;
   readonly sync?: Store['sync'];
   readonly size?: Store['size'];
+  readonly deleteMany?: Store['deleteMany'];
+  readonly immutability?: Store['immutability'];
   readonly createOnlyProvesWhole?: true;
 
   constructor(
@@ -49,6 +51,9 @@ export class SealedStore implements Store {
     // A sealed blob is written and stored whole exactly when the inner blob is.
     if (inner.createOnlyProvesWhole === true) this.createOnlyProvesWhole = true;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
+    // Locks and bulk deletes act on keys, which a sealed store does not change: forwarded as they are.
+    if (inner.deleteMany !== undefined) this.deleteMany = (keys, options) => inner.deleteMany!(keys, options);
+    if (inner.immutability !== undefined) this.immutability = inner.immutability;
     const innerSize = inner.size;
     if (innerSize !== undefined) {
       this.size = async (key, options) => {

@@ -1,3 +1,4 @@
+import type { DrkitError } from '../errors/drkit-error.js';
 import type { CallOptions } from '../spec/v2/index.js';
 
 /** One blob listed by {@link Store.list}. */
@@ -26,6 +27,50 @@ export interface StorePutOptions extends CallOptions {
    * the process alone loses nothing either way. Reads see the blob at once, like any other.
    */
   readonly durable?: boolean;
+  /**
+   * Lock the written blob until a date (S3 Object Lock): the store refuses to delete or overwrite that version
+   * before it. Only for a store with {@link Store.immutability}; a store without it must not be given one (the
+   * repository never does).
+   */
+  readonly retain?: StoreRetention;
+}
+
+/** How long, and how strictly, a store keeps a blob it may not delete ({@link StoreImmutability}). */
+export interface StoreRetention {
+  /**
+   * `governance`: a user with a special permission can still remove the lock (S3 `s3:BypassGovernanceRetention`);
+   * `compliance`: nobody can, the root account included, until the date.
+   */
+  readonly mode: 'governance' | 'compliance';
+  /** Until when the blob is kept. */
+  readonly until: Date;
+}
+
+/**
+ * A store that can lock blobs against deletion until a date (S3 Object Lock). A repository created with
+ * `immutability` needs it; drkit never bypasses a lock it set.
+ */
+export interface StoreImmutability {
+  /**
+   * Checks that the store can lock blobs now (S3: the bucket has Object Lock enabled).
+   *
+   * @throws {@link InvalidSettingsError} (field `immutability`) saying what to change when it cannot.
+   */
+  check(options?: CallOptions): Promise<void>;
+  /**
+   * Extends the lock of the present blob to `retention.until`; never shortens it (a later lock stays as it is).
+   * Returns `false` when no blob has the key. One call for the store in the common case.
+   */
+  retain(key: string, retention: StoreRetention, options?: CallOptions): Promise<boolean>;
+  /** The lock of the present blob, or `undefined` when it has none or there is no blob. */
+  retention(key: string, options?: CallOptions): Promise<StoreRetention | undefined>;
+}
+
+/** A key {@link Store.deleteMany} could not delete, and why. */
+export interface StoreDeleteFailure {
+  readonly key: string;
+  /** A typed error: {@link ObjectLockedError} for a blob still locked, else what the store answered. */
+  readonly error: DrkitError;
 }
 
 /**
@@ -95,6 +140,22 @@ export interface Store {
   readonly createOnlyProvesWhole?: true;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
-  /** Deletes a blob. Deleting a missing key is not an error. */
+  /**
+   * Deletes a blob. Deleting a missing key is not an error.
+   *
+   * @throws {@link ObjectLockedError} when the store keeps the blob locked ({@link StoreImmutability}).
+   */
   delete(key: string, options?: CallOptions): Promise<void>;
+  /**
+   * Deletes many blobs in as few requests as the store allows (S3 DeleteObjects: 1 000 keys a request). Missing
+   * keys are not an error. Resolves with the keys it could not delete, each with a typed error (a locked blob:
+   * {@link ObjectLockedError}); rejects only when the call as a whole failed (then some keys may be deleted).
+   * Optional: prune uses it when present, else {@link Store.delete} one key at a time.
+   */
+  deleteMany?(keys: readonly string[], options?: CallOptions): Promise<StoreDeleteFailure[]>;
+  /**
+   * Locking blobs until a date (S3 Object Lock), for a repository created with `immutability`. Optional: a
+   * store without it cannot hold such a repository (the local folder store has none).
+   */
+  readonly immutability?: StoreImmutability;
 }

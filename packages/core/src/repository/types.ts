@@ -89,6 +89,17 @@ export interface RecoveryPoint extends DiskLineage {
   /** Hex SHA-256 of the point's manifest blob (`indexes/<id>`), which lists its index segments. */
   readonly indexDigest: string;
   readonly stats: PointStats;
+  /**
+   * In a repository of immutable points (feature `object-lock`): until when (ISO 8601) the point's metadata and
+   * manifest are locked in the store, its commit plus the repository's period. Retention keeps it until then.
+   */
+  readonly lockedUntil?: string;
+  /**
+   * In a repository of immutable points: a date until which every chunk and segment the point references is
+   * locked, at least {@link RecoveryPoint.lockedUntil}. A child of this point knows the chunks it inherits are
+   * locked until then without asking the store.
+   */
+  readonly chunksLockedUntil?: string;
 }
 
 /**
@@ -384,6 +395,24 @@ export interface VerifyReport {
   readonly ok: boolean;
 }
 
+/** The lock policy of a repository of immutable points, given to `openRepository` at creation. */
+export interface ImmutabilityOptions {
+  /**
+   * S3 Object Lock mode: `governance` (an account with `s3:BypassGovernanceRetention` can still remove a lock: for
+   * tests and mistakes) or `compliance` (nobody can before the date, the root account included).
+   */
+  readonly mode: 'governance' | 'compliance';
+  /** How long each point stays locked after its commit, in days (or give `periodMs`). */
+  readonly periodDays?: number;
+  /** The same in milliseconds (at least 1000). */
+  readonly periodMs?: number;
+  /**
+   * How far past the period new chunks are locked, in milliseconds (default: the period). A larger window means
+   * fewer lock extensions of reused chunks (once per window) and data kept longer.
+   */
+  readonly windowMs?: number;
+}
+
 /** What one call of {@link Repository.prune} did: see {@link PruneResult.phase}. */
 export interface PruneResult {
   /**
@@ -403,6 +432,13 @@ export interface PruneResult {
   readonly indexesRemoved: number;
   /** Backup locks deleted because their heartbeat was older than the stale threshold (sweeps only). */
   readonly staleLocksRemoved: number;
+  /**
+   * Candidates the store still keeps locked (immutable points): not deleted by this sweep, left for a later one.
+   * 0 when none was.
+   */
+  readonly lockedSkipped: number;
+  /** The earliest lock date among them (ISO 8601), when the store said; absent when none was skipped. */
+  readonly lockedSkippedUntil?: string;
   /** Candidate chunks of the mark pending after this call (0 when none is). */
   readonly candidateChunks: number;
   /** Candidate index segment blobs of the mark pending after this call. */
@@ -513,6 +549,12 @@ export interface Repository extends AsyncDisposable {
   readonly store: Store;
   /** Whether the repository is encrypted (its blobs sealed with AES-256-GCM, its chunk ids keyed). */
   readonly encrypted: boolean;
+  /** The lock policy of a repository of immutable points (feature `object-lock`); absent otherwise. */
+  readonly immutability?: {
+    readonly mode: 'governance' | 'compliance';
+    readonly periodMs: number;
+    readonly windowMs: number;
+  };
   /**
    * Wraps the data key of an encrypted repository under a new passphrase or key: a new key blob is written
    * (durable) and the one this repository was opened with deleted. No chunk or other blob is rewritten, so it
@@ -589,12 +631,20 @@ export interface Repository extends AsyncDisposable {
   damagedChunks(options?: { signal?: AbortSignal }): Promise<Set<ChunkId>>;
   /**
    * Removes the points the policy does not keep. Chunks stay until {@link Repository.prune}. Points whose
-   * metadata cannot be read are neither counted by the rules nor removed; they are returned in `unreadable`.
+   * metadata cannot be read are neither counted by the rules nor removed; they are returned in `unreadable`. In a
+   * repository of immutable points, a point the policy would remove whose lock date has not passed (by this
+   * process's clock or the store's) is not removed: it is returned in `locked` with its date, and a later call
+   * removes it.
    */
   applyRetention(
     policy: RetentionPolicy,
     options?: { dryRun?: boolean; signal?: AbortSignal },
-  ): Promise<{ kept: RecoveryPoint[]; removed: RecoveryPoint[]; unreadable: UnreadablePoint[] }>;
+  ): Promise<{
+    kept: RecoveryPoint[];
+    removed: RecoveryPoint[];
+    unreadable: UnreadablePoint[];
+    locked: { point: RecoveryPoint; lockedUntil: string }[];
+  }>;
   /**
    * Deletes chunks and orphan indexes that no committed point references, in two phases a grace period apart
    * (more than `lockStaleAfterMs`), so that a process paused past its lock's lifetime cannot turn a prune into

@@ -1,10 +1,15 @@
 import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
@@ -13,6 +18,7 @@ import {
   ChecksumMismatchError,
   DrkitError,
   NotFoundError,
+  ObjectLockedError,
   PermissionError,
   ThrottledError,
   UnreachableError,
@@ -55,6 +61,8 @@ function networkError(code: string): Error {
 }
 
 function store(waits: number[] = [], extra: Partial<S3StoreOptions> = {}) {
+  // An unversioned bucket: create-only writes rely on If-None-Match alone.
+  mock.on(GetBucketVersioningCommand).resolves({});
   return createS3Store({
     bucket: 'b',
     prefix: 'p',
@@ -242,5 +250,105 @@ describe('reads and listing', () => {
     mock.on(HeadObjectCommand).rejects(s3Error('AccessDenied', 403));
     const error = await rejection(() => store().has('k'));
     expect(DrkitError.isInstance(error) && error.code).toBe('PERMISSION_DENIED');
+  });
+});
+
+describe('versioned buckets (Object Lock)', () => {
+  const data = new TextEncoder().encode('point');
+  const md5hex = createHash('md5').update(data).digest('hex');
+  const version = (VersionId: string, hex: string, ms: number) => ({
+    Key: 'p/points/x',
+    VersionId,
+    ETag: `"${hex}"`,
+    LastModified: new Date(ms),
+  });
+  const versioned = () => {
+    const s = store();
+    mock.on(GetBucketVersioningCommand).resolves({ Status: 'Enabled' });
+    return s;
+  };
+
+  it('a create-only write on a versioned bucket asks first: a present key is false and nothing is written', async () => {
+    const s = versioned();
+    mock.on(HeadObjectCommand).resolves({ ETag: `"${md5hex}"`, ContentLength: data.byteLength });
+    expect(await s.put('points/x', data, { ifAbsent: true })).toBe(false);
+    expect(mock.commandCalls(PutObjectCommand)).toHaveLength(0);
+  });
+
+  it('a create-only write that finds an older version (If-None-Match ignored) reports the key present and removes its own', async () => {
+    const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
+    mock.on(PutObjectCommand).resolves({ VersionId: 'v2' });
+    mock.on(ListObjectVersionsCommand).resolves({
+      Versions: [version('v2', md5hex, 2000), version('v1', '0123456789abcdef0123456789abcdef', 1000)],
+    });
+    mock.on(DeleteObjectCommand).resolves({});
+    expect(await s.put('points/x', data, { ifAbsent: true })).toBe(false);
+    expect(mock.commandCalls(DeleteObjectCommand)[0]!.args[0].input).toMatchObject({
+      Key: 'p/points/x',
+      VersionId: 'v2',
+    });
+  });
+
+  it('a create-only write retried after a lost reply keeps its first version and removes the duplicate', async () => {
+    const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
+    mock.on(PutObjectCommand).rejectsOnce(networkError('ECONNRESET')).resolves({ VersionId: 'v2' });
+    mock.on(ListObjectVersionsCommand).resolves({
+      Versions: [version('v2', md5hex, 2000), version('v1', md5hex, 1000)],
+    });
+    mock.on(DeleteObjectCommand).resolves({});
+    expect(await s.put('points/x', data, { ifAbsent: true })).toBe(true);
+    expect(mock.commandCalls(DeleteObjectCommand)[0]!.args[0].input).toMatchObject({ VersionId: 'v2' });
+  });
+
+  it('a create-only write with no older version, or only one behind a delete marker, wins', async () => {
+    const s = versioned();
+    mock.on(HeadObjectCommand).rejects(s3Error('NotFound', 404));
+    mock.on(PutObjectCommand).resolves({ VersionId: 'v2' });
+    mock.on(ListObjectVersionsCommand).resolves({
+      Versions: [version('v2', md5hex, 3000), version('v1', md5hex, 1000)],
+      DeleteMarkers: [{ Key: 'p/points/x', VersionId: 'm1', LastModified: new Date(2000) }],
+    });
+    expect(await s.put('points/x', data, { ifAbsent: true })).toBe(true);
+    expect(mock.commandCalls(DeleteObjectCommand)).toHaveLength(0);
+  });
+
+  it('delete removes every version; a locked one is an ObjectLockedError with its date', async () => {
+    const s = versioned();
+    const until = new Date('2031-01-01T00:00:00.000Z');
+    mock.on(ListObjectVersionsCommand).resolves({
+      Versions: [version('v2', md5hex, 2000), version('v1', md5hex, 1000)],
+      DeleteMarkers: [{ Key: 'p/points/x', VersionId: 'm1', LastModified: new Date(1500) }],
+    });
+    mock.on(DeleteObjectsCommand).resolves({
+      Errors: [
+        { Key: 'p/points/x', VersionId: 'v2', Code: 'AccessDenied', Message: 'forbidden by object lock' },
+      ],
+    });
+    mock.on(HeadObjectCommand).resolves({ ObjectLockMode: 'COMPLIANCE', ObjectLockRetainUntilDate: until });
+    const error = await rejection(() => s.delete('points/x'));
+    expect(ObjectLockedError.isInstance(error)).toBe(true);
+    expect((error as ObjectLockedError).key).toBe('points/x');
+    expect((error as ObjectLockedError).retainUntil).toEqual(until);
+    const objects = mock.commandCalls(DeleteObjectsCommand)[0]!.args[0].input.Delete!.Objects!;
+    expect(objects.map((o) => o.VersionId).sort()).toEqual(['m1', 'v1', 'v2']);
+  });
+
+  it('retain never shortens: a refused shortening is fine when the present lock is later', async () => {
+    const s = versioned();
+    const later = new Date('2031-01-01T00:00:00.000Z');
+    mock
+      .on(PutObjectRetentionCommand)
+      .rejects(s3Error('AccessDenied', 403, 'proposed retain-until date shortens'));
+    mock.on(HeadObjectCommand).resolves({ ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: later });
+    const earlier = { mode: 'governance' as const, until: new Date('2030-01-01T00:00:00.000Z') };
+    expect(await s.immutability.retain('chunks/ab/x', earlier)).toBe(true);
+    const laterStill = { mode: 'governance' as const, until: new Date('2032-01-01T00:00:00.000Z') };
+    expect(
+      PermissionError.isInstance(await rejection(() => s.immutability.retain('chunks/ab/x', laterStill))),
+    ).toBe(true);
+    mock.on(PutObjectRetentionCommand).rejects(s3Error('NoSuchKey', 404));
+    expect(await s.immutability.retain('chunks/ab/y', laterStill)).toBe(false);
   });
 });
