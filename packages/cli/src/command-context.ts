@@ -151,10 +151,12 @@ export async function withRepository<T>(
     release = () => s3.destroy();
   }
   try {
+    const immutability = location.type === 's3' ? location.immutability : undefined;
     const repository = await openRepository({
       store,
       create,
       ...(context.passphrase === undefined ? {} : { encryption: { passphrase: context.passphrase } }),
+      ...(immutability === undefined ? {} : { immutability }),
     });
     try {
       return await body(repository);

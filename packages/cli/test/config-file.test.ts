@@ -180,6 +180,28 @@ describe('parseConfig', () => {
         { repository: { type: 's3', bucket: 'backups', credentials: { accessKeyId: 'AKIA' } } },
         'repository.credentials',
       ],
+      [
+        {
+          repository: { type: 's3', bucket: 'backups', immutability: { mode: 'legal-hold', periodDays: 30 } },
+        },
+        'repository.immutability.mode',
+      ],
+      [
+        {
+          repository: { type: 's3', bucket: 'backups', immutability: { mode: 'compliance', periodDays: 0 } },
+        },
+        'repository.immutability.periodDays',
+      ],
+      [
+        {
+          repository: {
+            type: 's3',
+            bucket: 'backups',
+            immutability: { mode: 'compliance', periodDays: 30, years: 1 },
+          },
+        },
+        'repository.immutability.years',
+      ],
       [{ repository: { path: 'r', syncLevel: 'fast' } }, 'repository.syncLevel'],
       [{ concurrency: 0 }, 'concurrency'],
       [{ version: 2 }, 'version'],

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import {
+  type ImmutabilityOptions,
   InvalidSettingsError,
   LOCAL_FOLDER_SYNC_LEVELS,
   type LocalFolderSyncLevel,
@@ -45,6 +46,11 @@ export interface S3RepositoryConfig {
    * shared credentials file, instance roles).
    */
   readonly credentials?: Readonly<Record<string, unknown>>;
+  /**
+   * Immutable points (the bucket must have S3 Object Lock): the policy a new repository records; an existing one
+   * must record the same. Absent: whatever the repository records.
+   */
+  readonly immutability?: ImmutabilityOptions;
   /** Where it was given, for messages: `repository` (the file) or `--repo`. */
   readonly field: string;
 }
@@ -202,7 +208,7 @@ function parseRepository(value: unknown, dir: string): RepositoryConfig | undefi
 function parseS3Repository(value: Record<string, unknown>): S3RepositoryConfig {
   checkKeys(
     value,
-    ['type', 'bucket', 'prefix', 'endpoint', 'region', 'forcePathStyle', 'credentials'],
+    ['type', 'bucket', 'prefix', 'endpoint', 'region', 'forcePathStyle', 'credentials', 'immutability'],
     'repository',
   );
   const bucket = requiredText(value.bucket, 'repository.bucket', 'backups');
@@ -241,15 +247,49 @@ function parseS3Repository(value: Record<string, unknown>): S3RepositoryConfig {
     checkNoLiteralSecrets(value.credentials, 'repository.credentials');
     credentials = value.credentials;
   }
+  const immutability = parseImmutability(value.immutability);
   return {
     type: 's3',
     bucket,
     prefix,
     field: 'repository',
+    ...(immutability === undefined ? {} : { immutability }),
     ...(endpoint === undefined ? {} : { endpoint }),
     ...(region === undefined ? {} : { region }),
     ...(value.forcePathStyle === undefined ? {} : { forcePathStyle: value.forcePathStyle }),
     ...(credentials === undefined ? {} : { credentials }),
+  };
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** `immutability: { mode, periodDays, windowDays? }` of an S3 repository; core checks the ranges. */
+function parseImmutability(value: unknown): ImmutabilityOptions | undefined {
+  if (value === undefined) return undefined;
+  const field = 'repository.immutability';
+  if (!isPlainObject(value)) {
+    throw new InvalidSettingsError(
+      field,
+      'must be { mode: governance | compliance, periodDays, windowDays? }',
+    );
+  }
+  checkKeys(value, ['mode', 'periodDays', 'windowDays'], field);
+  if (value.mode !== 'governance' && value.mode !== 'compliance') {
+    throw new InvalidSettingsError(`${field}.mode`, 'must be governance or compliance');
+  }
+  for (const key of ['periodDays', 'windowDays']) {
+    const days = value[key];
+    if (days === undefined && key === 'windowDays') continue;
+    if (typeof days !== 'number' || !(days > 0)) {
+      throw new InvalidSettingsError(`${field}.${key}`, 'must be a number of days above 0');
+    }
+  }
+  return {
+    mode: value.mode,
+    periodDays: value.periodDays as number,
+    ...(value.windowDays === undefined
+      ? {}
+      : { windowMs: Math.round((value.windowDays as number) * DAY_MS) }),
   };
 }
 

@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rgw } from '../../../store-s3/test/integration/rgw-description.js';
-import { freshBucket, rawClient, removeBucket } from '../../../store-s3/test/integration/rgw-fixture.js';
+import {
+  freshBucket,
+  rawClient,
+  removeBucket,
+  removeLockedBucket,
+  retainUntil,
+} from '../../../store-s3/test/integration/rgw-fixture.js';
 import { runCli, sha256File } from '../run-cli.js';
 
 const MiB = 1024 * 1024;
@@ -12,6 +18,7 @@ const MiB = 1024 * 1024;
 let dir: string;
 let image: string;
 const buckets: string[] = [];
+const lockedBuckets: string[] = [];
 
 /** The environment of a CLI run against the test RGW: endpoint and the AWS SDK's usual variables. */
 function s3Env(secret = rgw().secretAccessKey): NodeJS.ProcessEnv {
@@ -38,6 +45,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const name of buckets) await removeBucket(name).catch(() => undefined);
+  for (const name of lockedBuckets) await removeLockedBucket(rawClient(), name).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -103,6 +111,45 @@ describe('drkit CLI with an S3 repository on Ceph RGW 16', () => {
     expect(backup.code, backup.stderr).toBe(0);
     const listed = await runCli(['points', '--config', config, '--json'], env);
     expect(JSON.parse(listed.stdout)).toHaveLength(1);
+  });
+
+  it('immutable points from the configuration file: a governance lock on every point, the same policy asked of every later command', async () => {
+    await writeDiskImage(image, { size: 6 * MiB, seed: 25 });
+    const name = await freshBucket(rawClient(), true);
+    lockedBuckets.push(name);
+    const configWith = async (file: string, periodDays: number) => {
+      const path = join(dir, file);
+      await writeFile(
+        path,
+        JSON.stringify({
+          repository: {
+            type: 's3',
+            bucket: name,
+            prefix: 'repo',
+            endpoint: rgw().endpoint,
+            immutability: { mode: 'governance', periodDays, windowDays: periodDays },
+          },
+        }),
+      );
+      return path;
+    };
+    // About 9 seconds: long enough to see, short enough for the bucket to be emptied afterwards by bypass.
+    const config = await configWith('locked.json', 0.0001);
+    const env = s3Env();
+    const backup = await runCli(['backup', image, '--config', config, '--json'], env);
+    expect(backup.code, backup.stderr).toBe(0);
+    const listed = await runCli(['points', '--config', config, '--json'], env);
+    const [point] = JSON.parse(listed.stdout) as { id: string; createdAt: string }[];
+    expect(point).toBeDefined();
+    // Locked until its commit plus the period (8.64 s), to the millisecond.
+    const until = await retainUntil(rawClient(), name, `points/${point!.id}.json`);
+    expect(until - Date.parse(point!.createdAt)).toBeGreaterThanOrEqual(8640);
+    // The URL form leaves the policy to the repository; another policy in a file is refused before anything runs.
+    const byUrl = await runCli(['points', '--repo', `s3://${name}/repo`, '--json'], env);
+    expect(JSON.parse(byUrl.stdout)).toHaveLength(1);
+    const other = await runCli(['points', '--config', await configWith('other.json', 1)], env);
+    expect(other.code, other.stderr).toBe(9);
+    expect(other.stderr).toContain('immutability');
   });
 
   it('a wrong secret key exits 4 and never prints the secret; a missing bucket exits 3', async () => {

@@ -8,13 +8,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  DeleteBucketCommand,
-  DeleteObjectsCommand,
-  GetObjectRetentionCommand,
-  ListObjectVersionsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
-import {
   createBackupEngine,
   InvalidSettingsError,
   ObjectLockedError,
@@ -30,51 +23,20 @@ import { createLocalDiskPlatform } from '@drkit/provider-agent';
 import { mutateDiskImage, writeDiskImage } from '@drkit/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rejection } from '../rejection.js';
-import { freshBucket, rawClient, removeBucket, rgwStore } from './rgw-fixture.js';
+import {
+  allVersions,
+  freshBucket,
+  rawClient,
+  removeBucket,
+  removeLockedBucket,
+  retainUntil,
+  rgwStore,
+} from './rgw-fixture.js';
 
 async function sha256(path: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return hash.digest('hex');
-}
-
-/** Every version and delete marker in the bucket, as S3 lists them. */
-async function allVersions(client: S3Client, bucket: string) {
-  const found: { Key: string; VersionId: string; marker: boolean }[] = [];
-  let KeyMarker: string | undefined;
-  let VersionIdMarker: string | undefined;
-  for (;;) {
-    const page = await client.send(
-      new ListObjectVersionsCommand({ Bucket: bucket, KeyMarker, VersionIdMarker }),
-    );
-    for (const v of page.Versions ?? []) found.push({ Key: v.Key!, VersionId: v.VersionId!, marker: false });
-    for (const v of page.DeleteMarkers ?? [])
-      found.push({ Key: v.Key!, VersionId: v.VersionId!, marker: true });
-    if (!page.IsTruncated) return found;
-    KeyMarker = page.NextKeyMarker;
-    VersionIdMarker = page.NextVersionIdMarker;
-  }
-}
-
-/** Removes a governance-locked bucket: every version, bypassing governance (the test user may), then the bucket. */
-async function removeLockedBucket(client: S3Client, bucket: string): Promise<void> {
-  const versions = await allVersions(client, bucket);
-  for (let i = 0; i < versions.length; i += 1000) {
-    await client.send(
-      new DeleteObjectsCommand({
-        Bucket: bucket,
-        BypassGovernanceRetention: true,
-        Delete: { Objects: versions.slice(i, i + 1000).map(({ Key, VersionId }) => ({ Key, VersionId })) },
-      }),
-    );
-  }
-  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-}
-
-/** The lock date RGW holds for the current version of a store key (`repo/` prefix of rgwStore). */
-async function retainUntil(client: S3Client, bucket: string, key: string): Promise<number> {
-  const reply = await client.send(new GetObjectRetentionCommand({ Bucket: bucket, Key: `repo/${key}` }));
-  return reply.Retention!.RetainUntilDate!.getTime();
 }
 
 /** Distinct chunk keys a point references. */
