@@ -98,6 +98,8 @@ export interface S3Store extends Store {
    * writes a new chunk without a HeadObject first (see core's `Store.createOnlyProvesWhole`).
    */
   readonly createOnlyProvesWhole: true;
+  /** `maxSockets`: a restore or verify keeps that many GetObject in flight (see core's `Store.readConcurrency`). */
+  readonly readConcurrency: number;
   /**
    * Reads a whole blob with GetObject, checked against its ETag (MD5) when the object is single-part.
    *
@@ -572,6 +574,7 @@ export function createS3Store(options: S3StoreOptions): S3Store {
     immutability,
     location: `s3://${bucket}/${root}`,
     createOnlyProvesWhole: true,
+    readConcurrency: maxSockets,
 
     async get(key, callOptions) {
       assertValidStoreKey(key);

@@ -34,6 +34,9 @@ const METADATA_READS = 16;
  *
  * @internal
  */
+/** The most chunks restore and verify keep in flight, whatever the store asks (each holds one chunk in memory). */
+export const MAX_READ_WINDOW = 32;
+
 export class RepositoryContext {
   private pool: ChunkWorkerPool | undefined;
   private readonly ownsPool: boolean;
@@ -83,9 +86,13 @@ export class RepositoryContext {
     return this.pool;
   }
 
-  /** How many chunks to keep in flight in restore and verify. */
+  /**
+   * How many chunks to keep in flight in restore and verify: enough for the chunk workers, and as many reads as
+   * the store serves at once ({@link Store.readConcurrency}), at most {@link MAX_READ_WINDOW}.
+   */
   window(): number {
-    return Math.max(4, this.workers().size * 2);
+    const reads = Math.min(MAX_READ_WINDOW, Math.max(0, Math.floor(this.store.readConcurrency ?? 0)));
+    return Math.max(4, this.workers().size * 2, reads);
   }
 
   async close(): Promise<void> {

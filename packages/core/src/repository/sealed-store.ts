@@ -41,6 +41,7 @@ export class SealedStore implements Store {
   readonly deleteMany?: Store['deleteMany'];
   readonly immutability?: Store['immutability'];
   readonly createOnlyProvesWhole?: true;
+  readonly readConcurrency?: number;
 
   constructor(
     private readonly inner: Store,
@@ -50,6 +51,7 @@ export class SealedStore implements Store {
     this.location = inner.location;
     // A sealed blob is written and stored whole exactly when the inner blob is.
     if (inner.createOnlyProvesWhole === true) this.createOnlyProvesWhole = true;
+    if (inner.readConcurrency !== undefined) this.readConcurrency = inner.readConcurrency;
     if (inner.sync !== undefined) this.sync = (keys, options) => inner.sync!(keys, options);
     // Locks and bulk deletes act on keys, which a sealed store does not change: forwarded as they are.
     if (inner.deleteMany !== undefined) this.deleteMany = (keys, options) => inner.deleteMany!(keys, options);

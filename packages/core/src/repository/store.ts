@@ -137,6 +137,13 @@ export interface Store {
    * whole, and a HeadObject costs as much as the conditional PutObject); left out by the local folder store, whose
    * stat is cheap and spares a write, and where a machine crash can leave a durable name with its content lost.
    */
+  /**
+   * How many reads the store serves at once to advantage (an S3 store: its socket pool). A reader of many blobs
+   * (restore, verify) keeps at least this many in flight, each holding one chunk: over a network the reads are
+   * latency-bound, and a window sized for the chunk workers alone leaves most of the pool idle. Absent: the
+   * workers' need alone (a local folder, where a read is a page-cache copy).
+   */
+  readonly readConcurrency?: number;
   readonly createOnlyProvesWhole?: true;
   /** Lists the blobs whose key starts with `prefix`, in lexicographic key order. */
   list(prefix: string, options?: CallOptions): AsyncIterable<StoreEntry>;
