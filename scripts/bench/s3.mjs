@@ -4,7 +4,7 @@
 // store's socket pool. Prints throughputs, drkit/raw ratios and the store requests per GiB of disk; stops the peer at
 // the end (also on failure).
 //
-//   pnpm bench:s3 [-- --size-mib 1024 --sockets 16 --ask-first]
+//   pnpm bench:s3 [-- --size-mib 1024 --sockets 16 --chunk-size-mib 1 --ask-first]
 //
 // `--ask-first` hides the store's `createOnlyProvesWhole`, so the backup asks (HeadObject) before each new chunk as
 // it does over a store without it: the request counts of both ways, one run each.
@@ -24,6 +24,7 @@ const { values } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     sockets: { type: 'string', default: '16' },
     'ask-first': { type: 'boolean', default: false },
+    'chunk-size-mib': { type: 'string', default: '1' },
   },
 });
 const MiB = 1024 * 1024;
@@ -137,7 +138,11 @@ try {
     hostName: 'bench',
     disks: [{ path: image, name: 'disk.img' }],
   });
-  const engine = createBackupEngine({ repository, platforms: [platform] });
+  const engine = createBackupEngine({
+    repository,
+    platforms: [platform],
+    chunkSize: Number(values['chunk-size-mib']) * MiB,
+  });
   started = performance.now();
   const job = await engine.backup();
   const backupMs = performance.now() - started;
@@ -161,7 +166,7 @@ try {
       .map(([name, n]) => `${name} ${(n / gib).toFixed(0)}`)
       .join(', ');
   console.log(
-    `S3 bench: ${size / MiB} MiB image into Ceph RGW 16 (${peer.endpoint}), ${sockets} sockets / in flight, ${values['ask-first'] ? 'asking before each new chunk (--ask-first)' : 'create-only put without asking'}`,
+    `S3 bench: ${size / MiB} MiB image into Ceph RGW 16 (${peer.endpoint}), ${values['chunk-size-mib']} MiB chunks, ${sockets} sockets / in flight, ${values['ask-first'] ? 'asking before each new chunk (--ask-first)' : 'create-only put without asking'}`,
   );
   console.log(
     `  raw PutObject 4 MiB : ${rate(size, rawPutMs)}  (${(objects / gib).toFixed(0)} requests/GiB)`,
