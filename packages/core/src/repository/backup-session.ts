@@ -701,6 +701,28 @@ class RepositoryBackupSession implements BackupSession {
   }
 
   /**
+   * Locks blobs until `retention`, {@link RETAIN_CALLS} at once: `retain(key)` queues one (and counts it in
+   * {@link retainCalls}), `window.drain()` waits for them all. A key the store no longer holds fails the commit with
+   * a {@link RepositoryCorruptError} saying `missing(key)`.
+   */
+  private retainer(
+    retention: StoreRetention,
+    missing: (key: string) => string,
+    signal: AbortSignal | undefined,
+  ): { window: TaskWindow; retain(key: string): Promise<void> } {
+    const immutability = this.context.store.immutability!;
+    const window = new TaskWindow(RETAIN_CALLS);
+    const retain = (key: string) =>
+      window.add(async () => {
+        this.retainCalls++;
+        if (!(await immutability.retain(key, retention, { signal }))) {
+          throw new RepositoryCorruptError(`cannot commit: ${missing(key)}; back the disk up again`);
+        }
+      });
+    return { window, retain };
+  }
+
+  /**
    * In a repository of immutable points: locks every chunk and segment this session found stored rather than
    * wrote (deduplicated, of unknown origin) until the session's lock date, one store call each, so the cost
    * follows the data the backup read. What it wrote was locked by its put; what it inherits from its parent is
@@ -710,17 +732,11 @@ class RepositoryBackupSession implements BackupSession {
     const retention = this.lockNow();
     const immutability = this.context.store.immutability;
     if (retention === undefined || immutability === undefined) return;
-    const window = new TaskWindow(RETAIN_CALLS);
-    const retain = async (key: string) => {
-      await window.add(async () => {
-        this.retainCalls++;
-        if (!(await immutability.retain(key, retention, { signal }))) {
-          throw new RepositoryCorruptError(
-            `cannot commit: ${key} vanished from the ${this.context.where} before it could be locked; back the disk up again`,
-          );
-        }
-      });
-    };
+    const { window, retain } = this.retainer(
+      retention,
+      (key) => `${key} vanished from the ${this.context.where} before it could be locked`,
+      signal,
+    );
     for (const id of this.found.values()) {
       if (!this.lockedByPut.has(id)) await retain(chunkKey(id));
     }
@@ -742,7 +758,6 @@ class RepositoryBackupSession implements BackupSession {
     signal: AbortSignal | undefined,
   ): Promise<number> {
     const policy = this.context.immutability!;
-    const immutability = this.context.store.immutability!;
     const inherited =
       base === undefined
         ? Number.POSITIVE_INFINITY
@@ -753,17 +768,11 @@ class RepositoryBackupSession implements BackupSession {
     if (floor >= lockedUntil) return floor;
     const until = this.context.now() + policy.periodMs + policy.windowMs;
     const retention: StoreRetention = { mode: policy.mode, until: new Date(until) };
-    const window = new TaskWindow(RETAIN_CALLS);
-    const retain = async (key: string) => {
-      await window.add(async () => {
-        this.retainCalls++;
-        if (!(await immutability.retain(key, retention, { signal }))) {
-          throw new RepositoryCorruptError(
-            `cannot commit: ${key}, which the point names, is not in the ${this.context.where}; back the disk up again`,
-          );
-        }
-      });
-    };
+    const { window, retain } = this.retainer(
+      retention,
+      (key) => `${key}, which the point names, is not in the ${this.context.where}`,
+      signal,
+    );
     let previous = '';
     for await (const key of referencedSegmentKeys(this.context, point, signal)) {
       if (key !== previous) await retain(key);
