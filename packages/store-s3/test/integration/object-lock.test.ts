@@ -7,6 +7,7 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GetObjectRetentionCommand } from '@aws-sdk/client-s3';
 import {
   createBackupEngine,
   InvalidSettingsError,
