@@ -186,13 +186,15 @@ describe('immutable points on RGW Object Lock', () => {
     const repository = await openRepository({
       store,
       create: true,
-      immutability: { mode: 'governance', periodMs: 4000, windowMs: 20_000 },
+      // A period long enough for the second backup and the checks before p1's date on a busy machine (RGW judges
+      // locks by its own clock: the test cannot fake it), a window long enough for the prune before the chunks' date.
+      immutability: { mode: 'governance', periodMs: 15_000, windowMs: 20_000 },
     });
     try {
       const p1 = await backup(repository, image);
       const lockedUntil = Date.parse(p1.lockedUntil!);
       const floor = Date.parse(p1.chunksLockedUntil!);
-      expect(lockedUntil - Date.parse(p1.createdAt)).toBeGreaterThanOrEqual(4000);
+      expect(lockedUntil - Date.parse(p1.createdAt)).toBeGreaterThanOrEqual(15_000);
       expect(floor).toBeGreaterThan(lockedUntil); // the session's start + period + window
       expect(floor - lockedUntil).toBeLessThanOrEqual(20_000);
       const p1Chunks = await chunkKeysOf(repository, p1);
