@@ -6,23 +6,36 @@
 //     pieces of at most one chunk, `--reads` in flight, answers completed out of order within the engine's budget
 //     of two chunks per read in flight, consumed in order of offset; no hashing or storing) next to `curl --parallel` of the same ranges of the
 //     same `-flat.vmdk` URL, with the same requests in flight;
-//   - NBD against nbdkit's file plugin on the same disk file (the stand-in for nbdkit's VDDK plugin the tests use):
-//     the reader's session over `transport: 'nbd'` next to `nbdcopy ... null:` with the same connections, requests
-//     in flight per connection and request size as the reader's transport uses (`--reads` connections; each 1 MiB
-//     read goes as 256 KiB requests, the transport's default). nbdcopy cannot read a list of ranges: it reads the
-//     whole export (`--no-extents`), so the two are compared by throughput (`--fraction 1` makes the bytes the
-//     same). nbdkit is started by the reader's `locate` in each session (as a deployment's VDDK `locate` would);
-//     nbdcopy's nbdkit runs already.
+//   - NBD against nbdkit's file plugin on the same disk file (the stand-in for nbdkit's VDDK plugin the tests use),
+//     over a Unix socket on both sides: the reader's session over `transport: 'nbd'` next to `nbdcopy ... null:`
+//     reading the same areas (its nbdkit runs the extentlist filter with the listed areas, so block status shows
+//     only them as data and nbdcopy reads exactly those bytes), with the same connections (`--reads`), request size
+//     (`--request-kib`, default the transport's 256 KiB) and requests in flight (a CHUNK's worth per connection).
+//
+// Two figures per transport, each the median of the runs' own ratios (drkit's time and the tool's, measured one
+// after the other) with the lowest and highest:
+//   - session: drkit's open + listing + reads + close (for NBD `locate` starts nbdkit and close stops it) against
+//     the tool doing the same (nbdkit started and stopped for nbdcopy's run; curl needs no setup);
+//   - reads: drkit's reads of the areas listed before (from memory; the session already open) against the tool
+//     alone (nbdkit already running). This is the transport's like-for-like figure; the difference between the
+//     two is the session's fixed costs, mostly vcsim's QueryChangedDiskAreas pages (also printed alone), which
+//     nbdcopy and curl do not pay. At 128 MiB those fixed costs are a large part of a session: measure a larger
+//     disk too (`--size-mib 2048`).
+//
+// Earlier versions of this bench had nbdcopy read the whole export sequentially with nbdkit already running,
+// while drkit's figure included starting nbdkit and vcsim's listing: that compared unlike work (4x the bytes,
+// sequential, fixed costs on one side only).
 //
 // The disk is filled with random data, a base snapshot taken (change id), then `--fraction` of it rewritten in runs
 // of `--area-kib` spread over the disk, and a second snapshot taken: the reader lists exactly those areas (the
 // launcher's CBT extension, 64 KiB blocks; each QueryChangedDiskAreas answer covers at most `--cbt-page-mib` of the
 // disk, the launcher's default 4). The reads start while the areas are listed, as the engine drives a session.
-// Throughput = changed bytes / wall seconds; median of `--runs`. `--budget-chunks N` sets the read loop's budget
+// Throughput = changed bytes / wall seconds. `--budget-chunks N` sets the read loop's budget
 // (the engine's: 2 × `--reads`, at most 64; `--budget-chunks <reads>` holds no answer beyond the reads in flight,
 // as the engine did before reads completed out of order).
 //
-//   pnpm bench:vmware [-- --size-mib 512 --fraction 0.25 --area-kib 1024 --runs 3 --reads 4 --cbt-page-mib 4]
+//   pnpm bench:vmware [-- --size-mib 512 --fraction 0.25 --area-kib 1024 --runs 3 --reads 4 --cbt-page-mib 4
+//                        --request-kib 256]
 //
 // Needs the built packages (`pnpm -r build`), the vcsim launcher (`sh scripts/peers/vcsim.sh install`), nbdkit and
 // nbdcopy (`sh scripts/peers/nbd.sh install`) and curl. Everything listens on 127.0.0.1 or a Unix socket in a temp
@@ -47,6 +60,7 @@ const { values } = parseArgs({
     reads: { type: 'string', default: '4' },
     'cbt-page-mib': { type: 'string', default: '4' },
     'budget-chunks': { type: 'string' },
+    'request-kib': { type: 'string', default: '256' },
   },
 });
 const KiB = 1024;
@@ -58,7 +72,10 @@ const runs = Number(values.runs);
 const reads = Number(values.reads);
 const cbtPageBytes = Number(values['cbt-page-mib']) * MiB;
 const CHUNK = MiB; // the engine's default chunk size: the reader is read in pieces of at most this
-const NBD_REQUEST = 256 * KiB; // the NBD transport's default request size: a CHUNK read is 4 requests
+// The NBD request size: the transport's default unless `--request-kib` says otherwise (then `locate` asks for it);
+// nbdcopy uses the same, with as many requests in flight per connection as a CHUNK read makes.
+const NBD_REQUEST = Number(values['request-kib']) * KiB;
+if (!Number.isInteger(CHUNK / NBD_REQUEST)) throw new Error('--request-kib must divide 1024');
 if (!Number.isInteger(size / areaBytes) || areaBytes % (64 * KiB) !== 0)
   throw new Error('--size-mib must be a multiple of --area-kib, itself a multiple of 64');
 if (!(fraction > 0 && fraction <= 1)) throw new Error('--fraction must be in (0, 1]');
@@ -143,15 +160,21 @@ async function startVcsim() {
   return { ...JSON.parse(line), password, dir };
 }
 
-async function startNbdkit(file) {
+async function startNbdkit(file, extentList) {
   const socket = join(work, `nbd-${randomBytes(4).toString('hex')}.sock`);
   const pidFile = `${socket}.pid`;
+  // With `extentList` (a file of `offset length` lines), nbdkit's extentlist filter reports only those ranges
+  // as data and the rest as holes that read as zeros: nbdcopy then reads exactly those ranges.
+  const filter = extentList ? ['--filter=extentlist'] : [];
+  const parameter = extentList ? [`extentlist=${extentList}`] : [];
   const child = track(
-    spawn('nbdkit', ['-f', '--exit-with-parent', '-r', '-U', socket, '-P', pidFile, 'file', file], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    }),
+    spawn(
+      'nbdkit',
+      ['-f', '--exit-with-parent', '-r', '-U', socket, '-P', pidFile, ...filter, 'file', file, ...parameter],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    ),
   );
-  for (let i = 0; i < 2000 && !existsSync(pidFile); i++) await sleep(5);
+  for (let i = 0; i < 2000 && !existsSync(pidFile); i++) await sleep(1);
   if (!existsSync(pidFile)) throw new Error('nbdkit did not start');
   return {
     socket,
@@ -238,16 +261,25 @@ try {
    * CHUNK, `reads` in flight, completed out of order within the budget, consumed in order (each buffer back to the
    * pool at once, as the engine's chunk pipeline takes a whole-chunk buffer without a copy).
    */
-  async function drkitSession(platform) {
+  async function drkitSession(platform, prelisted) {
     const free = Array.from({ length: budgetChunks }, () => new Uint8Array(CHUNK));
     const started = performance.now();
-    const session = await platform.changedBlockReader.open({
+    const opened = await platform.changedBlockReader.open({
       ...openOptions,
       allocate: (length) =>
         length === CHUNK ? (free.pop() ?? new Uint8Array(CHUNK)) : new Uint8Array(length),
     });
-    if (session.validity.kind !== 'exact') throw new Error(`not exact: ${JSON.stringify(session.validity)}`);
+    if (opened.validity.kind !== 'exact') throw new Error(`not exact: ${JSON.stringify(opened.validity)}`);
+    // With `prelisted`, the areas come from memory (listed before, in another session): only the reads are timed.
+    const session = prelisted
+      ? Object.assign(Object.create(opened), {
+          async *extents() {
+            yield* prelisted;
+          },
+        })
+      : opened;
     const openedAt = performance.now();
+    let readEnded = openedAt;
     let bytes = 0;
     try {
       for await (const change of orderedExtentReads(session.capacityBytes, {
@@ -263,23 +295,34 @@ try {
         bytes += change.data.byteLength;
         free.push(change.data);
       }
+      readEnded = performance.now();
+    } finally {
+      await opened.close();
+    }
+    const ended = performance.now();
+    // `readSeconds`: from the end of open to the last byte read (without close, which stops nbdkit).
+    return { seconds: (ended - started) / 1000, readSeconds: (readEnded - openedAt) / 1000, bytes };
+  }
+
+  // The areas the reader lists (for curl and nbdcopy), and how long listing them alone takes (vcsim's
+  // QueryChangedDiskAreas pages: a fixed cost of the session that nbdcopy and curl do not pay).
+  async function listAreas() {
+    const started = performance.now();
+    const session = await reader.open(openOptions);
+    const extents = [];
+    try {
+      for await (const extent of session.extents()) extents.push(extent);
     } finally {
       await session.close();
     }
-    const ended = performance.now();
-    return { seconds: (ended - started) / 1000, readSeconds: (ended - openedAt) / 1000, bytes };
+    return { extents, seconds: (performance.now() - started) / 1000 };
   }
-
-  // The areas the reader lists, for curl.
+  const { extents: listedExtents } = await listAreas();
   const listed = [];
-  {
-    const session = await reader.open(openOptions);
-    for await (const extent of session.extents()) {
-      for (let at = extent.offset; at < extent.offset + extent.length; at += CHUNK) {
-        listed.push({ offset: at, length: Math.min(CHUNK, extent.offset + extent.length - at) });
-      }
+  for (const extent of listedExtents) {
+    for (let at = extent.offset; at < extent.offset + extent.length; at += CHUNK) {
+      listed.push({ offset: at, length: Math.min(CHUNK, extent.offset + extent.length - at) });
     }
-    await session.close();
   }
   const changedBytes = listed.reduce((sum, p) => sum + p.length, 0);
   if (changedBytes !== changed * areaBytes)
@@ -319,81 +362,119 @@ try {
     nbd: {
       async locate() {
         const server = await startNbdkit(flat);
-        return { socketPath: server.socket, connections: reads, multiConn: 'always', release: server.stop };
+        return {
+          socketPath: server.socket,
+          connections: reads,
+          multiConn: 'always',
+          maxRequestBytes: NBD_REQUEST,
+          release: server.stop,
+        };
       },
     },
   });
-  const copyServer = await startNbdkit(flat);
+  // nbdcopy reads the same ranges: its nbdkit reports the listed areas as data and the rest as zero holes
+  // (extentlist filter), and nbdcopy reads only data extents (it asks for block status, as drkit asks vcsim).
+  const extentList = join(work, 'extents.txt');
+  await writeFile(extentList, listedExtents.map((e) => `${e.offset} ${e.length}\n`).join(''));
+  const copyServer = await startNbdkit(flat, extentList);
   const nbdcopyVersion = execFileSync('nbdcopy', ['--version'], { encoding: 'utf8' }).split('\n')[0];
-  function nbdcopy() {
-    const started = performance.now();
-    execFileSync('nbdcopy', [
+  const nbdcopyRun = promisify(execFile);
+  async function nbdcopy(server) {
+    await nbdcopyRun('nbdcopy', [
       `--connections=${reads}`,
       `--requests=${CHUNK / NBD_REQUEST}`,
       `--request-size=${NBD_REQUEST}`,
-      '--no-extents',
-      `nbd+unix:///?socket=${copyServer.socket}`,
+      `nbd+unix:///?socket=${server.socket}`,
       'null:',
     ]);
+  }
+  /** nbdcopy against the nbdkit already running: the transport alone. */
+  async function nbdcopyRead() {
+    const started = performance.now();
+    await nbdcopy(copyServer);
+    return (performance.now() - started) / 1000;
+  }
+  /** nbdkit started for this run, then nbdcopy: what drkit's session pays for its `locate` too. */
+  async function nbdcopySession() {
+    const started = performance.now();
+    const server = await startNbdkit(flat, extentList);
+    try {
+      await nbdcopy(server);
+    } finally {
+      await server.stop();
+    }
     return (performance.now() - started) / 1000;
   }
 
-  // Warm everything once, then alternate.
+  // Warm everything once, then alternate: each run measures every figure once, drkit then the tool.
   await drkitSession(https);
   await curl();
   await drkitSession(nbd);
-  nbdcopy();
-  const times = { https: [], httpsReads: [], curl: [], nbd: [], nbdReads: [], nbdcopy: [] };
+  await nbdcopySession();
+  const times = {
+    list: [],
+    https: [],
+    httpsPrelisted: [],
+    curl: [],
+    nbd: [],
+    nbdPrelisted: [],
+    nbdcopySession: [],
+    nbdcopy: [],
+  };
+  const check = (what, result) => {
+    if (result.bytes !== changedBytes)
+      throw new Error(`${what} read ${result.bytes} bytes, expected ${changedBytes}`);
+    return result;
+  };
   for (let i = 0; i < runs; i++) {
-    const h = await drkitSession(https);
-    if (h.bytes !== changedBytes) throw new Error(`HTTPS read ${h.bytes} bytes, expected ${changedBytes}`);
-    times.https.push(h.seconds);
-    times.httpsReads.push(h.readSeconds);
+    times.list.push((await listAreas()).seconds);
+    times.https.push(check('HTTPS', await drkitSession(https)).seconds);
+    times.httpsPrelisted.push(check('HTTPS', await drkitSession(https, listedExtents)).readSeconds);
     times.curl.push(await curl());
-    const n = await drkitSession(nbd);
-    if (n.bytes !== changedBytes) throw new Error(`NBD read ${n.bytes} bytes, expected ${changedBytes}`);
-    times.nbd.push(n.seconds);
-    times.nbdReads.push(n.readSeconds);
-    times.nbdcopy.push(nbdcopy());
+    times.nbd.push(check('NBD', await drkitSession(nbd)).seconds);
+    times.nbdcopySession.push(await nbdcopySession());
+    times.nbdPrelisted.push(check('NBD', await drkitSession(nbd, listedExtents)).readSeconds);
+    times.nbdcopy.push(await nbdcopyRead());
   }
   await https.releaseSnapshot({ hostId: host.id, name: 'drkit-bench' });
   await https.close();
   await nbd.close();
+  await copyServer.stop();
 
-  const httpsRate = rate(changedBytes, median(times.https));
-  const curlRate = rate(changedBytes, median(times.curl));
-  const nbdRate = rate(changedBytes, median(times.nbd));
-  const nbdcopyRate = rate(size, median(times.nbdcopy));
+  const mibs = (list) => rate(changedBytes, median(list)).toFixed(0).padStart(6);
+  // On a shared machine the load moves between runs: the median of the runs' own ratios (drkit's time and the
+  // tool's, measured one after the other) is the steadier figure; the spread is the lowest and highest ratio.
+  const ratios = (ours, theirs) => {
+    const each = ours.map((t, i) => theirs[i] / t).sort((a, b) => a - b);
+    return `${median(each).toFixed(2)} (runs ${each[0].toFixed(2)}–${each.at(-1).toFixed(2)})`;
+  };
+  const spread = (list) => {
+    const sorted = [...list].sort((a, b) => a - b);
+    return `${(median(sorted) * 1000).toFixed(0)} ms (${(sorted[0] * 1000).toFixed(0)}–${(sorted.at(-1) * 1000).toFixed(0)})`;
+  };
   console.log(
-    `${changedBytes / MiB} MiB changed of a ${size / MiB} MiB vcsim disk (${listed.length} pieces of at most ` +
-      `${CHUNK / KiB} KiB, ${reads} in flight, a budget of ${budgetChunks} chunks), median of ${runs}`,
+    `${changedBytes / MiB} MiB changed of a ${size / MiB} MiB vcsim disk in ${listedExtents.length} areas ` +
+      `(${listed.length} reads of at most ${CHUNK / KiB} KiB, ${reads} in flight, a budget of ${budgetChunks} ` +
+      `chunks), ${runs} runs`,
   );
-  const httpsReadsRate = rate(changedBytes, median(times.httpsReads));
-  const nbdReadsRate = rate(changedBytes, median(times.nbdReads));
+  console.log(`Listing the changed areas alone (vcsim QueryChangedDiskAreas): ${spread(times.list)}`);
   console.log('HTTPS datastore ranges (vcsim):');
-  console.log(`  drkit reader        ${httpsRate.toFixed(0).padStart(6)} MiB/s (open + list + read)`);
-  console.log(`  drkit after open    ${httpsReadsRate.toFixed(0).padStart(6)} MiB/s`);
+  console.log(`  drkit session       ${mibs(times.https)} MiB/s (open + list + read)`);
+  console.log(`  drkit reads         ${mibs(times.httpsPrelisted)} MiB/s (areas listed before)`);
+  console.log(`  ${curlVersion.padEnd(19)} ${mibs(times.curl)} MiB/s (same ranges, --parallel)`);
+  console.log(`  drkit / curl, session: ${ratios(times.https, times.curl)}`);
+  console.log(`  drkit / curl, reads:   ${ratios(times.httpsPrelisted, times.curl)}`);
+  console.log('NBD (nbdkit file plugin, Unix socket):');
+  console.log(`  drkit session       ${mibs(times.nbd)} MiB/s (locate starts nbdkit + list + read + close)`);
   console.log(
-    `  ${curlVersion.padEnd(19)} ${curlRate.toFixed(0).padStart(6)} MiB/s (same ranges, --parallel)`,
+    `  ${nbdcopyVersion.padEnd(19)} ${mibs(times.nbdcopySession)} MiB/s (start nbdkit + block status + read + stop)`,
   );
   console.log(
-    `  ratio drkit / curl: ${(httpsRate / curlRate).toFixed(2)} (after open ${(httpsReadsRate / curlRate).toFixed(2)})`,
+    `  drkit reads         ${mibs(times.nbdPrelisted)} MiB/s (areas listed before, nbdkit running)`,
   );
-  // Each run reads with drkit, then at once with the tool: on a shared machine the load moves between runs, so
-  // the median of the runs' own ratios is the steadier figure.
-  const paired = (ours, theirs, theirBytes) =>
-    median(ours.map((t, i) => rate(changedBytes, t) / rate(theirBytes, theirs[i]))).toFixed(2);
-  console.log(`  median of the runs' ratios: ${paired(times.https, times.curl, changedBytes)}`);
-  console.log('NBD (nbdkit file plugin):');
-  console.log(
-    `  drkit reader        ${nbdRate.toFixed(0).padStart(6)} MiB/s (open incl. starting nbdkit + list + read)`,
-  );
-  console.log(`  drkit after open    ${nbdReadsRate.toFixed(0).padStart(6)} MiB/s`);
-  console.log(`  ${nbdcopyVersion.padEnd(19)} ${nbdcopyRate.toFixed(0).padStart(6)} MiB/s (whole export)`);
-  console.log(
-    `  ratio drkit / nbdcopy: ${(nbdRate / nbdcopyRate).toFixed(2)} (after open ${(nbdReadsRate / nbdcopyRate).toFixed(2)})`,
-  );
-  console.log(`  median of the runs' ratios: ${paired(times.nbd, times.nbdcopy, size)}`);
+  console.log(`  ${nbdcopyVersion.padEnd(19)} ${mibs(times.nbdcopy)} MiB/s (same areas, nbdkit running)`);
+  console.log(`  drkit / nbdcopy, session: ${ratios(times.nbd, times.nbdcopySession)}`);
+  console.log(`  drkit / nbdcopy, reads:   ${ratios(times.nbdPrelisted, times.nbdcopy)}`);
 } finally {
   await stopAll();
 }
