@@ -201,6 +201,9 @@ class NbdConnectionPool implements NbdExport {
   #closing: Promise<void> | undefined;
   #opened = 1;
   #lost = 0;
+  /** The data counters of connections no longer in the pool. */
+  #retiredDirect = 0;
+  #retiredCopied = 0;
 
   constructor(settings: PoolSettings, first: Connection, logger: Logger | undefined) {
     this.#settings = settings;
@@ -259,12 +262,20 @@ class NbdConnectionPool implements NbdExport {
 
   stats(): NbdExportStats {
     let requestsInFlight = 0;
-    for (const connection of this.#connections) requestsInFlight += connection.inFlight;
+    let dataBytesDirect = this.#retiredDirect;
+    let dataBytesCopied = this.#retiredCopied;
+    for (const connection of this.#connections) {
+      requestsInFlight += connection.inFlight;
+      dataBytesDirect += connection.directBytes;
+      dataBytesCopied += connection.copiedBytes;
+    }
     return {
       openConnections: this.#connections.filter((connection) => connection.lost === undefined).length,
       connectionsOpened: this.#opened,
       connectionsLost: this.#lost,
       requestsInFlight,
+      dataBytesDirect,
+      dataBytesCopied,
     };
   }
 
@@ -506,9 +517,12 @@ class NbdConnectionPool implements NbdExport {
 
   /** Hands free places to waiters in order; opens a connection when all are busy and the pool is not full. */
   #dispatch(): void {
-    this.#connections = this.#connections.filter(
-      (connection) => connection.usable || (connection.lost === undefined && connection.inFlight > 0),
-    );
+    this.#connections = this.#connections.filter((connection) => {
+      if (connection.usable || (connection.lost === undefined && connection.inFlight > 0)) return true;
+      this.#retiredDirect += connection.directBytes;
+      this.#retiredCopied += connection.copiedBytes;
+      return false;
+    });
     while (this.#waiters.length > 0) {
       const connection = this.#pick();
       if (!connection) break;

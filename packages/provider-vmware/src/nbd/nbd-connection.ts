@@ -136,6 +136,11 @@ export class NbdConnection {
   #chunkLength = 0;
   #descriptorsLeft = 0;
   #dataLeft = 0;
+  /** Bytes of data of the chunk being read. */
+  #dataLength = 0;
+  /** Bytes of read replies' data copied from the scratch buffer, and read straight into the reads' buffers. */
+  #copiedBytes = 0;
+  #directBytes = 0;
   #dataTarget: ReadState | undefined;
   #dataAt = 0;
 
@@ -171,6 +176,16 @@ export class NbdConnection {
   /** Requests in flight, abandoned ones included until their reply arrives. */
   get inFlight(): number {
     return this.#pending.size;
+  }
+
+  /** Bytes of read replies' data copied into the reads' buffers from the socket's scratch buffer. */
+  get copiedBytes(): number {
+    return this.#copiedBytes;
+  }
+
+  /** Bytes of read replies' data the socket read straight into the reads' buffers. */
+  get directBytes(): number {
+    return this.#directBytes;
   }
 
   /** Whether new requests may be sent. */
@@ -313,6 +328,7 @@ export class NbdConnection {
       input.sink = this.#onData;
       input.direct = this.#directView;
       input.advance = this.#onDirect;
+      input.scratchLimit = this.#scratchLimit;
     } else {
       socket.on('data', this.#onData);
     }
@@ -391,7 +407,10 @@ export class NbdConnection {
         if (this.#parse === Parse.Data) {
           const take = Math.min(this.#dataLeft, chunk.length - at);
           const target = this.#dataTarget?.target;
-          if (target) target.set(chunk.subarray(at, at + take), this.#dataAt);
+          if (target) {
+            target.set(chunk.subarray(at, at + take), this.#dataAt);
+            this.#copiedBytes += take;
+          }
           at += take;
           this.#dataAt += take;
           this.#dataLeft -= take;
@@ -421,11 +440,33 @@ export class NbdConnection {
     }
   };
 
-  /** Where the socket may read next, straight into a read's buffer: when at least 16 KiB of its data are due. */
+  /**
+   * Where the socket may read next, straight into a read's buffer: the rest of a data chunk of at least 16 KiB
+   * (smaller ones come through the scratch buffer with the replies around them).
+   */
   readonly #directView = (): Uint8Array | undefined => {
-    if (this.#parse !== Parse.Data || this.#dataLeft < DIRECT_READ_MIN_BYTES || this.#lost) return undefined;
+    if (this.#parse !== Parse.Data || this.#dataLength < DIRECT_READ_MIN_BYTES || this.#lost)
+      return undefined;
     const target = this.#dataTarget?.target;
     return target?.subarray(this.#dataAt, this.#dataAt + this.#dataLeft);
+  };
+
+  /**
+   * When the next bytes are a reply's start, the bytes left of it: a structured chunk's 20-byte header and a data
+   * chunk's 8-byte offset (a simple reply's 16-byte header), so that the socket reads no data into the scratch
+   * buffer; else 0 (read as much as is waiting). Also while no read is in flight: the socket takes the buffer for
+   * its next read at once, before the next requests are sent. See SocketInput.
+   */
+  readonly #scratchLimit = (): number => {
+    if (this.#lost) return 0;
+    if (this.#parse === Parse.Header) {
+      const simple = this.#headerLength >= 4 && this.#header.readUInt32BE(0) === SIMPLE_REPLY_MAGIC;
+      return simple ? 16 - this.#headerLength : 28 - this.#headerLength;
+    }
+    if (this.#parse === Parse.Fixed && this.#fixedKind === Fixed.OffsetData) {
+      return this.#fixedNeed - this.#fixedLength;
+    }
+    return 0;
   };
 
   /** `bytes` of data landed in the view {@link NbdConnection.#directView} gave. */
@@ -434,6 +475,7 @@ export class NbdConnection {
     try {
       this.#dataAt += bytes;
       this.#dataLeft -= bytes;
+      this.#directBytes += bytes;
       if (this.#dataLeft === 0) this.#endOfChunk();
     } catch (error) {
       this.#fail(
@@ -562,6 +604,7 @@ export class NbdConnection {
     this.#dataTarget = request;
     this.#dataAt = at;
     this.#dataLeft = length;
+    this.#dataLength = length;
     this.#parse = Parse.Data;
   }
 

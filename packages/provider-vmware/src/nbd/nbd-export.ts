@@ -118,6 +118,16 @@ export interface NbdExportStats {
   readonly connectionsLost: number;
   /** Requests in flight now, on all connections (abandoned ones included until their reply arrives). */
   readonly requestsInFlight: number;
+  /**
+   * Bytes of read replies' data the sockets read straight into the reads' buffers (over TLS: none, see
+   * `dataBytesCopied`).
+   */
+  readonly dataBytesDirect: number;
+  /**
+   * Bytes of read replies' data copied into the reads' buffers from a socket's own buffer: data chunks under
+   * 16 KiB, simple replies' first bytes, and everything over TLS.
+   */
+  readonly dataBytesCopied: number;
 }
 
 /**
