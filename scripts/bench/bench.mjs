@@ -5,7 +5,11 @@
 // with peak RSS, the repository's growth and the fsync-like calls counted by strace when it is installed.
 //
 //   pnpm bench [-- --size-gib 2 --dir <work folder> --no-others --sparse-tib 8 --no-sparse --only-sparse
-//                 --sync-level file --profile <folder> --no-encryption]
+//                 --sync-level file --profile <folder> --no-encryption --runs 3]
+//
+// --runs N repeats the image case N times (fresh repositories, the copy measured again each time) and the summary
+// gives, per tool and step, the median of the seconds and of the ratios with their range: on a shared machine
+// one run's ratio is not a measurement.
 //
 // drkit runs twice on the image: into a plain repository and into an encrypted one (`drkit+enc`, the passphrase
 // from DRKIT_PASSPHRASE); --no-encryption skips the second.
@@ -37,6 +41,7 @@ const { values } = parseArgs({
     'no-sparse': { type: 'boolean' },
     'only-sparse': { type: 'boolean' },
     'no-encryption': { type: 'boolean' },
+    runs: { type: 'string', default: '1' },
   },
 });
 const GiB = 1024 ** 3;
@@ -212,7 +217,20 @@ function record(tool, operation, m, copySeconds) {
 }
 
 ensureTools();
-if (!values['only-sparse']) {
+/** One run of the image case: drkit (plain and encrypted), restic and borg on the same image, with its copies. */
+async function imageCase(run) {
+  for (const name of [
+    'drkit-repo',
+    'drkit-sealed-repo',
+    'restic-repo',
+    'restic-cache',
+    'borg-repo',
+    'borg-base',
+    'borg-out',
+  ]) {
+    await rm(join(work, name), { recursive: true, force: true });
+  }
+  if (runs > 1) console.log(`\nrun ${run + 1} of ${runs}`);
   const image = join(work, 'disk.img');
   console.log(`work folder ${work}; image ${(size / GiB).toFixed(2)} GiB; ${dropCachesNote()}`);
   await writeDiskImage(image, { size, seed: 42 });
@@ -324,19 +342,51 @@ if (!values['only-sparse']) {
   }
 }
 
+const runs = Number(values.runs);
+if (!Number.isSafeInteger(runs) || runs < 1)
+  throw new Error(`--runs must be a positive integer, got ${values.runs}`);
+if (!values['only-sparse']) for (let run = 0; run < runs; run++) await imageCase(run);
 if (!values['no-sparse']) await sparseCase();
 
-console.log('\nsummary (ratio = seconds / plain copy measured in the same run)');
-console.log('tool    operation      seconds  ratio  peak RSS');
+const median = (numbers) => {
+  const sorted = [...numbers].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
+/** Rows of one tool and step across runs: median seconds and ratio, the ratio's range, the highest peak RSS. */
+const steps = [];
 for (const r of rows) {
+  let step = steps.find((s) => s.tool === r.tool && s.operation === r.operation);
+  if (!step) {
+    step = { tool: r.tool, operation: r.operation, seconds: [], ratios: [], peakMiB: 0 };
+    steps.push(step);
+  }
+  step.seconds.push(r.seconds);
+  step.ratios.push(r.ratio);
+  step.peakMiB = Math.max(step.peakMiB, r.peakMiB);
+}
+console.log(
+  `\nsummary of ${runs} run${runs === 1 ? '' : 's'} (ratio = seconds / plain copy measured in the same run, median and range; ` +
+    'vs restic, vs borg = median seconds / theirs)',
+);
+console.log('tool      operation    seconds  ratio  (range)      peak RSS  vs restic  vs borg');
+for (const step of steps) {
+  const seconds = median(step.seconds);
+  const versus = (tool) => {
+    const them = step.tool.startsWith('drkit')
+      ? steps.find((s) => s.tool === tool && s.operation === step.operation)
+      : undefined;
+    return (them ? (seconds / median(them.seconds)).toFixed(2) : '').padStart(9);
+  };
+  const range = `(${Math.min(...step.ratios).toFixed(2)}-${Math.max(...step.ratios).toFixed(2)})`;
   console.log(
-    `${r.tool.padEnd(7)} ${r.operation.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${r.ratio.toFixed(2).padStart(6)}  ${r.peakMiB.toFixed(0).padStart(5)} MiB`,
+    `${step.tool.padEnd(9)} ${step.operation.padEnd(12)} ${seconds.toFixed(2).padStart(7)} ${median(step.ratios).toFixed(2).padStart(6)}  ${range.padEnd(11)} ${step.peakMiB.toFixed(0).padStart(5)} MiB ${versus('restic')}  ${versus('borg')}`,
   );
 }
 if (values.profile !== undefined) {
   const summary = fileURLToPath(new URL('./profile-summary.mjs', import.meta.url));
-  for (const step of rows
-    .filter((row) => row.tool.startsWith('drkit'))
+  for (const step of steps
+    .filter((row) => row.tool.startsWith('drkit') && !row.operation.startsWith('8T'))
     .map((row) => `${row.tool}-${row.operation}`)) {
     console.log(`\nCPU profile of ${step} (${join(values.profile, step)})`);
     console.log(execFileSync('node', [summary, join(values.profile, step)], { encoding: 'utf8' }));

@@ -56,6 +56,7 @@ export {
 export { DEFAULT_KEY_SCRYPT, type RepositoryEncryption } from './repository/keyring.js';
 export {
   createLocalFolderStore,
+  DEFAULT_WRITEBACK_BYTES,
   defaultLocalFolderSyncLevel,
   LOCAL_FOLDER_SYNC_LEVELS,
   type LocalFolderStoreOptions,

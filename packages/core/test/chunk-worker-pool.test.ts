@@ -133,3 +133,33 @@ describe('ChunkWorkerPool failure paths', () => {
     await expect(pool.hash(bytes('x'))).rejects.toThrow(/chunk worker pool is closed/);
   });
 });
+
+describe('ChunkWorkerPool probe and knownHash', () => {
+  it('a probe hashes without compressing; a second call with the known hash only compresses', async () => {
+    const pool = new ChunkWorkerPool(1);
+    pools.push(pool);
+    const plain = new TextEncoder().encode('a chunk that compresses well. '.repeat(2000));
+    const input = new Uint8Array(plain.byteLength);
+    input.set(plain);
+    const probed = await pool.encode(input, { probe: true });
+    expect(probed.kind).toBe('probed');
+    if (probed.kind !== 'probed') return;
+    expect(Buffer.from(probed.hash)).toEqual(sha256(plain));
+    // The input comes back whole, uncompressed.
+    expect(Buffer.from(probed.returned.input!)).toEqual(Buffer.from(plain));
+
+    const encoded = await pool.encode(probed.returned.input!, { knownHash: probed.hash, headroom: 12 });
+    expect(encoded.kind).toBe('data');
+    if (encoded.kind !== 'data') return;
+    expect(Buffer.from(encoded.hash)).toEqual(sha256(plain));
+    expect(encoded.codec).toBe(1);
+    expect(encoded.payload.byteLength).toBeLessThan(plain.byteLength / 10);
+    const decoded = await pool.decode(encoded.payload.slice(), 1, plain.byteLength);
+    expect(Buffer.from(decoded.plain)).toEqual(Buffer.from(plain));
+
+    // A probe of zeros, or of bytes equal to the parent's, answers as without it.
+    expect((await pool.encode(new Uint8Array(4096), { probe: true })).kind).toBe('zero');
+    const again = new Uint8Array(plain);
+    expect((await pool.encode(again, { probe: true, parentHash: sha256(plain) })).kind).toBe('unchanged');
+  });
+});

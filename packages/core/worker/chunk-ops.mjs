@@ -38,20 +38,36 @@ export function handleChunkMessage(message, post) {
   const { id, op } = message;
   try {
     if (op === 'encode') {
-      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number, idKey?: Uint8Array(32) }
+      // { data, parentId?: Uint8Array(32), out?: Uint8Array, headroom: number, idKey?: Uint8Array(32),
+      //   probe?: boolean, knownId?: Uint8Array(32) }
       // Buffers go back to the main thread in every answer (so it can reuse them); none is left here as
       // garbage, where a worker that allocates little on its own heap would keep it long.
+      // `probe`: stop after the hash when the chunk is neither zero nor unchanged (answer `probed`), so the caller
+      // can ask the store before paying for compression. `knownId`: the id of these bytes from such a probe, so
+      // neither the zero check nor the hash is done again.
       const data = message.data;
       const headroom = message.headroom ?? 0;
       const transfer = ownsBuffer(data) ? [data.buffer] : [];
-      if (isAllZero(data)) {
-        post({ id, zero: true, returned: data, out: message.out }, withOut(transfer, message.out));
-        return;
-      }
-      const hash = chunkId(data, message.idKey);
-      if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
-        post({ id, hash, unchanged: true, returned: data, out: message.out }, withOut(transfer, message.out));
-        return;
+      let hash;
+      if (message.knownId) {
+        hash = Buffer.from(message.knownId);
+      } else {
+        if (isAllZero(data)) {
+          post({ id, zero: true, returned: data, out: message.out }, withOut(transfer, message.out));
+          return;
+        }
+        hash = chunkId(data, message.idKey);
+        if (message.parentId && Buffer.compare(hash, Buffer.from(message.parentId)) === 0) {
+          post(
+            { id, hash, unchanged: true, returned: data, out: message.out },
+            withOut(transfer, message.out),
+          );
+          return;
+        }
+        if (message.probe) {
+          post({ id, hash, probed: true, returned: data, out: message.out }, withOut(transfer, message.out));
+          return;
+        }
       }
       const bound = headroom + compressBound(data.byteLength);
       const out = message.out && message.out.byteLength >= bound ? message.out : new Uint8Array(bound);

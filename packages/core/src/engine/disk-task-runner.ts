@@ -428,6 +428,32 @@ interface AssemblerOptions {
   requestTimeoutSeconds: number | undefined;
 }
 
+/** Chunks checked after a chunk found stored during which every new chunk is probed: 32. */
+const PROBE_AFTER_HIT = 32;
+/** Without a recent hit, one new chunk in this many is probed, to notice when stored chunks start: 32. */
+const PROBE_SAMPLE = 32;
+
+/**
+ * Whether a chunk is hashed and looked up in the store before it is compressed (a probe: one more round trip to
+ * the worker) or hashed and compressed in one go. Probing pays where chunks are often stored already (a disk
+ * cloned from a template another disk came from): those then cost their hash only. A backup of new data would
+ * only pay the round trip, so after a run of chunks none of which was stored, one chunk in {@link PROBE_SAMPLE}
+ * is probed, and every chunk for {@link PROBE_AFTER_HIT} checks after one that was.
+ */
+class PresenceProbe {
+  private checks = 0;
+  private lastHit = Number.NEGATIVE_INFINITY;
+
+  probes(): boolean {
+    return this.checks - this.lastHit <= PROBE_AFTER_HIT || this.checks % PROBE_SAMPLE === 0;
+  }
+
+  learned(held: boolean): void {
+    if (held) this.lastHit = this.checks;
+    this.checks += 1;
+  }
+}
+
 /**
  * Turns a stream of changes into chunks, with a bounded number of chunks in flight, and builds the new point's
  * index segment by segment: a segment is written once every chunk below it is settled, so memory holds only the
@@ -448,6 +474,7 @@ class ChunkAssembler {
   /** Chunks being encoded and stored, by position. */
   private readonly inFlight = new Map<Promise<void>, number>();
   private readonly maxInFlight: number;
+  private readonly presence = new PresenceProbe();
   private failure: unknown;
   private current = -1;
   /** Bytes of the chunks the change set touched (the others are the parent's, or zeros for a full read). */
@@ -679,15 +706,44 @@ class ChunkAssembler {
       }
     }
     const { buffers } = this.o;
-    const encoded = await pool.encode(data, {
+    // Over a store whose create-only write settles presence (S3), asking first would only add a request.
+    const asks = !backup.putSettlesPresence;
+    let encoded = await pool.encode(data, {
       parentHash: await this.parentHash(i, length),
       output: buffers.output.take(),
       headroom: CHUNK_BLOB_HEADER_BYTES,
       idKey: backup.chunkIdKey,
+      probe: asks && this.presence.probes(),
     });
+    let absent = false;
+    if (encoded.kind === 'probed') {
+      // Hashed, not compressed: a chunk the repository holds already (another disk cloned from the same
+      // template, a block written back) costs its hash only.
+      const input = encoded.returned.input ?? data;
+      const held = await backup.hasChunk(encoded.hash, { signal });
+      this.presence.learned(held);
+      if (held) {
+        this.index.setId(i, encoded.hash);
+        buffers.input.give(encoded.returned.input);
+        buffers.output.give(encoded.returned.output);
+        progress.counters.bytesDeduplicated += length;
+        progress.counters.bytesDone += length;
+        progress.report();
+        return;
+      }
+      absent = true;
+      encoded = await pool.encode(input, {
+        knownHash: encoded.hash,
+        ...(encoded.returned.output === undefined ? {} : { output: encoded.returned.output }),
+        headroom: CHUNK_BLOB_HEADER_BYTES,
+        idKey: backup.chunkIdKey,
+      });
+    }
     buffers.input.give(encoded.returned.input);
     const c = progress.counters;
-    if (encoded.kind === 'zero') {
+    if (encoded.kind === 'probed') {
+      throw new Error(`the chunk worker answered a compression of chunk ${i} as a probe`);
+    } else if (encoded.kind === 'zero') {
       this.index.setZero(i);
       c.bytesZero += length;
     } else if (encoded.kind === 'unchanged') {
@@ -695,9 +751,13 @@ class ChunkAssembler {
       c.bytesSkippedUnchanged += length;
     } else {
       this.index.setId(i, encoded.hash);
-      // Over a store whose create-only write settles presence (S3), asking first would only add a request.
+      let held = false;
+      if (asks && !absent) {
+        held = await backup.hasChunk(encoded.hash, { signal });
+        this.presence.learned(held);
+      }
       const written =
-        (backup.putSettlesPresence || !(await backup.hasChunk(encoded.hash, { signal }))) &&
+        !held &&
         (await backup.putChunk(
           {
             hash: encoded.hash,

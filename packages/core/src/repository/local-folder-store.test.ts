@@ -116,7 +116,7 @@ describe('local folder store durability', () => {
   const root = '/srv/repo';
   const paths = (_fs: FaultInjectingFileSystem, calls: string[]) =>
     calls.map((call) => call.replace(root, '<root>'));
-  function storeOn(syncLevel: 'file' | 'filesystem' | 'none') {
+  function storeOn(syncLevel: 'file' | 'filesystem' | 'none', writebackBytes?: number) {
     const fs = new FaultInjectingFileSystem();
     const synced: string[] = [];
     const fsync = fs.fsync.bind(fs);
@@ -129,7 +129,16 @@ describe('local folder store durability', () => {
       await syncfs(path);
       synced.push(`syncfs ${path}`);
     };
-    return { fs, synced, store: createLocalFolderStoreOn(fs, { path: root, syncLevel, platform: 'linux' }) };
+    return {
+      fs,
+      synced,
+      store: createLocalFolderStoreOn(fs, {
+        path: root,
+        syncLevel,
+        platform: 'linux',
+        ...(writebackBytes === undefined ? {} : { writebackBytes }),
+      }),
+    };
   }
 
   it('at file level: a blob is fsynced before it is linked; a durable put fsyncs its folder chain', async () => {
@@ -207,6 +216,80 @@ describe('local folder store durability', () => {
     expect(paths(fs, synced)).toEqual(['syncfs <root>', 'syncfs <root>', 'syncfs <root>']);
     await store.sync?.([]);
     expect(fs.syncCalls).toBe(3);
+  });
+
+  it('at filesystem level: one background syncfs per writebackBytes put unsynced, awaited by the next sync', async () => {
+    const { fs, store } = storeOn('filesystem', 10);
+    const settled = () => new Promise((resolve) => setImmediate(resolve));
+    await store.put('chunks/ab/one', bytes('12345'), { durable: false });
+    await settled();
+    expect(fs.syncfsCalls).toBe(0);
+    await store.put('chunks/ab/two', bytes('67890'), { durable: false });
+    await settled();
+    // The tenth byte started one syncfs in the background: what it covered survives a crash.
+    expect(fs.syncfsCalls).toBe(1);
+    await store.put('chunks/ab/three', bytes('abcdefghijklmno'), { durable: false });
+    await settled();
+    expect(fs.syncfsCalls).toBe(2);
+    await store.put('chunks/ab/four', bytes('4'), { durable: false });
+    await settled();
+    expect(fs.syncfsCalls).toBe(2); // one byte since the last one
+    fs.crash();
+    expect(fs.files()).toEqual([
+      '/srv/repo/chunks/ab/one',
+      '/srv/repo/chunks/ab/three',
+      '/srv/repo/chunks/ab/two',
+    ]);
+    await store.put('chunks/ab/four', bytes('4'), { durable: false });
+    await store.sync?.(['chunks/ab/four']);
+    expect(fs.syncfsCalls).toBe(3);
+  });
+
+  it('at file or none level, or with writebackBytes 0: no background syncfs', async () => {
+    for (const [level, writebackBytes] of [
+      ['file', 1],
+      ['none', 1],
+      ['filesystem', 0],
+    ] as const) {
+      const { fs, store } = storeOn(level, writebackBytes);
+      for (const name of ['a', 'b', 'c'])
+        await store.put(`chunks/ab/${name}`, bytes('1234'), { durable: false });
+      expect(fs.syncfsCalls, level).toBe(0);
+    }
+    expect(() => storeOn('filesystem', -1)).toThrow(InvalidSettingsError);
+    expect(() => storeOn('filesystem', 1.5)).toThrow(InvalidSettingsError);
+  });
+
+  it('once a syncfs fails, background or not, every later sync and durable put fails', async () => {
+    const { fs, store } = storeOn('filesystem', 4);
+    let failures = 1;
+    const syncfs = fs.syncfs.bind(fs);
+    fs.syncfs = async (path) => {
+      if (failures > 0) {
+        failures -= 1;
+        throw Object.assign(
+          new Error('syncfs of /srv/repo failed (sync --file-system): Input/output error'),
+          {
+            code: 'EIO',
+          },
+        );
+      }
+      await syncfs(path);
+    };
+    await store.put('chunks/ab/one', bytes('1234'), { durable: false }); // starts the failing background syncfs
+    const sticky = await store.sync?.(['chunks/ab/one']).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(sticky).toBeInstanceOf(Error);
+    expect((sticky as Error & { code?: string }).code).toBe('EIO');
+    expect((sticky as Error).message).toContain('no later sync succeeds');
+    expect((sticky as Error).message).toContain('Input/output error');
+    // Later syncfs calls would succeed, yet nothing may be reported durable any more.
+    await expect(store.sync?.(['chunks/ab/one'])).rejects.toBe(sticky);
+    await expect(store.put('points/p', bytes('p'), { ifAbsent: true })).rejects.toBe(sticky);
+    fs.crash();
+    expect(fs.files()).toEqual([]);
   });
 
   it('at level none: nothing, and a crash loses everything', async () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join, relative, resolve } from 'node:path';
 import { InvalidSettingsError, NotFoundError } from '../errors/drkit-error.js';
 import type { CallOptions } from '../spec/v2/index.js';
+import { EarlyWriteback } from '../util/early-writeback.js';
 import {
   type LocalFolderFile,
   type LocalFolderFileSystem,
@@ -18,7 +19,9 @@ import { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from '
  *   chunk) or, for a `durable` put, at once. Calls per backup grow with the chunks it writes (one each).
  * - `filesystem` (the default on Linux): blobs put with `durable: false` are written without any sync; `sync`, and every `durable` put,
  *   is one syncfs(2) of the store's file system (coreutils `sync --file-system`; Linux only). Calls per backup do
- *   not grow with its chunks. It syncs everything on that file system, other programs' writes included, and a
+ *   not grow with its chunks: besides those, one syncfs starts in the background per
+ *   {@link LocalFolderStoreOptions.writebackBytes} written (128 MiB), so that the disk writes during the backup.
+ *   Once a syncfs fails, every later sync of that store fails (the kernel reports a write-back error once). It syncs everything on that file system, other programs' writes included, and a
  *   machine crash during a backup can leave the names of that backup's unsynced chunks with lost content
  *   (ext4 commits names every few seconds, data later). A backup therefore checks the size of every chunk it
  *   finds present and did not write (one stat, which it makes anyway) and rewrites one whose content is lost, so
@@ -47,7 +50,17 @@ export interface LocalFolderStoreOptions {
   readonly path: string;
   /** How blobs are made durable; see {@link LocalFolderSyncLevel}. Default {@link defaultLocalFolderSyncLevel}. */
   readonly syncLevel?: LocalFolderSyncLevel;
+  /**
+   * At `filesystem` level: each time this many bytes were put with `durable: false` since the last sync, one
+   * syncfs(2) starts in the background (never two at once), so that the disk writes while a backup runs and the
+   * sync before its commit finds little left. Default {@link DEFAULT_WRITEBACK_BYTES} (128 MiB); `0` syncs only
+   * when asked. It adds one syncfs per this many bytes written, never one per blob.
+   */
+  readonly writebackBytes?: number;
 }
+
+/** Bytes put unsynced after which a `filesystem`-level store starts a background syncfs: 128 MiB. */
+export const DEFAULT_WRITEBACK_BYTES = 128 * 1024 * 1024;
 
 /** Bytes written per `write` call, so that an abort is seen between slices of a large blob. */
 const WRITE_SLICE = 4 * 1024 * 1024;
@@ -76,8 +89,9 @@ function rethrow(error: unknown, signal: AbortSignal | undefined): never {
  *   before it is linked; a `durable` put then `fsync`s the key's folder (and folders it created, in their
  *   parents), a create-only `durable` put that finds the key present `fsync`s that blob and its folders up to the
  *   root, and `sync(keys)` `fsync`s each key's folder chain once. At `filesystem`, a `durable: false` put syncs
- *   nothing, and a `durable` put, a create-only `durable` put that finds the key present, and `sync` each run
- *   one syncfs(2). At `none` nothing is synced.
+ *   nothing itself (it counts towards the next background syncfs, see `writebackBytes`), and a `durable` put, a
+ *   create-only `durable` put that finds the key present, and `sync` each run one syncfs(2), after the background
+ *   one in progress. At `none` nothing is synced.
  * - `sync(keys)` makes the current state of each key durable: a blob present, or the absence of one deleted.
  * - `list` walks the folder recursively and yields keys in lexicographic (UTF-8 byte) order; temporary files
  *   are skipped. A crash can leave temporary files behind; they are never listed.
@@ -85,7 +99,7 @@ function rethrow(error: unknown, signal: AbortSignal | undefined): never {
  *   into place completes.
  *
  * @throws {@link InvalidSettingsError} when `path` is not a non-empty string, `syncLevel` is not a level, or it
- * is `filesystem` on a system without syncfs(2) (not Linux).
+ * is `filesystem` on a system without syncfs(2) (not Linux), or `writebackBytes` is not a non-negative integer.
  *
  * @example
  * ```ts
@@ -121,12 +135,16 @@ export function createLocalFolderStoreOn(
       'filesystem needs syncfs(2), which only Linux has; use file on this system',
     );
   }
+  const writebackBytes = options.writebackBytes ?? DEFAULT_WRITEBACK_BYTES;
+  if (!Number.isSafeInteger(writebackBytes) || writebackBytes < 0) {
+    throw new InvalidSettingsError('writebackBytes', 'must be a non-negative integer number of bytes');
+  }
   const root = resolve(options.path);
 
   const pathOf = (key: string): string => join(root, ...key.split('/'));
 
-  /** One syncfs of the store's file system (`filesystem` level). A store never written to has nothing to sync. */
-  async function syncFileSystem(): Promise<void> {
+  /** One syncfs of the store's file system. A store never written to has nothing to sync. */
+  async function syncfsOnce(): Promise<void> {
     try {
       await fs.stat(root);
     } catch (error) {
@@ -134,6 +152,46 @@ export function createLocalFolderStoreOn(
       throw error;
     }
     await fs.syncfs(root);
+  }
+
+  /**
+   * The error every sync gives once one syncfs of this store failed. The kernel reports a write-back error to
+   * one syncfs only, so a later one that succeeds proves nothing about the bytes the failed one covered.
+   */
+  function stickyError(error: unknown): Error {
+    const message = error instanceof Error ? error.message : String(error);
+    return Object.assign(
+      new Error(
+        `a syncfs of the file system of ${root} failed (${message}): what was written since this store opened ` +
+          'is not known to be durable, so no later sync succeeds; check the file system, then reopen the ' +
+          'repository and run verify',
+        { cause: error },
+      ),
+      { code: errorCode(error) ?? 'EIO' },
+    );
+  }
+
+  /** Background syncfs while unsynced blobs pile up (`filesystem` level). */
+  const writeback = new EarlyWriteback(
+    () =>
+      syncfsOnce().catch((error: unknown) => {
+        throw stickyError(error);
+      }),
+    level === 'filesystem' ? writebackBytes : 0,
+  );
+
+  /**
+   * One syncfs of the store's file system (`filesystem` level), after the background one in progress; fails for
+   * good once any syncfs of this store failed.
+   */
+  async function syncFileSystem(): Promise<void> {
+    await writeback.settle();
+    try {
+      await syncfsOnce();
+    } catch (error) {
+      writeback.failed(stickyError(error));
+      throw error;
+    }
   }
 
   /**
@@ -258,6 +316,7 @@ export function createLocalFolderStoreOn(
       // The folder chain, not only the folder: its folders may have been created by a `durable: false` put.
       if (durable && level === 'file') await syncFolderChain(folder);
       else if (durable && level === 'filesystem') await syncFileSystem();
+      else writeback.wrote(data.byteLength);
       return true;
     } catch (error) {
       return rethrow(error, signal);

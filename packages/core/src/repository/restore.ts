@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   RepositoryCorruptError,
 } from '../errors/drkit-error.js';
+import { EarlyWriteback } from '../util/early-writeback.js';
 import { CHUNK_ID_BYTES, chunkIdFromHash, isZeroId } from './chunk-id.js';
 import { type LoadedChunk, loadChunk } from './chunk-loader.js';
 import type { RepositoryContext } from './repository-context.js';
@@ -26,6 +27,13 @@ interface RestoreSink {
   /** Releases what the sink holds, also after a failure. */
   close(): Promise<void>;
 }
+
+/**
+ * Bytes a file or device restore writes between two background `fdatasync`s (at most one at a time): 128 MiB.
+ * Measured on the 2 GiB bench image here: the restore with its final sync took 2.96–3.20 s with them against
+ * 4.09–4.60 s without (three interleaved runs each), the final fsync alone 1.8 s.
+ */
+const RESTORE_WRITEBACK_BYTES = 128 * 1024 * 1024;
 
 function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null ? (error as { code?: string }).code : undefined;
@@ -56,6 +64,12 @@ async function fileSink(path: string, capacityBytes: number): Promise<RestoreSin
     }
   }
   let closed = false;
+  // The disk writes while chunks are still decoded, so the final fsync finds little left (character devices, which
+  // cannot fsync, are never flushed).
+  const writeback = new EarlyWriteback(
+    () => handle.datasync(),
+    info?.isCharacterDevice() ? 0 : RESTORE_WRITEBACK_BYTES,
+  );
   return {
     skipsZeros: !device,
     copies: true,
@@ -67,9 +81,11 @@ async function fileSink(path: string, capacityBytes: number): Promise<RestoreSin
         if (bytesWritten === 0) throw new Error(`no space left writing ${path} at byte ${offset + done}`);
         done += bytesWritten;
       }
+      writeback.wrote(data.byteLength);
     },
     async finish() {
       try {
+        await writeback.settle();
         await handle.sync();
       } catch (error) {
         // Character devices (/dev/null, a tape) do not support fsync; files and block devices do.

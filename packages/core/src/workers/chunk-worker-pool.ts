@@ -18,6 +18,8 @@ export interface ReturnedBuffers {
 export type EncodedChunk = (
   | { readonly kind: 'zero' }
   | { readonly kind: 'unchanged'; readonly hash: Uint8Array }
+  /** With `probe`: hashed, neither zero nor unchanged, not compressed (the input is handed back). */
+  | { readonly kind: 'probed'; readonly hash: Uint8Array }
   | {
       readonly kind: 'data';
       readonly hash: Uint8Array;
@@ -37,6 +39,16 @@ export interface EncodeOptions {
   readonly headroom?: number;
   /** The id key of an encrypted repository: the hash is then HMAC-SHA-256 under it, not SHA-256. */
   readonly idKey?: Uint8Array;
+  /**
+   * Stop after the hash: a chunk that is neither zero nor unchanged comes back `probed`, uncompressed, so the
+   * caller can ask its store whether the chunk is stored already before paying for compression.
+   */
+  readonly probe?: boolean;
+  /**
+   * The id of these bytes, from a `probe` of the same buffer: the worker then only compresses (no zero check, no
+   * hash, no parent comparison) and answers `data` with this id. The caller vouches for it.
+   */
+  readonly knownHash?: Uint8Array;
 }
 
 /**
@@ -302,7 +314,8 @@ export class ChunkWorkerPool {
 
   /**
    * Hashes a chunk (SHA-256, or HMAC-SHA-256 under `options.idKey`) and, unless it is all zeros or equal to `parentHash`, compresses it (keeping it raw when
-   * compression does not shrink it) into the output buffer (or one the worker allocates). `data` and `output` are
+   * compression does not shrink it) into the output buffer (or one the worker allocates). With `probe` it stops
+   * after the hash (`probed`); a second call with `knownHash` then only compresses. `data` and `output` are
    * transferred to the worker and come back in `returned`, so a caller can reuse them rather than allocate (and
    * leave to the garbage collector) buffers for every chunk.
    */
@@ -318,6 +331,8 @@ export class ChunkWorkerPool {
         out: options.output,
         headroom: options.headroom ?? 0,
         idKey: options.idKey,
+        probe: options.probe === true,
+        knownId: options.knownHash,
       },
       transfer,
     );
@@ -328,6 +343,7 @@ export class ChunkWorkerPool {
     if (reply.zero) return { kind: 'zero', returned };
     const hash = reply.hash as Uint8Array;
     if (reply.unchanged) return { kind: 'unchanged', hash, returned };
+    if (reply.probed) return { kind: 'probed', hash, returned };
     const out = reply.out as Uint8Array;
     const start = reply.payloadOffset as number;
     const payload = out.subarray(start, start + (reply.payloadLength as number));

@@ -54,7 +54,9 @@ describe('Keystone client', () => {
     expect(token.projectId).toBe(facts.admin.projectId);
     expect(token.projectName).toBe('admin');
     expect(token.roles).toContain('admin');
-    expect(Date.parse(token.expiresAt)).toBeGreaterThan(Date.now());
+    // Both dates are Keystone's clock: the lifetime is compared, not the local clock (Keystone's default is 1 h).
+    const lifetime = Date.parse(token.expiresAt) - Date.parse(token.issuedAt);
+    expect(lifetime).toBeGreaterThanOrEqual(60_000);
     expect(token.endpoints.compute).toBe('http://127.0.0.1:8774/v2.1');
     expect(token.endpoints.volumev3).toBe(`http://127.0.0.1:8776/v3/${facts.admin.projectId}`);
     expect(token.endpoints.identity).toBe('http://127.0.0.1:5000/v3');
