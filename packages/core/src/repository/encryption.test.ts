@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -55,8 +55,12 @@ function sha256(bytes: Uint8Array): Uint8Array {
 
 async function restored(f: RepositoryFixture, pointId: string, repository = f.repository): Promise<Buffer> {
   const path = join(f.folder, `../restore-${pointId}-${Math.random()}`);
-  await repository.restore(pointId, { path });
-  return readFile(path);
+  try {
+    await repository.restore(pointId, { path });
+    return await readFile(path);
+  } finally {
+    await rm(path, { force: true });
+  }
 }
 
 async function flipByte(path: string, at: number): Promise<void> {
