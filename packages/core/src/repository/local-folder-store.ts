@@ -21,7 +21,8 @@ import { assertValidStoreKey, assertValidStorePrefix, STORE_TEMP_PREFIX } from '
  *   is one syncfs(2) of the store's file system (coreutils `sync --file-system`; Linux only). Calls per backup do
  *   not grow with its chunks: besides those, one syncfs starts in the background per
  *   {@link LocalFolderStoreOptions.writebackBytes} written (128 MiB), so that the disk writes during the backup.
- *   Once a syncfs fails, every later sync of that store fails (the kernel reports a write-back error once). It syncs everything on that file system, other programs' writes included, and a
+ *   Once a syncfs fails, every later sync of that store fails (the kernel reports a write-back error once). It
+ *   syncs everything on that file system, other programs' writes included, and a
  *   machine crash during a backup can leave the names of that backup's unsynced chunks with lost content
  *   (ext4 commits names every few seconds, data later). A backup therefore checks the size of every chunk it
  *   finds present and did not write (one stat, which it makes anyway) and rewrites one whose content is lost, so
