@@ -168,6 +168,23 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(await size('sized/b/c')).toBeUndefined();
     });
 
+    it('is done with the bytes of a put when it resolves: reusing or freeing them changes nothing stored', {
+      timeout,
+    }, async () => {
+      // Callers recycle their buffers once a put resolves (the engine's chunk buffers) or free them at once (an
+      // encrypted repository's sealed blobs): a store that kept a reference would serve the later contents.
+      const reused = new Uint8Array(64 * 1024).fill(0x41);
+      await store().put('handed/reused', reused, { durable: false });
+      reused.fill(0x42);
+      const freed = new Uint8Array(64 * 1024).fill(0x43);
+      await store().put('handed/freed', freed, { ifAbsent: true });
+      freed.buffer.transfer(0);
+      expect(Buffer.from(await store().get('handed/reused')).equals(Buffer.alloc(64 * 1024, 0x41))).toBe(
+        true,
+      );
+      expect(Buffer.from(await store().get('handed/freed')).equals(Buffer.alloc(64 * 1024, 0x43))).toBe(true);
+    });
+
     it('throws NotFoundError for a missing key', { timeout }, async () => {
       const error = await rejection(() => store().get('missing/key'));
       expect(NotFoundError.isInstance(error)).toBe(true);

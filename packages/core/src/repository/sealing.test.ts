@@ -114,6 +114,31 @@ describe('SealedStore', () => {
     );
   });
 
+  it('frees each sealed blob once the inner store has written it, and keeps it when the write failed', async () => {
+    const given: Uint8Array[] = [];
+    const inner = memoryStore();
+    const innerPut = inner.put.bind(inner);
+    let fail = false;
+    inner.put = async (key, data, options) => {
+      given.push(data);
+      if (fail) throw new Error('the store is unreachable');
+      return innerPut(key, data, options);
+    };
+    const store = new SealedStore(inner, sealKey);
+    const plain = new Uint8Array(256 * 1024).fill(0x5a);
+    expect(await store.put('chunks/5a/one', plain)).toBe(true);
+    // The sealed copy went to the store whole, then its memory was freed; what the store kept is intact.
+    expect(given[0]!.byteLength).toBe(0);
+    expect(inner.blobs.get('chunks/5a/one')!.byteLength).toBe(plain.byteLength + SEALED_BLOB_OVERHEAD);
+    expect(Buffer.from(await store.get('chunks/5a/one'))).toEqual(Buffer.from(plain));
+    // The caller's bytes are never touched.
+    expect(plain.byteLength).toBe(256 * 1024);
+    fail = true;
+    await expect(store.put('chunks/5a/two', plain)).rejects.toThrow('the store is unreachable');
+    // After a failure a client may still hold the body (an aborted upload): left to the collector.
+    expect(given[1]!.byteLength).toBe(plain.byteLength + SEALED_BLOB_OVERHEAD);
+  });
+
   it('reports a blob emptied by a crash as empty, and keeps the stores durability', async () => {
     const inner = memoryStore();
     const store = new SealedStore(inner, sealKey);

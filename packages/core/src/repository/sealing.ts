@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt } from 'node:crypto';
 import { RepositoryCorruptError } from '../errors/drkit-error.js';
+import { freeNow } from '../util/free-now.js';
 
 /** Bytes of an AES-256-GCM nonce in a sealed blob. */
 export const SEAL_NONCE_BYTES = 12;
@@ -45,7 +46,8 @@ export function deriveSubkey(dataKey: Uint8Array, info: string): Uint8Array {
 
 /**
  * Seals `plain` with AES-256-GCM: a random 12-byte nonce, the ciphertext and the 16-byte tag, after `headroom`
- * bytes left for the caller (a blob header), in one buffer of its own.
+ * bytes left for the caller (a blob header), in one buffer of its own. The cipher's own output is copied into it
+ * and freed at once, not left to the garbage collector.
  */
 export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array, headroom = 0): Uint8Array {
   const nonce = randomBytes(SEAL_NONCE_BYTES);
@@ -57,6 +59,7 @@ export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array, headro
   const body = cipher.update(plain);
   out.set(body, at);
   at += body.byteLength;
+  freeNow(body);
   const last = cipher.final();
   out.set(last, at);
   at += last.byteLength;
