@@ -106,8 +106,8 @@ export interface Store {
    * until {@link Store.sync} covers the key.
    *
    * The store is done with `data` when `put` resolves: it must not keep or read the buffer afterwards (copy it
-   * to keep it), since callers reuse or free it then (the backup engine recycles its chunk buffers, an encrypted
-   * repository frees each sealed blob).
+   * to keep it), since callers reuse it then (the backup engine recycles its chunk buffers, an encrypted
+   * repository its sealing buffers).
    */
   put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean>;
   /**
