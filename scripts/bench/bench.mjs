@@ -19,7 +19,13 @@
 // (scripts/bench/profile-summary.mjs); profiling slows the steps down, so ratios of a profiled run are not the goals'.
 //
 // Page cache: every tool reads the image hot from the page cache (it was just written), like the plain copy.
-// Peak RSS is measured with GNU time (`/usr/bin/time -f %M`) around each process.
+// Peak RSS and CPU (user + system seconds of the step's processes, which does not depend on the disk) are measured
+// with GNU time (`/usr/bin/time -f '%M %U %S'`) around each process.
+//
+// The plain copy (`cat image > copy; sync`) is measured again right before every step of the image case, and the
+// step's ratio is to that copy: this machine's disk has taken 2.5 s and 9.4 s for the same 2 GiB copy an hour
+// apart, and a copy measured once per run drifts from steps timed minutes after it. The summary prints those copies'
+// median and range next to each step.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -77,7 +83,7 @@ function ensureTools() {
 /** Runs a shell command under GNU time; returns wall seconds and peak RSS in MiB. */
 function measure(label, command, env = {}) {
   const started = performance.now();
-  const result = spawnSync('/usr/bin/time', ['-f', '%M', 'sh', '-c', command], {
+  const result = spawnSync('/usr/bin/time', ['-f', '%M %U %S', 'sh', '-c', command], {
     env: { ...process.env, ...env },
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
@@ -87,8 +93,8 @@ function measure(label, command, env = {}) {
     throw new Error(`${label} failed (${result.status}): ${result.stderr.slice(-2000)}`);
   }
   const lines = result.stderr.trim().split('\n');
-  const peakMiB = Number(lines[lines.length - 1]) / 1024;
-  return { label, seconds, peakMiB };
+  const [peakKiB, user, system] = lines[lines.length - 1].split(' ').map(Number);
+  return { label, seconds, peakMiB: peakKiB / 1024, cpuSeconds: user + system };
 }
 
 const strace = spawnSync('strace', ['-V']).status === 0;
@@ -158,6 +164,8 @@ async function sparseCase() {
       seconds: m.seconds,
       ratio: m.seconds / copied.seconds,
       peakMiB: m.peakMiB,
+      cpuSeconds: m.cpuSeconds,
+      copySeconds: copied.seconds,
     });
     console.log(
       `drkit   8T ${operation.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  (copy ${copied.seconds.toFixed(2)} s)  peak RSS ${m.peakMiB.toFixed(0)} MiB  repository +${(growth / MiB).toFixed(2)} MiB  fsync-like calls ${calls ?? 'not counted'}`,
@@ -209,10 +217,26 @@ function dropCachesNote() {
 }
 
 const rows = [];
-function record(tool, operation, m, copySeconds) {
-  rows.push({ tool, operation, seconds: m.seconds, ratio: m.seconds / copySeconds, peakMiB: m.peakMiB });
+/**
+ * One step of the image case: the plain copy measured right before it (this machine's disk has been seen to take
+ * 2.5 s and 9.4 s for the same copy an hour apart, and a copy measured once per run drifts from the steps timed
+ * minutes later), then the step; its ratio is to that copy. CPU is user + system seconds of the step's processes.
+ */
+function timed(tool, operation, label, command, copy, env = {}) {
+  const before = copy();
+  const m = measure(label, command, env);
+  const ratio = m.seconds / before.seconds;
+  rows.push({
+    tool,
+    operation,
+    seconds: m.seconds,
+    ratio,
+    peakMiB: m.peakMiB,
+    cpuSeconds: m.cpuSeconds,
+    copySeconds: before.seconds,
+  });
   console.log(
-    `${tool.padEnd(7)} ${operation.padEnd(12)} ${m.seconds.toFixed(2).padStart(7)} s  ${(m.seconds / copySeconds).toFixed(2)}x copy  peak RSS ${m.peakMiB.toFixed(0)} MiB`,
+    `${tool.padEnd(9)} ${operation.padEnd(12)} ${m.seconds.toFixed(2).padStart(7)} s  ${ratio.toFixed(2)}x copy (${before.seconds.toFixed(2)} s)  CPU ${m.cpuSeconds.toFixed(2)} s  peak RSS ${m.peakMiB.toFixed(0)} MiB`,
   );
 }
 
@@ -237,46 +261,46 @@ async function imageCase(run) {
 
   const copy = () =>
     measure('copy', `cat '${image}' > '${work}/copy.img' && sync && rm -f '${work}/copy.img'`);
-  const copyFull = copy();
-  console.log(`plain copy (cat image > copy; sync): ${copyFull.seconds.toFixed(2)} s`);
 
   // drkit, without and with encryption (restic always encrypts; borg runs with `-e none`)
   const image0 = join(work, 'disk-v1.img');
   execFileSync('cp', ['--sparse=always', image, image0]);
-  let copyIncr;
-  let copyRestore;
   for (const sealed of values['no-encryption'] ? [false] : [false, true]) {
     const tool = sealed ? 'drkit+enc' : 'drkit';
     const env = sealed ? { DRKIT_PASSPHRASE: 'bench passphrase' } : {};
     const repo = join(work, sealed ? 'drkit-sealed-repo' : 'drkit-repo');
     if (sealed) execFileSync('cp', ['--sparse=always', image0, image]);
-    const full = measure(
+    timed(
+      tool,
+      'full',
       `${tool} full`,
       `${drkit(`${tool}-full`)} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+      copy,
       env,
     );
-    record(tool, 'full', full, copyFull.seconds);
     await mutateDiskImage(image, { fraction: 0.01, seed: 43 });
-    copyIncr ??= copy();
-    const incr = measure(
+    timed(
+      tool,
+      'incremental',
       `${tool} incr`,
       `${drkit(`${tool}-incremental`)} backup '${image}' --repo '${repo}'${level} --json > /dev/null && sync`,
+      copy,
       env,
     );
-    record(tool, 'incremental', incr, copyIncr.seconds);
     const points = JSON.parse(
       execFileSync('node', [cliPath, 'points', '--json', '--repo', repo], {
         encoding: 'utf8',
         env: { ...process.env, ...env },
       }),
     );
-    copyRestore ??= copy();
-    const restore = measure(
+    timed(
+      tool,
+      'restore',
       `${tool} restore`,
       `${drkit(`${tool}-restore`)} restore ${points.at(-1).id} '${work}/restored.img' --repo '${repo}' > /dev/null && sync`,
+      copy,
       env,
     );
-    record(tool, 'restore', restore, copyRestore.seconds);
     const same = execFileSync('cmp', [image, join(work, 'restored.img')]).length === 0;
     console.log(`${tool}: restored image identical to the source: ${same}`);
     await rm(join(work, 'restored.img'), { force: true });
@@ -291,24 +315,23 @@ async function imageCase(run) {
     };
     execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
     spawnSync('restic', ['init'], { env: { ...process.env, ...resticEnv } });
-    record(
-      'restic',
-      'full',
-      measure('restic full', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
-      copyFull.seconds,
-    );
+    timed('restic', 'full', 'restic full', `cd '${work}' && restic backup -q r.img && sync`, copy, resticEnv);
     execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
-    record(
+    timed(
       'restic',
       'incremental',
-      measure('restic incr', `cd '${work}' && restic backup -q r.img && sync`, resticEnv),
-      copyIncr.seconds,
+      'restic incr',
+      `cd '${work}' && restic backup -q r.img && sync`,
+      copy,
+      resticEnv,
     );
-    record(
+    timed(
       'restic',
       'restore',
-      measure('restic restore', `restic restore -q latest --target '${work}/restic-out' && sync`, resticEnv),
-      copyRestore.seconds,
+      'restic restore',
+      `restic restore -q latest --target '${work}/restic-out' && sync`,
+      copy,
+      resticEnv,
     );
     await rm(join(work, 'restic-out'), { recursive: true, force: true });
     // borg (buzhash chunking, lz4 by default)
@@ -319,25 +342,17 @@ async function imageCase(run) {
     };
     spawnSync('borg', ['init', '-e', 'none'], { env: { ...process.env, ...borgEnv } });
     execFileSync('cp', ['--sparse=always', image0, join(work, 'r.img')]);
-    record(
-      'borg',
-      'full',
-      measure('borg full', `cd '${work}' && borg create ::a r.img && sync`, borgEnv),
-      copyFull.seconds,
-    );
+    timed('borg', 'full', 'borg full', `cd '${work}' && borg create ::a r.img && sync`, copy, borgEnv);
     execFileSync('cp', ['--sparse=always', image, join(work, 'r.img')]);
-    record(
-      'borg',
-      'incremental',
-      measure('borg incr', `cd '${work}' && borg create ::b r.img && sync`, borgEnv),
-      copyIncr.seconds,
-    );
+    timed('borg', 'incremental', 'borg incr', `cd '${work}' && borg create ::b r.img && sync`, copy, borgEnv);
     await mkdir(join(work, 'borg-out'), { recursive: true });
-    record(
+    timed(
       'borg',
       'restore',
-      measure('borg restore', `cd '${work}/borg-out' && borg extract ::b && sync`, borgEnv),
-      copyRestore.seconds,
+      'borg restore',
+      `cd '${work}/borg-out' && borg extract ::b && sync`,
+      copy,
+      borgEnv,
     );
   }
 }
@@ -358,18 +373,23 @@ const steps = [];
 for (const r of rows) {
   let step = steps.find((s) => s.tool === r.tool && s.operation === r.operation);
   if (!step) {
-    step = { tool: r.tool, operation: r.operation, seconds: [], ratios: [], peakMiB: 0 };
+    step = { tool: r.tool, operation: r.operation, seconds: [], ratios: [], cpu: [], copies: [], peakMiB: 0 };
     steps.push(step);
   }
   step.seconds.push(r.seconds);
   step.ratios.push(r.ratio);
+  if (r.cpuSeconds !== undefined) step.cpu.push(r.cpuSeconds);
+  if (r.copySeconds !== undefined) step.copies.push(r.copySeconds);
   step.peakMiB = Math.max(step.peakMiB, r.peakMiB);
 }
 console.log(
-  `\nsummary of ${runs} run${runs === 1 ? '' : 's'} (ratio = seconds / plain copy measured in the same run, median and range; ` +
+  `\nsummary of ${runs} run${runs === 1 ? '' : 's'} (ratio = seconds / the plain copy measured right before the step, ` +
+    'median and range; copy s = those copies, median and range; CPU s = user + system seconds, median; ' +
     'vs restic, vs borg = median seconds / theirs)',
 );
-console.log('tool      operation    seconds  ratio  (range)      peak RSS  vs restic  vs borg');
+console.log(
+  'tool      operation    seconds  ratio  (range)      copy s (range)       CPU s  peak RSS  vs restic  vs borg',
+);
 for (const step of steps) {
   const seconds = median(step.seconds);
   const versus = (tool) => {
@@ -379,8 +399,13 @@ for (const step of steps) {
     return (them ? (seconds / median(them.seconds)).toFixed(2) : '').padStart(9);
   };
   const range = `(${Math.min(...step.ratios).toFixed(2)}-${Math.max(...step.ratios).toFixed(2)})`;
+  const copies =
+    step.copies.length === 0
+      ? ''
+      : `${median(step.copies).toFixed(2)} (${Math.min(...step.copies).toFixed(2)}-${Math.max(...step.copies).toFixed(2)})`;
+  const cpu = step.cpu.length === 0 ? '' : median(step.cpu).toFixed(2);
   console.log(
-    `${step.tool.padEnd(9)} ${step.operation.padEnd(12)} ${seconds.toFixed(2).padStart(7)} ${median(step.ratios).toFixed(2).padStart(6)}  ${range.padEnd(11)} ${step.peakMiB.toFixed(0).padStart(5)} MiB ${versus('restic')}  ${versus('borg')}`,
+    `${step.tool.padEnd(9)} ${step.operation.padEnd(12)} ${seconds.toFixed(2).padStart(7)} ${median(step.ratios).toFixed(2).padStart(6)}  ${range.padEnd(11)}  ${copies.padEnd(18)} ${cpu.padStart(6)} ${step.peakMiB.toFixed(0).padStart(5)} MiB ${versus('restic')}  ${versus('borg')}`,
   );
 }
 if (values.profile !== undefined) {

@@ -168,6 +168,22 @@ export function describeStoreContract(options: StoreContractOptions): void {
       expect(await size('sized/b/c')).toBeUndefined();
     });
 
+    it('is done with the bytes of a put when it resolves: reusing them changes nothing stored', {
+      timeout,
+    }, async () => {
+      // Callers recycle their buffers once a put resolves (the engine's chunk buffers, an encrypted repository's
+      // sealing buffers): a store that kept a reference would serve the later contents.
+      const plain = new Uint8Array(64 * 1024).fill(0x41);
+      await store().put('handed/plain', plain, { durable: false });
+      plain.fill(0x42);
+      const created = new Uint8Array(64 * 1024).fill(0x43);
+      await store().put('handed/created', created, { ifAbsent: true });
+      created.fill(0x44);
+      const stored = async (key: string) => Buffer.from(await store().get(key));
+      expect((await stored('handed/plain')).equals(Buffer.alloc(64 * 1024, 0x41))).toBe(true);
+      expect((await stored('handed/created')).equals(Buffer.alloc(64 * 1024, 0x43))).toBe(true);
+    });
+
     it('throws NotFoundError for a missing key', { timeout }, async () => {
       const error = await rejection(() => store().get('missing/key'));
       expect(NotFoundError.isInstance(error)).toBe(true);

@@ -1,12 +1,29 @@
 import { RepositoryCorruptError } from '../errors/drkit-error.js';
 import type { CallOptions } from '../spec/v2/index.js';
+import { CHUNK_BLOB_HEADER_BYTES } from './chunk-blob.js';
+import { MAX_CHUNK_SIZE } from './chunk-index.js';
 import { KEYS_PREFIX } from './keyring.js';
 import { CONFIG_KEY } from './repository-config.js';
-import { SEAL_NONCE_BYTES, SEAL_TAG_BYTES, SEALED_MAGIC, SEALED_VERSION, seal, unseal } from './sealing.js';
+import {
+  SEAL_NONCE_BYTES,
+  SEAL_TAG_BYTES,
+  SEALED_MAGIC,
+  SEALED_VERSION,
+  seal,
+  sealedLength,
+  unseal,
+} from './sealing.js';
 import type { Store, StoreEntry, StorePutOptions } from './store.js';
 
 /** Bytes a sealed blob adds to the blob it seals: `DRKE`, the version byte, the nonce and the tag. */
 export const SEALED_BLOB_OVERHEAD = 5 + SEAL_NONCE_BYTES + SEAL_TAG_BYTES;
+
+/** Recycled sealing buffers are allocated in multiples of 64 KiB, so that one serves blobs of nearby sizes. */
+const SPARE_ROUNDING = 64 * 1024;
+/** The largest recycled sealing buffer: room for a sealed chunk blob of the largest chunk. */
+const MAX_SPARE_BYTES =
+  Math.ceil((MAX_CHUNK_SIZE + CHUNK_BLOB_HEADER_BYTES + SEALED_BLOB_OVERHEAD) / SPARE_ROUNDING) *
+  SPARE_ROUNDING;
 
 /** Whether a key is one an encrypted repository keeps in the clear: `config` and the key blobs. */
 function isClear(key: string): boolean {
@@ -42,6 +59,10 @@ export class SealedStore implements Store {
   readonly immutability?: Store['immutability'];
   readonly createOnlyProvesWhole?: true;
   readonly readConcurrency?: number;
+  /** Sealing buffers whose puts resolved, for the next puts. */
+  private readonly spare: Uint8Array[] = [];
+  private putsInFlight = 0;
+  private mostInFlight = 0;
 
   constructor(
     private readonly inner: Store,
@@ -86,12 +107,51 @@ export class SealedStore implements Store {
     return unseal(this.sealKey, blob.subarray(5), aadOf(key), what);
   }
 
-  put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean> {
+  /**
+   * Seals `data` and writes it. The sealed copy goes into a buffer this store recycles once the inner store's
+   * `put` resolves (a store is done with a put's bytes then, see {@link Store.put}): a backup seals every chunk it
+   * writes, and a fresh buffer per blob, left to the garbage collector, raised its peak RSS by about 50 MiB
+   * (measured on the 2 GiB bench image). A put that fails drops its buffer: an aborted upload's client may still
+   * be reading it.
+   */
+  async put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean> {
     if (isClear(key)) return this.inner.put(key, data, options);
     const aad = aadOf(key);
-    const sealed = seal(this.sealKey, data, aad, 5);
+    const buffer = this.takeBuffer(sealedLength(data.byteLength, 5));
+    const sealed = seal(this.sealKey, data, aad, 5, buffer);
     sealed.set(aad.subarray(0, 5), 0);
-    return this.inner.put(key, sealed, options);
+    this.putsInFlight++;
+    this.mostInFlight = Math.max(this.mostInFlight, this.putsInFlight);
+    let written: boolean;
+    try {
+      written = await this.inner.put(key, sealed, options);
+    } finally {
+      this.putsInFlight--;
+    }
+    this.giveBuffer(buffer);
+    return written;
+  }
+
+  /** A recycled buffer of at least `length` bytes, or a new one (rounded up so it serves later blobs too). */
+  private takeBuffer(length: number): Uint8Array {
+    const at = this.spare.findIndex((buffer) => buffer.byteLength >= length);
+    if (at >= 0) return this.spare.splice(at, 1)[0]!;
+    return new Uint8Array(Math.ceil(length / SPARE_ROUNDING) * SPARE_ROUNDING);
+  }
+
+  /**
+   * Keeps a buffer for the next puts: at most as many as were ever in flight at once (what a backup needs), and
+   * none for blobs larger than a chunk can be (a rare large blob is left to the collector).
+   */
+  private giveBuffer(buffer: Uint8Array): void {
+    if (buffer.byteLength > MAX_SPARE_BYTES) return;
+    if (this.spare.length >= this.mostInFlight) {
+      // Replace a smaller spare, so that the ones kept serve the largest blobs.
+      const smallest = this.spare.reduce((s, b, i) => (b.byteLength < this.spare[s]!.byteLength ? i : s), 0);
+      if (this.spare.length === 0 || this.spare[smallest]!.byteLength >= buffer.byteLength) return;
+      this.spare.splice(smallest, 1);
+    }
+    this.spare.push(buffer);
   }
 
   has(key: string, options?: CallOptions): Promise<boolean> {

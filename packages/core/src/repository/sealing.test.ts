@@ -114,6 +114,40 @@ describe('SealedStore', () => {
     );
   });
 
+  it('seals into buffers it recycles once the inner store has written them, never after a failed write', async () => {
+    const given: Uint8Array[] = [];
+    const inner = memoryStore();
+    const innerPut = inner.put.bind(inner);
+    let fail = false;
+    inner.put = async (key, data, options) => {
+      given.push(data);
+      if (fail) throw new Error('the store is unreachable');
+      return innerPut(key, data, options);
+    };
+    const store = new SealedStore(inner, sealKey);
+    const first = new Uint8Array(256 * 1024).fill(0x5a);
+    const second = new Uint8Array(200 * 1024).fill(0x6b);
+    expect(await store.put('chunks/5a/one', first)).toBe(true);
+    expect(await store.put('chunks/6b/two', second)).toBe(true);
+    // The second blob was sealed into the first one's buffer, and neither stored blob changed.
+    expect(given[1]!.buffer).toBe(given[0]!.buffer);
+    expect(given[1]!.byteLength).toBe(second.byteLength + SEALED_BLOB_OVERHEAD);
+    expect(Buffer.from(await store.get('chunks/5a/one'))).toEqual(Buffer.from(first));
+    expect(Buffer.from(await store.get('chunks/6b/two'))).toEqual(Buffer.from(second));
+    fail = true;
+    await expect(store.put('chunks/5a/three', first)).rejects.toThrow('the store is unreachable');
+    fail = false;
+    // After a failure a client may still hold the body (an aborted upload): that buffer is never reused.
+    expect(await store.put('chunks/5a/four', first)).toBe(true);
+    expect(given[3]!.buffer).not.toBe(given[2]!.buffer);
+    expect(Buffer.from(await store.get('chunks/5a/four'))).toEqual(Buffer.from(first));
+    // Two puts in flight at once seal into two buffers.
+    const both = [store.put('chunks/5a/five', first), store.put('chunks/6b/six', second)];
+    await Promise.all(both);
+    expect(given[5]!.buffer).not.toBe(given[4]!.buffer);
+    expect(Buffer.from(await store.get('chunks/6b/six'))).toEqual(Buffer.from(second));
+  });
+
   it('reports a blob emptied by a crash as empty, and keeps the stores durability', async () => {
     const inner = memoryStore();
     const store = new SealedStore(inner, sealKey);

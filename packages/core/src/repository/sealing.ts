@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt } from 'node:crypto';
 import { RepositoryCorruptError } from '../errors/drkit-error.js';
+import { freeNow } from '../util/free-now.js';
 
 /** Bytes of an AES-256-GCM nonce in a sealed blob. */
 export const SEAL_NONCE_BYTES = 12;
@@ -43,20 +44,36 @@ export function deriveSubkey(dataKey: Uint8Array, info: string): Uint8Array {
   return new Uint8Array(hkdfSync('sha256', dataKey, new Uint8Array(0), info, 32));
 }
 
+/** Bytes {@link seal} writes for `plainLength` plain bytes after `headroom`: headroom, nonce, ciphertext, tag. */
+export function sealedLength(plainLength: number, headroom = 0): number {
+  return headroom + SEAL_NONCE_BYTES + plainLength + SEAL_TAG_BYTES;
+}
+
 /**
  * Seals `plain` with AES-256-GCM: a random 12-byte nonce, the ciphertext and the 16-byte tag, after `headroom`
- * bytes left for the caller (a blob header), in one buffer of its own.
+ * bytes left for the caller (a blob header), in one buffer of its own, or at the start of `into` when it is large
+ * enough ({@link sealedLength}; the result is then a view of it). The cipher's own output is copied and freed at
+ * once, not left to the garbage collector.
  */
-export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array, headroom = 0): Uint8Array {
+export function seal(
+  key: Uint8Array,
+  plain: Uint8Array,
+  aad: Uint8Array,
+  headroom = 0,
+  into?: Uint8Array,
+): Uint8Array {
   const nonce = randomBytes(SEAL_NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
-  const out = new Uint8Array(headroom + SEAL_NONCE_BYTES + plain.byteLength + SEAL_TAG_BYTES);
+  const length = sealedLength(plain.byteLength, headroom);
+  const out =
+    into !== undefined && into.byteLength >= length ? into.subarray(0, length) : new Uint8Array(length);
   out.set(nonce, headroom);
   let at = headroom + SEAL_NONCE_BYTES;
   const body = cipher.update(plain);
   out.set(body, at);
   at += body.byteLength;
+  freeNow(body);
   const last = cipher.final();
   out.set(last, at);
   at += last.byteLength;

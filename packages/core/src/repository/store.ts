@@ -104,6 +104,10 @@ export interface Store {
    * is durable too, even when another writer created it with `durable: false` or has not finished its own `put`
    * yet: a caller may commit something that references it at once. With `durable: false` neither is promised
    * until {@link Store.sync} covers the key.
+   *
+   * The store is done with `data` when `put` resolves: it must not keep or read the buffer afterwards (copy it
+   * to keep it), since callers reuse it then (the backup engine recycles its chunk buffers, an encrypted
+   * repository its sealing buffers).
    */
   put(key: string, data: Uint8Array, options?: StorePutOptions): Promise<boolean>;
   /**
