@@ -20,6 +20,11 @@ export const SEALED_BLOB_OVERHEAD = 5 + SEAL_NONCE_BYTES + SEAL_TAG_BYTES;
 
 /** Recycled sealing buffers are allocated in multiples of 64 KiB, so that one serves blobs of nearby sizes. */
 const SPARE_ROUNDING = 64 * 1024;
+/**
+ * The most sealing buffers kept for reuse: more than the puts one disk task has in flight on a small proxy (2 ×
+ * chunk workers + 2: 6 on 2 cores). Beyond them (many workers, several disk tasks at once) puts allocate.
+ */
+const MAX_SPARES = 16;
 /** The largest recycled sealing buffer: room for a sealed chunk blob of the largest chunk. */
 const MAX_SPARE_BYTES =
   Math.ceil((MAX_CHUNK_SIZE + CHUNK_BLOB_HEADER_BYTES + SEALED_BLOB_OVERHEAD) / SPARE_ROUNDING) *
@@ -140,12 +145,13 @@ export class SealedStore implements Store {
   }
 
   /**
-   * Keeps a buffer for the next puts: at most as many as were ever in flight at once (what a backup needs), and
-   * none for blobs larger than a chunk can be (a rare large blob is left to the collector).
+   * Keeps a buffer for the next puts: at most as many as were ever in flight at once (what a backup needs) and
+   * at most {@link MAX_SPARES}, and none for blobs larger than a chunk can be (a rare large blob is left to the
+   * collector). What it keeps stays allocated while the repository is open: about 17 MiB at most for 1 MiB chunks.
    */
   private giveBuffer(buffer: Uint8Array): void {
     if (buffer.byteLength > MAX_SPARE_BYTES) return;
-    if (this.spare.length >= this.mostInFlight) {
+    if (this.spare.length >= Math.min(this.mostInFlight, MAX_SPARES)) {
       // Replace a smaller spare, so that the ones kept serve the largest blobs.
       const smallest = this.spare.reduce((s, b, i) => (b.byteLength < this.spare[s]!.byteLength ? i : s), 0);
       if (this.spare.length === 0 || this.spare[smallest]!.byteLength >= buffer.byteLength) return;
