@@ -128,6 +128,8 @@ function folderBytes(folder) {
 }
 
 const MiB = 1024 ** 2;
+/** The sparse case's steps are named after its size: `8T full` for the default 8 TiB. */
+const SPARSE_LABEL = `${Number(values['sparse-tib'])}T`;
 
 /** The 8 TiB sparse image: 64 MiB of data in 64 runs of 1 MiB spread over the disk (half random, half text). */
 async function sparseCase() {
@@ -160,7 +162,7 @@ async function sparseCase() {
     const growth = folderBytes(repo) - before;
     rows.push({
       tool: 'drkit',
-      operation: `8T ${operation}`,
+      operation: `${SPARSE_LABEL} ${operation}`,
       seconds: m.seconds,
       ratio: m.seconds / copied.seconds,
       peakMiB: m.peakMiB,
@@ -168,7 +170,7 @@ async function sparseCase() {
       copySeconds: copied.seconds,
     });
     console.log(
-      `drkit   8T ${operation.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  (copy ${copied.seconds.toFixed(2)} s)  peak RSS ${m.peakMiB.toFixed(0)} MiB  repository +${(growth / MiB).toFixed(2)} MiB  fsync-like calls ${calls ?? 'not counted'}`,
+      `drkit   ${SPARSE_LABEL} ${operation.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  (copy ${copied.seconds.toFixed(2)} s)  peak RSS ${m.peakMiB.toFixed(0)} MiB  repository +${(growth / MiB).toFixed(2)} MiB  fsync-like calls ${calls ?? 'not counted'}`,
     );
   };
   const backup = `node '${cliPath}' backup '${image}' --repo '${repo}'${level} --json > /dev/null`;
@@ -411,7 +413,7 @@ for (const step of steps) {
 if (values.profile !== undefined) {
   const summary = fileURLToPath(new URL('./profile-summary.mjs', import.meta.url));
   for (const step of steps
-    .filter((row) => row.tool.startsWith('drkit') && !row.operation.startsWith('8T'))
+    .filter((row) => row.tool.startsWith('drkit') && !row.operation.startsWith(SPARSE_LABEL))
     .map((row) => `${row.tool}-${row.operation}`)) {
     console.log(`\nCPU profile of ${step} (${join(values.profile, step)})`);
     console.log(execFileSync('node', [summary, join(values.profile, step)], { encoding: 'utf8' }));
