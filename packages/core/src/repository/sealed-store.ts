@@ -154,7 +154,7 @@ export class SealedStore implements Store {
     if (this.spare.length >= Math.min(this.mostInFlight, MAX_SPARES)) {
       // Replace a smaller spare, so that the ones kept serve the largest blobs.
       const smallest = this.spare.reduce((s, b, i) => (b.byteLength < this.spare[s]!.byteLength ? i : s), 0);
-      if (this.spare.length === 0 || this.spare[smallest]!.byteLength >= buffer.byteLength) return;
+      if (this.spare[smallest]!.byteLength >= buffer.byteLength) return;
       this.spare.splice(smallest, 1);
     }
     this.spare.push(buffer);
